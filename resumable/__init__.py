@@ -1,0 +1,49 @@
+"""Make any long for-loop survive ctrl+c, crashes and shutdowns, and carry on where it stopped.
+
+::
+
+    from resumable import Resumable, NPolicy, TimePolicy
+
+    with Resumable("job.state", policy=NPolicy(100) | TimePolicy(60)) as r:
+        for url in r.iterate(urls):
+            save(fetch(url))
+"""
+
+from resumable._errors import (
+    CalledTooOftenError,
+    InputChangedError,
+    Interrupted,
+    ResumableError,
+    ResumableWarning,
+    StateFileError,
+    StateLockedError,
+    StateNotSerializableError,
+    StateWriteError,
+    UsageError,
+)
+from resumable._inspect import StateSnapshot, inspect
+from resumable._resumable import Resumable
+from resumable._version import __version__
+from resumable.policies import NPolicy, Policy, PolicySwitch, SinceLastSave, TimePolicy
+
+__all__ = [
+    "CalledTooOftenError",
+    "InputChangedError",
+    "Interrupted",
+    "NPolicy",
+    "Policy",
+    "PolicySwitch",
+    "Resumable",
+    "ResumableError",
+    "ResumableWarning",
+    "SinceLastSave",
+    "StateFileError",
+    "StateLockedError",
+    "StateNotSerializableError",
+    "StateSnapshot",
+    "StateWriteError",
+    "TimePolicy",
+    "UsageError",
+    "__version__",
+    "inspect",
+]

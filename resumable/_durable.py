@@ -1,0 +1,131 @@
+"""Atomic, durable file replacement: the old content or the new, never neither.
+
+A save writes a uniquely named temporary file in the same directory, flushes it to the
+disk, renames it over the target and then flushes the directory, so that after a crash or
+power loss the target holds either the previous bytes or the new ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import secrets
+import time
+from pathlib import Path
+
+if os.name == "posix":
+    import fcntl
+else:  # pragma: no cover - exercised on Windows only
+    fcntl = None  # type: ignore[assignment]
+
+TEMP_SUFFIX = ".tmp"
+# Windows refuses to replace a file another program (a virus scanner, an editor) holds
+# open; such holds are short, so the rename is retried for about a second.
+_WINDOWS_REPLACE_RETRIES = 10
+_WINDOWS_REPLACE_PAUSE = 0.1
+
+
+def temp_name(target: Path) -> Path:
+    """A fresh temp-file path beside `target`, recognisable by `is_temp_of`."""
+    return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+
+def is_temp_of(target: Path, candidate: Path) -> bool:
+    """Whether `candidate` is a temp file that a save of `target` may have left behind."""
+    return _temp_pattern(target.name).fullmatch(candidate.name) is not None
+
+
+def _temp_pattern(name: str) -> re.Pattern[str]:
+    # The temp files of `name` and of its backup, and not those of another job's file.
+    return re.compile(rf"\.{re.escape(name)}(?:\.bak)?\.\d+\.[0-9a-f]{{8}}{TEMP_SUFFIX}")
+
+
+def replace_durably(target: Path, data: bytes, keep_previous_as: Path | None = None) -> None:
+    """Replace `target` with `data` atomically and durably.
+
+    With `keep_previous_as`, the current `target` becomes that file (a hard link, so no
+    bytes are copied) just before the replace. On any error the temp file is removed, the
+    previous `target` is intact and the error is raised. An fsync error is never retried:
+    after a failed fsync the kernel may have dropped the dirty pages, so a retry could
+    report success for data that never reached the disk.
+    """
+    temp = temp_name(target)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        try:
+            _write_all(fd, data)
+            fsync_file(fd)
+        finally:
+            os.close(fd)
+        if keep_previous_as is not None:
+            _link_over(target, keep_previous_as)
+        _replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    fsync_directory(target.parent)
+
+
+def fsync_file(fd: int) -> None:
+    """Flush a file's data to the disk itself (F_FULLFSYNC on macOS, where fsync is not)."""
+    full_fsync = getattr(fcntl, "F_FULLFSYNC", None)
+    if full_fsync is not None:  # pragma: no cover - macOS only
+        try:
+            fcntl.fcntl(fd, full_fsync)
+            return
+        except OSError:
+            pass  # some file systems (network, FAT) lack it; plain fsync is the best left
+    os.fsync(fd)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename in `directory` durable; Windows has no directory handles to flush."""
+    if os.name != "posix":  # pragma: no cover - Windows only
+        return
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _link_over(source: Path, destination: Path) -> None:
+    """Make `destination` another name of `source`'s current content, atomically."""
+    temp = temp_name(destination)
+    try:
+        os.link(source, temp)
+    except OSError as error:
+        if error.errno == errno.ENOENT:
+            return  # nothing to keep yet
+        # File systems without hard links (FAT, some network shares): copy the bytes.
+        temp.write_bytes(source.read_bytes())
+    try:
+        _replace(temp, destination)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def _replace(source: Path, destination: Path) -> None:
+    if os.name != "nt":
+        os.replace(source, destination)
+        return
+    for attempt in range(_WINDOWS_REPLACE_RETRIES):  # pragma: no cover - Windows only
+        try:
+            os.replace(source, destination)
+            return
+        except PermissionError:
+            if attempt == _WINDOWS_REPLACE_RETRIES - 1:
+                raise
+            time.sleep(_WINDOWS_REPLACE_PAUSE)

@@ -1,0 +1,88 @@
+"""The exceptions and warnings that `resumable` raises.
+
+Every error is a `ResumableError`, so one ``except ResumableError`` catches them all, and
+every message says what went wrong and what to do next.
+"""
+
+from __future__ import annotations
+
+import signal
+
+
+class ResumableError(Exception):
+    """Base class of every error raised by `resumable`."""
+
+
+class StateFileError(ResumableError):
+    """A state file is unreadable, corrupt, or from an unknown format version.
+
+    The library never overwrites or deletes such a file; the message says how to proceed.
+    """
+
+
+class StateWriteError(ResumableError):
+    """Progress could not be written: the previous state file is intact.
+
+    The operating-system error is the ``__cause__``; `errno` repeats its error number.
+    """
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+class StateLockedError(ResumableError):
+    """Another run (in this or another process) holds the lock of this state file."""
+
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+class CalledTooOftenError(ResumableError):
+    """`Resumable.save` was called sooner after the previous save than ``min_interval``."""
+
+
+class StateNotSerializableError(ResumableError, TypeError):
+    """`Resumable.state` holds a value that cannot be saved as JSON; `key` names where."""
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class InputChangedError(ResumableError):
+    """The input no longer matches the saved progress (for example, it became shorter)."""
+
+
+class UsageError(ResumableError):
+    """The library was used in a way it does not support; the message names the fix."""
+
+
+class Interrupted(SystemExit):
+    """The loop was stopped by a termination signal other than SIGINT.
+
+    It derives from `SystemExit` (not `Exception`), so ``except Exception`` does not swallow
+    it, and an uncaught one ends the program quietly with exit status ``128 + signum``,
+    the status a shell reports for death by that signal. SIGINT raises `KeyboardInterrupt`
+    instead, as Python always does for ctrl+c.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+    def __str__(self) -> str:
+        return f"stopped by {signal_name(self.signum)}"
+
+
+class ResumableWarning(UserWarning):
+    """A problem `resumable` worked around (for example, resuming from the backup file)."""
+
+
+def signal_name(signum: int) -> str:
+    """Return ``"SIGTERM"`` for 15, and a readable fallback for numbers without a name."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"

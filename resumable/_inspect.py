@@ -1,0 +1,71 @@
+"""A read-only look at a state file, for scripts, dashboards and the command line."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from resumable._errors import StateFileError
+from resumable._progress import PositionProgress
+from resumable._store import read_state
+
+
+@dataclass(frozen=True)
+class StateSnapshot:
+    """What a state file says, as `inspect` found it.
+
+    Attributes:
+        path: the state file.
+        position: items done.
+        finished: whether the job ran to the end of its input.
+        state: the user state saved with the progress.
+        runs: how many runs the job has had.
+        created_at: when the job first started (aware datetime, UTC).
+        saved_at: when the file was last written (aware datetime, UTC).
+        format_version: the state file format version.
+        from_backup: True when the state file was unreadable and this is its backup.
+    """
+
+    path: Path
+    position: int
+    finished: bool
+    state: dict[str, Any]
+    runs: int
+    created_at: datetime
+    saved_at: datetime
+    format_version: int
+    from_backup: bool
+
+
+def inspect(path: str | os.PathLike[str]) -> StateSnapshot:
+    """Read the state file at `path` without taking its lock or changing anything.
+
+    Raises `FileNotFoundError` when there is no state file, and `StateFileError` when
+    neither it nor its backup can be read. When only the backup is readable, a
+    `ResumableWarning` says so and the snapshot has ``from_backup=True``.
+    """
+    location = Path(os.fspath(path))
+    loaded = read_state(location)
+    if loaded is None:
+        raise FileNotFoundError(f"no state file at {location}")
+    document = loaded.document
+    try:
+        progress = PositionProgress.restore(document.progress)
+        created_at = datetime.fromisoformat(document.created_at)
+        saved_at = datetime.fromisoformat(document.saved_at)
+    except ValueError as error:
+        raise StateFileError(f"{location} holds data this version cannot use: {error}") from None
+    return StateSnapshot(
+        path=location,
+        position=progress.position,
+        finished=progress.finished,
+        state=document.state,
+        runs=document.runs,
+        created_at=created_at,
+        saved_at=saved_at,
+        format_version=document.format_version,
+        from_backup=loaded.from_backup,
+    )

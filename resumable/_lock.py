@@ -1,0 +1,114 @@
+"""One run per state file: an exclusive lock held on a separate lock file.
+
+The lock is an OS lock on an open file (``flock`` on POSIX, ``msvcrt.locking`` on
+Windows), so the kernel releases it the moment the holder dies, even by ``kill -9``: a
+stale lock file on disk never blocks a new run. The file holds the holder's pid for the
+error message. It is left in place on release, because deleting a lock file while another
+process waits on it would let two processes hold two different files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from pathlib import Path
+
+from resumable._errors import StateLockedError
+
+if os.name == "posix":
+    import fcntl
+else:  # pragma: no cover - Windows only
+    import msvcrt
+
+# The pid goes at the start of the file; Windows locks a byte range, so lock a byte well
+# past it and the pid stays readable by the process that is refused.
+_WINDOWS_LOCKED_BYTE = 1 << 20
+
+_held_in_this_process: set[str] = set()
+_held_guard = threading.Lock()
+
+
+class FileLock:
+    """An exclusive, non-blocking lock on `path`, naming its holder when refused."""
+
+    def __init__(self, path: Path, job: Path) -> None:
+        self.path = path
+        self.job = job
+        self._fd: int | None = None
+        self._key = os.path.normcase(os.path.realpath(path))
+
+    def acquire(self) -> None:
+        """Take the lock or raise `StateLockedError` at once; never waits."""
+        with _held_guard:
+            if self._key in _held_in_this_process:
+                raise StateLockedError(
+                    f"{self.job} is already open in this process (pid {os.getpid()}): "
+                    "one Resumable per state file at a time. Reuse the open one, or close "
+                    "it (leave its with block) before opening the file again.",
+                    pid=os.getpid(),
+                )
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                _lock(fd)
+            except OSError:
+                holder = _read_pid(fd)
+                os.close(fd)
+                who = f"process {holder}" if holder else "another process"
+                raise StateLockedError(
+                    f"{self.job} is in use by {who}: only one run of a job at a time. "
+                    "Wait for it to finish or stop it; the lock frees itself when that "
+                    f"process ends (lock file: {self.path}).",
+                    pid=holder,
+                ) from None
+            _write_pid(fd)
+            self._fd = fd
+            _held_in_this_process.add(self._key)
+
+    def release(self) -> None:
+        """Release the lock; safe to call when it is not held."""
+        with _held_guard:
+            fd, self._fd = self._fd, None
+            if fd is None:
+                return
+            _held_in_this_process.discard(self._key)
+            try:
+                _unlock(fd)
+            finally:
+                os.close(fd)
+
+
+def _read_pid(fd: int) -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        return int(os.pread(fd, 32, 0)) if hasattr(os, "pread") else _read_pid_seek(fd)
+    return None
+
+
+def _read_pid_seek(fd: int) -> int:  # pragma: no cover - Windows only
+    os.lseek(fd, 0, os.SEEK_SET)
+    return int(os.read(fd, 32))
+
+
+def _write_pid(fd: int) -> None:
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, f"{os.getpid()}\n".encode())
+
+
+if os.name == "posix":
+
+    def _lock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+else:  # pragma: no cover - Windows only
+
+    def _lock(fd: int) -> None:
+        os.lseek(fd, _WINDOWS_LOCKED_BYTE, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+
+    def _unlock(fd: int) -> None:
+        os.lseek(fd, _WINDOWS_LOCKED_BYTE, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)

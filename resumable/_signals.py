@@ -1,0 +1,143 @@
+"""What stops the loop: termination signals turned into a stop at an item boundary.
+
+The handler only records what arrived. The first signal during a loop lets the current
+item finish; the loop then raises at the next item boundary (`KeyboardInterrupt` for
+SIGINT, `Interrupted` for the others). A second signal, or one that arrives when no loop is
+running, raises at once, as Python would without this library. While the library's own
+critical code runs (a save, leaving the ``with`` block), every signal waits for it.
+
+On exit the previous handlers come back, and a signal that was only deferred is delivered
+to them, so the program ends the way that signal would have ended it.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Iterable
+from types import CodeType, FrameType
+from typing import Any, TypeVar
+
+from resumable._errors import Interrupted, ResumableWarning, signal_name
+
+F = TypeVar("F", bound=Callable[..., Any])
+Handler = Callable[[int, FrameType | None], Any] | int | None
+
+# Code objects of the library's critical sections: a signal arriving while one of them is
+# on the stack is deferred. Checking the stack in the handler (rare) costs nothing on the
+# hot path, and unlike a flag set inside the function it also covers the bytecodes before
+# that flag could be set.
+_DEFERRING_CODE: set[CodeType] = set()
+
+
+def defers_signals(function: F) -> F:
+    """Mark `function` as a critical section: signals that arrive inside it wait."""
+    _DEFERRING_CODE.add(function.__code__)
+    return function
+
+
+def default_signals() -> tuple[int, ...]:
+    """SIGINT and SIGTERM, plus SIGHUP where the platform has it."""
+    names = ("SIGINT", "SIGTERM", "SIGHUP")
+    return tuple(getattr(signal, name) for name in names if hasattr(signal, name))
+
+
+def exception_for(signum: int) -> BaseException:
+    """The exception a stop by `signum` raises: what Python raises for ctrl+c, or Interrupted."""
+    return KeyboardInterrupt() if signum == signal.SIGINT else Interrupted(signum)
+
+
+class SignalGuard:
+    """Installs the handlers for a run, and remembers what arrived."""
+
+    def __init__(self, signums: Iterable[int | signal.Signals], wake: Callable[[], None]) -> None:
+        self.signums = tuple(int(signum) for signum in signums)
+        self.wake = wake  # makes a running loop check for a stop at its next boundary
+        self.loop_running = False
+        self.stop_requested: int | None = None  # the first signal of this run
+        self.pending: int | None = None  # arrived, not yet raised as an exception
+        self._raised: BaseException | None = None
+        self._previous: dict[int, Handler] = {}
+
+    def install(self) -> None:
+        """Install the handlers (main thread only; elsewhere warn and do nothing)."""
+        if threading.current_thread() is not threading.main_thread():
+            warnings.warn(
+                "Resumable is not on the main thread, where Python delivers signals: "
+                "ctrl+c and SIGTERM are not caught, so they stop the loop wherever it is. "
+                "Progress is still saved by the policy and when the with block exits.",
+                ResumableWarning,
+                stacklevel=4,
+            )
+            return
+        for signum in self.signums:
+            previous = signal.getsignal(signum)
+            # An ignored signal stays ignored (nohup), and a handler installed from C
+            # (getsignal gives None) could not be put back, so both are left alone.
+            if previous is None or previous == signal.SIG_IGN:
+                continue
+            signal.signal(signum, self._handle)
+            self._previous[signum] = previous
+
+    @defers_signals
+    def restore(self) -> None:
+        """Put back exactly the handlers that were there before `install`."""
+        while self._previous:
+            signum, previous = self._previous.popitem()
+            signal.signal(signum, previous)
+
+    def take_exception(self) -> BaseException:
+        """Turn the pending signal into the exception to raise, and remember it."""
+        signum = self.pending if self.pending is not None else self.stop_requested
+        assert signum is not None
+        self.pending = None
+        self._raised = exception_for(signum)
+        return self._raised
+
+    def deliver_deferred(self, exception: BaseException | None) -> None:
+        """After `restore`: let the previous handlers act on what this run held back.
+
+        A signal that never became an exception is raised again now. A stop this guard
+        raised as `Interrupted` is delivered too, so SIGTERM with its default handler ends
+        the process by SIGTERM. A `KeyboardInterrupt` already is what the default SIGINT
+        handler would raise, so it just propagates.
+        """
+        signum: int | None = None
+        if exception is not None and exception is self._raised:
+            if isinstance(exception, Interrupted):
+                signum = exception.signum
+        elif self.pending is not None:
+            signum = self.pending
+        self.pending = None
+        if signum is None:
+            return
+        # Death by a signal skips Python's exit path, so flush what the program printed.
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+        signal.raise_signal(signum)
+
+    def describe(self) -> str:
+        """The name of the signal that stopped the run, e.g. ``"SIGINT"``."""
+        return signal_name(self.stop_requested) if self.stop_requested else "no signal"
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        first = self.stop_requested is None
+        if first:
+            self.stop_requested = signum
+        if self.pending is None:
+            self.pending = signum
+        self.wake()
+        if _in_deferring_code(frame) or (first and self.loop_running):
+            return
+        raise self.take_exception()
+
+
+def _in_deferring_code(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code in _DEFERRING_CODE:
+            return True
+        frame = frame.f_back
+    return False

@@ -1,0 +1,154 @@
+"""Where and how progress is kept: a state file, its backup and its lock file.
+
+For ``job.state`` the store uses ``job.state.bak`` (the previous generation),
+``job.state.lock`` (held while a run is open) and short-lived ``.job.state.*.tmp`` files
+during a save. A state file that cannot be read is never overwritten or deleted: when the
+run resumes from the backup instead, the unreadable file is renamed to
+``job.state.corrupt-<time>`` at the first save, byte for byte as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from resumable import _durable, _state_file
+from resumable._errors import ResumableWarning, StateFileError, StateWriteError
+from resumable._lock import FileLock
+from resumable._state_file import StateDocument
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A state document and where it came from."""
+
+    document: StateDocument
+    from_backup: bool
+
+
+def backup_path(path: Path) -> Path:
+    """The backup of state file `path`: its previous generation."""
+    return path.with_name(path.name + ".bak")
+
+
+def read_state(path: Path) -> Loaded | None:
+    """Read the state file at `path`, falling back to its backup when it is unreadable.
+
+    Returns None when there is no state file (a fresh job). Never writes anything.
+    """
+    if path.is_dir():
+        raise StateFileError(
+            f"{path} is a directory, not a state file: pass the path of a file, "
+            f"e.g. {path / 'job.state'}"
+        )
+    try:
+        main_error = _decode_file(path)
+    except FileNotFoundError:
+        return None
+    if isinstance(main_error, StateDocument):
+        return Loaded(main_error, from_backup=False)
+    backup = backup_path(path)
+    try:
+        backup_result = _decode_file(backup)
+    except FileNotFoundError:
+        backup_result = StateFileError(f"there is no backup ({backup})")
+    if isinstance(backup_result, StateDocument):
+        warnings.warn(
+            f"{main_error}; resuming from the backup {backup}. The unreadable file is kept "
+            f"as {path.name}.corrupt-<time> at the first save.",
+            ResumableWarning,
+            stacklevel=4,
+        )
+        return Loaded(backup_result, from_backup=True)
+    raise StateFileError(
+        f"{main_error}, and {backup_result}. Nothing was changed. Restore the file, move "
+        f"it away to start over, or pass restart=True to start over (the old file is kept "
+        f"as {backup.name})."
+    )
+
+
+def _decode_file(path: Path) -> StateDocument | StateFileError:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        return StateFileError(f"{path} cannot be read: {error.strerror}")
+    try:
+        return _state_file.decode(data, str(path))
+    except StateFileError as error:
+        return error
+
+
+class FileStore:
+    """A job's state file with its backup and lock; `save` writes atomically and durably."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.backup = backup_path(path)
+        self._lock = FileLock(path.with_name(path.name + ".lock"), job=path)
+        self._main_is_unreadable = False
+
+    def lock(self) -> None:
+        """Take the job's lock, then clear temp files an earlier crash left behind."""
+        try:
+            self._lock.acquire()
+        except OSError as error:
+            raise StateWriteError(
+                f"cannot create the lock file for {self.path}: {error.strerror}. Check "
+                "that the directory exists and that this user may write to it.",
+                errno=error.errno,
+            ) from error
+        self._remove_stale_temp_files()
+
+    def unlock(self) -> None:
+        """Release the job's lock."""
+        self._lock.release()
+
+    def load(self) -> Loaded | None:
+        """Read the state (or its backup); None for a fresh job."""
+        loaded = read_state(self.path)
+        self._main_is_unreadable = loaded is not None and loaded.from_backup
+        return loaded
+
+    def save(self, data: bytes) -> None:
+        """Replace the state file with `data`; the old one becomes the backup."""
+        try:
+            if self._main_is_unreadable:
+                self._set_aside_unreadable()
+                _durable.replace_durably(self.path, data)
+            else:
+                _durable.replace_durably(self.path, data, keep_previous_as=self.backup)
+        except OSError as error:
+            name = errno.errorcode.get(error.errno or 0, "error")
+            raise StateWriteError(
+                f"could not save progress to {self.path}: {error.strerror or error} "
+                f"[{name}]. The previous state file is intact; items finished since "
+                "it was saved will run again next time.",
+                errno=error.errno,
+            ) from error
+
+    def _set_aside_unreadable(self) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for count in itertools.count(2):
+            if not aside.exists():
+                break
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{count}")
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self.path, aside)
+        self._main_is_unreadable = False
+
+    def _remove_stale_temp_files(self) -> None:
+        # Only a run holding the lock writes temp files, so any found now are orphans.
+        with contextlib.suppress(OSError):
+            for candidate in self.path.parent.iterdir():
+                if _durable.is_temp_of(self.path, candidate):
+                    with contextlib.suppress(OSError):
+                        candidate.unlink()
