@@ -1,0 +1,321 @@
+"""What `iterate` yields, what counts as done, and what a rerun skips."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import overload
+
+import pytest
+
+from resumable import (
+    InputChangedError,
+    NPolicy,
+    Resumable,
+    ResumableWarning,
+    UsageError,
+    inspect,
+)
+
+
+def run(path: Path, items: object, stop_at: int | None = None, **options: object) -> list[object]:
+    """Loop over `items`, breaking before the body of the item at index `stop_at`."""
+    seen: list[object] = []
+    with Resumable(path, **options) as r:  # type: ignore[arg-type]
+        for item in r.iterate(items):  # type: ignore[call-overload]
+            if len(seen) == stop_at:
+                break
+            seen.append(item)
+    return seen
+
+
+def test_a_rerun_continues_where_break_left_off(state_path: Path) -> None:
+    assert run(state_path, list(range(10)), stop_at=4) == [0, 1, 2, 3]
+    assert inspect(state_path).position == 4
+    assert run(state_path, list(range(10))) == [4, 5, 6, 7, 8, 9]
+    assert inspect(state_path).finished
+
+
+def test_an_exception_in_the_body_propagates_unchanged_after_saving(state_path: Path) -> None:
+    error = ValueError("boom")
+    with pytest.raises(ValueError) as raised, Resumable(state_path) as r:
+        for item in r.iterate(range(10)):
+            if item == 6:
+                raise error
+    assert raised.value is error
+    assert inspect(state_path).position == 6  # item 6 itself is not done
+    assert run(state_path, range(10)) == [6, 7, 8, 9]
+
+
+def test_exhausting_the_input_saves_the_job_as_finished(state_path: Path) -> None:
+    with Resumable(state_path, policy=NPolicy(10**6)) as r:
+        assert list(r.iterate("abc")) == ["a", "b", "c"]
+        assert r.finished
+        assert r.saves == 1
+    snapshot = inspect(state_path)
+    assert (snapshot.position, snapshot.finished) == (3, True)
+
+
+def test_a_finished_job_yields_nothing_and_says_so(
+    state_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run(state_path, range(3))
+    with caplog.at_level(logging.WARNING, logger="resumable"):
+        assert run(state_path, range(3)) == []
+    assert "already finished (3 items)" in caplog.text
+    assert "restart=True" in caplog.text
+
+
+def test_restart_starts_a_finished_job_over(state_path: Path) -> None:
+    run(state_path, range(3))
+    assert run(state_path, range(3), restart=True) == [0, 1, 2]
+    assert inspect(state_path).runs == 1
+
+
+def test_runs_are_counted(state_path: Path) -> None:
+    run(state_path, range(5), stop_at=1)
+    run(state_path, range(5), stop_at=1)
+    with Resumable(state_path) as r:
+        assert r.runs == 3
+
+
+class CountingSequence(Sequence[int]):
+    """A sequence that records which indexes were read."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.read: list[int] = []
+
+    def __len__(self) -> int:
+        return self.size
+
+    @overload
+    def __getitem__(self, index: int) -> int: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[int]: ...
+    def __getitem__(self, index: int | slice) -> int | Sequence[int]:
+        if isinstance(index, slice):
+            raise NotImplementedError
+        if not 0 <= index < self.size:
+            raise IndexError(index)
+        self.read.append(index)
+        return index
+
+
+def test_a_sequence_resumes_without_touching_the_done_items(state_path: Path) -> None:
+    run(state_path, CountingSequence(100), stop_at=60)
+    resumed = CountingSequence(100)
+    assert run(state_path, resumed) == list(range(60, 100))
+    assert min(resumed.read) == 60
+
+
+def test_a_list_resumes_at_its_position(state_path: Path) -> None:
+    run(state_path, ["a", "b", "c", "d"], stop_at=3)
+    assert run(state_path, ["a", "b", "c", "d"]) == ["d"]
+
+
+@pytest.mark.parametrize(
+    "items", [tuple(range(10)), bytes(range(10)), range(10), "abcdefghij", range(10**20)],
+    ids=["tuple", "bytes", "range", "str", "range too long for len()"],
+)
+def test_builtin_sequences_resume_at_their_position(
+    state_path: Path, items: Sequence[object]
+) -> None:
+    run(state_path, items, stop_at=7)
+    assert run(state_path, items, stop_at=3) == [items[7], items[8], items[9]]
+
+
+def test_a_generator_has_its_done_prefix_skipped_without_running_the_body(
+    state_path: Path,
+) -> None:
+    produced: list[int] = []
+
+    def numbers() -> Iterator[int]:
+        for number in range(10):
+            produced.append(number)
+            yield number
+
+    run(state_path, numbers(), stop_at=4)
+    produced.clear()
+    assert run(state_path, numbers()) == [4, 5, 6, 7, 8, 9]
+    assert produced == list(range(10))  # the prefix is consumed, the body sees only the rest
+
+
+def test_a_file_resumes_at_the_same_line(state_path: Path, tmp_path: Path) -> None:
+    lines = tmp_path / "input.txt"
+    lines.write_text("".join(f"line {n}\n" for n in range(5)))
+    with lines.open() as handle:
+        run(state_path, handle, stop_at=2)
+    with lines.open() as handle:
+        assert run(state_path, handle) == ["line 2\n", "line 3\n", "line 4\n"]
+
+
+def test_a_shorter_sequence_on_resume_is_an_error(state_path: Path) -> None:
+    run(state_path, list(range(10)), stop_at=8)
+    with pytest.raises(InputChangedError, match="8 items are done, but the input has only 5"):
+        run(state_path, list(range(5)))
+    assert inspect(state_path).position == 8  # nothing was lost
+
+
+def test_a_shorter_generator_on_resume_is_an_error(state_path: Path) -> None:
+    run(state_path, iter(range(10)), stop_at=8)
+    with pytest.raises(InputChangedError, match="ran out before that"):
+        run(state_path, iter(range(7)))
+    assert inspect(state_path).position == 8
+
+
+def test_an_input_exactly_as_long_as_the_position_finishes(state_path: Path) -> None:
+    run(state_path, list(range(10)), stop_at=8)
+    assert run(state_path, list(range(8))) == []
+    assert inspect(state_path).finished
+
+
+def test_position_inside_the_loop_counts_the_items_before_the_current_one(
+    state_path: Path,
+) -> None:
+    run(state_path, range(10), stop_at=3)
+    with Resumable(state_path) as r:
+        assert r.position == 3
+        seen = [(item, r.position) for item in r.iterate(range(10))]
+        assert r.position == 10
+    assert seen == [(n, n) for n in range(3, 10)]
+
+
+def test_user_state_is_saved_with_the_progress_and_loaded_on_resume(state_path: Path) -> None:
+    with Resumable(state_path) as r:
+        for item in r.iterate(range(10)):
+            if item == 5:
+                break
+            r.state["sum"] = r.state.get("sum", 0) + item
+            r.state["seen"] = [*r.state.get("seen", []), str(item)]
+    with Resumable(state_path) as r:
+        assert r.state == {"sum": 10, "seen": ["0", "1", "2", "3", "4"]}
+    assert inspect(state_path).state["sum"] == 10
+
+
+def test_state_can_be_replaced_by_another_dict_only(state_path: Path) -> None:
+    with Resumable(state_path) as r:
+        r.state = {"a": 1}
+        with pytest.raises(TypeError, match="must be a dict"):
+            r.state = [1]  # type: ignore[assignment]
+    assert inspect(state_path).state == {"a": 1}
+
+
+def test_leaving_without_changes_does_not_write(state_path: Path) -> None:
+    run(state_path, range(5), stop_at=2)
+    before = state_path.read_bytes()
+    with Resumable(state_path) as r:
+        pass
+    assert r.saves == 0
+    assert state_path.read_bytes() == before
+
+
+def test_iterate_twice_is_a_usage_error(state_path: Path) -> None:
+    with Resumable(state_path) as r:
+        r.iterate(range(3))
+        with pytest.raises(UsageError, match="already called"):
+            r.iterate(range(3))
+
+
+def test_iterate_outside_the_with_block_is_a_usage_error(state_path: Path) -> None:
+    r = Resumable(state_path)
+    with pytest.raises(UsageError, match="inside the with block"):
+        r.iterate(range(3))
+    with r:
+        pass
+    with pytest.raises(UsageError, match="inside the with block"):
+        r.iterate(range(3))
+    with pytest.raises(UsageError, match="inside the with block"):
+        r.save()
+
+
+def test_a_resumable_runs_once(state_path: Path) -> None:
+    r = Resumable(state_path)
+    with r:
+        pass
+    with pytest.raises(UsageError, match="runs once"), r:
+        pass
+
+
+def test_signal_handlers_are_restored_after_an_exception(state_path: Path) -> None:
+    def mine(signum: int, frame: object) -> None:
+        """A user handler that must come back."""
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        with pytest.raises(RuntimeError), Resumable(state_path) as r:
+            assert signal.getsignal(signal.SIGTERM) is not mine
+            for _ in r.iterate(range(3)):
+                raise RuntimeError
+        after = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        assert after == before
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_signals_empty_leaves_handlers_alone(state_path: Path) -> None:
+    before = signal.getsignal(signal.SIGINT)
+    with Resumable(state_path, signals=()):
+        assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_an_ignored_signal_stays_ignored(state_path: Path) -> None:
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with Resumable(state_path):
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def test_ctrl_c_in_process_finishes_the_current_item_then_stops(
+    state_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    finished: list[int] = []
+    with pytest.raises(KeyboardInterrupt), Resumable(state_path) as r:
+        for item in r.iterate(range(10)):
+            if item == 4:
+                signal.raise_signal(signal.SIGINT)  # the handler runs here, in the body
+            finished.append(item)
+    assert finished == [0, 1, 2, 3, 4]
+    assert inspect(state_path).position == 5
+    assert "stopped by SIGINT after 5 items (5 in this run)" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_quiet_silences_the_stop_line(state_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(KeyboardInterrupt), Resumable(state_path, quiet=True) as r:
+        for _ in r.iterate(range(10)):
+            signal.raise_signal(signal.SIGINT)
+    assert capsys.readouterr().err == ""
+
+
+def test_ctrl_c_outside_a_loop_raises_at_once_and_still_saves(state_path: Path) -> None:
+    reached_after_signal = False
+    with pytest.raises(KeyboardInterrupt), Resumable(state_path, quiet=True) as r:
+        r.state["before"] = True
+        signal.raise_signal(signal.SIGINT)
+        reached_after_signal = True
+    assert not reached_after_signal
+    assert inspect(state_path).state == {"before": True}
+
+
+def test_away_from_the_main_thread_it_warns_and_still_works(state_path: Path) -> None:
+    outcome: dict[str, object] = {}
+
+    def job() -> None:
+        with pytest.warns(ResumableWarning, match="not on the main thread"), Resumable(
+            state_path
+        ) as r:
+            outcome["items"] = list(r.iterate(range(5)))
+            outcome["handler"] = signal.getsignal(signal.SIGINT)
+
+    thread = threading.Thread(target=job)
+    thread.start()
+    thread.join()
+    assert outcome == {"items": [0, 1, 2, 3, 4], "handler": signal.default_int_handler}
+    assert inspect(state_path).finished

@@ -1,0 +1,111 @@
+"""Policies decide from a SinceLastSave snapshot alone; they never read a clock."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from resumable import NPolicy, Policy, PolicySwitch, SinceLastSave, TimePolicy
+
+
+def test_npolicy_saves_once_n_items_finished() -> None:
+    policy = NPolicy(10)
+    assert not policy.should_save(SinceLastSave(items=9, seconds=999.0))
+    assert policy.should_save(SinceLastSave(items=10, seconds=0.0))
+
+
+def test_npolicy_asks_again_exactly_when_a_save_can_be_due() -> None:
+    assert NPolicy(10).items_until_check(SinceLastSave(items=3, seconds=0.0)) == 7
+    assert NPolicy(10).items_until_check(SinceLastSave(items=12, seconds=0.0)) == 1
+
+
+def test_timepolicy_saves_once_the_interval_passed() -> None:
+    policy = TimePolicy(60)
+    assert not policy.should_save(SinceLastSave(items=10**9, seconds=59.999))
+    assert policy.should_save(SinceLastSave(items=0, seconds=60.0))
+
+
+def test_timepolicy_predicts_the_item_at_which_the_interval_ends() -> None:
+    since = SinceLastSave(items=20, seconds=20.0, seconds_per_item=1.0)
+    assert TimePolicy(60).items_until_check(since) == 40
+    half_second_items = SinceLastSave(items=0, seconds=0.0, seconds_per_item=0.5)
+    assert TimePolicy(60).items_until_check(half_second_items) == 120
+
+
+def test_timepolicy_without_a_measured_pace_leaves_the_gap_to_the_controller() -> None:
+    unknown = SinceLastSave(items=5, seconds=1.0, seconds_per_item=None)
+    frozen = SinceLastSave(items=5, seconds=1.0, seconds_per_item=0.0)
+    assert TimePolicy(60).items_until_check(unknown) > 10**9
+    assert TimePolicy(60).items_until_check(frozen) > 10**9
+
+
+def test_timepolicy_overdue_asks_at_the_next_item() -> None:
+    since = SinceLastSave(items=5, seconds=61.0, seconds_per_item=1.0)
+    assert TimePolicy(60).items_until_check(since) == 1
+
+
+def test_or_builds_a_switch_and_chains_flatten() -> None:
+    combined = NPolicy(10) | TimePolicy(60) | NPolicy(3)
+    assert isinstance(combined, PolicySwitch)
+    assert len(combined.policies) == 3
+    assert repr(combined) == "NPolicy(10) | TimePolicy(60) | NPolicy(3)"
+
+
+def test_switch_saves_when_any_member_says_so() -> None:
+    switch = PolicySwitch(NPolicy(10), TimePolicy(60))
+    assert switch.should_save(SinceLastSave(items=10, seconds=0.0))
+    assert switch.should_save(SinceLastSave(items=1, seconds=60.0))
+    assert not switch.should_save(SinceLastSave(items=9, seconds=59.0))
+
+
+def test_switch_asks_again_at_the_earliest_member_check() -> None:
+    since = SinceLastSave(items=5, seconds=10.0, seconds_per_item=1.0)
+    assert (NPolicy(10) | TimePolicy(60)).items_until_check(since) == 5
+    assert (NPolicy(100) | TimePolicy(60)).items_until_check(since) == 50
+
+
+def test_a_custom_policy_needs_only_should_save() -> None:
+    class EveryOtherItem(Policy):
+        def should_save(self, since: SinceLastSave) -> bool:
+            return since.items >= 2
+
+    policy = EveryOtherItem()
+    assert policy.should_save(SinceLastSave(items=2, seconds=0.0))
+    assert policy.items_until_check(SinceLastSave(items=0, seconds=0.0)) == 1
+    assert len((policy | NPolicy(5)).policies) == 2
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_npolicy_rejects_counts_below_one(bad: int) -> None:
+    with pytest.raises(ValueError, match="n >= 1"):
+        NPolicy(bad)
+
+
+@pytest.mark.parametrize("bad", [1.5, "10", True, None])
+def test_npolicy_rejects_non_integers(bad: object) -> None:
+    with pytest.raises(TypeError, match="whole number"):
+        NPolicy(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, math.inf, math.nan])
+def test_timepolicy_rejects_intervals_that_are_not_finite_and_positive(bad: float) -> None:
+    with pytest.raises(ValueError, match="finite number > 0"):
+        TimePolicy(bad)
+
+
+def test_timepolicy_rejects_non_numbers() -> None:
+    with pytest.raises(TypeError, match="number of seconds"):
+        TimePolicy("60")  # type: ignore[arg-type]
+
+
+def test_switch_rejects_non_policies_and_emptiness() -> None:
+    with pytest.raises(TypeError, match="Policy objects"):
+        PolicySwitch(NPolicy(1), 5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least one"):
+        PolicySwitch()
+
+
+def test_or_with_a_non_policy_is_a_type_error() -> None:
+    with pytest.raises(TypeError):
+        NPolicy(1) | 5  # type: ignore[operator]

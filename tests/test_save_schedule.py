@@ -1,0 +1,138 @@
+"""When the loop saves, under a frozen clock moved with freezegun's tick()."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from freezegun import freeze_time
+
+from resumable import CalledTooOftenError, NPolicy, Policy, Resumable, TimePolicy, inspect
+from resumable._resumable import MAX_ITEMS_BETWEEN_CHECKS
+
+
+def save_positions(
+    path: Path, policy: Policy | None, items: int, seconds_per_item: float, **options: float
+) -> list[int]:
+    """Run a loop whose items take `seconds_per_item` of frozen time; list where it saved."""
+    positions: list[int] = []
+    with freeze_time("2026-01-01", tick=False) as frozen, Resumable(
+        path, policy=policy, **options
+    ) as r:
+        for _ in r.iterate(range(items)):
+            frozen.tick(seconds_per_item)
+            if r.saves > len(positions):  # a save happened at the last boundary
+                positions.append(r.position)
+                assert r.saves == len(positions), "two saves at one boundary"
+    return positions
+
+
+def test_the_seed_scenario_never_saves_twice_for_one_moment(state_path: Path) -> None:
+    """Items take 1 s, save every 10 items or every 60 s: at item 60 there is one save."""
+    positions = save_positions(state_path, NPolicy(10) | TimePolicy(60), 61, 1.0)
+    assert positions == [10, 20, 30, 40, 50, 60]
+
+
+def test_a_time_save_restarts_the_item_count_of_a_switch(state_path: Path) -> None:
+    # The first 8 items take 4 s: the time policy fires at 32 s (item 8). Later items are
+    # fast, so NPolicy(10) fires next, counting from item 8: at item 18, not at item 10.
+    positions: list[int] = []
+    with freeze_time("2026-01-01", tick=False) as frozen, Resumable(
+        state_path, policy=NPolicy(10) | TimePolicy(30)
+    ) as r:
+        for index in r.iterate(range(30)):
+            frozen.tick(4 if index < 8 else 0.01)
+            if r.saves > len(positions):
+                positions.append(r.position)
+    assert positions == [8, 18, 28]
+
+
+def test_timepolicy_saves_at_the_first_boundary_after_the_interval(state_path: Path) -> None:
+    assert save_positions(state_path, TimePolicy(60), 200, 1.0) == [60, 120, 180]
+    assert save_positions(state_path, TimePolicy(60), 100, 0.25, restart=True) == []
+    assert save_positions(state_path, TimePolicy(2.5), 10, 1.0, restart=True) == [3, 6, 9]
+
+
+def test_npolicy_saves_every_n_items(state_path: Path) -> None:
+    assert save_positions(state_path, NPolicy(7), 30, 0.0) == [7, 14, 21, 28]
+
+
+def test_the_default_policy_saves_about_once_a_second(state_path: Path) -> None:
+    assert save_positions(state_path, None, 50, 0.1)[:3] == [10, 20, 30]
+    # Items slower than a second: every item is saved, so a crash redoes one item.
+    assert save_positions(state_path, None, 6, 3.0, restart=True) == [1, 2, 3, 4, 5]
+
+
+def test_the_loop_reads_the_clock_freezegun_controls(state_path: Path) -> None:
+    """Without a tick nothing time-based happens; a tick is seen within the check bound."""
+    with freeze_time("2026-01-01", tick=False) as frozen, Resumable(
+        state_path, policy=TimePolicy(60)
+    ) as r:
+        for index in r.iterate(range(20_000)):
+            if index == 10_000:
+                assert r.saves == 0
+                frozen.tick(61)
+            if r.saves:
+                break
+        assert 10_000 < r.position <= 10_000 + MAX_ITEMS_BETWEEN_CHECKS + 1
+
+
+def test_a_clock_moved_backwards_counts_as_no_time(state_path: Path) -> None:
+    with freeze_time("2026-01-01 12:00", tick=False) as frozen, Resumable(
+        state_path, policy=TimePolicy(60)
+    ) as r:
+        for index in r.iterate(range(100)):
+            frozen.move_to("2026-01-01 11:00" if index == 5 else "2026-01-01 11:00:30")
+        assert r.saves == 1  # only the completion save
+
+
+def test_min_interval_defers_a_policy_save_to_the_next_check(state_path: Path) -> None:
+    positions = save_positions(state_path, NPolicy(1), 12, 1.0, min_interval=5)
+    assert positions == [5, 10]
+
+
+def test_an_explicit_save_too_soon_raises(state_path: Path) -> None:
+    with freeze_time("2026-01-01", tick=False) as frozen, Resumable(
+        state_path, policy=NPolicy(10**6), min_interval=10
+    ) as r:
+        r.save()
+        frozen.tick(9.5)
+        with pytest.raises(CalledTooOftenError, match=r"9\.500 s after the previous save"):
+            r.save()
+        frozen.tick(0.5)
+        r.save()
+        assert r.saves == 2
+
+
+def test_exit_and_completion_saves_ignore_min_interval(state_path: Path) -> None:
+    with freeze_time("2026-01-01", tick=False), Resumable(
+        state_path, policy=NPolicy(1), min_interval=3600
+    ) as r:
+        for index in r.iterate(range(5)):
+            if index == 3:
+                break
+        assert r.saves == 0
+    assert inspect(state_path).position == 3
+    with freeze_time("2026-01-01", tick=False), Resumable(state_path, min_interval=3600) as r:
+        list(r.iterate(range(5)))
+        assert r.saves == 1
+    assert inspect(state_path).finished
+
+
+def test_a_save_resets_what_the_policy_sees(state_path: Path) -> None:
+    with freeze_time("2026-01-01", tick=False) as frozen, Resumable(
+        state_path, policy=NPolicy(5)
+    ) as r:
+        for index in r.iterate(range(12)):
+            frozen.tick(1)
+            if index == 3:
+                r.save()  # four items done: the next policy save is five items later
+        assert r.saves == 3  # explicit at 3, policy at 8, completion at 12
+    assert time.monotonic() > 0
+
+
+def test_saved_at_comes_from_the_frozen_wall_clock(state_path: Path) -> None:
+    with freeze_time("2026-03-04 05:06:07", tick=False), Resumable(state_path) as r:
+        list(r.iterate(range(3)))
+    assert inspect(state_path).saved_at.isoformat() == "2026-03-04T05:06:07+00:00"

@@ -1,0 +1,304 @@
+"""The state file: its format, its backup, and what happens when it is damaged."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from resumable import (
+    Resumable,
+    ResumableWarning,
+    StateFileError,
+    StateLockedError,
+    StateNotSerializableError,
+    StateWriteError,
+    inspect,
+)
+from resumable._state_file import FORMAT_VERSION
+
+
+def make_job(path: Path, stop: int, state: dict[str, object] | None = None) -> bytes:
+    """Run a job over range(10**6) until item `stop`; return the state file's bytes."""
+    with Resumable(path) as r:
+        if state:
+            r.state.update(state)
+        for item in r.iterate(range(10**6)):
+            if item == stop:
+                break
+    return path.read_bytes()
+
+
+def test_the_file_holds_version_progress_state_times_and_a_checksum(state_path: Path) -> None:
+    make_job(state_path, 3, {"k": "v"})
+    document = orjson.loads(state_path.read_bytes())
+    assert document["format_version"] == FORMAT_VERSION
+    assert document["progress"] == {"kind": "position", "position": 3, "finished": False}
+    assert document["state"] == {"k": "v"}
+    assert document["runs"] == 1
+    assert document["checksum"].startswith("crc32:")
+    assert {"created_at", "saved_at", "writer"} <= document.keys()
+
+
+def test_the_file_does_not_grow_with_the_items_processed(state_path: Path, tmp_path: Path) -> None:
+    small = make_job(state_path, 10)
+    large = make_job(tmp_path / "other.state", 100_000)
+    assert len(large) - len(small) == len("100000") - len("10")
+
+
+def test_the_previous_generation_is_kept_as_backup(state_path: Path) -> None:
+    first = make_job(state_path, 3)
+    make_job(state_path, 5)
+    assert state_path.with_name("job.state.bak").read_bytes() == first
+    assert inspect(state_path).position == 5
+
+
+def corrupt_variants(good: bytes) -> dict[str, bytes]:
+    document = orjson.loads(good)
+    future = {**document, "format_version": FORMAT_VERSION + 1}
+    return {
+        "empty": b"",
+        "not json": b"position=3\n",
+        "a list": b"[1, 2, 3]",
+        "missing progress": orjson.dumps({k: v for k, v in document.items() if k != "progress"}),
+        "state not an object": orjson.dumps({**document, "state": [1]}),
+        "checksum mismatch": good.replace(b'"position":3', b'"position":4'),
+        "future version": orjson.dumps(future),
+        "binary junk": bytes(range(256)),
+    }
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "empty",
+        "not json",
+        "a list",
+        "missing progress",
+        "state not an object",
+        "checksum mismatch",
+        "future version",
+        "binary junk",
+    ],
+)
+def test_a_bad_state_file_without_backup_is_an_error_and_left_untouched(
+    state_path: Path, variant: str
+) -> None:
+    bad = corrupt_variants(make_job(state_path, 3))[variant]
+    state_path.write_bytes(bad)
+    with pytest.raises(StateFileError, match=r"no backup.*Nothing was changed"), Resumable(
+        state_path
+    ):
+        pass
+    assert state_path.read_bytes() == bad
+    assert not list(state_path.parent.glob("*.corrupt-*"))
+
+
+def test_a_future_version_names_the_upgrade(state_path: Path) -> None:
+    state_path.write_bytes(corrupt_variants(make_job(state_path, 3))["future version"])
+    with pytest.raises(StateFileError, match="newer version of resumable-loop.*Upgrade"):
+        inspect(state_path)
+
+
+def test_every_truncation_of_a_state_file_is_detected(state_path: Path) -> None:
+    good = make_job(state_path, 3, {"note": "x" * 50})
+    for size in range(len(good)):
+        state_path.write_bytes(good[:size])
+        with pytest.raises(StateFileError):
+            inspect(state_path)
+
+
+def test_flipped_bits_are_detected(state_path: Path) -> None:
+    good = make_job(state_path, 3, {"note": "hello", "count": 12345})
+    rng = random.Random(20261126)
+    for _ in range(300):
+        damaged = bytearray(good)
+        bit = rng.randrange(len(good) * 8)
+        damaged[bit // 8] ^= 1 << (bit % 8)
+        state_path.write_bytes(bytes(damaged))
+        try:
+            snapshot = inspect(state_path)
+        except StateFileError:
+            continue
+        # A flip JSON cannot see (say, in the spacing of a key it ignores) must not change
+        # what the file means.
+        assert (snapshot.position, snapshot.state) == (3, {"note": "hello", "count": 12345})
+
+
+def test_a_corrupt_file_with_a_good_backup_resumes_from_the_backup(state_path: Path) -> None:
+    make_job(state_path, 3)
+    make_job(state_path, 5)  # now at 5, backup at 3
+    bad = b'{"truncated'
+    state_path.write_bytes(bad)
+    with pytest.warns(ResumableWarning, match="resuming from the backup"), Resumable(
+        state_path
+    ) as r:
+        assert r.position == 3
+        assert list(r.iterate(range(5))) == [3, 4]
+    kept = list(state_path.parent.glob("job.state.corrupt-*"))
+    assert [path.read_bytes() for path in kept] == [bad]
+    assert inspect(state_path).finished
+
+
+def test_inspect_reports_when_it_read_the_backup(state_path: Path) -> None:
+    make_job(state_path, 3)
+    make_job(state_path, 5)
+    state_path.write_bytes(b"")
+    with pytest.warns(ResumableWarning):
+        snapshot = inspect(state_path)
+    assert (snapshot.from_backup, snapshot.position) == (True, 3)
+    assert state_path.read_bytes() == b""
+
+
+def test_both_files_bad_is_an_error_naming_both(state_path: Path) -> None:
+    make_job(state_path, 3)
+    make_job(state_path, 5)
+    state_path.write_bytes(b"{")
+    state_path.with_name("job.state.bak").write_bytes(b"")
+    with pytest.raises(StateFileError, match=r"job.state is not valid JSON.*bak is empty"):
+        inspect(state_path)
+
+
+def test_inspect_changes_nothing_and_needs_no_lock(state_path: Path) -> None:
+    make_job(state_path, 3, {"a": 1})
+    before = sorted(os.listdir(state_path.parent))
+    content, mtime = state_path.read_bytes(), state_path.stat().st_mtime_ns
+    with Resumable(state_path):  # even while a run holds the lock
+        snapshot = inspect(state_path)
+    assert (snapshot.position, snapshot.finished, snapshot.state) == (3, False, {"a": 1})
+    assert snapshot.runs == 1
+    assert snapshot.saved_at >= snapshot.created_at
+    assert state_path.read_bytes() == content
+    assert state_path.stat().st_mtime_ns == mtime
+    assert sorted(os.listdir(state_path.parent)) == before
+
+
+def test_inspect_of_a_missing_file(state_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no state file"):
+        inspect(state_path)
+
+
+def test_a_directory_as_path_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StateFileError, match="is a directory"), Resumable(tmp_path):
+        pass
+
+
+def test_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StateWriteError, match="directory exists"), Resumable(
+        tmp_path / "absent" / "job.state"
+    ):
+        pass
+
+
+@contextlib.contextmanager
+def unwritable(directory: Path) -> Iterator[None]:
+    """Make `directory` unwritable for real: immutable for root, read-only for others."""
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", directory], check=True)
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-i", directory], check=True)
+    else:
+        directory.chmod(0o500)
+        try:
+            yield
+        finally:
+            directory.chmod(0o700)
+
+
+def test_an_unwritable_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with unwritable(tmp_path), pytest.raises(StateWriteError, match="may write to it"):
+        with Resumable(tmp_path / "job.state"):
+            pass
+
+
+@pytest.mark.parametrize(
+    ("value", "where"),
+    [
+        ({"when": {1, 2}}, "['when']"),
+        ({"deep": {"er": [1, object()]}}, "['deep']['er'][1]"),
+        ({"nan": math.nan}, "['nan']"),
+        ({"inf": [1.0, -math.inf]}, "['inf'][1]"),
+        ({"big": 2**70}, "['big']"),
+        ({"keys": {1: "a"}}, "['keys'][1]"),
+    ],
+)
+def test_unserialisable_state_names_the_key_and_loses_nothing_saved(
+    state_path: Path, value: dict[str, object], where: str
+) -> None:
+    saved = make_job(state_path, 3)
+    with pytest.raises(StateNotSerializableError) as raised, Resumable(state_path) as r:
+        r.state.update(value)
+        for item in r.iterate(range(10)):
+            if item == 6:
+                break
+    assert raised.value.key.startswith(where)
+    assert f"r.state{where}" in str(raised.value)
+    assert state_path.read_bytes() == saved  # the last good save stands
+
+
+def test_tuples_in_state_come_back_as_lists(state_path: Path) -> None:
+    make_job(state_path, 1, {"pair": (1, 2)})
+    assert inspect(state_path).state == {"pair": [1, 2]}
+
+
+def test_opening_the_same_file_twice_in_one_process_is_an_error(state_path: Path) -> None:
+    with Resumable(state_path), pytest.raises(StateLockedError, match="already open in this"):
+        with Resumable(str(state_path)):
+            pass
+    with Resumable(state_path):  # released on exit
+        pass
+
+
+def test_the_lock_is_released_when_entering_fails(state_path: Path) -> None:
+    state_path.write_bytes(b"junk")
+    with pytest.raises(StateFileError), Resumable(state_path):
+        pass
+    state_path.unlink()
+    with Resumable(state_path):
+        pass
+
+
+def test_stale_temp_files_are_removed_on_start_and_others_left(state_path: Path) -> None:
+    make_job(state_path, 3)
+    stale = state_path.with_name(".job.state.4242.0123abcd.tmp")
+    stale_backup = state_path.with_name(".job.state.bak.4242.0123abcd.tmp")
+    other_job = state_path.with_name(".job.state2.4242.0123abcd.tmp")
+    for path in (stale, stale_backup, other_job):
+        path.write_bytes(b"half a sa")
+    with Resumable(state_path):
+        pass
+    assert not stale.exists()
+    assert not stale_backup.exists()
+    assert other_job.exists()
+
+
+def test_a_save_leaves_no_temp_file(state_path: Path) -> None:
+    make_job(state_path, 3)
+    make_job(state_path, 5)
+    assert sorted(p.name for p in state_path.parent.iterdir()) == [
+        "job.state",
+        "job.state.bak",
+        "job.state.lock",
+    ]
+
+
+def test_a_failed_save_raises_and_keeps_the_previous_state(state_path: Path) -> None:
+    saved = make_job(state_path, 3)
+    expected = r"could not save progress.*previous state file is intact"
+    with unwritable(state_path.parent), pytest.raises(StateWriteError, match=expected):
+        with Resumable(state_path) as r:
+            for item in r.iterate(range(10)):
+                if item == 6:
+                    break
+            assert r.position == 6
+    assert state_path.read_bytes() == saved
+    assert not list(state_path.parent.glob(".*.tmp"))
