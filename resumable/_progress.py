@@ -58,8 +58,8 @@ class PositionProgress:
         `describe` names the state file in that message.
         """
         start = self.position
-        if _is_sequence(items):
-            size = len(items)
+        size = _length(items)
+        if size is not None:
             if size < start:
                 raise _shorter_input(describe, start, size)
             iterator = iter(items)
@@ -77,17 +77,22 @@ class PositionProgress:
         return iterator
 
 
-def _is_sequence(items: object) -> bool:
-    if isinstance(items, Sequence):
-        return True
-    # numpy arrays, pandas Index and friends index like sequences but do not register.
+def _length(items: object) -> int | None:
+    """The length of a sequence (``len`` and indexing), or None for other iterables."""
     kind = type(items)
-    return (
-        hasattr(kind, "__len__")
-        and hasattr(kind, "__getitem__")
-        and not isinstance(items, (Mapping, Set))
-        and not hasattr(kind, "keys")
-    )
+    # numpy arrays, pandas Index and friends index like sequences but do not register as
+    # Sequence; mappings and sets have a length but no positions.
+    if not isinstance(items, Sequence) and (
+        not hasattr(kind, "__len__")
+        or not hasattr(kind, "__getitem__")
+        or isinstance(items, (Mapping, Set))
+        or hasattr(kind, "keys")
+    ):
+        return None
+    try:
+        return len(items)  # type: ignore[arg-type]
+    except OverflowError:  # range(10**20): too long for len(); iterate it instead
+        return None
 
 
 def _shorter_input(describe: str, position: int, size: int | None) -> InputChangedError:
