@@ -12,13 +12,12 @@ import errno
 import os
 import re
 import secrets
+import sys
 import time
 from pathlib import Path
 
-if os.name == "posix":
+if sys.platform != "win32":
     import fcntl
-else:  # pragma: no cover - exercised on Windows only
-    fcntl = None  # type: ignore[assignment]
 
 TEMP_SUFFIX = ".tmp"
 # Windows refuses to replace a file another program (a virus scanner, an editor) holds
@@ -71,10 +70,9 @@ def replace_durably(target: Path, data: bytes, keep_previous_as: Path | None = N
 
 def fsync_file(fd: int) -> None:
     """Flush a file's data to the disk itself (F_FULLFSYNC on macOS, where fsync is not)."""
-    full_fsync = getattr(fcntl, "F_FULLFSYNC", None)
-    if full_fsync is not None:  # pragma: no cover - macOS only
+    if sys.platform == "darwin":  # pragma: no cover - macOS only
         try:
-            fcntl.fcntl(fd, full_fsync)
+            fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
             return
         except OSError:
             pass  # some file systems (network, FAT) lack it; plain fsync is the best left
@@ -83,13 +81,12 @@ def fsync_file(fd: int) -> None:
 
 def fsync_directory(directory: Path) -> None:
     """Make a rename in `directory` durable; Windows has no directory handles to flush."""
-    if os.name != "posix":  # pragma: no cover - Windows only
-        return
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    if sys.platform != "win32":
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -117,15 +114,17 @@ def _link_over(source: Path, destination: Path) -> None:
         raise
 
 
-def _replace(source: Path, destination: Path) -> None:
-    if os.name != "nt":
-        os.replace(source, destination)
-        return
-    for attempt in range(_WINDOWS_REPLACE_RETRIES):  # pragma: no cover - Windows only
-        try:
-            os.replace(source, destination)
-            return
-        except PermissionError:
-            if attempt == _WINDOWS_REPLACE_RETRIES - 1:
-                raise
-            time.sleep(_WINDOWS_REPLACE_PAUSE)
+if sys.platform == "win32":  # pragma: no cover - Windows only
+
+    def _replace(source: Path, destination: Path) -> None:
+        for attempt in range(_WINDOWS_REPLACE_RETRIES):
+            try:
+                os.replace(source, destination)
+                return
+            except PermissionError:
+                if attempt == _WINDOWS_REPLACE_RETRIES - 1:
+                    raise
+                time.sleep(_WINDOWS_REPLACE_PAUSE)
+
+else:
+    _replace = os.replace

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 from pathlib import Path
 
 from resumable._errors import StateLockedError
 
-if os.name == "posix":
-    import fcntl
-else:  # pragma: no cover - Windows only
+if sys.platform == "win32":  # pragma: no cover - Windows only
     import msvcrt
+else:
+    import fcntl
 
 # The pid goes at the start of the file; Windows locks a byte range, so lock a byte well
 # past it and the pid stays readable by the process that is refused.
@@ -95,15 +96,7 @@ def _write_pid(fd: int) -> None:
     os.write(fd, f"{os.getpid()}\n".encode())
 
 
-if os.name == "posix":
-
-    def _lock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-    def _unlock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-
-else:  # pragma: no cover - Windows only
+if sys.platform == "win32":  # pragma: no cover - Windows only
 
     def _lock(fd: int) -> None:
         os.lseek(fd, _WINDOWS_LOCKED_BYTE, os.SEEK_SET)
@@ -112,3 +105,11 @@ else:  # pragma: no cover - Windows only
     def _unlock(fd: int) -> None:
         os.lseek(fd, _WINDOWS_LOCKED_BYTE, os.SEEK_SET)
         msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+else:
+
+    def _lock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)

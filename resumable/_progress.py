@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from resumable._errors import InputChangedError
 
@@ -18,9 +18,8 @@ T = TypeVar("T")
 
 # Iterators of the built-in sequences can be moved to an index without touching the items
 # before it (`__setstate__`), which is how a resumed list skips its done prefix for free.
-_JUMPABLE_ITERATORS = frozenset(
-    type(iter(empty)) for empty in ([], (), "", b"", bytearray(), range(0), range(2**64))
-)
+_EMPTY_SEQUENCES: tuple[Sequence[object], ...] = ([], (), "", b"", bytearray(), range(0))
+_JUMPABLE_ITERATORS = frozenset(type(iter(empty)) for empty in _EMPTY_SEQUENCES)
 _MISSING = object()
 
 
@@ -68,7 +67,7 @@ class PositionProgress:
             if type(iterator) in _JUMPABLE_ITERATORS:
                 iterator.__setstate__(start)  # type: ignore[attr-defined]
                 return iterator
-            return map(items.__getitem__, range(start, size))
+            return map(cast("Sequence[T]", items).__getitem__, range(start, size))
         iterator = iter(items)
         # islice(it, start - 1, start) discards start - 1 items and hands back the last done
         # one, so running out early is detected without counting in Python.

@@ -9,8 +9,8 @@ import sys
 import time
 from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import Any, TypeVar
+from types import GeneratorType, TracebackType
+from typing import Any, TypeVar, cast
 
 from resumable import _state_file
 from resumable._errors import CalledTooOftenError, StateFileError, UsageError
@@ -83,7 +83,7 @@ class Resumable:
         self._runs = 1
         self._created_at = ""
         self._lifecycle = "new"  # then "open", then "closed"
-        self._loop: Generator[Any, None, None] | None = None
+        self._loop: GeneratorType[Any, None, None] | None = None
         self._start_position = 0
         self.saves = 0
         # The position at which the loop next consults the policy. A one-element list, so
@@ -147,8 +147,9 @@ class Resumable:
                 "iterate() was already called on this Resumable: one loop per state file. "
                 "Give a second loop its own Resumable and state file."
             )
-        self._loop = self._run_loop(items)
-        return self._loop
+        loop = self._run_loop(items)
+        self._loop = cast("GeneratorType[Any, None, None]", loop)
+        return loop
 
     def save(self) -> None:
         """Save the progress and `state` now.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import overload
 
@@ -21,11 +21,13 @@ from resumable import (
 )
 
 
-def run(path: Path, items: object, stop_at: int | None = None, **options: object) -> list[object]:
+def run(
+    path: Path, items: Iterable[object], stop_at: int | None = None, restart: bool = False
+) -> list[object]:
     """Loop over `items`, breaking before the body of the item at index `stop_at`."""
     seen: list[object] = []
-    with Resumable(path, **options) as r:  # type: ignore[arg-type]
-        for item in r.iterate(items):  # type: ignore[call-overload]
+    with Resumable(path, restart=restart) as r:
+        for item in r.iterate(items):
             if len(seen) == stop_at:
                 break
             seen.append(item)

@@ -13,12 +13,17 @@ from resumable._resumable import MAX_ITEMS_BETWEEN_CHECKS
 
 
 def save_positions(
-    path: Path, policy: Policy | None, items: int, seconds_per_item: float, **options: float
+    path: Path,
+    policy: Policy | None,
+    items: int,
+    seconds_per_item: float,
+    min_interval: float = 0.0,
+    restart: bool = False,
 ) -> list[int]:
     """Run a loop whose items take `seconds_per_item` of frozen time; list where it saved."""
     positions: list[int] = []
     with freeze_time("2026-01-01", tick=False) as frozen, Resumable(
-        path, policy=policy, **options
+        path, policy=policy, min_interval=min_interval, restart=restart
     ) as r:
         for _ in r.iterate(range(items)):
             frozen.tick(seconds_per_item)
