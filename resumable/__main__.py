@@ -13,9 +13,7 @@ from resumable._version import __version__
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    parser = argparse.ArgumentParser(
-        prog="resumable", description="Make long for-loops resumable."
-    )
+    parser = argparse.ArgumentParser(prog="resumable", description="Make long for-loops resumable.")
     parser.add_argument("--version", action="version", version=f"resumable-loop {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(

@@ -43,7 +43,7 @@ def test_a_rerun_continues_where_break_left_off(state_path: Path) -> None:
 
 def test_an_exception_in_the_body_propagates_unchanged_after_saving(state_path: Path) -> None:
     error = ValueError("boom")
-    with pytest.raises(ValueError) as raised, Resumable(state_path) as r:
+    with pytest.raises(ValueError, match="boom") as raised, Resumable(state_path) as r:
         for item in r.iterate(range(10)):
             if item == 6:
                 raise error
@@ -120,7 +120,8 @@ def test_a_list_resumes_at_its_position(state_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "items", [tuple(range(10)), bytes(range(10)), range(10), "abcdefghij", range(10**20)],
+    "items",
+    [tuple(range(10)), bytes(range(10)), range(10), "abcdefghij", range(10**20)],
     ids=["tuple", "bytes", "range", "str", "range too long for len()"],
 )
 def test_builtin_sequences_resume_at_their_position(
@@ -310,9 +311,10 @@ def test_away_from_the_main_thread_it_warns_and_still_works(state_path: Path) ->
     outcome: dict[str, object] = {}
 
     def job() -> None:
-        with pytest.warns(ResumableWarning, match="not on the main thread"), Resumable(
-            state_path
-        ) as r:
+        with (
+            pytest.warns(ResumableWarning, match="not on the main thread"),
+            Resumable(state_path) as r,
+        ):
             outcome["items"] = list(r.iterate(range(5)))
             outcome["handler"] = signal.getsignal(signal.SIGINT)
 

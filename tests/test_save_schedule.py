@@ -22,9 +22,10 @@ def save_positions(
 ) -> list[int]:
     """Run a loop whose items take `seconds_per_item` of frozen time; list where it saved."""
     positions: list[int] = []
-    with freeze_time("2026-01-01", tick=False) as frozen, Resumable(
-        path, policy=policy, min_interval=min_interval, restart=restart
-    ) as r:
+    with (
+        freeze_time("2026-01-01", tick=False) as frozen,
+        Resumable(path, policy=policy, min_interval=min_interval, restart=restart) as r,
+    ):
         for _ in r.iterate(range(items)):
             frozen.tick(seconds_per_item)
             if r.saves > len(positions):  # a save happened at the last boundary
@@ -43,9 +44,10 @@ def test_a_time_save_restarts_the_item_count_of_a_switch(state_path: Path) -> No
     # The first 8 items take 4 s: the time policy fires at 32 s (item 8). Later items are
     # fast, so NPolicy(10) fires next, counting from item 8: at item 18, not at item 10.
     positions: list[int] = []
-    with freeze_time("2026-01-01", tick=False) as frozen, Resumable(
-        state_path, policy=NPolicy(10) | TimePolicy(30)
-    ) as r:
+    with (
+        freeze_time("2026-01-01", tick=False) as frozen,
+        Resumable(state_path, policy=NPolicy(10) | TimePolicy(30)) as r,
+    ):
         for index in r.iterate(range(30)):
             frozen.tick(4 if index < 8 else 0.01)
             if r.saves > len(positions):
@@ -71,9 +73,10 @@ def test_the_default_policy_saves_about_once_a_second(state_path: Path) -> None:
 
 def test_the_loop_reads_the_clock_freezegun_controls(state_path: Path) -> None:
     """Without a tick nothing time-based happens; a tick is seen within the check bound."""
-    with freeze_time("2026-01-01", tick=False) as frozen, Resumable(
-        state_path, policy=TimePolicy(60)
-    ) as r:
+    with (
+        freeze_time("2026-01-01", tick=False) as frozen,
+        Resumable(state_path, policy=TimePolicy(60)) as r,
+    ):
         for index in r.iterate(range(20_000)):
             if index == 10_000:
                 assert r.saves == 0
@@ -84,9 +87,10 @@ def test_the_loop_reads_the_clock_freezegun_controls(state_path: Path) -> None:
 
 
 def test_a_clock_moved_backwards_counts_as_no_time(state_path: Path) -> None:
-    with freeze_time("2026-01-01 12:00", tick=False) as frozen, Resumable(
-        state_path, policy=TimePolicy(60)
-    ) as r:
+    with (
+        freeze_time("2026-01-01 12:00", tick=False) as frozen,
+        Resumable(state_path, policy=TimePolicy(60)) as r,
+    ):
         for index in r.iterate(range(100)):
             frozen.move_to("2026-01-01 11:00" if index == 5 else "2026-01-01 11:00:30")
         assert r.saves == 1  # only the completion save
@@ -98,9 +102,10 @@ def test_min_interval_defers_a_policy_save_to_the_next_check(state_path: Path) -
 
 
 def test_an_explicit_save_too_soon_raises(state_path: Path) -> None:
-    with freeze_time("2026-01-01", tick=False) as frozen, Resumable(
-        state_path, policy=NPolicy(10**6), min_interval=10
-    ) as r:
+    with (
+        freeze_time("2026-01-01", tick=False) as frozen,
+        Resumable(state_path, policy=NPolicy(10**6), min_interval=10) as r,
+    ):
         r.save()
         frozen.tick(9.5)
         with pytest.raises(CalledTooOftenError, match=r"9\.500 s after the previous save"):
@@ -111,9 +116,10 @@ def test_an_explicit_save_too_soon_raises(state_path: Path) -> None:
 
 
 def test_exit_and_completion_saves_ignore_min_interval(state_path: Path) -> None:
-    with freeze_time("2026-01-01", tick=False), Resumable(
-        state_path, policy=NPolicy(1), min_interval=3600
-    ) as r:
+    with (
+        freeze_time("2026-01-01", tick=False),
+        Resumable(state_path, policy=NPolicy(1), min_interval=3600) as r,
+    ):
         for index in r.iterate(range(5)):
             if index == 3:
                 break
@@ -126,9 +132,10 @@ def test_exit_and_completion_saves_ignore_min_interval(state_path: Path) -> None
 
 
 def test_a_save_resets_what_the_policy_sees(state_path: Path) -> None:
-    with freeze_time("2026-01-01", tick=False) as frozen, Resumable(
-        state_path, policy=NPolicy(5)
-    ) as r:
+    with (
+        freeze_time("2026-01-01", tick=False) as frozen,
+        Resumable(state_path, policy=NPolicy(5)) as r,
+    ):
         for index in r.iterate(range(12)):
             frozen.tick(1)
             if index == 3:

@@ -93,8 +93,9 @@ def test_a_bad_state_file_without_backup_is_an_error_and_left_untouched(
 ) -> None:
     bad = corrupt_variants(make_job(state_path, 3))[variant]
     state_path.write_bytes(bad)
-    with pytest.raises(StateFileError, match=r"no backup.*Nothing was changed"), Resumable(
-        state_path
+    with (
+        pytest.raises(StateFileError, match=r"no backup.*Nothing was changed"),
+        Resumable(state_path),
     ):
         pass
     assert state_path.read_bytes() == bad
@@ -103,7 +104,7 @@ def test_a_bad_state_file_without_backup_is_an_error_and_left_untouched(
 
 def test_a_future_version_names_the_upgrade(state_path: Path) -> None:
     state_path.write_bytes(corrupt_variants(make_job(state_path, 3))["future version"])
-    with pytest.raises(StateFileError, match="newer version of resumable-loop.*Upgrade"):
+    with pytest.raises(StateFileError, match=r"newer version of resumable-loop.*Upgrade"):
         inspect(state_path)
 
 
@@ -137,9 +138,10 @@ def test_a_corrupt_file_with_a_good_backup_resumes_from_the_backup(state_path: P
     make_job(state_path, 5)  # now at 5, backup at 3
     bad = b'{"truncated'
     state_path.write_bytes(bad)
-    with pytest.warns(ResumableWarning, match="resuming from the backup"), Resumable(
-        state_path
-    ) as r:
+    with (
+        pytest.warns(ResumableWarning, match="resuming from the backup"),
+        Resumable(state_path) as r,
+    ):
         assert r.position == 3
         assert list(r.iterate(range(5))) == [3, 4]
     kept = list(state_path.parent.glob("job.state.corrupt-*"))
@@ -191,8 +193,9 @@ def test_a_directory_as_path_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(StateWriteError, match="directory exists"), Resumable(
-        tmp_path / "absent" / "job.state"
+    with (
+        pytest.raises(StateWriteError, match="directory exists"),
+        Resumable(tmp_path / "absent" / "job.state"),
     ):
         pass
 
@@ -215,9 +218,12 @@ def unwritable(directory: Path) -> Iterator[None]:
 
 
 def test_an_unwritable_directory_is_a_clear_error(tmp_path: Path) -> None:
-    with unwritable(tmp_path), pytest.raises(StateWriteError, match="may write to it"):
-        with Resumable(tmp_path / "job.state"):
-            pass
+    with (
+        unwritable(tmp_path),
+        pytest.raises(StateWriteError, match="may write to it"),
+        Resumable(tmp_path / "job.state"),
+    ):
+        pass
 
 
 @pytest.mark.parametrize(
@@ -251,9 +257,12 @@ def test_tuples_in_state_come_back_as_lists(state_path: Path) -> None:
 
 
 def test_opening_the_same_file_twice_in_one_process_is_an_error(state_path: Path) -> None:
-    with Resumable(state_path), pytest.raises(StateLockedError, match="already open in this"):
-        with Resumable(str(state_path)):
-            pass
+    with (
+        Resumable(state_path),
+        pytest.raises(StateLockedError, match="already open in this"),
+        Resumable(str(state_path)),
+    ):
+        pass
     with Resumable(state_path):  # released on exit
         pass
 
@@ -294,11 +303,14 @@ def test_a_save_leaves_no_temp_file(state_path: Path) -> None:
 def test_a_failed_save_raises_and_keeps_the_previous_state(state_path: Path) -> None:
     saved = make_job(state_path, 3)
     expected = r"could not save progress.*previous state file is intact"
-    with unwritable(state_path.parent), pytest.raises(StateWriteError, match=expected):
-        with Resumable(state_path) as r:
-            for item in r.iterate(range(10)):
-                if item == 6:
-                    break
-            assert r.position == 6
+    with (
+        unwritable(state_path.parent),
+        pytest.raises(StateWriteError, match=expected),
+        Resumable(state_path) as r,
+    ):
+        for item in r.iterate(range(10)):
+            if item == 6:
+                break
+        assert r.position == 6
     assert state_path.read_bytes() == saved
     assert not list(state_path.parent.glob(".*.tmp"))

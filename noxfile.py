@@ -1,0 +1,67 @@
+"""Nox sessions for resumable-loop: `python3 -m nox` runs tests, lint and typecheck."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+# 2025.10.14: first release with nox.options.download_python
+# (nox.project.dependency_groups needs only 2025.02.09).
+nox.needs_version = ">=2025.10.14"
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.default_venv_backend = "venv"
+# A missing interpreter must fail the run, never be skipped or fetched from the network.
+nox.options.error_on_missing_interpreters = True
+nox.options.download_python = "never"
+
+ROOT = Path(__file__).resolve().parent
+PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
+
+
+def group(name: str) -> tuple[str, ...]:
+    """Requirements of a PEP 735 dependency group in pyproject.toml."""
+    return nox.project.dependency_groups(PYPROJECT, name)
+
+
+@nox.session(python=["3.10", "3.11", "3.12", "3.13"])
+def tests(session: nox.Session) -> None:
+    """Run the test suite, minus slow tests, against the installed package."""
+    session.install(".", *group("test"))
+    session.run("pytest", "-m", "not slow", *session.posargs)
+
+
+@nox.session(python="3.11", default=False)
+def torture(session: nox.Session) -> None:
+    """Run only the slow fault-injection tests."""
+    session.install(".", *group("test"))
+    # pytest exits 5 when no test is collected: fine here while no test is marked slow.
+    session.run("pytest", "-m", "slow", *session.posargs, success_codes=[0, 5])
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """Check lint and formatting with ruff (posargs go to `ruff check`, e.g. --fix)."""
+    session.install(*group("lint"))
+    session.run("ruff", "check", ".", *session.posargs)
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python="3.11")
+def typecheck(session: nox.Session) -> None:
+    """Type-check the package and the tests with mypy --strict."""
+    session.install(".", *group("typecheck"))
+    session.run("mypy", *session.posargs)
+
+
+@nox.session(python="3.11", default=False)
+def bench(session: nox.Session) -> None:
+    """Run every benchmarks/bench_*.py script in sorted order."""
+    scripts = sorted((ROOT / "benchmarks").glob("bench_*.py"))
+    if not scripts:
+        session.log("No benchmarks/bench_*.py scripts yet: nothing to run.")
+        return
+    session.install(".", *group("bench"))
+    for script in scripts:
+        session.run("python", str(script.relative_to(ROOT)), *session.posargs)
