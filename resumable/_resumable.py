@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -9,11 +10,12 @@ import sys
 import time
 from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
-from types import GeneratorType, TracebackType
-from typing import Any, TypeVar, cast
+from types import TracebackType
+from typing import Any, TypeVar
 
 from resumable import _state_file
 from resumable._errors import CalledTooOftenError, StateFileError, UsageError
+from resumable._feed import MAX_CHUNK, Feed
 from resumable._progress import PositionProgress
 from resumable._signals import SignalGuard, default_signals, defers_signals
 from resumable._state_file import StateDocument
@@ -24,9 +26,10 @@ from resumable.policies import Policy, SinceLastSave, as_policy
 T = TypeVar("T")
 logger = logging.getLogger("resumable")
 
-# The loop consults the policy at most every this many items. Between checks it only
-# counts, so this bounds how late a check can come when items suddenly become slow.
-MAX_ITEMS_BETWEEN_CHECKS = 1024
+# The loop consults the policy at most every this many items. Between checks no Python
+# code of the library runs, so this bounds how late a check can come when items suddenly
+# become slow.
+MAX_ITEMS_BETWEEN_CHECKS = MAX_CHUNK
 _WRITER = f"resumable-loop {__version__}"
 
 
@@ -76,19 +79,18 @@ class Resumable:
         self._quiet = quiet
         self._store = FileStore(self.path)
         self._signals = SignalGuard(
-            default_signals() if signals is None else signals, wake=self._check_next_item
+            default_signals() if signals is None else signals, wake=self._stop_after_this_item
         )
         self._progress = PositionProgress()
         self._state: dict[str, Any] = {}
         self._runs = 1
         self._created_at = ""
         self._lifecycle = "new"  # then "open", then "closed"
-        self._loop: GeneratorType[Any, None, None] | None = None
+        self._loop: Generator[Iterator[Any], None, None] | None = None
+        self._feed: Feed[Any] | None = None  # while the loop runs
+        self._loop_start = 0
         self._start_position = 0
         self.saves = 0
-        # The position at which the loop next consults the policy. A one-element list, so
-        # the signal handler can set it to 0 and make the loop check at its next item.
-        self._next_check = [1]
         self._items_between_checks = 1
         self._saved_clock = 0.0
         self._saved_position = 0
@@ -101,11 +103,9 @@ class Resumable:
     @property
     def position(self) -> int:
         """Items done, counting earlier runs; during the loop, those before the current one."""
-        loop_frame = self._loop.gi_frame if self._loop is not None else None
-        if loop_frame is not None and self._signals.loop_running:
-            # The loop keeps its count in a local variable, which is the cheapest counter
-            # there is; reading it through the suspended frame costs only this call.
-            return int(loop_frame.f_locals.get("position", self._progress.position))
+        feed = self._feed
+        if feed is not None and self._signals.loop_running:
+            return self._loop_start + max(0, feed.taken() - 1)  # the current item is not done
         return self._progress.position
 
     @property
@@ -147,9 +147,8 @@ class Resumable:
                 "iterate() was already called on this Resumable: one loop per state file. "
                 "Give a second loop its own Resumable and state file."
             )
-        loop = self._run_loop(items)
-        self._loop = cast("GeneratorType[Any, None, None]", loop)
-        return loop
+        self._loop = self._chunks(items)
+        return itertools.chain.from_iterable(self._loop)
 
     def save(self) -> None:
         """Save the progress and `state` now.
@@ -251,7 +250,13 @@ class Resumable:
 
     # -- the loop -----------------------------------------------------------------------
 
-    def _run_loop(self, items: Iterable[T]) -> Generator[T, None, None]:
+    def _chunks(self, items: Iterable[T]) -> Generator[Iterator[T], None, None]:
+        """Hand the loop its items a chunk at a time; book-keep between chunks.
+
+        The loop runs over chain.from_iterable() of these chunks, so while a chunk lasts
+        no Python code of the library runs: the per-item cost is that of C iterators.
+        When chain asks for the next chunk, every item taken so far is done.
+        """
         if self._progress.finished:
             logger.warning(
                 "%s: this job already finished (%d items); nothing to do. To run it "
@@ -260,59 +265,60 @@ class Resumable:
                 self._progress.position,
             )
             return
-        remaining = self._progress.remaining(items, str(self.path))
-        position = self._progress.position
-        next_check = self._next_check
+        feed = self._progress.feed(items, str(self.path))
+        start = self._loop_start = self._progress.position
+        self._feed = feed
         self._signals.loop_running = True
         try:
-            # The hot path: per item, one increment and one comparison. Everything else
-            # (clock, policy, saving, signals) happens in _at_boundary, when the
-            # comparison says so.
-            for item in remaining:
-                yield item
-                position += 1
-                if position >= next_check[0]:
-                    self._at_boundary(position)
-            self._progress.position = position
-            self._progress.finished = True
-            self._save()
-            logger.info("%s: finished after %d items", self.path, position)
+            while True:
+                yield feed.chunk(self._items_between_checks)
+                if feed.exhausted():
+                    self._progress.position = start + feed.taken()
+                    self._progress.finished = True
+                    self._save()
+                    logger.info("%s: finished after %d items", self.path, start + feed.taken())
+                    return
+                self._at_boundary(start + feed.taken())
+        except GeneratorExit:
+            # Left inside a chunk (break, an exception, a closed loop): the last item
+            # taken was not finished.
+            self._progress.position = start + max(0, feed.taken() - 1)
+            raise
         finally:
-            self._progress.position = position
             self._signals.loop_running = False
+            self._feed = None
 
-    def _check_next_item(self) -> None:
-        self._next_check[0] = 0
+    def _stop_after_this_item(self) -> None:
+        if self._feed is not None:
+            self._feed.cut()
 
     @defers_signals
     def _at_boundary(self, position: int) -> None:
         self._progress.position = position
-        if self._signals.pending is not None:
-            raise self._signals.take_exception()
         now = time.monotonic()
         checked = position - self._checked_position
         pace = max(0.0, now - self._checked_clock) / checked if checked > 0 else None
         self._checked_clock, self._checked_position = now, position
         since = self._since_last_save(now, position, pace)
+        gap = self._policy.items_until_check(since)
         if self._policy.should_save(since):
             if since.seconds < self._min_interval:
-                self._schedule_check(position, 1)  # too soon: ask again after one item
-                return
-            self._save(now)
-            since = self._since_last_save(now, position, pace)
-        self._schedule_check(position, self._policy.items_until_check(since))
+                gap = 1  # too soon: ask again after one item
+            else:
+                self._save(now)
+                gap = self._policy.items_until_check(self._since_last_save(now, position, pace))
+        # Growing the gap at most twofold per check keeps a wrong guess (a frozen or
+        # coarse clock that measured no time) from jumping straight to the maximum.
+        self._items_between_checks = max(
+            1, min(gap, 2 * self._items_between_checks, MAX_ITEMS_BETWEEN_CHECKS)
+        )
+        if self._signals.pending is not None:  # checked last: a signal may come mid-save
+            raise self._signals.take_exception()
 
     def _since_last_save(self, now: float, position: int, pace: float | None) -> SinceLastSave:
         # A frozen clock moved back with freezegun's move_to() must not give negative time.
         seconds = max(0.0, now - self._saved_clock)
         return SinceLastSave(position - self._saved_position, seconds, pace)
-
-    def _schedule_check(self, position: int, items: int) -> None:
-        # Growing the gap at most twofold per check keeps a wrong guess (a frozen or
-        # coarse clock that measured no time) from jumping straight to the maximum.
-        gap = max(1, min(items, 2 * self._items_between_checks, MAX_ITEMS_BETWEEN_CHECKS))
-        self._items_between_checks = gap
-        self._next_check[0] = position + gap
 
     # -- saving -------------------------------------------------------------------------
 
