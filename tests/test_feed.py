@@ -1,0 +1,122 @@
+"""The loop's counting holds at every chunk boundary, for every kind of input."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from resumable import Resumable, inspect
+from resumable._feed import MAX_CHUNK
+
+
+class IndexOnly(Sequence[int]):
+    """A sequence that can only be read by index (no fast iterator to jump)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> int:  # type: ignore[override]
+        if not 0 <= index < self.size:
+            raise IndexError(index)
+        return index
+
+
+def numbers(size: int) -> Iterator[int]:
+    yield from range(size)
+
+
+INPUTS: dict[str, Callable[[int], Iterable[int]]] = {
+    "list": lambda size: list(range(size)),
+    "range": range,
+    "index-only sequence": IndexOnly,
+    "generator": numbers,
+}
+SIZES = [0, 1, 2, MAX_CHUNK - 1, MAX_CHUNK, MAX_CHUNK + 1, 2 * MAX_CHUNK, 3000]
+
+
+@pytest.mark.parametrize("kind", INPUTS)
+@pytest.mark.parametrize("size", SIZES)
+def test_a_whole_run_counts_every_item(tmp_path: Path, kind: str, size: int) -> None:
+    path = tmp_path / "job.state"
+    with Resumable(path) as r:
+        assert list(r.iterate(INPUTS[kind](size))) == list(range(size))
+        assert (r.position, r.finished) == (size, True)
+    assert (inspect(path).position, inspect(path).finished) == (size, True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    kind=st.sampled_from(sorted(INPUTS)),
+    size=st.integers(1, 3 * MAX_CHUNK),
+    data=st.data(),
+)
+def test_break_anywhere_then_resume_yields_exactly_the_rest(
+    tmp_path_factory: pytest.TempPathFactory, kind: str, size: int, data: st.DataObject
+) -> None:
+    stop = data.draw(st.integers(0, size - 1), label="break at")
+    path = tmp_path_factory.mktemp("feed") / "job.state"
+    with Resumable(path) as r:
+        for item in r.iterate(INPUTS[kind](size)):
+            assert r.position == item
+            if item == stop:
+                break
+        assert r.position == stop
+    with Resumable(path) as r:
+        assert list(r.iterate(INPUTS[kind](size))) == list(range(stop, size))
+
+
+@pytest.mark.parametrize("kind", INPUTS)
+def test_ctrl_c_stops_after_the_current_item_inside_a_chunk(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "job.state"
+    finished: list[int] = []
+    with pytest.raises(KeyboardInterrupt), Resumable(path, quiet=True) as r:
+        for item in r.iterate(INPUTS[kind](3000)):
+            if item == 1500:
+                signal.raise_signal(signal.SIGINT)
+            finished.append(item)
+    assert finished == list(range(1501))
+    assert inspect(path).position == 1501
+
+
+def test_an_error_from_the_input_keeps_every_finished_item(tmp_path: Path) -> None:
+    def flaky() -> Iterator[int]:
+        yield from range(1500)
+        raise ConnectionError("the source broke")
+
+    path = tmp_path / "job.state"
+    with pytest.raises(ConnectionError, match="the source broke"), Resumable(path) as r:
+        for _ in r.iterate(flaky()):
+            pass
+    assert inspect(path).position == 1500
+
+
+def test_an_error_from_indexing_keeps_every_finished_item(tmp_path: Path) -> None:
+    class Broken(IndexOnly):
+        def __getitem__(self, index: int) -> int:  # type: ignore[override]
+            if index == 700:
+                raise OSError("unreadable record")
+            return super().__getitem__(index)
+
+    path = tmp_path / "job.state"
+    with pytest.raises(OSError, match="unreadable record"), Resumable(path) as r:
+        list(r.iterate(Broken(2000)))
+    assert inspect(path).position == 700
+
+
+def test_a_list_that_grows_while_looping_is_followed(tmp_path: Path) -> None:
+    path = tmp_path / "job.state"
+    urls = ["start"]
+    with Resumable(path) as r:
+        for url in r.iterate(urls):
+            if len(urls) < 2500:
+                urls.extend([f"{url}/a", f"{url}/b"])
+        assert r.position == len(urls) >= 2500
+    assert inspect(path).finished
