@@ -8,6 +8,7 @@ import math
 import os
 import sys
 import time
+import weakref
 from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -86,7 +87,9 @@ class Resumable:
         self._runs = 1
         self._created_at = ""
         self._lifecycle = "new"  # then "open", then "closed"
-        self._loop: Generator[Iterator[Any], None, None] | None = None
+        # Held weakly: after `break` the loop's chunks must be closed as soon as the for
+        # statement lets go of them, so that the position settles and signals act at once.
+        self._loop: weakref.ref[Generator[Iterator[Any], None, None]] | None = None
         self._feed: Feed[Any] | None = None  # while the loop runs
         self._loop_start = 0
         self._start_position = 0
@@ -147,8 +150,9 @@ class Resumable:
                 "iterate() was already called on this Resumable: one loop per state file. "
                 "Give a second loop its own Resumable and state file."
             )
-        self._loop = self._chunks(items)
-        return itertools.chain.from_iterable(self._loop)
+        chunks = self._chunks(items)
+        self._loop = weakref.ref(chunks)
+        return itertools.chain.from_iterable(chunks)
 
     def save(self) -> None:
         """Save the progress and `state` now.
@@ -230,8 +234,9 @@ class Resumable:
         if self._lifecycle != "open":
             return
         try:
-            if self._loop is not None:
-                self._loop.close()  # settles the position if the loop was left midway
+            chunks = self._loop() if self._loop is not None else None
+            if chunks is not None:
+                chunks.close()  # settles the position if the loop was left midway
             current = _state_file.fingerprint(self._progress.snapshot(), self._state)
             if current is None or current != self._last_saved:
                 self._save()  # a write is skipped only when it would change nothing

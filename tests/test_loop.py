@@ -323,3 +323,16 @@ def test_away_from_the_main_thread_it_warns_and_still_works(state_path: Path) ->
     thread.join()
     assert outcome == {"items": [0, 1, 2, 3, 4], "handler": signal.default_int_handler}
     assert inspect(state_path).finished
+
+
+def test_after_break_the_loop_is_over_and_ctrl_c_raises_at_once(state_path: Path) -> None:
+    after_signal = False
+    with pytest.raises(KeyboardInterrupt), Resumable(state_path, quiet=True) as r:
+        for item in r.iterate(range(3000)):
+            if item == 1500:
+                break
+        assert r.position == 1500
+        signal.raise_signal(signal.SIGINT)
+        after_signal = True
+    assert not after_signal
+    assert inspect(state_path).position == 1500
