@@ -108,10 +108,12 @@ def _link_over(source: Path, destination: Path) -> None:
         temp.write_bytes(source.read_bytes())
     try:
         _replace(temp, destination)
-    except BaseException:
+    finally:
+        # Normally gone by now. But when `destination` already was `source` (a crash
+        # between keeping the backup and the replace leaves the two names on one file),
+        # POSIX makes the rename a no-op that succeeds and leaves `temp` behind.
         with contextlib.suppress(OSError):
             os.unlink(temp)
-        raise
 
 
 if sys.platform == "win32":  # pragma: no cover - Windows only

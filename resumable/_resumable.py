@@ -91,6 +91,7 @@ class Resumable:
         # statement lets go of them, so that the position settles and signals act at once.
         self._loop: weakref.ref[Generator[Iterator[Any], None, None]] | None = None
         self._feed: Feed[Any] | None = None  # while the loop runs
+        self._iterated = False
         self._loop_start = 0
         self._start_position = 0
         self.saves = 0
@@ -145,12 +146,24 @@ class Resumable:
                 "iterate() works inside the with block: "
                 "`with Resumable(path) as r: for item in r.iterate(items): ...`"
             )
-        if self._loop is not None:
+        if self._iterated:
             raise UsageError(
                 "iterate() was already called on this Resumable: one loop per state file. "
                 "Give a second loop its own Resumable and state file."
             )
-        chunks = self._chunks(items)
+        self._iterated = True
+        if self._progress.finished:
+            logger.warning(
+                "%s: this job already finished (%d items); nothing to do. To run it "
+                "again, pass restart=True or delete the state file.",
+                self.path,
+                self._progress.position,
+            )
+            return iter(())
+        # Skipping the done prefix runs the caller's iterable, so it happens here, outside
+        # the library's signal-deferring code: ctrl+c during a long skip acts at once.
+        feed = self._progress.feed(items, str(self.path))
+        chunks = self._chunks(feed)
         self._loop = weakref.ref(chunks)
         return itertools.chain.from_iterable(chunks)
 
@@ -172,10 +185,12 @@ class Resumable:
         self._progress.position = self.position
         self._save(now)
 
+    @defers_signals
     def __enter__(self) -> Resumable:
         self._open()
         return self
 
+    @defers_signals
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
@@ -234,43 +249,44 @@ class Resumable:
         if self._lifecycle != "open":
             return
         try:
-            chunks = self._loop() if self._loop is not None else None
-            if chunks is not None:
-                chunks.close()  # settles the position if the loop was left midway
-            current = _state_file.fingerprint(self._progress.snapshot(), self._state)
-            if current is None or current != self._last_saved:
-                self._save()  # a write is skipped only when it would change nothing
+            try:
+                chunks = self._loop() if self._loop is not None else None
+                if chunks is not None:
+                    chunks.close()  # settles the position if the loop was left midway
+                current = _state_file.fingerprint(self._progress.snapshot(), self._state)
+                if current is None or current != self._last_saved:
+                    self._save()  # a write is skipped only when it would change nothing
+            finally:
+                self._lifecycle = "closed"
+                self._store.unlock()
+            self._report_stop()
         finally:
-            self._lifecycle = "closed"
+            # Last: from here on a signal goes to the previous handler, which may raise at
+            # once, so everything else must be done by now.
             self._signals.restore()
-            self._store.unlock()
-        if self._signals.stop_requested is not None and not self._quiet:
-            done = self._progress.position
-            sys.stderr.write(
-                f"resumable: stopped by {self._signals.describe()} after {done} items "
-                f"({done - self._start_position} in this run); progress saved to "
-                f"{self.path}. Run again to continue.\n"
-            )
         self._signals.deliver_deferred(exc)
+
+    def _report_stop(self) -> None:
+        if self._signals.stop_requested is None or self._quiet:
+            return
+        done = self._progress.position
+        sys.stderr.write(
+            f"resumable: stopped by {self._signals.describe()} after {done} items "
+            f"({done - self._start_position} in this run); progress saved to "
+            f"{self.path}. Run again to continue.\n"
+        )
 
     # -- the loop -----------------------------------------------------------------------
 
-    def _chunks(self, items: Iterable[T]) -> Generator[Iterator[T], None, None]:
+    @defers_signals
+    def _chunks(self, feed: Feed[T]) -> Generator[Iterator[T], None, None]:
         """Hand the loop its items a chunk at a time; book-keep between chunks.
 
         The loop runs over chain.from_iterable() of these chunks, so while a chunk lasts
         no Python code of the library runs: the per-item cost is that of C iterators.
-        When chain asks for the next chunk, every item taken so far is done.
+        When chain asks for the next chunk, every item taken so far is done. The caller's
+        code never runs inside this generator's frame, so all of it defers signals.
         """
-        if self._progress.finished:
-            logger.warning(
-                "%s: this job already finished (%d items); nothing to do. To run it "
-                "again, pass restart=True or delete the state file.",
-                self.path,
-                self._progress.position,
-            )
-            return
-        feed = self._progress.feed(items, str(self.path))
         start = self._loop_start = self._progress.position
         self._feed = feed
         self._signals.loop_running = True

@@ -1,0 +1,427 @@
+"""Signals sent to a real child process: graceful stops, second signals, signals in a save.
+
+The child (tests/jobs/stepped_job.py) runs one item per line it reads on stdin, so the test
+knows which item is running. A signal is sent only while the child waits at a known point;
+`Child.send_signal` returns once the kernel has delivered it, and a ``ping`` answered with
+``pong`` proves that the handler ran and let the child wait on. No sleep stands in for
+synchronisation. The storm tests at the end use tests/jobs/fast_job.py instead and check
+invariants after signals at random moments.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+_JOBS = str(Path(__file__).resolve().parent / "jobs")
+if _JOBS not in sys.path:
+    sys.path.insert(0, _JOBS)
+
+from harness import Child, Finished, Job, campaign_seed  # noqa: E402
+
+SIGINT, SIGTERM, SIGHUP = signal.SIGINT, signal.SIGTERM, signal.SIGHUP
+DEFAULT_HANDLERS = "handlers SIGINT=default_int_handler SIGTERM=SIG_DFL SIGHUP=SIG_DFL"
+
+
+def stop_line(job: Job, signum: int, done: int, this_run: int) -> str:
+    """The one line the library writes to stderr when a signal stopped the job."""
+    return (
+        f"resumable: stopped by {signal.Signals(signum).name} after {done} items "
+        f"({this_run} in this run); progress saved to {job.state}. Run again to continue."
+    )
+
+
+def run_items(child: Child, items: range) -> None:
+    """Let the stepped child run `items` one by one, each to its end."""
+    for item in items:
+        child.expect(f"start {item}")
+        child.send("go")
+        child.expect(f"end {item}")
+
+
+def run_to_end(child: Child) -> list[str]:
+    """Let the child run every item and save it waits at until it exits; its other lines."""
+    others: list[str] = []
+    while (line := child.read_line()) is not None:
+        if line.startswith("start ") or line == "fsync":
+            child.send("go")
+        elif not line.startswith("end "):
+            others.append(line)
+    return others
+
+
+def assert_stop_reported(result: Finished, line: str, signum: int) -> None:
+    """stderr holds just the stop line, for SIGINT followed by the KeyboardInterrupt traceback."""
+    if signum == SIGINT:
+        assert result.stderr_lines[:2] == [line, "Traceback (most recent call last):"]
+        assert result.stderr_lines[-1] == "KeyboardInterrupt", result.stderr
+    else:
+        assert result.stderr_lines == [line]
+
+
+def assert_left_clean(job: Job) -> None:
+    """No temp file of a save is left, and nobody holds the job's lock."""
+    assert job.temp_files() == []
+    assert job.lock_is_free()
+
+
+SIGNALS = [
+    pytest.param(SIGINT, id="SIGINT"),
+    pytest.param(SIGTERM, id="SIGTERM"),
+    pytest.param(SIGHUP, id="SIGHUP"),
+]
+
+
+@pytest.mark.parametrize("signum", SIGNALS)
+def test_first_signal_lets_the_running_item_finish_then_stops_before_the_next(
+    tmp_path: Path, signum: int
+) -> None:
+    """One signal in item 3's body: item 3 finishes, item 4 never starts, 4 items saved.
+
+    The process then ends by that very signal: SIGTERM and SIGHUP are re-delivered to the
+    default handler, and an uncaught KeyboardInterrupt makes Python end itself by SIGINT.
+    """
+    job = Job(tmp_path)
+    with job.stepped() as child:
+        child.expect("ready 0 1")
+        run_items(child, range(3))
+        child.expect("start 3")
+        child.send_signal(signum)
+        child.ping()  # the handler ran and item 3's body still waits
+        child.send("go")
+        child.expect("end 3")
+        result = child.finish()
+    assert result.stdout == []  # neither "start 4" nor "done"
+    assert result.returncode == -signum
+    assert_stop_reported(result, stop_line(job, signum, 4, 4), signum)
+    snapshot = job.snapshot()
+    assert (snapshot.position, snapshot.finished) == (4, False)
+    assert job.effects_log() == [0, 1, 2, 3]
+    assert_left_clean(job)
+
+
+def test_stop_line_counts_the_items_of_this_run_apart_from_earlier_runs(
+    tmp_path: Path,
+) -> None:
+    """A resumed run stopped by SIGINT reports all items done and those of this run."""
+    job = Job(tmp_path)
+    with job.stepped() as child:
+        child.expect("ready 0 1")
+        run_items(child, range(2))
+        child.expect("start 2")
+        child.send_signal(SIGINT)
+        child.send("go")
+        child.expect("end 2")
+        first = child.finish()
+    assert first.stderr_lines[0] == stop_line(job, SIGINT, 3, 3)
+    with job.stepped() as child:
+        child.expect("ready 3 2")
+        run_items(child, range(3, 5))
+        child.expect("start 5")
+        child.send_signal(SIGINT)
+        child.send("go")
+        child.expect("end 5")
+        second = child.finish()
+    assert second.returncode == -SIGINT
+    assert_stop_reported(second, stop_line(job, SIGINT, 6, 3), SIGINT)
+    assert job.snapshot().position == 6
+    assert job.effects_log() == [0, 1, 2, 3, 4, 5]
+
+
+def test_caught_sigint_finds_the_previous_handlers_back_and_the_lock_free(
+    tmp_path: Path,
+) -> None:
+    """Where the program catches the KeyboardInterrupt, the old handlers are back and the
+    job opens again in the same process."""
+    job = Job(tmp_path)
+    with job.stepped("--report") as child:
+        child.expect("ready 0 1")
+        run_items(child, range(1))
+        child.expect("start 1")
+        child.send_signal(SIGINT)
+        child.ping()
+        child.send("go")
+        child.expect("end 1")
+        result = child.finish()
+    assert result.stdout == ["caught KeyboardInterrupt", DEFAULT_HANDLERS, "reopened 2"]
+    assert result.returncode == -SIGINT
+    assert_left_clean(job)
+
+
+@pytest.mark.parametrize("signum", SIGNALS[:2])
+def test_second_signal_stops_inside_the_item_which_stays_not_done(
+    tmp_path: Path, signum: int
+) -> None:
+    """A second signal while item 3 still runs raises in its body: 3 items saved, not 4."""
+    job = Job(tmp_path)
+    with job.stepped() as child:
+        child.expect("ready 0 1")
+        run_items(child, range(3))
+        child.expect("start 3")
+        child.send_signal(signum)
+        child.ping()  # the first signal was handled: the second cannot merge with it
+        child.send_signal(signum)
+        result = child.finish()
+    assert result.stdout == []  # no "end 3"
+    assert result.returncode == -signum
+    assert_stop_reported(result, stop_line(job, signum, 3, 3), signum)
+    assert job.snapshot().position == 3
+    assert job.effects_log() == [0, 1, 2]
+    assert_left_clean(job)
+
+
+def test_second_signal_as_the_first_stop_enters_the_with_exit_still_saves_and_reports(
+    tmp_path: Path,
+) -> None:
+    """A second SIGTERM that arrives just as the first one's stop enters the with block's
+    exit waits for it: 2 items saved, stop line written, death by SIGTERM.
+
+    The job pauses as `Resumable.__exit__` is entered, before its first instruction, which
+    is where Python runs the handler of a signal arriving at that instant.
+    """
+    job = Job(tmp_path)
+    with job.stepped("--pause-entering-exit") as child:
+        child.expect("ready 0 1")
+        run_items(child, range(1))
+        child.expect("start 1")
+        child.send_signal(SIGTERM)
+        child.ping()
+        child.send("go")
+        child.expect("end 1")
+        child.expect("exiting")  # the first stop raised at the boundary, on its way out
+        child.send_signal(SIGTERM)
+        child.ping()  # the handler ran and returned: the signal waits for the exit
+        child.send("go")
+        result = child.finish()
+    assert job.state.exists(), "the with block's exit never saved: the 2 finished items are lost"
+    assert job.snapshot().position == 2
+    assert result.stderr_lines == [stop_line(job, SIGTERM, 2, 2)]
+    assert result.returncode == -SIGTERM
+    assert_left_clean(job)
+
+
+def test_sigterm_reaches_a_python_handler_after_the_save_then_exits_143_quietly(
+    tmp_path: Path,
+) -> None:
+    """With the program's own SIGTERM handler, that handler runs once the state is saved,
+    it is the handler in place afterwards, and `Interrupted` ends the process with 143."""
+    job = Job(tmp_path)
+    with job.stepped("--user-handler", "--report") as child:
+        child.expect("ready 0 1")
+        run_items(child, range(1))
+        child.expect("start 1")
+        child.send_signal(SIGTERM)
+        child.ping()
+        child.send("go")
+        child.expect("end 1")
+        result = child.finish()
+    assert result.stdout == [
+        "user handler SIGTERM saved=2",
+        "caught Interrupted",
+        "handlers SIGINT=default_int_handler SIGTERM=install_user_handler.<locals>.on_signal "
+        "SIGHUP=install_user_handler.<locals>.on_signal",
+        "reopened 2",
+    ]
+    assert result.returncode == 128 + SIGTERM
+    assert result.stderr_lines == [stop_line(job, SIGTERM, 2, 2)]  # no traceback
+    assert_left_clean(job)
+
+
+def test_signal_inside_the_with_block_before_the_loop_raises_at_once(tmp_path: Path) -> None:
+    """SIGINT while no loop runs yet raises KeyboardInterrupt at once; the exit still saves."""
+    job = Job(tmp_path)
+    with job.stepped("--wait-before-loop") as child:
+        child.expect("ready 0 1")
+        child.expect("waiting before-loop")
+        child.send_signal(SIGINT)
+        assert not child.answers_ping(), "SIGINT was held back although no loop was running"
+        result = child.finish()
+    assert result.returncode == -SIGINT
+    assert_stop_reported(result, stop_line(job, SIGINT, 0, 0), SIGINT)
+    snapshot = job.snapshot()  # the file did not exist before: the exit wrote it
+    assert (snapshot.position, snapshot.finished) == (0, False)
+    assert_left_clean(job)
+
+
+def test_signal_inside_the_with_block_after_the_loop_ran_out_raises_at_once(
+    tmp_path: Path,
+) -> None:
+    """SIGINT after the loop finished, still inside the with block, raises at once."""
+    job = Job(tmp_path)
+    with job.stepped("--items", "2", "--wait-after-loop") as child:
+        child.expect("ready 0 1")
+        run_items(child, range(2))
+        child.expect("waiting after-loop")
+        child.send_signal(SIGINT)
+        assert not child.answers_ping(), "SIGINT was held back although the loop had ended"
+        result = child.finish()
+    assert result.returncode == -SIGINT
+    assert_stop_reported(result, stop_line(job, SIGINT, 2, 2), SIGINT)
+    snapshot = job.snapshot()
+    assert (snapshot.position, snapshot.finished) == (2, True)
+    assert_left_clean(job)
+
+
+def test_signal_inside_the_with_block_after_a_break_out_of_the_loop_raises_at_once(
+    tmp_path: Path,
+) -> None:
+    """SIGINT after `break` left the loop (no loop runs any more) raises at once."""
+    job = Job(tmp_path)
+    with job.stepped("--items", "5", "--break-at", "2", "--wait-after-loop") as child:
+        child.expect("ready 0 1")
+        run_items(child, range(2))
+        child.expect("waiting after-loop")
+        child.send_signal(SIGINT)
+        held_back = child.answers_ping()
+        result = child.finish()
+    assert not held_back, (
+        "SIGINT was held back after the loop was left by break: the child went on waiting "
+        "and answered 'pong'"
+    )
+    assert result.returncode == -SIGINT
+    assert_stop_reported(result, stop_line(job, SIGINT, 2, 2), SIGINT)
+    snapshot = job.snapshot()
+    assert (snapshot.position, snapshot.finished) == (2, False)
+    assert_left_clean(job)
+
+
+def test_signal_during_a_save_waits_for_the_write_then_stops_at_that_boundary(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM while the save after item 1 writes: the save completes, then the loop stops
+    at that same boundary without starting item 2."""
+    job = Job(tmp_path)
+    with job.stepped("--every", "2", "--block-in-save") as child:
+        child.expect("ready 0 1")
+        run_items(child, range(2))
+        child.expect("fsync")  # the temp file is written, not yet renamed over job.state
+        assert len(job.temp_files()) == 1
+        child.send_signal(SIGTERM)
+        child.ping()  # the handler ran and the save still waits: the signal waited too
+        child.send("go")
+        result = child.finish()
+    assert result.stdout == [], "the loop went on after the save instead of stopping"
+    assert result.returncode == -SIGTERM
+    assert result.stderr_lines == [stop_line(job, SIGTERM, 2, 2)]
+    snapshot = job.snapshot()
+    assert (snapshot.position, snapshot.from_backup) == (2, False)
+    assert job.effects_log() == [0, 1]
+    assert_left_clean(job)
+
+
+def test_sigint_during_a_save_leaves_no_handler_temp_file_or_lock_behind(
+    tmp_path: Path,
+) -> None:
+    """SIGINT during a save: once the job has stopped, the state file is whole, the old
+    handlers are back, no temp file is left and the job opens again."""
+    job = Job(tmp_path)
+    with job.stepped("--every", "2", "--block-in-save", "--report") as child:
+        child.expect("ready 0 1")
+        run_items(child, range(2))
+        child.expect("fsync")
+        child.send_signal(SIGINT)
+        child.ping()
+        child.send("go")
+        others = run_to_end(child)  # however many items run before the stop
+        result = child.finish()
+    snapshot = job.snapshot()
+    assert not snapshot.from_backup
+    assert others == ["caught KeyboardInterrupt", DEFAULT_HANDLERS, f"reopened {snapshot.position}"]
+    assert result.returncode == -SIGINT
+    assert job.effects_log() == list(range(snapshot.position))
+    assert_left_clean(job)
+
+
+def test_sigint_while_the_with_block_is_left_still_releases_the_lock(tmp_path: Path) -> None:
+    """SIGINT that arrives as the with block exits, just after the old handlers came back,
+    still finds the lock released: the job opens again in the same process.
+
+    The job pauses right after `SignalGuard.restore` returns, which is where a ctrl+c
+    pressed at that instant would land.
+    """
+    job = Job(tmp_path)
+    with job.stepped("--items", "2", "--pause-after-restore", "--report") as child:
+        child.expect("ready 0 1")
+        run_items(child, range(2))
+        child.expect("restored")
+        child.send_signal(SIGINT)
+        result = child.finish()
+    assert result.stdout[:2] == ["caught KeyboardInterrupt", DEFAULT_HANDLERS]
+    assert result.stdout[2:] == ["reopened 2"], "the lock stayed held in the process"
+    assert job.snapshot().position == 2
+    assert_left_clean(job)
+
+
+# -- signals at random moments ------------------------------------------------------------
+
+_READY = re.compile(r"ready (\d+) \d+")
+_END = re.compile(r"end (\d+)")
+_SAVED = re.compile(r"saved (\d+)")
+
+
+def signal_storm(job: Job, trials: int, seed: int) -> None:
+    """Stop a job saving after every item with signals at random moments, `trials` times.
+
+    Each trial resumes the job, lets it run a random number of items, then sends SIGINT,
+    SIGTERM or SIGHUP, sometimes twice in a row. After each: the process died by that
+    signal, the state file is readable (not from the backup), no temp file or lock is
+    left, the position never goes back and covers every save the child reported, and it
+    matches the effects log: one signal stops after a whole item (position = last effect
+    + 1); a second may cut the running item (position = last effect or last effect + 1).
+    """
+    rng = random.Random(seed)
+    position = 0
+    for trial in range(trials):
+        signum = rng.choice([SIGINT, SIGTERM, SIGHUP])
+        twice = rng.random() < 0.25
+        target = rng.randrange(1, 40)
+        context = f"trial {trial}, {signal.Signals(signum).name}{' twice' if twice else ''}"
+        with job.fast("--items", "1000000", "--every", "1") as child:
+            ready = _READY.fullmatch(child.read_line() or "")
+            assert ready is not None, child.describe(f"{context}: no ready line")
+            assert int(ready[1]) == position, child.describe(f"{context}: resumed elsewhere")
+            ended = 0
+            while ended < target:
+                line = child.read_line()
+                assert line is not None, child.describe(f"{context}: ended early")
+                ended += bool(_END.fullmatch(line))
+            child.send_signal(signum)
+            if twice:
+                child.send_signal(signum)
+            result = child.finish()
+        why = child.describe(f"{context} (seed {seed})")
+        assert result.returncode == -signum, why
+        snapshot = job.snapshot()
+        assert not snapshot.from_backup, why
+        assert snapshot.position >= position, why
+        reported = [int(m[1]) for line in child.seen if (m := _SAVED.fullmatch(line))]
+        assert snapshot.position >= max(reported, default=0), why
+        log = job.effects_log()
+        assert set(range(snapshot.position)) <= set(log), why
+        last = max(log, default=-1)
+        allowed = {last, last + 1} if twice else {last + 1}
+        assert snapshot.position in allowed, f"position {snapshot.position}; {why}"
+        if not twice:
+            done, this_run = snapshot.position, snapshot.position - position
+            assert stop_line(job, signum, done, this_run) in result.stderr_lines, why
+        assert job.temp_files() == [], why
+        assert job.lock_is_free(), why
+        position = snapshot.position
+
+
+def test_signals_at_random_moments_keep_state_and_effects_consistent(tmp_path: Path) -> None:
+    """A few signals at random moments (many inside saves) never break the invariants."""
+    signal_storm(Job(tmp_path), trials=10, seed=campaign_seed())
+
+
+@pytest.mark.slow
+def test_signals_at_random_moments_keep_state_and_effects_consistent_many_times(
+    tmp_path: Path,
+) -> None:
+    """A hundred signals at random moments never break the invariants."""
+    signal_storm(Job(tmp_path), trials=100, seed=campaign_seed())
