@@ -336,3 +336,20 @@ def test_after_break_the_loop_is_over_and_ctrl_c_raises_at_once(state_path: Path
         after_signal = True
     assert not after_signal
     assert inspect(state_path).position == 1500
+
+
+def test_ctrl_c_while_skipping_the_done_prefix_acts_at_once(state_path: Path) -> None:
+    run(state_path, iter(range(1000)), stop_at=800)
+    produced: list[int] = []
+
+    def numbers() -> Iterator[int]:
+        for number in range(1000):
+            if number == 500:  # still inside the done prefix
+                signal.raise_signal(signal.SIGINT)
+            produced.append(number)
+            yield number
+
+    with pytest.raises(KeyboardInterrupt), Resumable(state_path, quiet=True) as r:
+        r.iterate(numbers())
+    assert produced == list(range(500))
+    assert inspect(state_path).position == 800
