@@ -45,7 +45,14 @@ class _Counter(Protocol):
 
 
 class Feed(Generic[T]):
-    """The remaining items of one input, handed out in chunks."""
+    """The remaining items of one input, handed out in chunks.
+
+    `cut` runs inside a signal handler, which Python may run between any two bytecodes of
+    the other methods. So the methods read the counter's remaining length *before* they
+    look at `_cut_at`: a cut that lands in between is then seen, and one that lands after
+    found the counter as it was. And a chunk's counter and bookkeeping are replaced in one
+    assignment, never half.
+    """
 
     def __init__(self) -> None:
         self._cut_at: int | None = None
@@ -91,16 +98,20 @@ class _SequenceFeed(Feed[T]):
         return itertools.islice(self._source, size)
 
     def taken(self) -> int:
-        if self._cut_at is not None:
-            return self._cut_at
-        return self._total() - self._counter.__length_hint__()
+        left = self._counter.__length_hint__()
+        cut_at = self._cut_at
+        return self._total() - left if cut_at is None else cut_at
 
     def exhausted(self) -> bool:
-        return self._cut_at is None and self._counter.__length_hint__() == 0
+        left = self._counter.__length_hint__()
+        return left == 0 and self._cut_at is None
 
     def cut(self) -> None:
         self._cut_at = self.taken()
         self._counter.__setstate__(sys.maxsize)  # built-in iterators clamp to their end
+        # Pulling past the end retires a list iterator for good, so that items the body
+        # appends to the list now are not handed out after all.
+        next(cast(Iterator[T], self._counter), None)
 
 
 class _IterableFeed(Feed[T]):
@@ -110,33 +121,34 @@ class _IterableFeed(Feed[T]):
         # Once `source` runs out, chain pulls this iterator, which pops the list and stops.
         ended: Iterator[T] = iter(cast(Callable[[], T], self._not_ended.pop), None)
         self._source: Iterator[T] = itertools.chain(source, ended)
-        self._counter = cast(_Counter, iter(()))
-        self._taken_before = 0
-        self._chunk_size = 0
+        # The current chunk: its counter, its size, and the items taken before it.
+        self._chunk: tuple[_Counter, int, int] = (cast(_Counter, iter(())), 0, 0)
         self._item_for = cast(Callable[[None, T], T], {}.get)  # {}.get(None, item) is item
 
     def chunk(self, size: int) -> Iterator[T]:
-        if self._cut_at is not None:
-            return iter(())
-        self._taken_before = self.taken()
         counter = iter(_NONES)
         cast(_Counter, counter).__setstate__(MAX_CHUNK - size)
-        self._counter, self._chunk_size = cast(_Counter, counter), size
+        self._chunk = (cast(_Counter, counter), size, self.taken())
+        if self._cut_at is not None:  # cut before the new counter was in place
+            cast(_Counter, counter).__setstate__(MAX_CHUNK)
         return map(self._item_for, counter, self._source)
 
     def taken(self) -> int:
-        if self._cut_at is not None:
-            return self._cut_at
-        pulled = self._chunk_size - self._counter.__length_hint__()
+        counter, size, before = self._chunk
+        left = counter.__length_hint__()
+        ended = not self._not_ended
+        cut_at = self._cut_at
+        if cut_at is not None:
+            return cut_at
         # The pull that found the source ended took a None but gave no item.
-        return self._taken_before + pulled - (0 if self._not_ended else 1)
+        return before + size - left - ended
 
     def exhausted(self) -> bool:
         return not self._not_ended
 
     def cut(self) -> None:
         self._cut_at = self.taken()
-        self._counter.__setstate__(MAX_CHUNK)
+        self._chunk[0].__setstate__(MAX_CHUNK)
 
 
 def open_feed(items: Iterable[T], start: int, describe: str) -> Feed[T]:

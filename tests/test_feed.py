@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from types import FrameType
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resumable import Resumable, inspect
-from resumable._feed import MAX_CHUNK
+from resumable import Resumable, _feed, inspect
+from resumable._feed import MAX_CHUNK, Feed, open_feed
 
 
 class IndexOnly(Sequence[int]):
@@ -120,3 +123,75 @@ def test_a_list_that_grows_while_looping_is_followed(tmp_path: Path) -> None:
                 urls.extend([f"{url}/a", f"{url}/b"])
         assert r.position == len(urls) >= 2500
     assert inspect(path).finished
+
+
+def test_items_appended_by_the_last_body_are_not_handed_out_after_ctrl_c(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "job.state"
+    urls = list(range(3000))
+    finished: list[int] = []
+    with pytest.raises(KeyboardInterrupt), Resumable(path, quiet=True) as r:
+        for url in r.iterate(urls):
+            if url == 1500:
+                signal.raise_signal(signal.SIGINT)
+                urls.extend(range(10))  # a crawler queues what it found
+            finished.append(url)
+    assert finished == list(range(1501))
+
+
+FEEDS: dict[str, Callable[[], Feed[int]]] = {
+    "list": lambda: open_feed(list(range(100)), 0, "job"),
+    "index-only sequence": lambda: open_feed(IndexOnly(100), 0, "job"),
+    "generator": lambda: open_feed(numbers(100), 0, "job"),
+}
+
+
+def ask_cutting_at_line(feed: Feed[int], question: str, line: int) -> tuple[object, int]:
+    """Ask the feed `question`, cutting it as its `line`-th line runs (0: never).
+
+    Returns the answer and how many lines of the feed ran. sys.settrace stops at every
+    line, as a signal handler can.
+    """
+    lines = 0
+
+    def tracer(frame: FrameType, event: str, arg: object) -> Any:
+        nonlocal lines
+        if frame.f_code.co_filename != _feed.__file__:
+            return None
+        if event == "line":
+            lines += 1
+            if lines == line:
+                feed.cut()
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        answer = feed.chunk(10) if question == "chunk" else getattr(feed, question)()
+    finally:
+        sys.settrace(None)
+    return answer, lines
+
+
+@pytest.mark.parametrize("kind", FEEDS)
+@pytest.mark.parametrize("question", ["taken", "exhausted", "chunk"])
+def test_a_cut_landing_inside_any_line_of_the_feed_is_never_miscounted(
+    kind: str, question: str
+) -> None:
+    """A signal handler may cut the feed between any two lines of its other methods."""
+    line = 1
+    while True:
+        feed = FEEDS[kind]()
+        assert list(feed.chunk(4)) == [0, 1, 2, 3]  # used up, as before the loop asks again
+        answer, lines = ask_cutting_at_line(feed, question, line)
+        if question == "taken":
+            assert answer == 4
+        elif question == "exhausted":
+            assert answer is False
+        if lines >= line:  # the cut happened: nothing more is handed out
+            if question == "chunk":
+                assert list(cast(Iterator[int], answer)) == []
+            assert (feed.taken(), feed.exhausted()) == (4, False)
+        else:
+            break
+        line += 1
