@@ -147,8 +147,12 @@ class FileStore:
 
     def _remove_stale_temp_files(self) -> None:
         # Only a run holding the lock writes temp files, so any found now are orphans.
-        with contextlib.suppress(OSError):
-            for candidate in self.path.parent.iterdir():
-                if _durable.is_temp_of(self.path, candidate):
+        # os.scandir and a plain prefix test keep this cheap in a directory of many files.
+        prefix = f".{self.path.name}."
+        with contextlib.suppress(OSError), os.scandir(self.path.parent) as entries:
+            for entry in entries:
+                if entry.name.startswith(prefix) and _durable.is_temp_of(
+                    self.path, Path(entry.path)
+                ):
                     with contextlib.suppress(OSError):
-                        candidate.unlink()
+                        os.unlink(entry.path)

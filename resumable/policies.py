@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import abc
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["NPolicy", "Policy", "PolicySwitch", "SinceLastSave", "TimePolicy", "default_policy"]
 
@@ -28,9 +28,11 @@ __all__ = ["NPolicy", "Policy", "PolicySwitch", "SinceLastSave", "TimePolicy", "
 AS_MANY_AS_YOU_LIKE = 2**62
 
 
-@dataclass(frozen=True)
-class SinceLastSave:
+class SinceLastSave(NamedTuple):
     """What happened since the last save (or since the run started), as a policy sees it.
+
+    A named tuple rather than a frozen dataclass: the loop builds one per check, and a
+    named tuple is built in half the time.
 
     Attributes:
         items: items finished since the last save.
