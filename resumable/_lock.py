@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import threading
 from pathlib import Path
 
 from resumable._errors import StateLockedError
@@ -27,8 +26,10 @@ else:
 _WINDOWS_LOCKED_BYTE = 1 << 20
 _PID_WIDTH = 21  # 20 digits hold any 64-bit pid, then a newline
 
-_held_in_this_process: set[str] = set()
-_held_guard = threading.Lock()
+# The lock files this process holds, and by which FileLock. dict.setdefault and dict.pop
+# are single C calls, so claiming and releasing need no threading lock: a lock held when
+# an interrupt lands between two lines would never be released.
+_held_in_this_process: dict[str, FileLock] = {}
 
 
 class FileLock:
@@ -42,42 +43,56 @@ class FileLock:
 
     def acquire(self) -> None:
         """Take the lock or raise `StateLockedError` at once; never waits."""
-        with _held_guard:
-            if self._key in _held_in_this_process:
-                raise StateLockedError(
-                    f"{self.job} is already open in this process (pid {os.getpid()}): "
-                    "one Resumable per state file at a time. Reuse the open one, or close "
-                    "it (leave its with block) before opening the file again.",
-                    pid=os.getpid(),
-                )
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-            try:
-                _lock(fd)
-            except OSError:
-                holder = _read_pid(fd)
-                os.close(fd)
-                who = f"process {holder}" if holder else "another process"
-                raise StateLockedError(
-                    f"{self.job} is in use by {who}: only one run of a job at a time. "
-                    "Wait for it to finish or stop it; the lock frees itself when that "
-                    f"process ends (lock file: {self.path}).",
-                    pid=holder,
-                ) from None
-            _write_pid(fd)
-            self._fd = fd
-            _held_in_this_process.add(self._key)
+        if _held_in_this_process.setdefault(self._key, self) is not self:
+            raise StateLockedError(
+                f"{self.job} is already open in this process (pid {os.getpid()}): "
+                "one Resumable per state file at a time. Reuse the open one, or close "
+                "it (leave its with block) before opening the file again.",
+                pid=os.getpid(),
+            )
+        try:
+            self._fd = _lock_file(self.path, self.job)
+        except BaseException:
+            self._forget()
+            raise
 
     def release(self) -> None:
         """Release the lock; safe to call when it is not held."""
-        with _held_guard:
-            fd, self._fd = self._fd, None
-            if fd is None:
-                return
-            _held_in_this_process.discard(self._key)
-            try:
-                _unlock(fd)
-            finally:
-                os.close(fd)
+        fd, self._fd = self._fd, None
+        try:
+            if fd is not None:
+                try:
+                    _unlock(fd)
+                finally:
+                    os.close(fd)  # closing alone would release it too
+        finally:
+            self._forget()
+
+    def _forget(self) -> None:
+        if _held_in_this_process.get(self._key) is self:
+            _held_in_this_process.pop(self._key, None)
+
+
+def _lock_file(path: Path, job: Path) -> int:
+    """Open and lock `path`, write our pid into it, and return the descriptor."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            _lock(fd)
+        except OSError:
+            holder = _read_pid(fd)
+            who = f"process {holder}" if holder else "another process"
+            raise StateLockedError(
+                f"{job} is in use by {who}: only one run of a job at a time. Wait for it "
+                "to finish or stop it; the lock frees itself when that process ends "
+                f"(lock file: {path}).",
+                pid=holder,
+            ) from None
+        _write_pid(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _read_pid(fd: int) -> int | None:
