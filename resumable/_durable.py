@@ -42,13 +42,21 @@ def _temp_pattern(name: str) -> re.Pattern[str]:
 
 
 def replace_durably(target: Path, data: bytes, keep_previous_as: Path | None = None) -> None:
-    """Replace `target` with `data` atomically and durably.
+    """Replace `target` with `data` atomically and durably: `replace_atomically`, then a
+    flush of the directory so that the rename itself survives a power cut."""
+    replace_atomically(target, data, keep_previous_as)
+    fsync_directory(target.parent)
+
+
+def replace_atomically(target: Path, data: bytes, keep_previous_as: Path | None = None) -> None:
+    """Replace `target` with `data`, flushed to the disk, by an atomic rename.
 
     With `keep_previous_as`, the current `target` becomes that file (a hard link, so no
     bytes are copied) just before the replace. On any error the temp file is removed, the
     previous `target` is intact and the error is raised. An fsync error is never retried:
     after a failed fsync the kernel may have dropped the dirty pages, so a retry could
-    report success for data that never reached the disk.
+    report success for data that never reached the disk. The rename is durable only once
+    the directory is flushed (`fsync_directory`).
     """
     temp = temp_name(target)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
@@ -65,7 +73,6 @@ def replace_durably(target: Path, data: bytes, keep_previous_as: Path | None = N
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
-    fsync_directory(target.parent)
 
 
 def fsync_file(fd: int) -> None:
@@ -100,13 +107,13 @@ def _link_over(source: Path, destination: Path) -> None:
     """Make `destination` another name of `source`'s current content, atomically."""
     temp = temp_name(destination)
     try:
-        os.link(source, temp)
-    except OSError as error:
-        if error.errno == errno.ENOENT:
-            return  # nothing to keep yet
-        # File systems without hard links (FAT, some network shares): copy the bytes.
-        temp.write_bytes(source.read_bytes())
-    try:
+        try:
+            os.link(source, temp)
+        except OSError as error:
+            if error.errno == errno.ENOENT:
+                return  # nothing to keep yet
+            # File systems without hard links (FAT, some network shares): copy the bytes.
+            temp.write_bytes(source.read_bytes())
         _replace(temp, destination)
     finally:
         # Normally gone by now. But when `destination` already was `source` (a crash

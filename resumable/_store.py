@@ -122,15 +122,23 @@ class FileStore:
         try:
             if self._main_is_unreadable:
                 self._set_aside_unreadable()
-                _durable.replace_durably(self.path, data)
+                _durable.replace_atomically(self.path, data)
             else:
-                _durable.replace_durably(self.path, data, keep_previous_as=self.backup)
+                _durable.replace_atomically(self.path, data, keep_previous_as=self.backup)
         except OSError as error:
-            name = errno.errorcode.get(error.errno or 0, "error")
             raise StateWriteError(
-                f"could not save progress to {self.path}: {error.strerror or error} "
-                f"[{name}]. The previous state file is intact; items finished since "
-                "it was saved will run again next time.",
+                f"could not save progress to {self.path}: {_describe(error)}. The previous "
+                "state file is intact; items finished since it was saved will run again "
+                "next time.",
+                errno=error.errno,
+            ) from error
+        try:
+            _durable.fsync_directory(self.path.parent)
+        except OSError as error:
+            raise StateWriteError(
+                f"saved progress to {self.path}, but flushing its directory failed: "
+                f"{_describe(error)}. The new state is in place; after a power cut the "
+                "previous save may come back, and items finished since it would run again.",
                 errno=error.errno,
             ) from error
 
@@ -156,3 +164,8 @@ class FileStore:
                 ):
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
+
+
+def _describe(error: OSError) -> str:
+    name = errno.errorcode.get(error.errno or 0, "error")
+    return f"{error.strerror or error} [{name}]"

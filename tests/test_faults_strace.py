@@ -1,0 +1,442 @@
+"""Fault injection with strace: kill -9 and I/O errors at each system call of a save.
+
+tests/jobs/save_job.py runs four items with NPolicy(1): a run from scratch saves exactly
+four times (positions 1 to 4) and makes the same system calls in the same order every
+time. Its first system call below is the lock file's pid ``write``. The first save has no
+state file to keep as the backup (its ``link`` fails with ENOENT); every later save makes
+these calls (x86-64 names; other architectures have only ``linkat`` and ``renameat``):
+
+    write(temp)  fsync(temp)  link(job.state, backup temp)
+    rename(backup temp, job.state.bak)  rename(temp, job.state)  fsync(directory)
+
+strace runs the job and injects a fault into the K-th call of one system call. Its log
+(``-y -o``) shows which call the fault hit, and every test checks that first, so a change
+in the library's sequence of calls fails loudly instead of quietly testing something else.
+
+strace 6.1, as used here:
+
+- ``inject=SET:signal=SIGKILL:when=K`` stops the process on entering the K-th call, and
+  that call does not run: the kernel skips a system call when a fatal signal is pending at
+  the syscall-entry stop. strace then kills itself with the same signal (exit status -9),
+  and writes ``+++ killed by SIGKILL +++`` to the log even with ``-qq``.
+- ``-P PATH`` limits injection, and the counting of ``when``, to calls that touch PATH.
+  But for ``rename`` it matches only the old path, never the new one, and the temp file's
+  name is random; so ``-P`` serves for the directory's fsync, and the rest is counted.
+- ``when=K+`` faults the K-th call and every later one (a full disk stays full);
+  ``when=K+2`` every other call from the K-th on.
+- A name the architecture lacks fails the whole command unless written ``?name``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import resumable
+
+_JOBS = str(Path(__file__).resolve().parent / "jobs")
+if _JOBS not in sys.path:
+    sys.path.insert(0, _JOBS)
+
+from harness import JOBS_DIR, TIMEOUT, Child, Job, child_env  # noqa: E402
+
+STRACE = shutil.which("strace")
+pytestmark = pytest.mark.skipif(
+    STRACE is None or not sys.platform.startswith("linux"), reason="needs strace, on Linux"
+)
+
+ITEMS = 4  # save_job.py saves positions 1, 2, 3 and 4 (finished)
+LINK = "?link,linkat"
+RENAME = "?rename,renameat,renameat2"
+TRACED = f"write,fsync,{LINK},{RENAME},?unlink,unlinkat"
+
+# Regular expressions of the save's calls in a ``strace -y`` log, as templates over the
+# paths of one job (see `_patterns`). ``-y`` shows a descriptor with its path.
+_AT = r"(?:AT_FDCWD<[^>]*>, )?"  # the directory argument of linkat and renameat
+WRITE_TEMP = r"write\(\d+<{temp}>, "
+WRITE_BACKUP_TEMP = r"write\(\d+<{backup_temp}>, "
+FSYNC_TEMP = r"fsync\(\d+<{temp}>\)"
+FSYNC_DIRECTORY = r"fsync\(\d+<{directory}>\)"
+LINK_BACKUP = rf'link(?:at)?\({_AT}"{{state}}", {_AT}"{{backup_temp}}"'
+RENAME_BACKUP = rf'rename(?:at2?)?\({_AT}"{{backup_temp}}", {_AT}"{{backup}}"'
+RENAME_STATE = rf'rename(?:at2?)?\({_AT}"{{temp}}", {_AT}"{{state}}"'
+
+
+def _patterns(job: Job) -> dict[str, str]:
+    directory = re.escape(str(job.directory))
+    return {
+        "directory": directory,
+        "state": rf"{directory}/job\.state",
+        "backup": rf"{directory}/job\.state\.bak",
+        "temp": rf"{directory}/\.job\.state\.\d+\.[0-9a-f]{{8}}\.tmp",
+        "backup_temp": rf"{directory}/\.job\.state\.bak\.\d+\.[0-9a-f]{{8}}\.tmp",
+    }
+
+
+def call_pattern(template: str, job: Job) -> re.Pattern[str]:
+    """The regular expression `template` for the files of `job`."""
+    return re.compile(template.format(**_patterns(job)))
+
+
+def backup_of(job: Job) -> Path:
+    """The backup file of the job's state file."""
+    return job.state.with_name(job.state.name + ".bak")
+
+
+def digest(path: Path) -> str:
+    """The SHA-256 of a file, in hex."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Traced:
+    """A run of save_job.py under strace: how it ended, its stdout lines, the strace log."""
+
+    command: list[str]
+    returncode: int
+    stdout: list[str]
+    stderr: str
+    log: list[str]
+
+    def describe(self, problem: str) -> str:
+        """`problem`, with the command, the output and the end of the strace log."""
+        log = "\n    ".join(self.log[-25:])
+        return (
+            f"{problem}\n  command: {' '.join(self.command)}\n  returncode: {self.returncode}"
+            f"\n  stdout: {self.stdout}\n  stderr: {self.stderr[-3000:]!r}"
+            f"\n  strace log (end):\n    {log}"
+        )
+
+    def matching(self, pattern: re.Pattern[str]) -> list[str]:
+        """The log lines of calls that match `pattern`."""
+        return [line for line in self.log if pattern.search(line)]
+
+    def killed_call(self) -> str:
+        """The log line of the call the process was killed in."""
+        for index, line in enumerate(self.log):
+            if line.endswith("+++ killed by SIGKILL +++") and index > 0:
+                return self.log[index - 1]
+        raise AssertionError(self.describe("the log shows no kill"))
+
+    def first_failure(self, errno_name: str) -> str:
+        """The log line of the first call that failed with `errno_name`."""
+        for line in self.log:
+            if f"= -1 {errno_name} " in line:
+                return line
+        raise AssertionError(self.describe(f"no call failed with {errno_name}"))
+
+    def check_is_nth(self, line: str, pattern: re.Pattern[str], nth: int, what: str) -> None:
+        """Fail unless `line` is the `nth` call (from 1) of the log that matches `pattern`."""
+        assert pattern.search(line), self.describe(f"{what}: hit {line!r}")
+        calls = self.matching(pattern)
+        number = calls.index(line) + 1 if line in calls else None
+        assert number == nth, self.describe(
+            f"{what}: hit call {number} of those matching {pattern.pattern!r}, not call {nth}"
+        )
+
+
+def run_traced(job: Job, strace_options: Sequence[str], *job_options: str) -> Traced:
+    """Run save_job.py on `job` under ``strace -f -qq -y -o LOG`` with `strace_options`."""
+    assert STRACE is not None
+    log = job.directory / "strace.log"
+    command = [
+        STRACE,
+        "-f",
+        "-qq",
+        "-y",
+        "-o",
+        str(log),
+        *strace_options,
+        sys.executable,
+        str(JOBS_DIR / "save_job.py"),
+        str(job.state),
+        "--items",
+        str(ITEMS),
+        *job_options,
+    ]
+    # No .pyc writes: they would add write and rename calls to the count.
+    env = {**child_env(), "PYTHONDONTWRITEBYTECODE": "1"}
+    completed = subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=TIMEOUT, check=False
+    )
+    lines = log.read_text().splitlines() if log.exists() else []
+    return Traced(
+        command, completed.returncode, completed.stdout.splitlines(), completed.stderr, lines
+    )
+
+
+def finish_job(job: Job, leftovers: Sequence[Path]) -> None:
+    """Run the job again without faults: it resumes where the state file says, the start
+    removes the temp files a killed save left, and the job finishes with every item."""
+    try:
+        position = resumable.inspect(job.state).position
+        runs = 2
+    except FileNotFoundError:
+        position, runs = 0, 1
+    with Child("save_job.py", job.state, "--items", str(ITEMS)) as child:
+        child.expect(f"ready {position} {runs}")
+        kept = [path.name for path in leftovers if path.exists()]
+        assert not kept, child.describe(f"temp files kept past the start: {kept}")
+        result = child.finish()
+    assert result.returncode == 0, child.describe("the run after the kill failed")
+    expected = f"done {ITEMS} True {ITEMS - position}"
+    assert result.stdout == [expected], child.describe("the run after the kill did not finish")
+    snapshot = resumable.inspect(job.state)
+    assert (snapshot.position, snapshot.finished, snapshot.from_backup) == (ITEMS, True, False)
+    assert resumable.inspect(backup_of(job)).position == ITEMS - 1
+    assert job.temp_files() == []
+
+
+# -- kill -9 at each system call of a save ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class KillPoint:
+    """A system call of the second save (position 2), and what a kill -9 there leaves."""
+
+    name: str
+    syscalls: str  # the strace syscall set
+    when: int  # the call's number among those strace counts
+    call: str  # template of the call's regular expression
+    nth: int  # the call's number among the log lines matching `call`
+    position: int  # what the state file holds after the kill
+    leftovers: int  # temp files the killed save leaves
+    on_directory: bool = False  # count only the calls on the directory (strace -P)
+
+    def strace_options(self, job: Job) -> list[str]:
+        """Trace the save's calls and kill the job on entering this one."""
+        options = ["-e", f"trace={TRACED}"]
+        options += ["-e", f"inject={self.syscalls}:signal=SIGKILL:when={self.when}"]
+        return [*options, "-P", str(job.directory)] if self.on_directory else options
+
+
+KILL_POINTS = [
+    # The lock file's pid, the first save and then the second save write once each.
+    KillPoint("write-temp", "write", 3, WRITE_TEMP, 2, position=1, leftovers=1),
+    KillPoint("fsync-temp", "fsync", 3, FSYNC_TEMP, 2, position=1, leftovers=1),
+    KillPoint("link-backup", LINK, 2, LINK_BACKUP, 2, position=1, leftovers=1),
+    # The backup temp file is the old state file's second name: two temp files are left.
+    KillPoint("rename-backup", RENAME, 2, RENAME_BACKUP, 1, position=1, leftovers=2),
+    KillPoint("rename-state", RENAME, 3, RENAME_STATE, 2, position=1, leftovers=1),
+    KillPoint(
+        "fsync-directory",
+        "fsync",
+        2,
+        FSYNC_DIRECTORY,
+        2,
+        position=2,
+        leftovers=0,
+        on_directory=True,
+    ),
+]
+
+
+@pytest.mark.parametrize("point", KILL_POINTS, ids=[point.name for point in KILL_POINTS])
+def test_kill9_at_a_call_of_a_save_leaves_the_old_or_new_state_and_the_job_finishes(
+    tmp_path: Path, point: KillPoint
+) -> None:
+    """kill -9 on entering one system call of the second save: the state file holds the
+    first save before the final rename and the second after it, never an error; a backup
+    is readable; the next run removes the temp files at its start and finishes the job."""
+    job = Job(tmp_path)
+    traced = run_traced(job, point.strace_options(job))
+    assert traced.returncode == -signal.SIGKILL, traced.describe("the job was not killed")
+    assert traced.stdout == ["ready 0 1"], traced.describe("unexpected output")
+    traced.check_is_nth(traced.killed_call(), call_pattern(point.call, job), point.nth, "kill")
+
+    snapshot = resumable.inspect(job.state)
+    assert snapshot.position in (1, 2), traced.describe(f"position {snapshot.position}")
+    assert (snapshot.position, snapshot.finished, snapshot.from_backup) == (
+        point.position,
+        False,
+        False,
+    ), traced.describe("the state file after the kill")
+    if backup_of(job).exists():
+        assert resumable.inspect(backup_of(job)).position == 1
+    leftovers = job.temp_files()
+    assert len(leftovers) == point.leftovers, traced.describe(f"temp files: {leftovers}")
+    finish_job(job, leftovers)
+
+
+def _syscall_names(syscalls: str) -> str:
+    return "|".join(re.escape(name.lstrip("?")) for name in syscalls.split(","))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "syscalls", ["write", "fsync", LINK, RENAME], ids=["write", "fsync", "link", "rename"]
+)
+def test_kill9_at_every_call_of_every_save_keeps_exactly_the_last_completed_save(
+    tmp_path: Path, syscalls: str
+) -> None:
+    """kill -9 on entering each call of the set, one run per call, over all four saves:
+    the state file holds exactly the last save whose final rename ran (none before the
+    first), its backup is readable, and a run without faults then finishes the job."""
+    calls = re.compile(rf"^\d+\s+(?:{_syscall_names(syscalls)})\(")
+    clean = run_traced(Job(tmp_path), ["-e", f"trace={syscalls}"])
+    assert clean.returncode == 0, clean.describe("the run without faults failed")
+    total = len(clean.matching(calls))
+    assert total >= ITEMS, clean.describe("fewer calls than saves")
+    for when in range(1, total + 1):
+        directory = tmp_path / f"{when}"
+        directory.mkdir()
+        job = Job(directory)
+        options = ["-e", f"trace={TRACED}", "-e", f"inject={syscalls}:signal=SIGKILL:when={when}"]
+        traced = run_traced(job, options)
+        context = f"kill at call {when} of {syscalls}"
+        assert traced.returncode == -signal.SIGKILL, traced.describe(context)
+        renamed = [
+            line
+            for line in traced.matching(call_pattern(RENAME_STATE, job))
+            if line.endswith(" = 0")
+        ]
+        if renamed:
+            snapshot = resumable.inspect(job.state)
+            expected = (len(renamed), len(renamed) == ITEMS, False)
+            actual = (snapshot.position, snapshot.finished, snapshot.from_backup)
+            assert actual == expected, traced.describe(context)
+        else:
+            assert not job.state.exists(), traced.describe(context)
+        if backup_of(job).exists():  # the save before, or the same when killed before its rename
+            backup = resumable.inspect(backup_of(job)).position
+            assert backup in (len(renamed) - 1, len(renamed)), traced.describe(context)
+        finish_job(job, job.temp_files())
+
+
+# -- I/O errors during a save ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IoFault:
+    """An error that fails the second save and every later one, and the call it hits first."""
+
+    name: str
+    errno_name: str
+    inject: tuple[str, ...]  # strace -e inject= expressions
+    first: str  # template of the first failing call's regular expression
+    nth: int  # its number among the log lines matching `first`
+    job_options: tuple[str, ...] = ()
+
+
+IO_FAULTS = [
+    IoFault("enospc-write-temp", "ENOSPC", ("write:error=ENOSPC:when=3+",), WRITE_TEMP, 2),
+    IoFault("eio-fsync-temp", "EIO", ("fsync:error=EIO:when=3+",), FSYNC_TEMP, 2),
+    # Every other rename from the third on: each save's final rename, never its backup's.
+    IoFault("exdev-rename-state", "EXDEV", (f"{RENAME}:error=EXDEV:when=3+2",), RENAME_STATE, 2),
+    IoFault("eacces-rename-state", "EACCES", (f"{RENAME}:error=EACCES:when=3+2",), RENAME_STATE, 2),
+    # A real error: the file size limit. The first write stops short at the limit (64 of
+    # about 250 bytes), the second fails; both are the second write to that temp file.
+    IoFault("efbig-rlimit-fsize", "EFBIG", (), WRITE_TEMP, 3, ("--fsize-limit", "64")),
+    # A file system without hard links (FAT, some network shares): the backup is copied
+    # into its own temp file, and the disk is full.
+    IoFault(
+        "enospc-copying-backup",
+        "ENOSPC",
+        (f"{LINK}:error=EPERM:when=2+", "write:error=ENOSPC:when=4+"),
+        WRITE_BACKUP_TEMP,
+        1,
+    ),
+]
+
+
+def check_error_message(report: object, job: Job, errno_name: str) -> None:
+    """A `StateWriteError` report names the state file and the errno, and says the
+    previous state file is intact."""
+    assert isinstance(report, dict), report
+    message = report["message"]
+    assert report["errno"] == errno_name, message
+    assert str(job.state) in message, message
+    assert f"[{errno_name}]" in message, message
+    assert "The previous state file is intact" in message, message
+
+
+@pytest.mark.parametrize("fault", IO_FAULTS, ids=[fault.name for fault in IO_FAULTS])
+def test_a_failed_save_raises_state_write_error_and_keeps_the_previous_state(
+    tmp_path: Path, fault: IoFault
+) -> None:
+    """An I/O error in the second save and every later one: the job gets StateWriteError
+    naming the file and the errno, the state file is byte for byte the first save, no temp
+    file is left, and the unsaved items are not counted as saved."""
+    job = Job(tmp_path)
+    options = ["-e", f"trace={TRACED}"]
+    for expression in fault.inject:
+        options += ["-e", f"inject={expression}"]
+    traced = run_traced(job, options, "--digest", *fault.job_options)
+    assert traced.returncode == 0, traced.describe("the job did not end by itself")
+    traced.check_is_nth(
+        traced.first_failure(fault.errno_name), call_pattern(fault.first, job), fault.nth, "fault"
+    )
+    assert len(traced.stdout) == 3, traced.describe("unexpected output")
+    assert traced.stdout[0] == "ready 0 1", traced.describe("unexpected output")
+    before = traced.stdout[1].removeprefix("digest ")
+    kind, _, payload = traced.stdout[2].partition(" ")
+    assert kind == "error", traced.describe("the job saw no StateWriteError")
+    report = json.loads(payload)
+
+    # The save of position 2 failed (the context), then the save on leaving the with block.
+    check_error_message(report, job, fault.errno_name)
+    check_error_message(report.get("context"), job, fault.errno_name)
+    assert report["saves"] == 1, report
+    assert digest(job.state) == before, traced.describe("the state file changed")
+    assert job.temp_files() == [], traced.describe(f"temp files left: {job.temp_files()}")
+    snapshot = resumable.inspect(job.state)
+    assert (snapshot.position, snapshot.finished, snapshot.from_backup) == (1, False, False)
+
+
+def test_an_fsync_that_fails_is_not_retried(tmp_path: Path) -> None:
+    """EIO from the fsync of the temp file: that save calls fsync exactly once, then only
+    removes the temp file (no second fsync, no rename), and so does the save on exit."""
+    job = Job(tmp_path)
+    inject = "fsync:error=EIO:when=3+"
+    traced = run_traced(job, ["-e", f"trace={TRACED}", "-e", f"inject={inject}"])
+    assert traced.returncode == 0, traced.describe("the job did not end by itself")
+    fsync_temp = call_pattern(r"fsync\(\d+<({temp})>\)", job)
+    fsyncs = Counter(m[1] for line in traced.log if (m := fsync_temp.search(line)))
+    # The first save's temp file, the failed save's, and the failed save on exit.
+    assert list(fsyncs.values()) == [1, 1, 1], traced.describe(f"fsync calls: {fsyncs}")
+    failed = traced.first_failure("EIO")
+    assert failed.endswith("(INJECTED)"), traced.describe("")
+    match = fsync_temp.search(failed)
+    assert match is not None, traced.describe(f"the EIO hit {failed!r}")
+    after = traced.log[traced.log.index(failed) + 1 :]
+    touching = [line for line in after if match[1] in line]
+    assert len(touching) == 1, traced.describe(f"calls on the temp file after EIO: {touching}")
+    assert re.search(r"unlink(?:at)?\(", touching[0]), traced.describe("")
+    assert touching[0].endswith(" = 0"), traced.describe("")
+
+
+def test_eio_on_the_directory_fsync_does_not_claim_a_replaced_state_file_is_intact(
+    tmp_path: Path,
+) -> None:
+    """EIO from the fsync of the directory, the last step of a save, after the rename:
+    either the state file is still byte for byte the previous save, or the StateWriteError
+    does not say that it is (nor that the saved items will run again)."""
+    job = Job(tmp_path)
+    options = ["-e", "trace=fsync", "-e", "inject=fsync:error=EIO:when=2+"]
+    traced = run_traced(job, [*options, "-P", str(job.directory)], "--digest")
+    assert traced.returncode == 0, traced.describe("the job did not end by itself")
+    traced.check_is_nth(traced.first_failure("EIO"), call_pattern(FSYNC_DIRECTORY, job), 2, "fault")
+    assert traced.stdout[0] == "ready 0 1", traced.describe("unexpected output")
+    before = traced.stdout[1].removeprefix("digest ")
+    kind, _, payload = traced.stdout[2].partition(" ")
+    assert kind == "error", traced.describe("the job saw no StateWriteError")
+    report = json.loads(payload)
+    assert report["errno"] == "EIO", report
+    assert job.temp_files() == []
+    position = resumable.inspect(job.state).position
+    intact = digest(job.state) == before
+    assert intact or "previous state file is intact" not in report["message"], (
+        f"the state file was replaced (it holds position {position}, not 1), yet the "
+        f"error says: {report['message']}"
+    )
