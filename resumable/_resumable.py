@@ -90,7 +90,8 @@ class Resumable:
         # Held weakly: after `break` the loop's chunks must be closed as soon as the for
         # statement lets go of them, so that the position settles and signals act at once.
         self._loop: weakref.ref[Generator[Iterator[Any], None, None]] | None = None
-        self._feed: Feed[Any] | None = None  # while the loop runs
+        self._feed: Feed[Any] | None = None  # once the loop started
+        self._in_chunk = False
         self._iterated = False
         self._loop_start = 0
         self._start_position = 0
@@ -108,7 +109,7 @@ class Resumable:
     def position(self) -> int:
         """Items done, counting earlier runs; during the loop, those before the current one."""
         feed = self._feed
-        if feed is not None and self._signals.loop_running:
+        if self._in_chunk and feed is not None:
             return self._loop_start + max(0, feed.taken() - 1)  # the current item is not done
         return self._progress.position
 
@@ -252,7 +253,8 @@ class Resumable:
             try:
                 chunks = self._loop() if self._loop is not None else None
                 if chunks is not None:
-                    chunks.close()  # settles the position if the loop was left midway
+                    chunks.close()
+                self._settle_position()
                 current = _state_file.fingerprint(self._progress.snapshot(), self._state)
                 if current is None or current != self._last_saved:
                     self._save()  # a write is skipped only when it would change nothing
@@ -292,7 +294,12 @@ class Resumable:
         self._signals.loop_running = True
         try:
             while True:
+                # While a chunk is out, the last item taken is in flight: if the loop is
+                # left now (break, an exception), `_settle_position` counts it as not done.
+                # A flag rather than an except clause here, which an interrupt could skip.
+                self._in_chunk = True
                 yield feed.chunk(self._items_between_checks)
+                self._in_chunk = False
                 if feed.exhausted():
                     self._progress.position = start + feed.taken()
                     self._progress.finished = True
@@ -300,14 +307,13 @@ class Resumable:
                     logger.info("%s: finished after %d items", self.path, start + feed.taken())
                     return
                 self._at_boundary(start + feed.taken())
-        except GeneratorExit:
-            # Left inside a chunk (break, an exception, a closed loop): the last item
-            # taken was not finished.
-            self._progress.position = start + max(0, feed.taken() - 1)
-            raise
         finally:
             self._signals.loop_running = False
-            self._feed = None
+
+    def _settle_position(self) -> None:
+        """After the loop was left inside a chunk, count the items whose body finished."""
+        if self._in_chunk and self._feed is not None:
+            self._progress.position = self._loop_start + max(0, self._feed.taken() - 1)
 
     def _stop_after_this_item(self) -> None:
         if self._feed is not None:
