@@ -59,8 +59,8 @@ def replace_atomically(target: Path, data: bytes, keep_previous_as: Path | None 
     the directory is flushed (`fsync_directory`).
     """
     temp = temp_name(target)
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         try:
             _write_all(fd, data)
             fsync_file(fd)

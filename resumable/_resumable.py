@@ -214,15 +214,19 @@ class Resumable:
             raise UsageError("a Resumable runs once: create a new one for another run")
         self._store.lock()
         try:
+            self._store.remove_stale_temp_files()
             self._load()
             self._signals.install()
+            self._lifecycle = "open"
+            self._start_position = self._progress.position
+            self._saved_position = self._checked_position = self._progress.position
+            self._saved_clock = self._checked_clock = time.monotonic()
         except BaseException:
-            self._store.unlock()
+            try:
+                self._signals.restore()
+            finally:
+                self._store.unlock()
             raise
-        self._lifecycle = "open"
-        self._start_position = self._progress.position
-        self._saved_position = self._checked_position = self._progress.position
-        self._saved_clock = self._checked_clock = time.monotonic()
 
     def _load(self) -> None:
         loaded = None if self._restart else self._store.load()

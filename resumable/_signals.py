@@ -23,6 +23,9 @@ from typing import Any, TypeVar
 from resumable._errors import Interrupted, ResumableWarning, signal_name
 
 F = TypeVar("F", bound=Callable[..., Any])
+_UNCATCHABLE = frozenset(
+    int(getattr(signal, name)) for name in ("SIGKILL", "SIGSTOP") if hasattr(signal, name)
+)
 Handler = Callable[[int, FrameType | None], Any] | int | None
 
 # Code objects of the library's critical sections: a signal arriving while one of them is
@@ -53,7 +56,13 @@ class SignalGuard:
     """Installs the handlers for a run, and remembers what arrived."""
 
     def __init__(self, signums: Iterable[int | signal.Signals], wake: Callable[[], None]) -> None:
-        self.signums = tuple(int(signum) for signum in signums)
+        # Once each: installing twice would record our own handler as the previous one.
+        self.signums = tuple(dict.fromkeys(int(signum) for signum in signums))
+        for signum in self.signums:
+            if signum in _UNCATCHABLE:
+                raise ValueError(
+                    f"{signal_name(signum)} cannot be caught; leave it out of signals="
+                )
         self.wake = wake  # makes a running loop check for a stop at its next boundary
         self.loop_running = False
         self.stop_requested: int | None = None  # the first signal of this run
@@ -84,9 +93,9 @@ class SignalGuard:
     @defers_signals
     def restore(self) -> None:
         """Put back exactly the handlers that were there before `install`."""
-        while self._previous:
-            signum, previous = self._previous.popitem()
+        for signum, previous in list(self._previous.items()):
             signal.signal(signum, previous)
+            del self._previous[signum]  # only once it is back
 
     def take_exception(self) -> BaseException:
         """Turn the pending signal into the exception to raise, and remember it."""

@@ -96,7 +96,7 @@ class FileStore:
         self._main_is_unreadable = False
 
     def lock(self) -> None:
-        """Take the job's lock, then clear temp files an earlier crash left behind."""
+        """Take the job's lock."""
         try:
             self._lock.acquire()
         except OSError as error:
@@ -105,7 +105,6 @@ class FileStore:
                 "that the directory exists and that this user may write to it.",
                 errno=error.errno,
             ) from error
-        self._remove_stale_temp_files()
 
     def unlock(self) -> None:
         """Release the job's lock."""
@@ -153,7 +152,8 @@ class FileStore:
             os.replace(self.path, aside)
         self._main_is_unreadable = False
 
-    def _remove_stale_temp_files(self) -> None:
+    def remove_stale_temp_files(self) -> None:
+        """Remove temp files an interrupted save left; call it while holding the lock."""
         # Only a run holding the lock writes temp files, so any found now are orphans.
         # os.scandir and a plain prefix test keep this cheap in a directory of many files.
         prefix = f".{self.path.name}."
