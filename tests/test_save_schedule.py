@@ -148,3 +148,12 @@ def test_saved_at_comes_from_the_frozen_wall_clock(state_path: Path) -> None:
     with freeze_time("2026-03-04 05:06:07", tick=False), Resumable(state_path) as r:
         list(r.iterate(range(3)))
     assert inspect(state_path).saved_at.isoformat() == "2026-03-04T05:06:07+00:00"
+
+
+def test_the_example_in_docs_testing_md(tmp_path: Path) -> None:
+    """docs/testing.md promises 4 saves: at items 60, 120, 180 and on completion."""
+    with freeze_time("2026-01-01", tick=False) as frozen:
+        with Resumable(tmp_path / "job.state", policy=TimePolicy(60)) as r:
+            for _ in r.iterate(range(200)):
+                frozen.tick(1)
+        assert r.saves == 4
