@@ -87,8 +87,9 @@ class SignalGuard:
             # (getsignal gives None) could not be put back, so both are left alone.
             if previous is None or previous == signal.SIG_IGN:
                 continue
-            signal.signal(signum, self._handle)
+            # Recorded first: whatever interrupts this line, `restore` can put it back.
             self._previous[signum] = previous
+            signal.signal(signum, self._handle)
 
     @defers_signals
     def restore(self) -> None:
