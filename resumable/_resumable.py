@@ -93,7 +93,6 @@ class Resumable:
         self._feed: Feed[Any] | None = None  # once the loop started
         self._in_chunk = False
         self._iterated = False
-        self._loop_start = 0
         self._start_position = 0
         self.saves = 0
         self._items_between_checks = 1
@@ -110,7 +109,7 @@ class Resumable:
         """Items done, counting earlier runs; during the loop, those before the current one."""
         feed = self._feed
         if self._in_chunk and feed is not None:
-            return self._loop_start + max(0, feed.taken() - 1)  # the current item is not done
+            return self._start_position + max(0, feed.taken() - 1)  # the current item is not done
         return self._progress.position
 
     @property
@@ -293,7 +292,7 @@ class Resumable:
         When chain asks for the next chunk, every item taken so far is done. The caller's
         code never runs inside this generator's frame, so all of it defers signals.
         """
-        start = self._loop_start = self._progress.position
+        start = self._start_position  # the loop is entered once, where the run opened
         self._feed = feed
         self._signals.loop_running = True
         try:
@@ -317,7 +316,7 @@ class Resumable:
     def _settle_position(self) -> None:
         """After the loop was left inside a chunk, count the items whose body finished."""
         if self._in_chunk and self._feed is not None:
-            self._progress.position = self._loop_start + max(0, self._feed.taken() - 1)
+            self._progress.position = self._start_position + max(0, self._feed.taken() - 1)
 
     def _stop_after_this_item(self) -> None:
         if self._feed is not None:

@@ -314,3 +314,12 @@ def test_a_failed_save_raises_and_keeps_the_previous_state(state_path: Path) -> 
         assert r.position == 6
     assert state_path.read_bytes() == saved
     assert not list(state_path.parent.glob(".*.tmp"))
+
+
+def test_deleting_the_state_file_starts_over_even_with_a_backup_left(state_path: Path) -> None:
+    make_job(state_path, 3)
+    make_job(state_path, 5)
+    state_path.unlink()
+    assert state_path.with_name("job.state.bak").exists()
+    with Resumable(state_path) as r:
+        assert (r.position, r.runs) == (0, 1)
