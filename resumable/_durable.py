@@ -59,20 +59,35 @@ def replace_atomically(target: Path, data: bytes, keep_previous_as: Path | None 
     the directory is flushed (`fsync_directory`).
     """
     temp = temp_name(target)
+    # The descriptor and the temp file are created inside the try, so no line runs
+    # between acquiring them and the cleanup that covers them: an exception at any line
+    # (a KeyboardInterrupt from a handler that is not ours) leaves neither behind.
+    fd: int | None = None
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        try:
-            _write_all(fd, data)
-            fsync_file(fd)
-        finally:
-            os.close(fd)
+        _write_all(fd, data)
+        fsync_file(fd)
+        fd = close_fd(fd)
         if keep_previous_as is not None:
             _link_over(target, keep_previous_as)
         _replace(temp, target)
     except BaseException:
+        if fd is not None:
+            os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
+
+
+def close_fd(fd: int) -> int | None:
+    """Close `fd` and return None; ``fd = close_fd(fd)`` closes and forgets in one line.
+
+    No exception can come between the two (a trace function or a signal handler runs
+    between lines), so a cleanup after an interrupt never closes a descriptor twice, which
+    could close another file that reused its number.
+    """
+    os.close(fd)
+    return None
 
 
 def fsync_file(fd: int) -> None:
@@ -89,11 +104,15 @@ def fsync_file(fd: int) -> None:
 def fsync_directory(directory: Path) -> None:
     """Make a rename in `directory` durable; Windows has no directory handles to flush."""
     if sys.platform != "win32":
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        fd: int | None = None
         try:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
             os.fsync(fd)
-        finally:
-            os.close(fd)
+            fd = close_fd(fd)
+        except BaseException:
+            if fd is not None:
+                os.close(fd)
+            raise
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from resumable._durable import close_fd
 from resumable._errors import StateLockedError
 
 if sys.platform == "win32":  # pragma: no cover - Windows only
@@ -57,16 +58,13 @@ class FileLock:
             raise
 
     def release(self) -> None:
-        """Release the lock; safe to call when it is not held."""
-        fd, self._fd = self._fd, None
-        try:
-            if fd is not None:
-                try:
-                    _unlock(fd)
-                finally:
-                    os.close(fd)  # closing alone would release it too
-        finally:
-            self._forget()
+        """Release the lock; safe to call when it is not held, and to call again after an
+        exception cut a release short (closing and forgetting the descriptor is one line)."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                _unlock(self._fd)  # closing releases it too; Windows asks for an unlock
+            self._fd = close_fd(self._fd)
+        self._forget()
 
     def _forget(self) -> None:
         if _held_in_this_process.get(self._key) is self:
@@ -75,8 +73,9 @@ class FileLock:
 
 def _lock_file(path: Path, job: Path) -> int:
     """Open and lock `path`, write our pid into it, and return the descriptor."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
+    fd: int | None = None
+    try:  # opened inside the try: no line between opening and the cleanup that covers it
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             _lock(fd)
         except OSError:
@@ -89,10 +88,11 @@ def _lock_file(path: Path, job: Path) -> int:
                 pid=holder,
             ) from None
         _write_pid(fd)
+        return fd
     except BaseException:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
         raise
-    return fd
 
 
 def _read_pid(fd: int) -> int | None:

@@ -7,9 +7,10 @@ import logging
 import math
 import os
 import sys
+import threading
 import time
 import weakref
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -80,7 +81,8 @@ class Resumable:
         self._quiet = quiet
         self._store = FileStore(self.path)
         self._signals = SignalGuard(
-            default_signals() if signals is None else signals, wake=self._stop_after_this_item
+            default_signals() if signals is None else signals,
+            wake=_call_weakly(self._stop_after_this_item),
         )
         self._progress = PositionProgress()
         self._state: dict[str, Any] = {}
@@ -187,8 +189,15 @@ class Resumable:
 
     @defers_signals
     def __enter__(self) -> Resumable:
-        self._open()
-        return self
+        if self._lifecycle != "new":
+            raise UsageError("a Resumable runs once: create a new one for another run")
+        try:
+            self._open()
+            return self
+        except BaseException:
+            self._release_surely()
+            self._lifecycle = "closed"
+            raise
 
     @defers_signals
     def __exit__(
@@ -197,7 +206,15 @@ class Resumable:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._close(exc)
+        try:
+            self._close()  # ends with the release
+        except BaseException:
+            # Not a `finally`: on the normal path its first line would be one that an
+            # exception could cut before the release ran; here every line after the `try`
+            # is covered by a release.
+            self._release_surely()
+            raise
+        self._signals.deliver_deferred(exc)
 
     def __repr__(self) -> str:
         return (
@@ -209,23 +226,19 @@ class Resumable:
 
     @defers_signals
     def _open(self) -> None:
-        if self._lifecycle != "new":
-            raise UsageError("a Resumable runs once: create a new one for another run")
+        self._lifecycle = "open"
+        # The exit path releases the lock and the handlers whatever lands in it, except an
+        # exception at its very first line (from a trace function or a handler that is not
+        # ours; ours wait), which skips the exit as it would any context manager's. Then
+        # they are freed once the Resumable is garbage-collected.
+        weakref.finalize(self, _release_abandoned, self._store, self._signals)
         self._store.lock()
-        try:
-            self._store.remove_stale_temp_files()
-            self._load()
-            self._signals.install()
-            self._lifecycle = "open"
-            self._start_position = self._progress.position
-            self._saved_position = self._checked_position = self._progress.position
-            self._saved_clock = self._checked_clock = time.monotonic()
-        except BaseException:
-            try:
-                self._signals.restore()
-            finally:
-                self._store.unlock()
-            raise
+        self._store.remove_stale_temp_files()
+        self._load()
+        self._signals.install()
+        self._start_position = self._progress.position
+        self._saved_position = self._checked_position = self._progress.position
+        self._saved_clock = self._checked_clock = time.monotonic()
 
     def _load(self) -> None:
         loaded = None if self._restart else self._store.load()
@@ -249,27 +262,44 @@ class Resumable:
         )
 
     @defers_signals
-    def _close(self, exc: BaseException | None) -> None:
+    def _close(self) -> None:
+        """Close the loop, save what it finished, then release the lock and handlers."""
         if self._lifecycle != "open":
+            self._release_surely()
             return
+        self._lifecycle = "closed"
+        chunks = self._loop() if self._loop is not None else None
+        if chunks is not None:
+            chunks.close()
+        self._settle_position()
+        current = _state_file.fingerprint(self._progress.snapshot(), self._state)
+        if current is None or current != self._last_saved:
+            self._save()  # a write is skipped only when it would change nothing
+        self._report_stop()
+        self._release_surely()
+
+    @defers_signals
+    def _release_surely(self) -> None:
+        """Unlock the job and put the previous signal handlers back, whatever happened.
+
+        Our own signals wait while this runs, but an exception from elsewhere (a trace
+        function, a handler that is not ours, signals=() and ctrl+c) can land at any line
+        and cut a release short. Releasing is idempotent, so a second pass completes an
+        interrupted first one and changes nothing after a complete one.
+        """
         try:
-            try:
-                chunks = self._loop() if self._loop is not None else None
-                if chunks is not None:
-                    chunks.close()
-                self._settle_position()
-                current = _state_file.fingerprint(self._progress.snapshot(), self._state)
-                if current is None or current != self._last_saved:
-                    self._save()  # a write is skipped only when it would change nothing
-            finally:
-                self._lifecycle = "closed"
-                self._store.unlock()
-            self._report_stop()
+            self._release()
+        finally:
+            self._release()
+
+    @defers_signals
+    def _release(self) -> None:
+        try:
+            self._store.unlock()
         finally:
             # Last: from here on a signal goes to the previous handler, which may raise at
             # once, so everything else must be done by now.
             self._signals.restore()
-        self._signals.deliver_deferred(exc)
 
     def _report_stop(self) -> None:
         if self._signals.stop_requested is None or self._quiet:
@@ -383,3 +413,27 @@ def _as_path(path: str | os.PathLike[str]) -> Path:
     if not resolved.name:
         raise ValueError(f"Resumable(path) needs a file name, got {os.fspath(path)!r}")
     return resolved.absolute()
+
+
+def _release_abandoned(store: FileStore, signals: SignalGuard) -> None:
+    """Free what a Resumable whose exit never ran still holds (a no-op after an exit)."""
+    store.unlock()
+    if threading.current_thread() is threading.main_thread():  # signal.signal works there only
+        signals.restore()
+
+
+def _call_weakly(method: Callable[[], None]) -> Callable[[], None]:
+    """`method` called through a weak reference to its object.
+
+    The installed handlers hold the guard, and the guard holds this: a strong reference
+    would keep the Resumable alive as long as its handlers are, so a Resumable whose exit
+    never ran could never be collected and freed.
+    """
+    reference = weakref.WeakMethod(method)
+
+    def call() -> None:
+        bound = reference()
+        if bound is not None:
+            bound()
+
+    return call
