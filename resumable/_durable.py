@@ -14,6 +14,7 @@ import re
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 if sys.platform != "win32":
@@ -79,15 +80,12 @@ def replace_atomically(target: Path, data: bytes, keep_previous_as: Path | None 
         raise
 
 
-def close_fd(fd: int) -> int | None:
-    """Close `fd` and return None; ``fd = close_fd(fd)`` closes and forgets in one line.
-
-    No exception can come between the two (a trace function or a signal handler runs
-    between lines), so a cleanup after an interrupt never closes a descriptor twice, which
-    could close another file that reused its number.
-    """
-    os.close(fd)
-    return None
+# ``fd = close_fd(fd)`` closes a descriptor and forgets it in one line. It is os.close
+# itself (which returns None), so no line of Python code runs between the two: an
+# exception from a trace function or a signal handler comes before or after both, and a
+# cleanup after an interrupt never closes a descriptor twice (which could close another
+# file that reused its number). The annotation only lets the result be assigned.
+close_fd: Callable[[int], int | None] = os.close
 
 
 def fsync_file(fd: int) -> None:

@@ -26,6 +26,8 @@ from resumable._version import __version__
 from resumable.policies import Policy, SinceLastSave, as_policy
 
 T = TypeVar("T")
+# Above this a save is no longer "small": say so once, since each save rewrites it all.
+_LARGE_STATE_BYTES = 1_000_000
 logger = logging.getLogger("resumable")
 
 # The loop consults the policy at most every this many items. Between checks no Python
@@ -95,6 +97,7 @@ class Resumable:
         self._feed: Feed[Any] | None = None  # once the loop started
         self._in_chunk = False
         self._iterated = False
+        self._warned_large_state = False
         self._start_position = 0
         self.saves = 0
         self._items_between_checks = 1
@@ -393,15 +396,26 @@ class Resumable:
             saved_at=_state_file.now_iso(),
         )
         started = time.perf_counter()
-        self._store.save(_state_file.encode(document, _WRITER))
+        data = _state_file.encode(document, _WRITER)
+        self._store.save(data)
+        if len(data) > _LARGE_STATE_BYTES and not self._warned_large_state:
+            self._warned_large_state = True
+            logger.warning(
+                "%s: the state file is %.1f MB, and every save writes all of it. Keep bulky "
+                "data in files of your own and put their names in r.state.",
+                self.path,
+                len(data) / 1e6,
+            )
         self.saves += 1
         self._last_saved = _state_file.fingerprint(progress, self._state)
         self._saved_clock = time.monotonic() if now is None else now
         self._saved_position = self._progress.position
         logger.debug(
-            "%s: saved position %d in %.1f ms",
+            "%s: saved position %d (%d bytes, %d state keys) in %.1f ms",
             self.path,
             self._progress.position,
+            len(data),
+            len(self._state),
             (time.perf_counter() - started) * 1000,
         )
 

@@ -207,6 +207,25 @@ def test_state_can_be_replaced_by_another_dict_only(state_path: Path) -> None:
     assert inspect(state_path).state == {"a": 1}
 
 
+def test_a_huge_state_round_trips_and_is_flagged_once(
+    state_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No size limit, but a state past 1 MB gets one warning: every save rewrites it."""
+    rows = [f"row {n:07d} " + "x" * 40 for n in range(40_000)]  # about 2.2 MB of JSON
+    with caplog.at_level(logging.WARNING, logger="resumable"), Resumable(state_path) as r:
+        r.state["rows"] = rows
+        for item in r.iterate(range(3)):
+            r.state["last"] = item
+            r.save()
+    warnings = [record.getMessage() for record in caplog.records if "MB" in record.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "every save writes all of it" in warnings[0]
+    assert state_path.stat().st_size > 2_000_000
+    snapshot = inspect(state_path)
+    assert (snapshot.position, snapshot.finished) == (3, True)
+    assert snapshot.state == {"rows": rows, "last": 2}
+
+
 def test_leaving_without_changes_does_not_write(state_path: Path) -> None:
     run(state_path, range(5), stop_at=2)
     before = state_path.read_bytes()
