@@ -38,7 +38,7 @@ from _timing import (
     timed,
     verdict,
 )
-from tqdm import tqdm  # type: ignore[import-untyped]
+from tqdm import tqdm
 
 from resumable import NPolicy, Policy, Resumable, TimePolicy
 

@@ -9,6 +9,7 @@
             save(fetch(url))
 """
 
+from resumable._display import ProgressDisplay
 from resumable._errors import (
     CalledTooOftenError,
     InputChangedError,
@@ -33,6 +34,7 @@ __all__ = [
     "NPolicy",
     "Policy",
     "PolicySwitch",
+    "ProgressDisplay",
     "Resumable",
     "ResumableError",
     "ResumableWarning",

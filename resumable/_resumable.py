@@ -16,6 +16,13 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from resumable import _state_file
+from resumable._display import (
+    LoopDisplay,
+    ProgressDisplay,
+    items_until_refresh,
+    open_display,
+    require_tqdm,
+)
 from resumable._errors import CalledTooOftenError, StateFileError, UsageError
 from resumable._feed import MAX_CHUNK, Feed
 from resumable._progress import PositionProgress
@@ -95,6 +102,7 @@ class Resumable:
         # statement lets go of them, so that the position settles and signals act at once.
         self._loop: weakref.ref[Generator[Iterator[Any], None, None]] | None = None
         self._feed: Feed[Any] | None = None  # once the loop started
+        self._display: LoopDisplay | None = None  # a progress bar, when asked for
         self._in_chunk = False
         self._iterated = False
         self._warned_large_state = False
@@ -138,13 +146,24 @@ class Resumable:
         """How many runs this job has had, this one included."""
         return self._runs
 
-    def iterate(self, items: Iterable[T]) -> Iterator[T]:
+    def iterate(
+        self, items: Iterable[T], *, progress: bool | ProgressDisplay = False
+    ) -> Iterator[T]:
         """Yield the items of `items` that are not done yet.
 
         An item is done when the loop asks for the next one: if the body raises, breaks
         or is interrupted, the current item is not done. A sequence is entered at the
         saved position; any other iterable has its done prefix consumed without running
         the body. Call it once per `Resumable`.
+
+        Args:
+            items: any iterable; sequences (list, tuple, range, ...) resume without
+                touching their done items.
+            progress: True draws a tqdm bar (``pip install 'resumable-loop[progress]'``)
+                that starts at the resumed position, with the input's length as total
+                when it has one, and shows when the last save happened. Or pass a display
+                of your own with tqdm's ``update(n)`` method: it is advanced by the items
+                this run finishes, and you close it.
         """
         if self._lifecycle != "open":
             raise UsageError(
@@ -156,6 +175,8 @@ class Resumable:
                 "iterate() was already called on this Resumable: one loop per state file. "
                 "Give a second loop its own Resumable and state file."
             )
+        if progress is True:
+            require_tqdm()  # before anything is consumed
         self._iterated = True
         if self._progress.finished:
             logger.warning(
@@ -168,6 +189,8 @@ class Resumable:
         # Skipping the done prefix runs the caller's iterable, so it happens here, outside
         # the library's signal-deferring code: ctrl+c during a long skip acts at once.
         feed = self._progress.feed(items, str(self.path))
+        # Made once the done prefix is skipped, so a bar's clock starts with this run's work.
+        self._display = open_display(progress, items, self._progress.position, self.path.name)
         chunks = self._chunks(feed)
         self._loop = weakref.ref(chunks)
         return itertools.chain.from_iterable(chunks)
@@ -275,6 +298,7 @@ class Resumable:
         if chunks is not None:
             chunks.close()
         self._settle_position()
+        self._close_display()  # a loop never started has a bar no chunk closed
         current = _state_file.fingerprint(self._progress.snapshot(), self._state)
         if current is None or current != self._last_saved:
             self._save()  # a write is skipped only when it would change nothing
@@ -305,14 +329,20 @@ class Resumable:
             self._signals.restore()
 
     def _report_stop(self) -> None:
-        if self._signals.stop_requested is None or self._quiet:
+        if self._signals.stop_requested is None:
             return
         done = self._progress.position
-        sys.stderr.write(
+        line = (
             f"resumable: stopped by {self._signals.describe()} after {done} items "
             f"({done - self._start_position} in this run); progress saved to "
-            f"{self.path}. Run again to continue.\n"
+            f"{self.path}. Run again to continue."
         )
+        logger.info("%s", line.removeprefix("resumable: "))
+        if self._quiet:
+            return
+        # Through a display still drawn (a caller's tqdm bar), so the bar is not garbled.
+        if self._display is None or not self._display.write(line):
+            sys.stderr.write(line + "\n")
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -345,6 +375,13 @@ class Resumable:
                 self._at_boundary(start + feed.taken())
         finally:
             self._signals.loop_running = False
+            self._settle_position()
+            self._close_display()
+
+    def _close_display(self) -> None:
+        if self._display is not None:
+            self._display.advance_to(self._progress.position)
+            self._display.close()
 
     def _settle_position(self) -> None:
         """After the loop was left inside a chunk, count the items whose body finished."""
@@ -358,6 +395,8 @@ class Resumable:
     @defers_signals
     def _at_boundary(self, position: int) -> None:
         self._progress.position = position
+        if self._display is not None:
+            self._display.advance_to(position)
         now = time.monotonic()
         checked = position - self._checked_position
         pace = max(0.0, now - self._checked_clock) / checked if checked > 0 else None
@@ -370,6 +409,8 @@ class Resumable:
             else:
                 self._save(now)
                 gap = self._policy.items_until_check(self._since_last_save(now, position, pace))
+        if self._display is not None:
+            gap = min(gap, items_until_refresh(pace))
         # Growing the gap at most twofold per check keeps a wrong guess (a frozen or
         # coarse clock that measured no time) from jumping straight to the maximum.
         self._items_between_checks = max(
@@ -407,6 +448,8 @@ class Resumable:
                 len(data) / 1e6,
             )
         self.saves += 1
+        if self._display is not None:
+            self._display.saved()
         self._last_saved = _state_file.fingerprint(progress, self._state)
         self._saved_clock = time.monotonic() if now is None else now
         self._saved_position = self._progress.position
