@@ -151,27 +151,28 @@ class _IterableFeed(Feed[T]):
         self._chunk[0].__setstate__(MAX_CHUNK)
 
 
-def open_feed(items: Iterable[T], start: int, describe: str) -> Feed[T]:
+def open_feed(items: Iterable[T], start: int, describe: str, skipped: int = 0) -> Feed[T]:
     """A feed of the items of `items` after the first `start`.
 
     A sequence (``len`` and indexing) is entered at `start` directly; any other iterable
     has its first `start` items consumed and discarded. An input shorter than `start`
-    raises `InputChangedError`; `describe` names the state file in that message.
+    raises `InputChangedError`; `describe` names the state file in that message, and
+    `skipped` counts the done items already taken from an iterator before it came here.
     """
-    size = _length(items)
+    size = input_length(items)
     if size is not None:
         if size < start:
-            raise _shorter_input(describe, start, size)
+            raise shorter_input(describe, start, size)
         return _SequenceFeed(cast("Sequence[T]", items), start, size)
     source = iter(items)
     # islice(it, start - 1, start) discards start - 1 items and hands back the last done
     # one, so running out early is detected without counting in Python.
     if start and next(itertools.islice(source, start - 1, start), _MISSING) is _MISSING:
-        raise _shorter_input(describe, start, None)
+        raise shorter_input(describe, skipped + start, None)
     return _IterableFeed(source)
 
 
-def _length(items: object) -> int | None:
+def input_length(items: object) -> int | None:
     """The length of a sequence (``len`` and indexing), or None for other iterables."""
     kind = type(items)
     # numpy arrays, pandas Index and friends index like sequences but do not register as
@@ -189,7 +190,8 @@ def _length(items: object) -> int | None:
         return None
 
 
-def _shorter_input(describe: str, position: int, size: int | None) -> InputChangedError:
+def shorter_input(describe: str, position: int, size: int | None) -> InputChangedError:
+    """The error for an input with fewer items than the job has done."""
     has = f"has only {size} items" if size is not None else "ran out before that"
     return InputChangedError(
         f"{describe} says {position} items are done, but the input {has}. The input "

@@ -8,12 +8,23 @@ sequence on every run; the first `position` items are done.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar
+import itertools
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sized
+from typing import Any, TypeVar, cast
 
-from resumable._feed import Feed, open_feed
+from resumable._errors import InputChangedError
+from resumable._feed import Feed, input_length, open_feed, shorter_input
+from resumable._input_check import (
+    HEAD_ITEMS,
+    ON_CHANGE_CHOICES,
+    InputHead,
+    InputRecord,
+    what_changed,
+)
 
 T = TypeVar("T")
+logger = logging.getLogger("resumable")
 
 
 class PositionProgress:
@@ -21,13 +32,30 @@ class PositionProgress:
 
     kind = "position"
 
-    def __init__(self, position: int = 0, finished: bool = False) -> None:
+    def __init__(
+        self, position: int = 0, finished: bool = False, input_record: InputRecord | None = None
+    ) -> None:
         self.position = position
         self.finished = finished
+        self.input_record = input_record  # what the state file says about the input
+        self._head = InputHead()
+        self._sized: Sized | None = None  # the input, when it has a length
+        self._given_input = False  # whether this run's input replaced `input_record`
 
     def snapshot(self) -> dict[str, Any]:
         """Return the progress as plain JSON-ready data."""
-        return {"kind": self.kind, "position": self.position, "finished": self.finished}
+        data: dict[str, Any] = {
+            "kind": self.kind,
+            "position": self.position,
+            "finished": self.finished,
+        }
+        record = self.input_record
+        if self._given_input:
+            length = len(self._sized) if self._sized is not None else None
+            record = self._head.record(length, self.position)
+        if record is not None:
+            data["input"] = record.snapshot()
+        return data
 
     @classmethod
     def restore(cls, data: Mapping[str, Any]) -> PositionProgress:
@@ -39,8 +67,70 @@ class PositionProgress:
             raise ValueError(f"progress position must be a whole number >= 0, got {position!r}")
         if not isinstance(finished, bool):
             raise ValueError(f"progress finished must be true or false, got {finished!r}")
-        return cls(position, finished)
+        return cls(position, finished, InputRecord.restore(data.get("input")))
 
-    def feed(self, items: Iterable[T], describe: str) -> Feed[T]:
-        """The items of `items` not done yet; see `open_feed`."""
-        return open_feed(items, self.position, describe)
+    def feed(self, items: Iterable[T], describe: str, on_change: str = "raise") -> Feed[T]:
+        """The items of `items` not done yet, once the input is checked against the record.
+
+        A changed input raises `InputChangedError` (``on_change="raise"``), starts the job
+        over (``"restart"``: position 0) or is accepted as it is (``"continue"``).
+        """
+        if on_change not in ON_CHANGE_CHOICES:
+            raise ValueError(
+                f"on_change must be one of {', '.join(map(repr, ON_CHANGE_CHOICES))}; "
+                f"got {on_change!r}"
+            )
+        size = input_length(items)
+        # The first done items, for the fingerprint: by index, or pulled from an iterator
+        # (kept, in case the job starts over and needs them back).
+        pulled: list[T] = []
+        source: Iterator[T] | None = None
+        if size is not None:
+            sequence = cast(Any, items)
+            for index in range(min(self.position, HEAD_ITEMS, size)):
+                self._head.add(sequence[index])
+        else:
+            source = iter(items)
+            pulled = list(itertools.islice(source, min(self.position, HEAD_ITEMS)))
+            for item in pulled:
+                self._head.add(item)
+        changed = what_changed(self.input_record, size, self._head) if self.input_record else None
+        if changed is not None:
+            self._on_changed_input(describe, changed, on_change)
+        # Only now is this the job's input: a refused one must not be recorded in its place.
+        self._given_input = True
+        self._sized = cast(Sized, items) if size is not None else None
+        if self.finished:  # nothing to hand out; and never run through an iterator for it
+            return open_feed((), 0, describe)
+        if source is None:
+            return open_feed(items, self.position, describe)
+        if self.position == 0:
+            return open_feed(itertools.chain(pulled, source), 0, describe)
+        if len(pulled) < min(self.position, HEAD_ITEMS):
+            raise shorter_input(describe, self.position, None)
+        return open_feed(source, self.position - len(pulled), describe, skipped=len(pulled))
+
+    def tap(self, chunk: Iterator[T]) -> Iterator[T]:
+        """`chunk`, noting its first items for the input's fingerprint while needed."""
+        return self._head.tap(chunk)
+
+    def _on_changed_input(self, describe: str, changed: str, on_change: str) -> None:
+        if on_change == "raise":
+            raise InputChangedError(
+                f"{describe} was saved for another input: {changed}. Its {self.position} "
+                "done items may not be the first ones of this input. Pass the same input "
+                "as before; or iterate(..., on_change='restart') to start over, or "
+                "on_change='continue' to go on by position anyway; for inputs that change "
+                "between runs, track items by key: iterate(..., key=...)."
+            )
+        if on_change == "restart":
+            logger.warning("%s: the input changed (%s); starting over", describe, changed)
+            self.position, self.finished = 0, False
+            self._head = InputHead()
+        else:
+            logger.warning(
+                "%s: the input changed (%s); going on at item %d as on_change='continue' asks",
+                describe,
+                changed,
+                self.position,
+            )

@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from resumable import _state_file
 from resumable._display import (
@@ -147,7 +147,11 @@ class Resumable:
         return self._runs
 
     def iterate(
-        self, items: Iterable[T], *, progress: bool | ProgressDisplay = False
+        self,
+        items: Iterable[T],
+        *,
+        progress: bool | ProgressDisplay = False,
+        on_change: Literal["raise", "restart", "continue"] = "raise",
     ) -> Iterator[T]:
         """Yield the items of `items` that are not done yet.
 
@@ -164,6 +168,9 @@ class Resumable:
                 when it has one, and shows when the last save happened. Or pass a display
                 of your own with tqdm's ``update(n)`` method: it is advanced by the items
                 this run finishes, and you close it.
+            on_change: what to do when the input is not the one the job started with
+                (another length, or other first items): ``"raise"`` `InputChangedError`,
+                ``"restart"`` the job from its first item, or ``"continue"`` by position.
         """
         if self._lifecycle != "open":
             raise UsageError(
@@ -178,6 +185,9 @@ class Resumable:
         if progress is True:
             require_tqdm()  # before anything is consumed
         self._iterated = True
+        # Skipping the done prefix runs the caller's iterable, so it happens here, outside
+        # the library's signal-deferring code: ctrl+c during a long skip acts at once.
+        feed = self._progress.feed(items, str(self.path), on_change)
         if self._progress.finished:
             logger.warning(
                 "%s: this job already finished (%d items); nothing to do. To run it "
@@ -186,9 +196,6 @@ class Resumable:
                 self._progress.position,
             )
             return iter(())
-        # Skipping the done prefix runs the caller's iterable, so it happens here, outside
-        # the library's signal-deferring code: ctrl+c during a long skip acts at once.
-        feed = self._progress.feed(items, str(self.path))
         # Made once the done prefix is skipped, so a bar's clock starts with this run's work.
         self._display = open_display(progress, items, self._progress.position, self.path.name)
         chunks = self._chunks(feed)
@@ -364,7 +371,8 @@ class Resumable:
                 # left now (break, an exception), `_settle_position` counts it as not done.
                 # A flag rather than an except clause here, which an interrupt could skip.
                 self._in_chunk = True
-                yield feed.chunk(self._items_between_checks)
+                # Tapped for the input's fingerprint until its first items are seen.
+                yield self._progress.tap(feed.chunk(self._items_between_checks))
                 self._in_chunk = False
                 if feed.exhausted():
                     self._progress.position = start + feed.taken()

@@ -7,7 +7,7 @@ import signal
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import overload
+from typing import Literal, overload
 
 import pytest
 
@@ -22,12 +22,16 @@ from resumable import (
 
 
 def run(
-    path: Path, items: Iterable[object], stop_at: int | None = None, restart: bool = False
+    path: Path,
+    items: Iterable[object],
+    stop_at: int | None = None,
+    restart: bool = False,
+    on_change: Literal["raise", "restart", "continue"] = "raise",
 ) -> list[object]:
     """Loop over `items`, breaking before the body of the item at index `stop_at`."""
     seen: list[object] = []
     with Resumable(path, restart=restart) as r:
-        for item in r.iterate(items):
+        for item in r.iterate(items, on_change=on_change):
             if len(seen) == stop_at:
                 break
             seen.append(item)
@@ -107,11 +111,14 @@ class CountingSequence(Sequence[int]):
         return index
 
 
-def test_a_sequence_resumes_without_touching_the_done_items(state_path: Path) -> None:
+def test_a_sequence_resumes_reading_only_the_first_done_items_to_check_the_input(
+    state_path: Path,
+) -> None:
+    """The first 16 done items are read (the input's fingerprint); the other 44 never."""
     run(state_path, CountingSequence(100), stop_at=60)
     resumed = CountingSequence(100)
     assert run(state_path, resumed) == list(range(60, 100))
-    assert min(resumed.read) == 60
+    assert [index for index in resumed.read if index < 60] == list(range(16))
 
 
 def test_a_list_resumes_at_its_position(state_path: Path) -> None:
@@ -158,21 +165,28 @@ def test_a_file_resumes_at_the_same_line(state_path: Path, tmp_path: Path) -> No
 
 def test_a_shorter_sequence_on_resume_is_an_error(state_path: Path) -> None:
     run(state_path, list(range(10)), stop_at=8)
-    with pytest.raises(InputChangedError, match="8 items are done, but the input has only 5"):
+    with pytest.raises(InputChangedError, match="it had 10 items last time and has 5 now"):
         run(state_path, list(range(5)))
+    # Going on by position cannot work either: the done items are not all there.
+    with pytest.raises(InputChangedError, match="8 items are done, but the input has only 5"):
+        run(state_path, list(range(5)), on_change="continue")
     assert inspect(state_path).position == 8  # nothing was lost
 
 
 def test_a_shorter_generator_on_resume_is_an_error(state_path: Path) -> None:
     run(state_path, iter(range(10)), stop_at=8)
-    with pytest.raises(InputChangedError, match="ran out before that"):
+    with pytest.raises(InputChangedError, match="fewer than the 8 items it started with"):
         run(state_path, iter(range(7)))
+    with pytest.raises(InputChangedError, match="ran out before that"):
+        run(state_path, iter(range(7)), on_change="continue")
     assert inspect(state_path).position == 8
 
 
-def test_an_input_exactly_as_long_as_the_position_finishes(state_path: Path) -> None:
+def test_an_input_exactly_as_long_as_the_position_finishes_when_accepted(
+    state_path: Path,
+) -> None:
     run(state_path, list(range(10)), stop_at=8)
-    assert run(state_path, list(range(8))) == []
+    assert run(state_path, list(range(8)), on_change="continue") == []
     assert inspect(state_path).finished
 
 

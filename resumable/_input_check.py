@@ -1,0 +1,115 @@
+"""Is this the same input as last time? Its length, and a fingerprint of its first items.
+
+Position-based progress means "the first N items are done", which holds only if the
+input is the same sequence on every run. The state records the input's length (when it
+has one) and a hash of the reprs of its first `HEAD_ITEMS` done items; a resume compares
+them with the input it is given. Only done items are fingerprinted, so checking never
+looks past the saved position. A repr that shows a memory address (``<Foo object at
+0x7f...>``) differs on every run, so an input whose first items print that way is not
+fingerprinted (its length is still compared).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+HEAD_ITEMS = 16  # enough to tell a reordered or replaced input; cheap to repr and hash
+ON_CHANGE_CHOICES = ("raise", "restart", "continue")
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """What the state file says about the input: its length and its head's fingerprint."""
+
+    length: int | None
+    head_items: int  # how many first items `head_hash` covers
+    head_hash: str | None  # None: not fingerprinted (unstable reprs)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"length": self.length, "head_items": self.head_items, "head_hash": self.head_hash}
+
+    @classmethod
+    def restore(cls, data: object) -> InputRecord | None:
+        """Rebuild from `snapshot` data (None when absent: files before input checks)."""
+        if data is None:
+            return None
+        if not isinstance(data, Mapping):
+            raise ValueError(f"progress input must be an object, got {data!r}")
+        length, items, digest = data.get("length"), data.get("head_items"), data.get("head_hash")
+        if length is not None and not _is_count(length):
+            raise ValueError(f"input length must be a whole number >= 0 or null, got {length!r}")
+        if not isinstance(items, int) or not _is_count(items) or items > HEAD_ITEMS:
+            raise ValueError(f"input head_items must be 0 to {HEAD_ITEMS}, got {items!r}")
+        if digest is not None and not isinstance(digest, str):
+            raise ValueError(f"input head_hash must be a string or null, got {digest!r}")
+        return cls(length, items, digest)
+
+
+class InputHead:
+    """The reprs of the input's first items, as this run sees them."""
+
+    def __init__(self) -> None:
+        self.reprs: list[str] = []
+        self.stable = True
+
+    @property
+    def full(self) -> bool:
+        return len(self.reprs) >= HEAD_ITEMS or not self.stable
+
+    def add(self, item: object) -> None:
+        if self.full:
+            return
+        text = repr(item)
+        if " at 0x" in text:  # a default repr: an address that changes every run
+            self.stable = False
+            return
+        self.reprs.append(text)
+
+    def tap(self, chunk: Iterator[T]) -> Iterator[T]:
+        """`chunk`, noting its items until the head is full (Python code for those only)."""
+        if self.full:
+            return chunk
+        return self._tapped(chunk)
+
+    def _tapped(self, chunk: Iterator[T]) -> Iterator[T]:
+        for item in chunk:
+            self.add(item)
+            yield item
+
+    def record(self, length: int | None, done: int) -> InputRecord:
+        """The record to save once `done` items are done."""
+        covered = min(done, len(self.reprs)) if self.stable else 0
+        digest = fingerprint(self.reprs[:covered]) if self.stable else None
+        return InputRecord(length, covered, digest)
+
+
+def fingerprint(reprs: Iterable[str]) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for text in reprs:
+        digest.update(text.encode("utf-8", "surrogatepass"))
+        digest.update(b"\0")
+    return f"blake2b:{digest.hexdigest()}"
+
+
+def what_changed(recorded: InputRecord, length: int | None, head: InputHead) -> str | None:
+    """How the input differs from the recorded one, in words; None when it matches."""
+    if recorded.length is not None and length is not None and length != recorded.length:
+        return f"it had {recorded.length} items last time and has {length} now"
+    if recorded.head_hash is not None and head.stable and recorded.head_items:
+        if len(head.reprs) < recorded.head_items:
+            return f"it has fewer than the {recorded.head_items} items it started with"
+        if fingerprint(head.reprs[: recorded.head_items]) != recorded.head_hash:
+            return (
+                f"its first {recorded.head_items} items differ from last time's "
+                "(reordered, replaced or new items at the front)"
+            )
+    return None
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

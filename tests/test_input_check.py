@@ -1,0 +1,183 @@
+"""A resume checks that the input is the one the job started with: length and first items."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+import orjson
+import pytest
+
+from resumable import InputChangedError, Resumable, inspect
+
+OnChange = Literal["raise", "restart", "continue"]
+
+
+def run(
+    path: Path,
+    items: Iterable[object],
+    stop_at: int | None = None,
+    on_change: OnChange = "raise",
+) -> list[object]:
+    """Loop over `items`, breaking before the body of the item at index `stop_at`."""
+    seen: list[object] = []
+    with Resumable(path) as r:
+        for item in r.iterate(items, on_change=on_change):
+            if len(seen) == stop_at:
+                break
+            seen.append(item)
+    return seen
+
+
+def recorded_input(path: Path) -> dict[str, object]:
+    record = orjson.loads(path.read_bytes())["progress"]["input"]
+    assert isinstance(record, dict)
+    return record
+
+
+def test_a_reordered_list_of_the_same_length_is_caught(state_path: Path) -> None:
+    urls = [f"https://example.org/{n}" for n in range(10)]
+    run(state_path, urls, stop_at=4)
+    before = state_path.read_bytes()
+    with pytest.raises(InputChangedError, match="its first 4 items differ from last time's"):
+        run(state_path, list(reversed(urls)))
+    assert state_path.read_bytes() == before  # nothing saved over it
+
+
+def test_a_list_with_new_items_is_caught_by_its_length(state_path: Path) -> None:
+    run(state_path, list(range(10)), stop_at=4)
+    with pytest.raises(InputChangedError) as caught:
+        run(state_path, list(range(15)))
+    message = str(caught.value)
+    assert "it had 10 items last time and has 15 now" in message
+    assert "on_change='restart'" in message  # and says how to proceed
+    assert "key=" in message
+
+
+def test_restart_runs_a_changed_input_from_its_first_item_and_keeps_the_state(
+    state_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with Resumable(state_path) as r:
+        r.state["note"] = "kept"
+        for item in r.iterate(["a", "b", "c", "d"]):
+            if item == "c":
+                break
+    with caplog.at_level(logging.WARNING, logger="resumable"), Resumable(state_path) as r:
+        seen = list(r.iterate(["x", "y", "z"], on_change="restart"))
+        assert r.state == {"note": "kept"}
+    assert seen == ["x", "y", "z"]
+    assert "the input changed (it had 4 items last time and has 3 now); starting over" in (
+        caplog.text
+    )
+    assert inspect(state_path).finished
+
+
+def test_continue_goes_on_by_position_and_adopts_the_new_input(
+    state_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run(state_path, list(range(10)), stop_at=4)
+    with caplog.at_level(logging.WARNING, logger="resumable"):
+        assert run(state_path, list(range(12)), stop_at=2, on_change="continue") == [4, 5]
+    assert "going on at item 4 as on_change='continue' asks" in caplog.text
+    assert recorded_input(state_path)["length"] == 12
+    assert run(state_path, list(range(12))) == list(range(6, 12))  # no complaint now
+
+
+def test_a_generator_with_other_first_items_is_caught(state_path: Path) -> None:
+    run(state_path, (n for n in range(100)), stop_at=30)
+    with pytest.raises(InputChangedError, match="its first 16 items differ"):
+        run(state_path, (n + 1 for n in range(100)))
+    assert inspect(state_path).position == 30
+
+
+def test_restart_with_a_generator_hands_out_the_items_taken_for_the_check(
+    state_path: Path,
+) -> None:
+    run(state_path, (n for n in range(100)), stop_at=30)
+    assert run(state_path, (-n for n in range(5)), on_change="restart") == [0, -1, -2, -3, -4]
+
+
+def test_a_longer_generator_with_the_same_start_resumes(state_path: Path) -> None:
+    run(state_path, iter(range(10)), stop_at=6)
+    assert run(state_path, iter(range(12))) == list(range(6, 12))
+
+
+def test_a_file_whose_first_lines_changed_is_caught(state_path: Path, tmp_path: Path) -> None:
+    data = tmp_path / "lines.txt"
+    data.write_text("".join(f"line {n}\n" for n in range(50)))
+    with data.open() as handle:
+        run(state_path, handle, stop_at=20)
+    data.write_text("".join(f"row {n}\n" for n in range(50)))
+    with data.open() as handle, pytest.raises(InputChangedError, match="first 16 items differ"):
+        run(state_path, handle)
+
+
+def test_only_done_items_are_fingerprinted(state_path: Path) -> None:
+    items = list(range(100))
+    run(state_path, items, stop_at=5)
+    assert recorded_input(state_path)["head_items"] == 5
+    # Items after the position may change freely: they are not done.
+    assert run(state_path, [*items[:5], *range(500, 595)], stop_at=20) == list(range(500, 520))
+    assert recorded_input(state_path)["head_items"] == 16
+
+
+class Opaque:
+    """An item whose repr shows its address: different on every run."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+
+def test_items_with_an_address_in_their_repr_are_not_fingerprinted(state_path: Path) -> None:
+    run(state_path, [Opaque(n) for n in range(10)], stop_at=4)
+    assert recorded_input(state_path) == {"length": 10, "head_items": 0, "head_hash": None}
+    assert len(run(state_path, [Opaque(n) for n in range(10)])) == 6  # no false alarm
+    with pytest.raises(InputChangedError, match="has 11 now"):
+        run(state_path, [Opaque(n) for n in range(11)])
+
+
+def test_a_state_file_from_before_input_checks_resumes_and_starts_recording(
+    state_path: Path,
+) -> None:
+    run(state_path, list(range(10)), stop_at=4)
+    document = orjson.loads(state_path.read_bytes())
+    del document["progress"]["input"]
+    rewrite_with_checksum(state_path, document)
+    assert run(state_path, list(range(20)), stop_at=1) == [4]  # nothing to compare with
+    assert recorded_input(state_path)["length"] == 20
+
+
+def test_a_finished_job_given_a_changed_input_says_so(state_path: Path) -> None:
+    run(state_path, ["a", "b"])
+    with pytest.raises(InputChangedError, match="had 2 items last time and has 3 now"):
+        run(state_path, ["a", "b", "c"])
+    assert run(state_path, ["a", "b", "c"], on_change="restart") == ["a", "b", "c"]
+
+
+def test_a_changing_input_over_three_runs(state_path: Path) -> None:
+    first = [f"id-{n}" for n in range(8)]
+    assert run(state_path, first, stop_at=3) == first[:3]
+    second = [*first, "id-8"]  # one item more: caught, then accepted
+    with pytest.raises(InputChangedError):
+        run(state_path, second)
+    assert run(state_path, second, stop_at=2, on_change="continue") == ["id-3", "id-4"]
+    third = ["new", *second]  # a new first item: caught by length and by the fingerprint
+    with pytest.raises(InputChangedError):
+        run(state_path, third)
+    assert run(state_path, third, on_change="restart") == third
+
+
+def test_on_change_takes_one_of_three_words(state_path: Path) -> None:
+    with Resumable(state_path) as r, pytest.raises(ValueError, match="'raise', 'restart'"):
+        r.iterate([1, 2], on_change="ignore")  # type: ignore[arg-type]
+
+
+def rewrite_with_checksum(path: Path, document: dict[str, object]) -> None:
+    """Write `document` as a valid state file (an older writer's, say)."""
+    document.pop("checksum", None)
+    canonical = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+    checksum = f',"checksum":"crc32:{zlib.crc32(canonical):08x}"}}'.encode()
+    path.write_bytes(canonical[:-1] + checksum)
