@@ -53,7 +53,8 @@ class FileLock:
         self._key = os.path.normcase(os.path.realpath(path))
 
     def acquire(self) -> None:
-        """Take the lock or raise `StateLockedError` at once; never waits."""
+        """Take the lock or raise `StateLockedError`; never waits for a run, only
+        retries for about 20 ms in case `lock_holder` is probing it."""
         if _held_in_this_process.setdefault(self._key, self) is not self:
             raise StateLockedError(
                 f"{self.job} is already open in this process (pid {os.getpid()}): "

@@ -13,6 +13,7 @@ import json
 import os
 import pty
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -552,8 +553,8 @@ def installed(*argv: str | Path, cwd: Path, **env: str) -> subprocess.CompletedP
 
 
 def test_the_console_script_and_python_m_run_the_same_command_line(tmp_path: Path) -> None:
-    script = Path(sys.executable).parent / "resumable"
-    assert script.is_file(), f"the console script is not installed beside {sys.executable}"
+    script = shutil.which("resumable", path=str(Path(sys.executable).parent))
+    assert script, f"no resumable console script is installed beside {sys.executable}"
     state = tmp_path / "job.state"
     make_job(state, 1234)
     saved = inspect(state).saved_at
