@@ -23,6 +23,7 @@ from resumable._errors import (
     UsageError,
 )
 from resumable._inspect import StateSnapshot, inspect
+from resumable._reset import reset
 from resumable._resumable import Resumable
 from resumable._version import __version__
 from resumable.policies import NPolicy, Policy, PolicySwitch, SinceLastSave, TimePolicy
@@ -48,4 +49,5 @@ __all__ = [
     "UsageError",
     "__version__",
     "inspect",
+    "reset",
 ]

@@ -5,6 +5,11 @@ Windows), so the kernel releases it the moment the holder dies, even by ``kill -
 stale lock file on disk never blocks a new run. The file holds the holder's pid for the
 error message. It is left in place on release, because deleting a lock file while another
 process waits on it would let two processes hold two different files.
+
+`lock_holder` tells from outside whether a run holds the lock (for ``resumable status``).
+The OS offers no way to ask about an flock without trying it, so it takes the lock and
+drops it at once; a run that is refused tries again a few times over about 20 ms, so one
+that starts in that instant is not turned away by a lock nobody really holds.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from resumable._durable import close_fd
@@ -26,6 +33,10 @@ else:
 # past it and the pid stays readable by the process that is refused.
 _WINDOWS_LOCKED_BYTE = 1 << 20
 _PID_WIDTH = 21  # 20 digits hold any 64-bit pid, then a newline
+# The pauses before a refused run tries the lock again. `lock_holder` holds it for two
+# system calls (microseconds; a few milliseconds if its process is preempted in between),
+# a real run for as long as it runs: about 20 ms in all tells the two apart.
+_RETRY_PAUSES = (0.001, 0.004, 0.016)
 
 # The lock files this process holds, and by which FileLock. dict.setdefault and dict.pop
 # are single C calls, so claiming and releasing need no threading lock: a lock held when
@@ -43,7 +54,8 @@ class FileLock:
         self._key = os.path.normcase(os.path.realpath(path))
 
     def acquire(self) -> None:
-        """Take the lock or raise `StateLockedError` at once; never waits."""
+        """Take the lock or raise `StateLockedError`; never waits for a run, only
+        retries for about 20 ms in case `lock_holder` is probing it."""
         if _held_in_this_process.setdefault(self._key, self) is not self:
             raise StateLockedError(
                 f"{self.job} is already open in this process (pid {os.getpid()}): "
@@ -71,13 +83,41 @@ class FileLock:
             _held_in_this_process.pop(self._key, None)
 
 
+@dataclass(frozen=True)
+class LockHolder:
+    """A process that holds a job's lock; `pid` is None when the lock file does not say."""
+
+    pid: int | None
+
+
+def lock_holder(path: Path) -> LockHolder | None:
+    """Who holds the lock on lock file `path` right now; None when nobody does.
+
+    Creates and writes nothing: a missing lock file means the lock is free. To find out,
+    it takes the lock and releases it at once (see the module docstring). Raises
+    `OSError` when the lock file exists but cannot be opened or locked.
+    """
+    try:
+        # O_NONBLOCK: should the path be a FIFO, opening it must not wait for a writer.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        return None
+    try:
+        if _try_lock(fd):
+            _unlock(fd)
+            return None
+        return LockHolder(_read_pid(fd))
+    finally:
+        os.close(fd)
+
+
 def _lock_file(path: Path, job: Path) -> int:
     """Open and lock `path`, write our pid into it, and return the descriptor."""
     fd: int | None = None
     try:  # opened inside the try: no line between opening and the cleanup that covers it
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            _lock(fd)
+            _lock_unless_held(fd)
         except OSError:
             holder = _read_pid(fd)
             who = f"process {holder}" if holder else "another process"
@@ -93,6 +133,21 @@ def _lock_file(path: Path, job: Path) -> int:
         if fd is not None:
             os.close(fd)
         raise
+
+
+def _lock_unless_held(fd: int) -> None:
+    """Lock `fd`; when refused, try again after each of the short `_RETRY_PAUSES`, then
+    raise the refusal."""
+    for pause in _RETRY_PAUSES:
+        with contextlib.suppress(OSError):
+            _lock(fd)
+            return
+        _wait_before_retry(pause)
+    _lock(fd)
+
+
+def _wait_before_retry(seconds: float) -> None:
+    time.sleep(seconds)
 
 
 def _read_pid(fd: int) -> int | None:
@@ -119,6 +174,13 @@ if sys.platform == "win32":  # pragma: no cover - Windows only
         os.lseek(fd, _WINDOWS_LOCKED_BYTE, os.SEEK_SET)
         msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
 
+    def _try_lock(fd: int) -> bool:
+        try:
+            _lock(fd)
+        except PermissionError:  # msvcrt reports a lock held elsewhere as EACCES
+            return False
+        return True
+
 else:
 
     def _lock(fd: int) -> None:
@@ -126,3 +188,10 @@ else:
 
     def _unlock(fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            _lock(fd)
+        except BlockingIOError:  # EWOULDBLOCK: held elsewhere; other errors are raised
+            return False
+        return True

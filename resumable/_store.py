@@ -4,14 +4,14 @@ For ``job.state`` the store uses ``job.state.bak`` (the previous generation),
 ``job.state.lock`` (held while a run is open) and short-lived ``.job.state.*.tmp`` files
 during a save. A state file that cannot be read is never overwritten or deleted: when the
 run resumes from the backup instead, the unreadable file is renamed to
-``job.state.corrupt-<time>`` at the first save, byte for byte as it was.
+``job.state.corrupt-<time>`` at the first save, byte for byte as it was; `reset` moves
+the state file and its backup to ``job.state.reset-<time>`` and ``job.state.reset-<time>.bak``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import itertools
 import os
 import time
 import warnings
@@ -35,6 +35,26 @@ class Loaded:
 def backup_path(path: Path) -> Path:
     """The backup of state file `path`: its previous generation."""
     return path.with_name(path.name + ".bak")
+
+
+def lock_path(path: Path) -> Path:
+    """The lock file of state file `path`, held by the run that has the job open."""
+    return path.with_name(path.name + ".lock")
+
+
+def aside_path(path: Path, reason: str) -> Path:
+    """A free name to move state file `path` aside to: ``<name>.<reason>-<local time>``.
+
+    The time is ``YYYYmmddTHHMMSS``; ``-2``, ``-3``... follow when that name or its
+    ``.bak`` is taken. No save ever writes such a name, so what is moved there stays.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    aside = path.with_name(f"{path.name}.{reason}-{stamp}")
+    count = 1
+    while aside.exists() or backup_path(aside).exists():
+        count += 1
+        aside = path.with_name(f"{path.name}.{reason}-{stamp}-{count}")
+    return aside
 
 
 def read_state(path: Path) -> Loaded | None:
@@ -73,6 +93,15 @@ def read_state(path: Path) -> Loaded | None:
     )
 
 
+def require_state_file(path: Path) -> None:
+    """Raise `FileNotFoundError` unless there is a state file at `path` (`StateFileError`
+    when it is a directory)."""
+    if path.is_dir():
+        raise StateFileError(f"{path} is a directory, not a state file")
+    if not path.exists():
+        raise FileNotFoundError(f"no state file at {path}: nothing to reset")
+
+
 def _decode_file(path: Path) -> StateDocument | StateFileError:
     try:
         data = path.read_bytes()
@@ -92,7 +121,7 @@ class FileStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.backup = backup_path(path)
-        self._lock = FileLock(path.with_name(path.name + ".lock"), job=path)
+        self._lock = FileLock(lock_path(path), job=path)
         self._main_is_unreadable = False
 
     def lock(self) -> None:
@@ -142,15 +171,35 @@ class FileStore:
             ) from error
 
     def _set_aside_unreadable(self) -> None:
-        stamp = time.strftime("%Y%m%dT%H%M%S")
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        for count in itertools.count(2):
-            if not aside.exists():
-                break
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{count}")
         with contextlib.suppress(FileNotFoundError):
-            os.replace(self.path, aside)
+            os.replace(self.path, aside_path(self.path, "corrupt"))
         self._main_is_unreadable = False
+
+    def set_aside(self) -> Path:
+        """Move the state file and its backup aside, so that the next run starts over.
+
+        Call it while holding the lock. The state file goes to
+        ``<name>.reset-<time>`` and the backup, if any, to that name plus ``.bak``; the
+        directory is flushed. Returns where the state file went. Raises
+        `FileNotFoundError` when there is no state file, and nothing is changed then.
+        """
+        require_state_file(self.path)
+        aside = aside_path(self.path, "reset")
+        # The backup goes first: a crash between the two renames leaves the job as it was
+        # (minus a backup, kept aside), never a fresh job beside the old job's backup, which
+        # its first unreadable save would fall back to.
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(self.backup, backup_path(aside))
+            os.replace(self.path, aside)
+            _durable.fsync_directory(self.path.parent)
+        except OSError as error:
+            raise StateWriteError(
+                f"could not move {self.path} aside to {aside.name}: {_describe(error)}. "
+                "Check that this user may write to its directory.",
+                errno=error.errno,
+            ) from error
+        return aside
 
     def remove_stale_temp_files(self) -> None:
         """Remove temp files an interrupted save left; call it while holding the lock."""

@@ -1,0 +1,325 @@
+"""The command line: ``resumable status``, ``resumable reset`` and ``resumable demo``.
+
+Exit statuses: 0 when all went well; 1 for a problem with a state file (missing,
+unreadable, in use) or a reset the user declined; 2 for a usage error. An error is one
+line on stderr, ``resumable: error: ...``: a `ResumableError` or an `OSError` never shows
+a traceback (anything else is a bug, and does). docs/cli.md describes it all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from resumable._demo import run_demo
+from resumable._errors import ResumableError, ResumableWarning, StateFileError
+from resumable._inspect import StateSnapshot, inspect
+from resumable._lock import LockHolder, lock_holder
+from resumable._reset import reset
+from resumable._store import backup_path, lock_path, require_state_file
+from resumable._version import __version__
+
+OK = 0
+PROBLEM = 1  # with a state file, or a declined reset
+USAGE = 2  # what argparse exits with, too
+INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for ctrl+c
+
+NO_STATE_FILE = "no state file: the job has not started, or it was reset"
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line on `argv` (default ``sys.argv[1:]``); return the exit status."""
+    arguments = _parser().parse_args(argv)
+    command: Command = arguments.run
+    try:
+        return command(arguments)
+    except KeyboardInterrupt:
+        print()
+        return INTERRUPTED
+    except (ResumableError, OSError) as error:
+        _error(_describe(error))
+        return PROBLEM
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resumable",
+        description="Look at and reset the state files of resumable loops.",
+        epilog="exit status: 0 ok, 1 a problem with a state file, 2 a usage error",
+    )
+    parser.add_argument("--version", action="version", version=f"resumable-loop {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    status = commands.add_parser(
+        "status",
+        help="show how far jobs got and whether they are running",
+        description="Show how far each job got, and whether a run holds it now.",
+    )
+    status.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="a state file")
+    status.add_argument(
+        "--json", action="store_true", help="print a JSON list, one object per PATH"
+    )
+    status.set_defaults(run=_status)
+
+    reset_ = commands.add_parser(
+        "reset",
+        help="start a job over, keeping its old state aside",
+        description="Start a job over: move its state file (and backup) aside, to "
+        "PATH.reset-<time>, so that the next run starts fresh.",
+    )
+    reset_.add_argument("path", type=Path, metavar="PATH", help="the state file")
+    reset_.add_argument("-y", "--yes", action="store_true", help="reset without asking")
+    reset_.set_defaults(run=_reset)
+
+    demo = commands.add_parser(
+        "demo", help="run a slow job you can stop with ctrl+c and run again to continue"
+    )
+    demo.add_argument("--state", type=Path, default=Path("resumable-demo.state"))
+    demo.add_argument("--items", type=int, default=300)
+    demo.add_argument("--delay", type=float, default=0.04, help="seconds per item")
+    demo.add_argument("--restart", action="store_true", help="start the job over")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+# -- status -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Report:
+    """What `status` found out about one path."""
+
+    path: Path
+    snapshot: StateSnapshot | None = None
+    missing: bool = False
+    error: str | None = None  # why the state could not be shown
+    holder: LockHolder | None = None
+    lock_error: str | None = None  # why the lock could not be probed
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> int:
+        return PROBLEM if self.error or self.lock_error else OK
+
+
+def _status(arguments: argparse.Namespace) -> int:
+    reports = [_look(path) for path in arguments.paths]
+    now = datetime.now(timezone.utc)
+    if arguments.json:
+        print(json.dumps([_as_json(report, now) for report in reports], indent=2))
+    else:
+        shown = [_as_text(report, now) for report in reports if report.snapshot]
+        if shown:
+            print("\n\n".join(shown))
+    for report in reports:
+        for problem in (report.error, report.lock_error):
+            if problem:
+                _error(problem)
+    return max(report.status for report in reports)
+
+
+def _look(path: Path) -> _Report:
+    report = _Report(path)
+    try:
+        # inspect() warns when it read the backup; that is part of the answer, a note.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResumableWarning)
+            report.snapshot = inspect(path)
+    except FileNotFoundError:
+        report.missing = True
+        report.error = f"{path}: {NO_STATE_FILE}"
+    except (StateFileError, OSError) as error:
+        report.error = _describe(error)
+    for warning in caught:
+        if issubclass(warning.category, ResumableWarning):
+            report.notes.append(str(warning.message))
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+    try:
+        report.holder = lock_holder(lock_path(path))
+    except OSError as error:
+        report.lock_error = f"cannot tell whether a run holds {path}: {_describe(error)}"
+    if report.missing and report.holder is not None:
+        # A new job writes its first state file at its first save.
+        report.error = (
+            f"{report.error}; but {_process(report.holder)} holds its lock: a run has "
+            "started and not saved yet"
+        )
+    return report
+
+
+def _as_text(report: _Report, now: datetime) -> str:
+    snapshot = report.snapshot
+    assert snapshot is not None
+    if report.lock_error:
+        running = "unknown"
+    elif report.holder is None:
+        running = "no"
+    else:
+        running = f"yes, {_process(report.holder)}"
+    backup = f"yes, from {backup_path(report.path)}" if snapshot.from_backup else "no"
+    rows = [
+        ("items done", f"{snapshot.position:,} ({_finished(snapshot.finished)})"),
+        ("last saved", _when(snapshot.saved_at, now)),
+        ("runs so far", f"{snapshot.runs:,}"),
+        ("created", _when(snapshot.created_at, now)),
+        ("state keys", ", ".join(sorted(snapshot.state)) or "(none)"),
+        ("running", running),
+        ("from backup", backup),
+        *(("note", note) for note in report.notes),
+    ]
+    return "\n".join([str(report.path), *(f"  {label:<12} {value}" for label, value in rows)])
+
+
+def _as_json(report: _Report, now: datetime) -> dict[str, Any]:
+    """One path as JSON; every object has every key, null where it is unknown."""
+    snapshot = report.snapshot
+    saved_at = created_at = None
+    if snapshot is not None:
+        saved_at, created_at = _utc(snapshot.saved_at), _utc(snapshot.created_at)
+    return {
+        "path": str(report.path),
+        "error": report.error or report.lock_error,
+        "missing": report.missing,
+        "position": snapshot.position if snapshot else None,
+        "finished": snapshot.finished if snapshot else None,
+        "runs": snapshot.runs if snapshot else None,
+        "created_at": created_at.isoformat() if created_at else None,
+        "saved_at": saved_at.isoformat() if saved_at else None,
+        "seconds_since_saved": (now - saved_at).total_seconds() if saved_at else None,
+        "state_keys": sorted(snapshot.state) if snapshot else None,
+        "format_version": snapshot.format_version if snapshot else None,
+        "from_backup": snapshot.from_backup if snapshot else None,
+        "running": None if report.lock_error else report.holder is not None,
+        "pid": report.holder.pid if report.holder else None,
+        "notes": report.notes,
+    }
+
+
+def _finished(finished: bool) -> str:
+    return "finished" if finished else "not finished"
+
+
+def _process(holder: LockHolder) -> str:
+    return "an unknown process" if holder.pid is None else f"pid {holder.pid}"
+
+
+def _utc(moment: datetime) -> datetime:
+    # The library writes aware UTC times; a hand-edited file might hold a naive one.
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def _when(moment: datetime, now: datetime) -> str:
+    """Local time and how long ago: ``2026-11-26 10:40:17 CET (3 minutes ago)``."""
+    local = _utc(moment).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    return f"{local} ({_ago((now - _utc(moment)).total_seconds())})"
+
+
+def _ago(seconds: float) -> str:
+    """``3 minutes ago``: the largest whole unit, rounded down."""
+    if seconds < 0:
+        return f"{_amount(-seconds)} in the future: is a clock wrong?"
+    if seconds < 1:
+        return "just now"
+    return f"{_amount(seconds)} ago"
+
+
+def _amount(seconds: float) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            return _plural(int(seconds // size), unit)
+    return _plural(int(seconds), "second")
+
+
+def _plural(count: int, unit: str) -> str:
+    return f"{count:,} {unit}" if count == 1 else f"{count:,} {unit}s"
+
+
+# -- reset ------------------------------------------------------------------------------
+
+
+def _reset(arguments: argparse.Namespace) -> int:
+    path: Path = arguments.path
+    # Refuse what cannot succeed before asking, so nobody confirms a reset for nothing.
+    try:
+        require_state_file(path)
+    except FileNotFoundError:
+        _error(f"cannot reset {path}: {NO_STATE_FILE}")
+        return PROBLEM
+    holder = lock_holder(lock_path(path))
+    if holder is not None:
+        _error(
+            f"cannot reset {path}: {_process(holder)} is running this job. Stop it or let "
+            "it finish, then reset."
+        )
+        return PROBLEM
+    if not arguments.yes:
+        if not sys.stdin.isatty():
+            _error(
+                f"reset asks before it resets {path}, and stdin is not a terminal: pass "
+                "--yes to reset without asking"
+            )
+            return USAGE
+        if not _confirm(f"Reset {path} ({_what_is_done(path)})? [y/N] "):
+            print("Not reset: nothing changed.")
+            return PROBLEM
+    aside = reset(path)  # takes the lock: a run that started meanwhile is refused there
+    kept = f"{aside}"
+    if backup_path(aside).exists():
+        kept += f" (its backup: {backup_path(aside)})"
+    print(f"Reset {path}: its old state is now {kept}. The next run starts over.")
+    return OK
+
+
+def _what_is_done(path: Path) -> str:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResumableWarning)  # the number is what counts
+            snapshot = inspect(path)
+    except (StateFileError, OSError):
+        return "its content cannot be read"
+    items = "1 item" if snapshot.position == 1 else f"{snapshot.position:,} items"
+    return f"{items} done, {_finished(snapshot.finished)}"
+
+
+def _confirm(question: str) -> bool:
+    try:
+        answer = input(question)
+    except EOFError:  # ctrl+d
+        print()
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+# -- demo and helpers -------------------------------------------------------------------
+
+
+def _demo(arguments: argparse.Namespace) -> int:
+    return run_demo(arguments.state, arguments.items, arguments.delay, arguments.restart)
+
+
+def _describe(error: BaseException) -> str:
+    """The error as one line: an OSError of the system names its file and reason."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f"{error.filename}: " if error.filename is not None else ""
+        text = f"{where}{error.strerror}"
+    else:
+        text = str(error)
+    return " ".join(text.split())
+
+
+def _error(message: str) -> None:
+    print(f"resumable: error: {message}", file=sys.stderr)

@@ -1,0 +1,30 @@
+"""Start a job over, keeping its old state: `reset`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from resumable._store import FileStore, require_state_file
+
+
+def reset(path: str | os.PathLike[str]) -> Path:
+    """Start the job of state file `path` over, keeping its old state under another name.
+
+    Under the job's lock, the state file moves to ``<path>.reset-<YYYYmmddTHHMMSS>`` (local
+    time; ``-2``, ``-3``... when that name is taken) and its backup, if any, to the same
+    name plus ``.bak``; then the directory is flushed. No save ever writes those names. The
+    next `Resumable` on `path` starts a fresh job. Returns where the state file went.
+
+    Raises `FileNotFoundError` when there is no state file (nothing is changed),
+    `StateLockedError` when a run holds the job, `StateFileError` when `path` is a
+    directory and `StateWriteError` when a file cannot be moved or the lock file created.
+    """
+    location = Path(os.fspath(path))
+    require_state_file(location)  # before the lock: it would create a lock file
+    store = FileStore(location)
+    store.lock()
+    try:
+        return store.set_aside()
+    finally:
+        store.unlock()

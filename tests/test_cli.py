@@ -1,0 +1,583 @@
+"""The `resumable` command line: status, reset, exit codes, and one-line errors.
+
+Most tests call `main` in this process and read its output with capsys; the jobs they look
+at are made by real `Resumable` runs, and a job that holds its lock is a real child process
+(tests/jobs/stepped_job.py). The last tests run the installed console script and
+``python -m resumable`` as real subprocesses.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from freezegun import freeze_time
+
+import resumable
+from resumable import Resumable, StateFileError, StateLockedError, _lock, inspect
+from resumable._cli import main
+
+_JOBS = str(Path(__file__).resolve().parent / "jobs")
+if _JOBS not in sys.path:
+    sys.path.insert(0, _JOBS)
+
+from harness import Child, Job  # noqa: E402
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+NO_STATE_FILE = "no state file: the job has not started, or it was reset"
+JSON_KEYS = {
+    "path",
+    "error",
+    "missing",
+    "position",
+    "finished",
+    "runs",
+    "created_at",
+    "saved_at",
+    "seconds_since_saved",
+    "state_keys",
+    "format_version",
+    "from_backup",
+    "running",
+    "pid",
+    "notes",
+}
+
+
+def make_job(
+    path: Path, done: int, items: int = 10_000, state: dict[str, Any] | None = None
+) -> None:
+    """One run of a job over range(items) that stops after `done` items (finished when
+    `done` is `items`)."""
+    with Resumable(path) as r:
+        r.state.update(state or {})
+        for item in r.iterate(range(items)):
+            if item == done:
+                break
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, list[str]]:
+    """Run the command line here; its exit status, stdout, and stderr lines."""
+    status = main([str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    return status, out, err.splitlines()
+
+
+def rows(output: str) -> dict[str, str]:
+    """The ``label  value`` rows of a human status block."""
+    found = {}
+    for line in output.splitlines():
+        if line.startswith("  "):
+            label, value = re.split(r"\s{2,}", line.strip(), maxsplit=1)
+            found[label] = value
+    return found
+
+
+def files(directory: Path) -> dict[str, bytes]:
+    """Every file in `directory` with its content."""
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+
+
+# -- status -----------------------------------------------------------------------------
+
+
+def test_status_summarises_an_unfinished_job(
+    state_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Items done with thousands separators, runs, the user state's keys but none of its
+    values, and no lock held."""
+    make_job(state_path, 1000, state={"pages": ["secret-value"]})
+    make_job(state_path, 1234, state={"bytes": 52311})
+    status, out, err = run(capsys, "status", state_path)
+    assert (status, err) == (0, [])
+    assert out.splitlines()[0] == str(state_path)
+    shown = rows(out)
+    assert shown["items done"] == "1,234 (not finished)"
+    assert shown["runs so far"] == "2"
+    assert shown["state keys"] == "bytes, pages"
+    assert shown["running"] == "no"
+    assert shown["from backup"] == "no"
+    assert "secret-value" not in out
+    assert "52311" not in out
+
+
+def test_status_of_a_finished_job(state_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_job(state_path, 10, items=10)
+    status, out, _ = run(capsys, "status", state_path)
+    assert status == 0
+    assert rows(out)["items done"] == "10 (finished)"
+    assert rows(out)["state keys"] == "(none)"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "saved", "created"),
+    [
+        (0, "just now", "1 hour ago"),
+        (1, "1 second ago", "1 hour ago"),
+        (59, "59 seconds ago", "1 hour ago"),
+        (60, "1 minute ago", "1 hour ago"),
+        (180, "3 minutes ago", "1 hour ago"),
+        (239, "3 minutes ago", "1 hour ago"),
+        (2 * 3600 + 59 * 60, "2 hours ago", "3 hours ago"),
+        (3 * 86400, "3 days ago", "3 days ago"),
+        (-30, "30 seconds in the future: is a clock wrong?", "59 minutes ago"),
+    ],
+)
+def test_last_saved_and_created_say_how_long_ago_in_local_time(
+    state_path: Path, capsys: pytest.CaptureFixture[str], seconds: int, saved: str, created: str
+) -> None:
+    """The times of the last save and of the job's start in local time, and how long ago
+    by the frozen clock: the largest whole unit, rounded down."""
+    start = datetime(2026, 11, 26, 10, 0, 0, tzinfo=timezone.utc)
+    with freeze_time(start, tick=False) as frozen:
+        make_job(state_path, 5)
+        frozen.tick(timedelta(hours=1))
+        make_job(state_path, 7)  # saved an hour after the job was created
+        frozen.tick(seconds)
+        status, out, _ = run(capsys, "status", state_path)
+        local_save = (start + timedelta(hours=1)).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+        local_start = start.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    assert status == 0
+    assert rows(out)["last saved"] == f"{local_save} ({saved})"
+    assert rows(out)["created"] == f"{local_start} ({created})"
+
+
+def test_status_json_has_every_key_with_utc_times(
+    state_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with freeze_time("2026-11-26 10:00:00", tick=False) as frozen:
+        make_job(state_path, 1234, state={"b": 1, "a": 2})
+        frozen.tick(180)
+        status, out, err = run(capsys, "status", "--json", state_path)
+    assert (status, err) == (0, [])
+    [report] = json.loads(out)
+    assert set(report) == JSON_KEYS
+    assert report == {
+        "path": str(state_path),
+        "error": None,
+        "missing": False,
+        "position": 1234,
+        "finished": False,
+        "runs": 1,
+        "created_at": "2026-11-26T10:00:00+00:00",
+        "saved_at": "2026-11-26T10:00:00+00:00",
+        "seconds_since_saved": 180.0,
+        "state_keys": ["a", "b"],
+        "format_version": 1,
+        "from_backup": False,
+        "running": False,
+        "pid": None,
+        "notes": [],
+    }
+
+
+def test_every_json_key_is_documented() -> None:
+    """docs/cli.md has a table row for each key of `status --json`, and no other."""
+    text = (DOCS / "cli.md").read_text()
+    section = text.split("### JSON output", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `(\w+)` \|", section, flags=re.MULTILINE))
+    assert documented == JSON_KEYS
+
+
+def test_status_goes_on_past_a_missing_file_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each path is reported; a missing one is one error line, and makes the status 1."""
+    first, missing, last = tmp_path / "a.state", tmp_path / "gone.state", tmp_path / "c.state"
+    make_job(first, 1)
+    make_job(last, 3)
+    status, out, err = run(capsys, "status", first, missing, last)
+    assert status == 1
+    assert err == [f"resumable: error: {missing}: {NO_STATE_FILE}"]
+    blocks = out.split("\n\n")
+    assert [block.splitlines()[0] for block in blocks] == [str(first), str(last)]
+    assert [rows(block)["items done"] for block in blocks] == [
+        "1 (not finished)",
+        "3 (not finished)",
+    ]
+
+    status, out, err = run(capsys, "status", "--json", first, missing, last)
+    assert status == 1
+    reports = json.loads(out)
+    assert [report["position"] for report in reports] == [1, None, 3]
+    assert reports[1]["missing"] is True
+    assert reports[1]["error"] == f"{missing}: {NO_STATE_FILE}"
+    assert all(set(report) == JSON_KEYS for report in reports)
+    assert not missing.with_name("gone.state.lock").exists()
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_corrupt_state_file_is_one_error_line_and_left_untouched(
+    state_path: Path, capsys: pytest.CaptureFixture[str], as_json: bool
+) -> None:
+    state_path.write_bytes(b'{"format_version": 1, "progr')
+    before = files(state_path.parent)
+    status, out, err = run(capsys, "status", *(["--json"] if as_json else []), state_path)
+    assert status == 1
+    assert len(err) == 1
+    assert err[0].startswith(f"resumable: error: {state_path} is not valid JSON")
+    if as_json:
+        [report] = json.loads(out)
+        assert (report["missing"], report["position"]) == (False, None)
+        assert report["error"] == err[0].removeprefix("resumable: error: ")
+    else:
+        assert out == ""
+    assert files(state_path.parent) == before  # not even a lock file was created
+
+
+def test_a_state_read_from_the_backup_is_shown_with_a_note(
+    state_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The ResumableWarning becomes a note in the output (pytest would fail the test if it
+    escaped, since warnings are errors here) and the status is still 0."""
+    make_job(state_path, 3)
+    make_job(state_path, 5)  # the backup holds 3
+    state_path.write_bytes(b"")
+    status, out, err = run(capsys, "status", state_path)
+    assert (status, err) == (0, [])
+    shown = rows(out)
+    assert shown["items done"] == "3 (not finished)"
+    assert shown["from backup"] == f"yes, from {state_path}.bak"
+    assert shown["note"].startswith(f"{state_path} is empty; resuming from the backup")
+
+    status, out, err = run(capsys, "status", "--json", state_path)
+    [report] = json.loads(out)
+    assert (status, report["from_backup"], report["position"]) == (0, True, 3)
+    assert len(report["notes"]) == 1
+    assert state_path.read_bytes() == b""
+
+
+def test_status_names_the_pid_of_a_run_holding_the_lock(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before its first save a running job has no state file: the error says a run holds
+    it. Once it saved, status shows the running pid. After it ends, nobody holds it."""
+    job = Job(tmp_path)
+    with job.stepped("--items", "3", "--every", "1") as holder:
+        holder.expect("ready 0 1")
+        holder.expect("start 0")  # inside item 0's body: nothing saved yet
+        status, out, err = run(capsys, "status", job.state)
+        assert status == 1
+        assert err == [
+            f"resumable: error: {job.state}: {NO_STATE_FILE}; but pid {holder.pid} holds "
+            "its lock: a run has started and not saved yet"
+        ]
+        holder.send("go")
+        holder.expect("end 0")
+        holder.expect("start 1")  # item 0 is saved; the run waits in item 1's body
+        status, out, err = run(capsys, "status", job.state)
+        assert (status, err) == (0, [])
+        assert rows(out)["running"] == f"yes, pid {holder.pid}"
+        assert rows(out)["items done"] == "1 (not finished)"
+        status, out, err = run(capsys, "status", "--json", job.state)
+        [report] = json.loads(out)
+        assert (report["running"], report["pid"]) == (True, holder.pid)
+        holder.ping()  # the probe did not disturb the run
+        for item in (1, 2):
+            holder.send("go")
+            holder.expect(f"end {item}")
+            if item == 1:
+                holder.expect("start 2")
+        holder.expect("done 3 True")
+        assert holder.finish().returncode == 0
+    status, out, err = run(capsys, "status", job.state)
+    assert rows(out)["running"] == "no"
+
+
+def test_a_lock_file_that_cannot_be_probed_is_an_error_line(
+    state_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_job(state_path, 2)
+    lock = state_path.with_name("job.state.lock")
+    lock.unlink()
+    lock.symlink_to(lock.name)  # a loop: opening it fails with ELOOP
+    status, out, err = run(capsys, "status", state_path)
+    assert status == 1
+    assert rows(out)["running"] == "unknown"
+    assert err == [
+        f"resumable: error: cannot tell whether a run holds {state_path}: {lock}: "
+        "Too many levels of symbolic links"
+    ]
+    status, out, err = run(capsys, "status", "--json", state_path)
+    [report] = json.loads(out)
+    assert (report["running"], report["position"]) == (None, 2)
+
+
+# -- probing the lock -------------------------------------------------------------------
+
+
+def test_lock_holder_needs_no_lock_file_and_creates_none(state_path: Path) -> None:
+    lock = state_path.with_name("job.state.lock")
+    assert _lock.lock_holder(lock) is None
+    assert not lock.exists()
+    with Resumable(state_path):
+        assert _lock.lock_holder(lock) == _lock.LockHolder(os.getpid())
+    assert _lock.lock_holder(lock) is None
+
+
+def test_a_run_refused_while_the_lock_is_probed_tries_again(
+    state_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A probe holds the lock for an instant; a run starting in that instant waits a
+    moment and gets in, while a lock held on is refused after all the short pauses."""
+    lock = state_path.with_name("job.state.lock")
+    lock.touch()
+    probe = os.open(lock, os.O_RDONLY)
+    pauses: list[float] = []
+
+    def probe_ends(seconds: float) -> None:
+        pauses.append(seconds)
+        fcntl.flock(probe, fcntl.LOCK_UN)
+
+    try:
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        monkeypatch.setattr(_lock, "_wait_before_retry", probe_ends)
+        with Resumable(state_path) as r:
+            assert r.position == 0
+        assert pauses == [_lock._RETRY_PAUSES[0]]
+
+        pauses.clear()
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        monkeypatch.setattr(_lock, "_wait_before_retry", pauses.append)
+        with pytest.raises(StateLockedError), Resumable(state_path):
+            pass
+        assert pauses == list(_lock._RETRY_PAUSES)
+    finally:
+        os.close(probe)
+
+
+# -- reset ------------------------------------------------------------------------------
+
+
+def test_reset_moves_the_state_and_backup_aside_and_the_next_run_starts_fresh(
+    state_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_job(state_path, 3)
+    make_job(state_path, 5)
+    old_state = state_path.read_bytes()
+    old_backup = state_path.with_name("job.state.bak").read_bytes()
+    status, out, err = run(capsys, "reset", "--yes", state_path)
+    assert (status, err) == (0, [])
+    [aside] = state_path.parent.glob("job.state.reset-*[0-9]")
+    assert re.fullmatch(r"job\.state\.reset-\d{8}T\d{6}", aside.name)
+    assert out == (
+        f"Reset {state_path}: its old state is now {aside} (its backup: {aside}.bak). "
+        "The next run starts over.\n"
+    )
+    assert aside.read_bytes() == old_state
+    assert aside.with_name(aside.name + ".bak").read_bytes() == old_backup
+    assert not state_path.exists()
+    assert not state_path.with_name("job.state.bak").exists()
+
+    with Resumable(state_path) as r:
+        assert (r.position, r.runs) == (0, 1)
+        assert list(r.iterate(range(4))) == [0, 1, 2, 3]
+    make_job(state_path, 4, items=4)  # more saves: they never touch what was set aside
+    assert aside.read_bytes() == old_state
+    assert aside.with_name(aside.name + ".bak").read_bytes() == old_backup
+
+
+def test_after_reset_a_damaged_new_state_never_falls_back_to_the_old_job(
+    state_path: Path,
+) -> None:
+    """The old backup is moved aside too: a new job whose first save is damaged gets an
+    error, not the old job's progress from a backup it left behind."""
+    make_job(state_path, 3)
+    make_job(state_path, 5)
+    resumable.reset(state_path)
+    make_job(state_path, 1)  # one save of the new job: no backup of its own yet
+    state_path.write_bytes(b"{")
+    with pytest.raises(StateFileError, match="there is no backup"):
+        inspect(state_path)
+
+
+def test_reset_twice_in_one_second_keeps_both(state_path: Path) -> None:
+    with freeze_time("2026-11-26 10:00:00", tick=False):
+        make_job(state_path, 1)
+        first = resumable.reset(state_path)
+        make_job(state_path, 2)
+        second = resumable.reset(state_path)
+    assert second.name == first.name + "-2"
+    assert (inspect(first).position, inspect(second).position) == (1, 2)
+    assert first.parent == state_path.parent
+
+
+def test_reset_is_refused_while_a_run_holds_the_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = Job(tmp_path)
+    with job.stepped("--items", "3", "--every", "1") as holder:
+        hold_in_item_1(holder)
+        before = files(tmp_path)
+        status, out, err = run(capsys, "reset", "--yes", job.state)
+        assert (status, out) == (1, "")
+        assert err == [
+            f"resumable: error: cannot reset {job.state}: pid {holder.pid} is running this "
+            "job. Stop it or let it finish, then reset."
+        ]
+        with pytest.raises(StateLockedError, match=f"process {holder.pid}") as refused:
+            resumable.reset(job.state)
+        assert refused.value.pid == holder.pid
+        assert files(tmp_path) == before
+        holder.ping()
+
+
+def hold_in_item_1(holder: Child) -> None:
+    """Let a stepped job finish and save item 0, and leave it waiting inside item 1."""
+    holder.expect("ready 0 1")
+    holder.expect("start 0")
+    holder.send("go")
+    holder.expect("end 0")
+    holder.expect("start 1")
+
+
+def test_reset_without_yes_off_a_terminal_is_a_usage_error(
+    state_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_job(state_path, 3)
+    before = files(state_path.parent)
+    with open(os.devnull) as not_a_terminal:
+        monkeypatch.setattr(sys, "stdin", not_a_terminal)
+        status, out, err = run(capsys, "reset", state_path)
+    assert (status, out) == (2, "")
+    assert err == [
+        f"resumable: error: reset asks before it resets {state_path}, and stdin is not a "
+        "terminal: pass --yes to reset without asking"
+    ]
+    assert files(state_path.parent) == before
+
+
+@pytest.fixture
+def terminal(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """Make stdin a real terminal (a pty); yields the other end, to type answers into."""
+    typing_end, terminal_end = pty.openpty()
+    with open(terminal_end) as stdin:
+        monkeypatch.setattr(sys, "stdin", stdin)
+        yield typing_end
+    os.close(typing_end)
+
+
+@pytest.mark.parametrize("answer", ["y", "yes", "Y"])
+def test_reset_on_a_terminal_asks_first(
+    state_path: Path, capsys: pytest.CaptureFixture[str], terminal: int, answer: str
+) -> None:
+    make_job(state_path, 1234)
+    os.write(terminal, f"{answer}\n".encode())
+    status, out, err = run(capsys, "reset", state_path)
+    assert (status, err) == (0, [])
+    assert out.startswith(f"Reset {state_path} (1,234 items done, not finished)? [y/N] Reset ")
+    assert not state_path.exists()
+
+
+@pytest.mark.parametrize("answer", ["", "n", "no", "whatever"])
+def test_reset_on_a_terminal_changes_nothing_unless_told_yes(
+    state_path: Path, capsys: pytest.CaptureFixture[str], terminal: int, answer: str
+) -> None:
+    make_job(state_path, 1)
+    before = files(state_path.parent)
+    os.write(terminal, f"{answer}\n".encode())
+    status, out, err = run(capsys, "reset", state_path)
+    assert (status, err) == (1, [])
+    assert (
+        out
+        == f"Reset {state_path} (1 item done, not finished)? [y/N] Not reset: nothing changed.\n"
+    )
+    assert files(state_path.parent) == before
+
+
+def test_reset_of_a_missing_state_file(
+    state_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = run(capsys, "reset", "--yes", state_path)
+    assert (status, out) == (1, "")
+    assert err == [f"resumable: error: cannot reset {state_path}: {NO_STATE_FILE}"]
+    assert list(state_path.parent.iterdir()) == []  # no lock file either
+    with pytest.raises(FileNotFoundError, match="nothing to reset"):
+        resumable.reset(state_path)
+    assert list(state_path.parent.iterdir()) == []
+
+
+def test_reset_of_a_directory_is_an_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = run(capsys, "reset", "--yes", tmp_path)
+    assert (status, err) == (1, [f"resumable: error: {tmp_path} is a directory, not a state file"])
+
+
+def test_an_os_error_is_one_line_without_a_traceback(
+    state_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_job(state_path, 2)
+    lock = state_path.with_name("job.state.lock")
+    lock.unlink()
+    lock.symlink_to(lock.name)
+    status, out, err = run(capsys, "reset", "--yes", state_path)
+    assert (status, out) == (1, "")
+    assert err == [f"resumable: error: {lock}: Too many levels of symbolic links"]
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in ([], ["status"], ["reset"], ["frobnicate"], ["status", "--bogus", "x"]):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2
+        assert "usage: resumable" in capsys.readouterr().err
+
+
+# -- the installed command --------------------------------------------------------------
+
+
+def installed(*argv: str | Path, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run a command of the installed package, away from the source tree."""
+    return subprocess.run(
+        [str(arg) for arg in argv],
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+        check=False,
+    )
+
+
+def test_the_console_script_and_python_m_run_the_same_command_line(tmp_path: Path) -> None:
+    script = shutil.which("resumable", path=str(Path(sys.executable).parent))
+    assert script, f"no resumable console script is installed beside {sys.executable}"
+    state = tmp_path / "job.state"
+    make_job(state, 1234)
+    saved = inspect(state).saved_at
+
+    # A POSIX TZ string needs no time zone database: local time is UTC+05:30, named ABC.
+    shown = installed(script, "status", "job.state", cwd=tmp_path, TZ="ABC-05:30")
+    assert (shown.returncode, shown.stderr) == (0, "")
+    local = (saved + timedelta(hours=5, minutes=30)).strftime("%Y-%m-%d %H:%M:%S")
+    assert rows(shown.stdout)["last saved"].startswith(f"{local} ABC (")
+    assert rows(shown.stdout)["items done"] == "1,234 (not finished)"
+
+    as_json = installed(
+        sys.executable, "-m", "resumable", "status", "--json", "job.state", "x", cwd=tmp_path
+    )
+    assert as_json.returncode == 1
+    assert [report["position"] for report in json.loads(as_json.stdout)] == [1234, None]
+    assert as_json.stderr == f"resumable: error: x: {NO_STATE_FILE}\n"
+
+    refused = installed(sys.executable, "-m", "resumable", "reset", "job.state", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1
+    assert "pass --yes" in refused.stderr
+
+    done = installed(script, "reset", "--yes", "job.state", cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert not state.exists()
