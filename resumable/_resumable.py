@@ -65,7 +65,7 @@ class Resumable:
             comes sooner waits for the next check; an explicit `save` raises
             `CalledTooOftenError`. Saves on completion and on exit are never refused.
         restart: ignore any saved progress and start the job over. The old state file
-            becomes the backup at the first save.
+            and its backup are moved aside to ``<path>.reset-<time>`` at the first save.
         quiet: do not print the one line on stderr when a signal stops the loop.
     """
 
@@ -276,6 +276,7 @@ class Resumable:
     def _load(self) -> None:
         loaded = None if self._restart else self._store.load()
         if loaded is None:
+            self._store.start_fresh()
             self._created_at = _state_file.now_iso()
             logger.info("%s: starting a new job", self.path)
             return

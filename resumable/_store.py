@@ -123,6 +123,7 @@ class FileStore:
         self.backup = backup_path(path)
         self._lock = FileLock(lock_path(path), job=path)
         self._main_is_unreadable = False
+        self._fresh = False  # a new job, whose first save moves an earlier job's files aside
 
     def lock(self) -> None:
         """Take the job's lock."""
@@ -145,10 +146,21 @@ class FileStore:
         self._main_is_unreadable = loaded is not None and loaded.from_backup
         return loaded
 
+    def start_fresh(self) -> None:
+        """This run is a new job: its first save moves any earlier job's files aside."""
+        self._fresh = True
+
     def save(self, data: bytes) -> None:
         """Replace the state file with `data`; the old one becomes the backup."""
         try:
-            if self._main_is_unreadable:
+            if self._fresh:
+                # An earlier job's state file (restart=True) or a backup left after its
+                # state file was deleted must not become this job's backup: were this
+                # job's file damaged, the fallback would resume the other job.
+                self._set_aside_earlier_job()
+                _durable.replace_atomically(self.path, data)
+                self._fresh = False
+            elif self._main_is_unreadable:
                 self._set_aside_unreadable()
                 _durable.replace_atomically(self.path, data)
             else:
@@ -174,6 +186,15 @@ class FileStore:
         with contextlib.suppress(FileNotFoundError):
             os.replace(self.path, aside_path(self.path, "corrupt"))
         self._main_is_unreadable = False
+
+    def _set_aside_earlier_job(self) -> None:
+        if not (self.path.exists() or self.backup.exists()):
+            return
+        aside = aside_path(self.path, "reset")
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self.backup, backup_path(aside))  # first: see set_aside
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self.path, aside)
 
     def set_aside(self) -> Path:
         """Move the state file and its backup aside, so that the next run starts over.

@@ -314,7 +314,7 @@ def test_a_failed_save_raises_and_keeps_the_previous_state(state_path: Path) -> 
         pytest.raises(StateWriteError, match=expected),
         Resumable(state_path) as r,
     ):
-        for item in r.iterate(range(10)):
+        for item in r.iterate(range(10**6)):
             if item == 6:
                 break
         assert r.position == 6
@@ -329,3 +329,54 @@ def test_deleting_the_state_file_starts_over_even_with_a_backup_left(state_path:
     assert state_path.with_name("job.state.bak").exists()
     with Resumable(state_path) as r:
         assert (r.position, r.runs) == (0, 1)
+
+
+def damage(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-7])
+
+
+def test_a_new_job_after_deleting_the_state_file_never_falls_back_to_the_old_backup(
+    state_path: Path,
+) -> None:
+    """The old backup is moved aside at the new job's first save: damaging the new job's
+    file then finds no backup of the wrong job to resume."""
+    make_job(state_path, 3)
+    old_backup = make_job(state_path, 5) and state_path.with_name("job.state.bak").read_bytes()
+    state_path.unlink()
+    make_job(state_path, 2)  # the new job's first save
+    kept = sorted(state_path.parent.glob("job.state.reset-*.bak"))
+    assert [path.read_bytes() for path in kept] == [old_backup]
+    assert not state_path.with_name("job.state.bak").exists()
+    damage(state_path)
+    with pytest.raises(StateFileError, match="corrupt|not valid JSON"):
+        inspect(state_path)
+
+
+def test_restart_moves_the_earlier_job_aside_at_its_first_save(state_path: Path) -> None:
+    make_job(state_path, 3)
+    earlier = make_job(state_path, 5)
+    earlier_backup = state_path.with_name("job.state.bak").read_bytes()
+    with Resumable(state_path, restart=True) as r:
+        assert r.position == 0
+        assert state_path.read_bytes() == earlier  # nothing moved before the first save
+        for item in r.iterate(range(10**6)):
+            if item == 1:
+                break
+    aside = [path for path in state_path.parent.glob("job.state.reset-*") if path.suffix != ".bak"]
+    assert [path.read_bytes() for path in aside] == [earlier]
+    assert aside[0].with_name(aside[0].name + ".bak").read_bytes() == earlier_backup
+    assert inspect(state_path).position == 1
+    assert not state_path.with_name("job.state.bak").exists()  # none of this job's yet
+    damage(state_path)
+    with pytest.raises(StateFileError):
+        inspect(state_path)
+
+
+def test_a_restart_stopped_before_its_first_save_leaves_the_earlier_job(state_path: Path) -> None:
+    earlier = make_job(state_path, 5)
+    run = Resumable(state_path, restart=True)
+    run.__enter__()
+    run._store.unlock()  # as if killed: the kernel frees the lock, no exit runs
+    run._signals.restore()
+    assert state_path.read_bytes() == earlier
+    assert not list(state_path.parent.glob("job.state.reset-*"))
