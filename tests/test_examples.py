@@ -367,3 +367,18 @@ def test_an_output_shorter_than_the_state_says_is_refused_and_restart_redoes_it(
     redone = example.run(tmp_path, "--restart")
     assert redone.returncode == 0, redone.stderr
     assert (tmp_path / OUT).read_bytes() == example.reference
+
+
+def test_a_second_run_of_a_job_in_progress_is_refused_and_leaves_the_output_alone(
+    site: Site, scraper: Example, tmp_path: Path
+) -> None:
+    with scraper.start(tmp_path) as first:
+        with site.holding(3):
+            site.wait_until_requested()  # pages 1 and 2 are written
+            second = scraper.run(tmp_path)
+            assert second.returncode == 1
+            assert f"{tmp_path / STATE} is in use by process {first.pid}" in second.stderr
+            assert output_lines(tmp_path) == output_lines(scraper.finished)[:2]
+        finished = first.finish()
+    assert finished.returncode == 0, finished.stderr
+    assert (tmp_path / OUT).read_bytes() == scraper.reference
