@@ -19,10 +19,12 @@ written, but before its line counted as done.
 
 The rule this script follows: **the output holds one line per input line, in order, and
 every line reaches the operating system (`flush`) before its input line counts as done.**
-So whatever stopped the last run, the output begins with one complete line for each of the
-``r.position`` lines done, and anything after them belongs to lines that will run again.
-On start, inside the ``with`` block (so with the job's lock held), `open_after_lines` keeps
-the first ``r.position`` lines of the output and cuts off the rest.
+(Without the flush, Python's buffer could hold results of lines a save already counts, and
+``kill -9`` would lose them.) So whatever stopped the last run, the output begins with one
+complete line for each of the ``r.position`` lines done, and anything after them belongs to
+lines that will run again. On start, inside the ``with`` block (so with the job's lock
+held), `open_after_lines` keeps the first ``r.position`` lines of the output and cuts off
+the rest.
 
 A byte offset kept in ``r.state`` would spare reading the output's done part on resume,
 but ``r.state`` is changed by the loop body while the position moves when the loop takes
@@ -34,8 +36,10 @@ deleted or edited, or a power cut dropped writes never flushed to the disk: the 
 fsyncs its state file, this script does not fsync the output). The script then stops with
 an error; run it with ``--restart``.
 
-Exit status: 0 when the file is done, 130 after ctrl+c; a SIGTERM ends it as SIGTERM does
-(a shell shows 143), after the save. Either way one line on stderr says how far it got.
+Exit status: 0 when the file is done, 130 after ctrl+c; a SIGTERM ends it as SIGTERM does (a
+shell shows 143), after the save. Either way one line on stderr says how far it got. The
+first ctrl+c or SIGTERM lets the line in flight finish; a second one stops at once. More in
+docs/examples.md.
 """
 
 from __future__ import annotations

@@ -22,13 +22,14 @@ be brought back to what the state says:
 - A second ctrl+c stops inside a page: its line may be in the output, or half of it,
   while the page is not done.
 
-The rule this script follows: **the output holds one line per page, in page order, and
-every line reaches the operating system (`flush`) before its page counts as done.** So
-whatever stopped the last run, the output begins with one complete line for each of the
-``r.position`` pages done, and anything after those lines belongs to pages that will run
-again. On start, inside the ``with`` block (so with the job's lock held), `open_after_lines`
-keeps the first ``r.position`` lines and cuts off the rest; the loop then appends from
-there.
+The rule this script follows: **the output holds one line per page, in page order, and every
+line reaches the operating system (`flush`) before its page counts as done.** (Without the
+flush, Python's buffer could hold lines of pages a save already counts, and ``kill -9``
+would lose them.) So whatever stopped the last run, the output begins with one complete line
+for each of the ``r.position`` pages done, and anything after those lines belongs to pages
+that will run again. On start, inside the ``with`` block (so with the job's lock held),
+`open_after_lines` keeps the first ``r.position`` lines and cuts off the rest; the loop then
+appends from there.
 
 Counting lines ties the output to the position the library saved itself. Keeping a byte
 offset in ``r.state`` instead is cheaper on resume, but ``r.state`` is changed by your loop
@@ -40,8 +41,10 @@ If the output has *fewer* complete lines than pages done, it lost lines the stat
 disk: the library fsyncs its state file, this script does not fsync the output). The
 script then stops with an error instead of guessing; run it with ``--restart``.
 
-Exit status: 0 when the job is finished, 130 after ctrl+c; a SIGTERM ends it as SIGTERM
-does (a shell shows 143), after the save. Either way one line on stderr says how far it got.
+Exit status: 0 when the job is finished, 130 after ctrl+c; a SIGTERM ends it as SIGTERM does
+(a shell shows 143), after the save. Either way one line on stderr says how far it got. The
+first ctrl+c or SIGTERM lets the page in flight finish; a second one stops at once. More in
+docs/examples.md.
 """
 
 from __future__ import annotations
