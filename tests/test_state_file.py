@@ -348,7 +348,7 @@ def test_a_new_job_after_deleting_the_state_file_never_falls_back_to_the_old_bac
     assert [path.read_bytes() for path in kept] == [old_backup]
     assert not state_path.with_name("job.state.bak").exists()
     damage(state_path)
-    with pytest.raises(StateFileError, match="corrupt|not valid JSON"):
+    with pytest.raises(StateFileError, match=r"corrupt|not valid JSON"):
         inspect(state_path)
 
 

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -72,9 +73,18 @@ class Finished:
 
 
 class Child:
-    """A job script running as a child process, read line by line; a context manager."""
+    """A job script running as a child process, read line by line; a context manager.
 
-    def __init__(self, script: str, *args: str | os.PathLike[str]) -> None:
+    `script` is a file name in this directory, or the path of a script elsewhere. `env`
+    replaces the environment `child_env` gives.
+    """
+
+    def __init__(
+        self,
+        script: str | os.PathLike[str],
+        *args: str | os.PathLike[str],
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.argv = [sys.executable, str(JOBS_DIR / script), *(os.fspath(a) for a in args)]
         self.process = subprocess.Popen(
             self.argv,
@@ -82,7 +92,7 @@ class Child:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=child_env(),
+            env=child_env() if env is None else dict(env),
         )
         self.seen: list[str] = []  # every stdout line read so far, in order
         self._lines: queue.Queue[str | None] = queue.Queue()
