@@ -47,7 +47,7 @@ _WRITER = f"resumable-loop {__version__}"
 class Resumable:
     """Make a for-loop resumable: progress is saved to `path` and skipped on the next run.
 
-    Use it as a context manager and loop over `iterate`::
+    Use it as a context manager and loop over `iterate`:
 
         with Resumable("job.state") as r:
             for item in r.iterate(items):
