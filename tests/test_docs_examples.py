@@ -17,9 +17,12 @@ Warnings are errors here as in every test, so an example that warns fails.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import logging
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,10 +136,25 @@ def test_example_runs(
     namespace: dict[str, Any] = {"__name__": "__main__"}
     if page in SETUP:
         exec(compile(SETUP[page], f"<SETUP[{page!r}] in {__file__}>", "exec"), namespace)
-    for block in PYTHON[page][: number + 1]:
-        before = dict(namespace)
-        block.run(namespace)
-        _call_new_tests(namespace, before, tmp_path_factory)
+    with _logging_put_back():  # a page may configure logging, as a program would
+        for block in PYTHON[page][: number + 1]:
+            before = dict(namespace)
+            block.run(namespace)
+            _call_new_tests(namespace, before, tmp_path_factory)
+
+
+@contextlib.contextmanager
+def _logging_put_back() -> Iterator[None]:
+    loggers = [logging.root, logging.getLogger("resumable")]
+    levels = [logger.level for logger in loggers]
+    handlers = list(logging.root.handlers)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)  # setLevel, not an attribute: it clears level caches
+        for handler in set(logging.root.handlers) - set(handlers):
+            logging.root.removeHandler(handler)
 
 
 def _call_new_tests(

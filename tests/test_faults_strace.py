@@ -225,7 +225,8 @@ KILL_POINTS = [
     # The lock file's pid, the first save and then the second save write once each.
     KillPoint("write-temp", "write", 3, WRITE_TEMP, 2, position=1, leftovers=1),
     KillPoint("fsync-temp", "fsync", 3, FSYNC_TEMP, 2, position=1, leftovers=1),
-    KillPoint("link-backup", LINK, 2, LINK_BACKUP, 2, position=1, leftovers=1),
+    # A new job's first save keeps no backup: the second save makes the first link.
+    KillPoint("link-backup", LINK, 1, LINK_BACKUP, 1, position=1, leftovers=1),
     # The backup temp file is the old state file's second name: two temp files are left.
     KillPoint("rename-backup", RENAME, 2, RENAME_BACKUP, 1, position=1, leftovers=2),
     KillPoint("rename-state", RENAME, 3, RENAME_STATE, 2, position=1, leftovers=1),
@@ -343,7 +344,7 @@ IO_FAULTS = [
     IoFault(
         "enospc-copying-backup",
         "ENOSPC",
-        (f"{LINK}:error=EPERM:when=2+", "write:error=ENOSPC:when=4+"),
+        (f"{LINK}:error=EPERM:when=1+", "write:error=ENOSPC:when=4+"),
         WRITE_BACKUP_TEMP,
         1,
     ),
