@@ -56,9 +56,17 @@ _PREFIX = struct.Struct("<BI")  # magic and payload length: the bytes the CRC co
 _CRC = struct.Struct("<I")
 HEADER_SIZE = _PREFIX.size + _CRC.size
 MAX_PAYLOAD = 0xFFFF_FFFF  # what the 4-byte length field can say
-# Keys per record at most, so that reading holds one record of moderate size at a time
-# (a few MB for URL-sized keys) rather than a whole folded journal.
-RECORD_KEYS = 65_536
+# Records hold at most RECORD_KEYS keys, and are split further while their payload is over
+# RECORD_BYTES (a single longer key keeps a record of its own). Reading then holds one
+# small record at a time: orjson's parser briefly needs about 8 bytes per byte of payload
+# (measured: 924 bytes per key loading 65,536 URL keys at once), and more records cost
+# little (a few microseconds each).
+RECORD_KEYS = 4_096
+RECORD_BYTES = 1 << 20
+# `fold_is_due`: fold once there are more than this many records and more than one record
+# per this many keys; see its docstring for the arithmetic.
+FOLD_MIN_RECORDS = 1_000
+FOLD_KEYS_PER_RECORD = 32
 _KEY_TYPES = frozenset({str, int})
 _INT_TAG = "int"
 _STR_TAG = "str"
@@ -105,6 +113,20 @@ def journal_generations(state: Path) -> dict[int, Path]:
 def next_generation(state: Path, *in_use: int) -> int:
     """A generation above those of every journal file beside `state` and of `in_use`."""
     return max([*journal_generations(state), *in_use], default=-1) + 1
+
+
+def fold_is_due(records: int, keys: int) -> bool:
+    """Whether a journal of `records` records holding `keys` keys is worth folding.
+
+    Reading costs a few microseconds per record on top of its cost per key (0.4 to 2 us),
+    and a fold rewrites every key once (about 0.5 us a key, with one fsync). Folding once
+    there are more than one record per `FOLD_KEYS_PER_RECORD` keys keeps the records'
+    share of a read small, and since one save adds about one record, a fold comes at most
+    once per keys / 32 saves: its cost spread over those saves is about 32 keys' worth
+    each, not growing with the keys done. Below `FOLD_MIN_RECORDS` records (a few ms of
+    reading) folding is never worth it.
+    """
+    return records > max(FOLD_MIN_RECORDS, keys // FOLD_KEYS_PER_RECORD)
 
 
 def remove_stale_journals(state: Path, keep: Iterable[int]) -> list[Path]:
@@ -160,33 +182,36 @@ def _bad_key_message(key: object) -> str:
     return f"{message}, e.g. str(key)."
 
 
-def encode_records(keys: Iterable[Key], max_payload: int = MAX_PAYLOAD) -> bytes:
-    """The records that hold `keys`, at most `RECORD_KEYS` keys and `max_payload` bytes of
-    payload each; `UsageError` if a key is not a str or an int."""
+def encode_records(
+    keys: Iterable[Key], record_bytes: int = RECORD_BYTES, max_payload: int = MAX_PAYLOAD
+) -> bytes:
+    """The records that hold `keys`: at most `RECORD_KEYS` keys each, split further while
+    a payload is over `record_bytes`. `UsageError` if a key is not a str or an int, or if
+    one key alone needs more than `max_payload` bytes."""
     batch = keys if type(keys) is list else list(keys)
     check_keys(batch)
-    return b"".join(_records(batch, max_payload))
+    return b"".join(_records(batch, record_bytes, max_payload))
 
 
-def _records(keys: list[Key], max_payload: int) -> Iterator[bytes]:
+def _records(keys: list[Key], record_bytes: int, max_payload: int) -> Iterator[bytes]:
     for start in range(0, len(keys), RECORD_KEYS):
-        yield from _split_records(keys[start : start + RECORD_KEYS], max_payload)
+        yield from _split_records(keys[start : start + RECORD_KEYS], record_bytes, max_payload)
 
 
-def _split_records(keys: list[Key], max_payload: int) -> Iterator[bytes]:
+def _split_records(keys: list[Key], record_bytes: int, max_payload: int) -> Iterator[bytes]:
     payload = _payload(keys)
-    if len(payload) <= max_payload:
-        yield _record(payload)
+    if len(payload) > record_bytes and len(keys) > 1:
+        middle = len(keys) // 2
+        yield from _split_records(keys[:middle], record_bytes, max_payload)
+        yield from _split_records(keys[middle:], record_bytes, max_payload)
         return
-    if len(keys) == 1:
+    if len(payload) > max_payload:
         raise UsageError(
             f"a key of {len(payload) - 2:,} bytes is too long to record (a record holds at "
             f"most {max_payload:,} bytes). Return a shorter key from the key function, "
             "e.g. a hash of the long value."
         )
-    middle = len(keys) // 2
-    yield from _split_records(keys[:middle], max_payload)
-    yield from _split_records(keys[middle:], max_payload)
+    yield _record(payload)
 
 
 def _payload(keys: list[Key]) -> bytes:
@@ -496,7 +521,7 @@ def fold(path: Path, keys: Iterable[Key]) -> int:
     try:
         try:
             # Record by record, so the whole journal never sits in memory as bytes.
-            for record in _records(batch, MAX_PAYLOAD):
+            for record in _records(batch, RECORD_BYTES, MAX_PAYLOAD):
                 _write_all(fd, record)
                 length += len(record)
             fsync_file(fd)
