@@ -5,7 +5,8 @@ on how many keys are done already: appends of 100 new keys to a journal of 1,000
 one of 1,000,000 are timed interleaved, fsync included. Reading back 1,000,000 keys is
 timed for URL-like str keys and for int keys, folded (records of 65,536 keys) and as the
 records many saves leave (100 keys or 10 keys each), with the garbage collector on, as
-when a job resumes. tracemalloc measures what the loaded set of keys holds per key.
+when a job resumes. tracemalloc measures what the loaded set of keys holds per key, and a
+fresh interpreter the growth of its resident memory when it loads them.
 
 Run: ``python benchmarks/bench_journal.py [--quick]``
 """
@@ -29,6 +30,7 @@ from _timing import (
     parse_args,
     print_header,
     print_load_at_end,
+    run_python,
     table,
     target_line,
 )
@@ -89,6 +91,30 @@ def memory_per_key(path: Path, length: int, count: int) -> tuple[float, float]:
     assert len(contents.keys) == count
     del contents
     return held / count, peak / count
+
+
+RSS_CHILD = """
+import sys
+from pathlib import Path
+from resumable._journal import read_journal
+
+def rss_kib():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
+
+before = rss_kib()
+contents = read_journal(Path(sys.argv[1]), int(sys.argv[2]))
+print(rss_kib() - before, len(contents.keys))
+"""
+
+
+def rss_per_key(path: Path, length: int) -> str:
+    """Growth of the resident memory per key of a fresh process that loads the journal
+    and keeps the keys (Linux only: it reads /proc/self/status)."""
+    if not Path("/proc/self/status").exists():
+        return "—"
+    kib, count = (int(field) for field in run_python(RSS_CHILD, str(path), str(length)).split())
+    return f"{kib * 1024 / count:.0f} B"
 
 
 def append_timer(writer: JournalWriter, fresh: Iterator[int]) -> Timer:
@@ -199,7 +225,8 @@ def main() -> None:
                 )
                 if per_record != 10:
                     held, peak = memory_per_key(path, length, len(keys))
-                    memory_rows.append([kind, layout, f"{held:.0f} B", f"{peak:.0f} B"])
+                    rss = rss_per_key(path, length)
+                    memory_rows.append([kind, layout, f"{held:.0f} B", f"{peak:.0f} B", rss])
                 path.unlink()
             del keys
 
@@ -212,11 +239,23 @@ def main() -> None:
         )
     )
     print()
-    print(f"### Memory of the loaded keys, {many:,} of them (tracemalloc)")
+    print(f"### Memory of the loaded keys, {many:,} of them")
+    print()
+    print(
+        "tracemalloc counts what Python allocates (the set, the keys; peak: during the "
+        "read); the last column is the growth of the resident memory of a fresh "
+        "interpreter that loads the journal and keeps the keys (allocator overhead included)."
+    )
     print()
     print(
         table(
-            ["keys", "journal", "held per key (the set)", "peak per key while reading"],
+            [
+                "keys",
+                "journal",
+                "held per key (the set)",
+                "peak per key while reading",
+                "RSS growth per key, fresh process",
+            ],
             memory_rows,
         )
     )
