@@ -49,7 +49,7 @@ import orjson
 from resumable._durable import fsync_directory, fsync_file
 from resumable._errors import StateFileError, StateWriteError, UsageError
 
-Key: TypeAlias = "str | int"
+Key: TypeAlias = str | int
 
 MAGIC = 0x4B
 _PREFIX = struct.Struct("<BI")  # magic and payload length: the bytes the CRC covers first
@@ -118,8 +118,9 @@ def next_generation(state: Path, *in_use: int) -> int:
 def fold_is_due(records: int, keys: int) -> bool:
     """Whether a journal of `records` records holding `keys` keys is worth folding.
 
-    Reading costs a few microseconds per record on top of its cost per key (0.4 to 2 us),
-    and a fold rewrites every key once (about 0.5 us a key, with one fsync). Folding once
+    Reading costs 5 to 10 us per record on top of its cost per key (0.2 to 1.5 us), and a
+    fold rewrites every key once (1 to 4 us a key, fsync included; benchmarks/
+    bench_journal.py). Folding once
     there are more than one record per `FOLD_KEYS_PER_RECORD` keys keeps the records'
     share of a read small, and since one save adds about one record, a fold comes at most
     once per keys / 32 saves: its cost spread over those saves is about 32 keys' worth
@@ -165,7 +166,10 @@ def check_keys(keys: list[Any]) -> None:
 
 def _bad_key_message(key: object) -> str:
     kind = type(key).__name__
-    shown = repr(key)
+    try:
+        shown = repr(key)
+    except Exception:  # a broken __repr__ must not hide the real problem
+        shown = object.__repr__(key)
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
     message = (
         f"a key must be a str or an int, but the key function returned a {kind}: {shown}. "
@@ -177,7 +181,7 @@ def _bad_key_message(key: object) -> str:
         return (
             f"{message}, e.g. str(key) or int(key): {kind} is a subclass of "
             f"{'str' if isinstance(key, str) else 'int'}, and it would come back from the "
-            "state as a plain value, which may not compare or hash like it."
+            "journal as a plain value, which may not compare or hash like it."
         )
     return f"{message}, e.g. str(key)."
 
