@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from resumable._errors import StateFileError
+from resumable._keyed import KeyProgress
 from resumable._progress import PositionProgress
 from resumable._store import read_state
 
@@ -27,6 +28,8 @@ class StateSnapshot:
         saved_at: when the file was last written (aware datetime, UTC).
         format_version: the state file format version.
         from_backup: True when the state file was unreadable and this is its backup.
+        progress_kind: ``"position"`` (the first `position` items are done) or ``"keys"``
+            (`position` items are done by key, whatever their place in the input).
     """
 
     path: Path
@@ -38,6 +41,7 @@ class StateSnapshot:
     saved_at: datetime
     format_version: int
     from_backup: bool
+    progress_kind: str = "position"
 
 
 def inspect(path: str | os.PathLike[str]) -> StateSnapshot:
@@ -53,14 +57,22 @@ def inspect(path: str | os.PathLike[str]) -> StateSnapshot:
         raise FileNotFoundError(f"no state file at {location}")
     document = loaded.document
     try:
-        progress = PositionProgress.restore(document.progress)
+        progress: PositionProgress | KeyProgress
+        if document.progress.get("kind") == KeyProgress.kind:
+            # The count the state file records: reading a journal of millions of keys to
+            # count them again is not what a quick look is for.
+            progress = KeyProgress.restore(document.progress)
+            position = progress.recorded_done
+        else:
+            progress = PositionProgress.restore(document.progress)
+            position = progress.position
         created_at = datetime.fromisoformat(document.created_at)
         saved_at = datetime.fromisoformat(document.saved_at)
     except ValueError as error:
         raise StateFileError(f"{location} holds data this version cannot use: {error}") from None
     return StateSnapshot(
         path=location,
-        position=progress.position,
+        position=position,
         finished=progress.finished,
         state=document.state,
         runs=document.runs,
@@ -68,4 +80,5 @@ def inspect(path: str | os.PathLike[str]) -> StateSnapshot:
         saved_at=saved_at,
         format_version=document.format_version,
         from_backup=loaded.from_backup,
+        progress_kind=progress.kind,
     )

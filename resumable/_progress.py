@@ -11,9 +11,10 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sized
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from resumable._errors import InputChangedError
+from resumable._errors import InputChangedError, StateFileError
 from resumable._feed import Feed, input_length, open_feed, shorter_input
 from resumable._input_check import (
     HEAD_ITEMS,
@@ -22,6 +23,7 @@ from resumable._input_check import (
     InputRecord,
     what_changed,
 )
+from resumable._keyed import KeyProgress
 
 T = TypeVar("T")
 logger = logging.getLogger("resumable")
@@ -134,3 +136,25 @@ class PositionProgress:
                 changed,
                 self.position,
             )
+
+
+def restore_progress(data: Mapping[str, Any], state: Path) -> PositionProgress | KeyProgress:
+    """The progress a state file at `state` holds, of the kind it names, ready to resume.
+
+    Raises `StateFileError` when it is malformed, of an unknown kind, or (keyed) when its
+    key journal is damaged.
+    """
+    kinds: dict[object, type[PositionProgress] | type[KeyProgress]] = {
+        PositionProgress.kind: PositionProgress,
+        KeyProgress.kind: KeyProgress,
+    }
+    kind = kinds.get(data.get("kind"))
+    try:
+        if kind is None:
+            raise ValueError(f"unknown progress kind {data.get('kind')!r}")
+        progress = kind.restore(data)
+    except ValueError as error:
+        raise StateFileError(f"{state} holds progress this version cannot use: {error}") from None
+    if isinstance(progress, KeyProgress):
+        progress.load(state)
+    return progress

@@ -23,9 +23,11 @@ from resumable._display import (
     open_display,
     require_tqdm,
 )
-from resumable._errors import CalledTooOftenError, StateFileError, UsageError
+from resumable._errors import CalledTooOftenError, UsageError
 from resumable._feed import MAX_CHUNK, Feed
-from resumable._progress import PositionProgress
+from resumable._journal import check_keys, next_generation
+from resumable._keyed import KeyProgress, check_key_function
+from resumable._progress import PositionProgress, restore_progress
 from resumable._signals import SignalGuard, default_signals, defers_signals
 from resumable._state_file import StateDocument
 from resumable._store import FileStore
@@ -93,16 +95,17 @@ class Resumable:
             default_signals() if signals is None else signals,
             wake=_call_weakly(self._stop_after_this_item),
         )
-        self._progress = PositionProgress()
+        self._progress: PositionProgress | KeyProgress = PositionProgress()
         self._state: dict[str, Any] = {}
         self._runs = 1
         self._created_at = ""
         self._lifecycle = "new"  # then "open", then "closed"
         # Held weakly: after `break` the loop's chunks must be closed as soon as the for
         # statement lets go of them, so that the position settles and signals act at once.
-        self._loop: weakref.ref[Generator[Iterator[Any], None, None]] | None = None
+        self._loop: weakref.ref[Generator[Any, None, None]] | None = None
         self._feed: Feed[Any] | None = None  # once the loop started
         self._display: LoopDisplay | None = None  # a progress bar, when asked for
+        self._stop_soon = False
         self._in_chunk = False
         self._iterated = False
         self._warned_large_state = False
@@ -150,6 +153,7 @@ class Resumable:
         self,
         items: Iterable[T],
         *,
+        key: Callable[[T], str | int] | None = None,
         progress: bool | ProgressDisplay = False,
         on_change: Literal["raise", "restart", "continue"] = "raise",
     ) -> Iterator[T]:
@@ -163,6 +167,11 @@ class Resumable:
         Args:
             items: any iterable; sequences (list, tuple, range, ...) resume without
                 touching their done items.
+            key: track done items by key instead of by position: ``key(item)`` returns
+                the item's key, a str or an int. A rerun skips every item whose key is
+                done, wherever it now is in the input, and runs new items; for inputs
+                that change between runs. A job keeps the kind of progress it started
+                with.
             progress: True draws a tqdm bar (``pip install 'resumable-loop[progress]'``)
                 that starts at the resumed position, with the input's length as total
                 when it has one, and shows when the last save happened. Or pass a display
@@ -171,6 +180,7 @@ class Resumable:
             on_change: what to do when the input is not the one the job started with
                 (another length, or other first items): ``"raise"`` `InputChangedError`,
                 ``"restart"`` the job from its first item, or ``"continue"`` by position.
+                Position-based progress only: keyed progress expects inputs to change.
         """
         if self._lifecycle != "open":
             raise UsageError(
@@ -184,21 +194,32 @@ class Resumable:
             )
         if progress is True:
             require_tqdm()  # before anything is consumed
+        positional = self._progress
+        if key is not None or isinstance(positional, KeyProgress):
+            keyed = self._keyed_progress(key)
+            self._iterated = True
+            self._display = open_display(progress, items, keyed.position, self.path.name)
+            loop = self._keyed_loop(items, check_key_function(key), keyed)
+            self._loop = weakref.ref(loop)
+            return loop
         self._iterated = True
         # Skipping the done prefix runs the caller's iterable, so it happens here, outside
         # the library's signal-deferring code: ctrl+c during a long skip acts at once.
-        feed = self._progress.feed(items, str(self.path), on_change)
-        if self._progress.finished:
+        feed = positional.feed(items, str(self.path), on_change)
+        if positional.finished:
             logger.warning(
                 "%s: this job already finished (%d items); nothing to do. To run it "
                 "again, pass restart=True or delete the state file.",
                 self.path,
-                self._progress.position,
+                positional.position,
             )
             return iter(())
+        if positional.position != self._start_position:  # on_change="restart" went to 0
+            self._start_position = self._saved_position = positional.position
+            self._checked_position = positional.position
         # Made once the done prefix is skipped, so a bar's clock starts with this run's work.
-        self._display = open_display(progress, items, self._progress.position, self.path.name)
-        chunks = self._chunks(feed)
+        self._display = open_display(progress, items, positional.position, self.path.name)
+        chunks = self._chunks(feed, positional)
         self._loop = weakref.ref(chunks)
         return itertools.chain.from_iterable(chunks)
 
@@ -217,7 +238,8 @@ class Resumable:
                 f"min_interval={self._min_interval:g} s. Save less often, or lower "
                 "min_interval."
             )
-        self._progress.position = self.position
+        if isinstance(self._progress, PositionProgress):  # keyed progress counts as it goes
+            self._progress.position = self.position
         self._save(now)
 
     @defers_signals
@@ -268,6 +290,8 @@ class Resumable:
         self._store.lock()
         self._store.remove_stale_temp_files()
         self._load()
+        if isinstance(self._progress, KeyProgress):
+            self._progress.remove_retired_journals(self.path)
         self._signals.install()
         self._start_position = self._progress.position
         self._saved_position = self._checked_position = self._progress.position
@@ -281,12 +305,7 @@ class Resumable:
             logger.info("%s: starting a new job", self.path)
             return
         document = loaded.document
-        try:
-            self._progress = PositionProgress.restore(document.progress)
-        except ValueError as error:
-            raise StateFileError(
-                f"{self.path} holds progress this version cannot use: {error}"
-            ) from None
+        self._progress = restore_progress(document.progress, self.path)
         self._state = document.state
         self._runs = document.runs + 1
         self._created_at = document.created_at
@@ -313,6 +332,10 @@ class Resumable:
         self._report_stop()
         self._release_surely()
 
+    def _close_journal(self) -> None:
+        if isinstance(self._progress, KeyProgress):
+            self._progress.close()
+
     @defers_signals
     def _release_surely(self) -> None:
         """Unlock the job and put the previous signal handlers back, whatever happened.
@@ -330,6 +353,7 @@ class Resumable:
     @defers_signals
     def _release(self) -> None:
         try:
+            self._close_journal()
             self._store.unlock()
         finally:
             # Last: from here on a signal goes to the previous handler, which may raise at
@@ -355,7 +379,9 @@ class Resumable:
     # -- the loop -----------------------------------------------------------------------
 
     @defers_signals
-    def _chunks(self, feed: Feed[T]) -> Generator[Iterator[T], None, None]:
+    def _chunks(
+        self, feed: Feed[T], progress: PositionProgress
+    ) -> Generator[Iterator[T], None, None]:
         """Hand the loop its items a chunk at a time; book-keep between chunks.
 
         The loop runs over chain.from_iterable() of these chunks, so while a chunk lasts
@@ -373,15 +399,16 @@ class Resumable:
                 # A flag rather than an except clause here, which an interrupt could skip.
                 self._in_chunk = True
                 # Tapped for the input's fingerprint until its first items are seen.
-                yield self._progress.tap(feed.chunk(self._items_between_checks))
+                yield progress.tap(feed.chunk(self._items_between_checks))
                 self._in_chunk = False
                 if feed.exhausted():
-                    self._progress.position = start + feed.taken()
-                    self._progress.finished = True
+                    progress.position = start + feed.taken()
+                    progress.finished = True
                     self._save()
                     logger.info("%s: finished after %d items", self.path, start + feed.taken())
                     return
-                self._at_boundary(start + feed.taken())
+                progress.position = start + feed.taken()
+                self._at_boundary(progress.position)
         finally:
             self._signals.loop_running = False
             self._settle_position()
@@ -392,18 +419,68 @@ class Resumable:
             self._display.advance_to(self._progress.position)
             self._display.close()
 
+    def _keyed_progress(self, key: object) -> KeyProgress:
+        """The job's keyed progress: a new job becomes keyed; a job keeps its kind."""
+        progress = self._progress
+        if isinstance(progress, KeyProgress):
+            if key is None:
+                raise UsageError(
+                    f"{self.path} tracks done items by key: pass the same key= as before, "
+                    "or start over with Resumable(..., restart=True)"
+                )
+            return progress
+        if progress.position or progress.finished:
+            raise UsageError(
+                f"{self.path} tracks done items by position ({progress.position} done): a job "
+                "keeps the kind of progress it started with. Leave out key=, or start over "
+                "with Resumable(..., restart=True)"
+            )
+        keyed = KeyProgress(generation=next_generation(self.path))
+        self._progress = keyed
+        return keyed
+
+    def _keyed_loop(
+        self, items: Iterable[T], key: Callable[[T], str | int], progress: KeyProgress
+    ) -> Generator[T, None, None]:
+        """Hand out the items whose key is not done; an item is done once the loop asks
+        for the next one. Python code per item (the key function runs per item anyway);
+        not a signal-deferring section, because the caller's iterable and key run here."""
+        done = progress.done
+        self._signals.loop_running = True
+        try:
+            countdown = self._items_between_checks
+            for item in items:
+                item_key = key(item)
+                if type(item_key) is not str and type(item_key) is not int:
+                    check_keys([item_key])  # raises UsageError, naming the bad key
+                if item_key in done:
+                    continue
+                yield item
+                progress.mark_done(item_key)
+                countdown -= 1
+                if countdown <= 0 or self._stop_soon:
+                    self._at_boundary(progress.position)  # raises when a signal came
+                    countdown = self._items_between_checks
+            progress.finished = True
+            self._save()
+            logger.info("%s: finished; %d items done", self.path, progress.position)
+        finally:
+            self._signals.loop_running = False
+            self._close_display()
+
     def _settle_position(self) -> None:
         """After the loop was left inside a chunk, count the items whose body finished."""
-        if self._in_chunk and self._feed is not None:
-            self._progress.position = self._start_position + max(0, self._feed.taken() - 1)
+        progress = self._progress
+        if self._in_chunk and self._feed is not None and isinstance(progress, PositionProgress):
+            progress.position = self._start_position + max(0, self._feed.taken() - 1)
 
     def _stop_after_this_item(self) -> None:
+        self._stop_soon = True  # the keyed loop looks at this after each item
         if self._feed is not None:
             self._feed.cut()
 
     @defers_signals
     def _at_boundary(self, position: int) -> None:
-        self._progress.position = position
         if self._display is not None:
             self._display.advance_to(position)
         now = time.monotonic()
@@ -437,6 +514,8 @@ class Resumable:
 
     @defers_signals
     def _save(self, now: float | None = None) -> None:
+        if isinstance(self._progress, KeyProgress):
+            self._progress.prepare_save(self.path)  # the keys first: the file commits them
         progress = self._progress.snapshot()
         document = StateDocument(
             progress=progress,

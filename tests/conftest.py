@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,3 +11,23 @@ import pytest
 def state_path(tmp_path: Path) -> Path:
     """A state file path in a fresh directory (the file itself does not exist yet)."""
     return tmp_path / "job.state"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def ctrl_c_as_at_a_terminal() -> Iterator[None]:
+    """SIGINT handled as Python handles it at a terminal, however the run was started.
+
+    A shell without job control starts background jobs with SIGINT ignored (nohup, `&` in
+    a script, some CI runners), and Python then leaves it ignored; the library keeps an
+    ignored signal ignored, as it should. The tests are about ctrl+c at a terminal, so
+    they run with Python's own handler, and so do the programs they start (exec resets a
+    caught signal to its default, from which Python installs its handler again).
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if previous == signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)

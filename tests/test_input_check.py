@@ -72,7 +72,8 @@ def test_restart_runs_a_changed_input_from_its_first_item_and_keeps_the_state(
     assert "the input changed (it had 4 items last time and has 3 now); starting over" in (
         caplog.text
     )
-    assert inspect(state_path).finished
+    snapshot = inspect(state_path)
+    assert (snapshot.position, snapshot.finished) == (3, True)
 
 
 def test_continue_goes_on_by_position_and_adopts_the_new_input(

@@ -1,18 +1,20 @@
 """A job that runs its items as fast as its saves allow, for kill -9 and signal storms.
 
-    python fast_job.py STATE EFFECTS --items N --every K
+    python fast_job.py STATE EFFECTS --items N --every K [--keyed [--shuffle SEED]]
 
 It prints one flushed line per event: ``ready <position> <runs>`` once inside the with
 block; per item, ``saved <i>`` first when a save completed since the previous item (the
 file then holds position ``i``), then it appends ``<i>`` to the effects log (one O_APPEND
 write) and prints ``end <i>``; after the with block ``done <position> <finished>``.
-SIGINT, SIGTERM and SIGHUP start at Python's defaults.
+SIGINT, SIGTERM and SIGHUP start at Python's defaults. With ``--keyed`` progress is kept by
+key (the item itself), and ``--shuffle SEED`` hands the items out in an order of its own.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import signal
 from pathlib import Path
 
@@ -26,8 +28,14 @@ def main() -> None:
     parser.add_argument("effects", type=Path)
     parser.add_argument("--items", type=int, required=True)
     parser.add_argument("--every", type=int, required=True, help="policy NPolicy(EVERY)")
+    parser.add_argument("--keyed", action="store_true", help="iterate(..., key=int)")
+    parser.add_argument("--shuffle", type=int, default=None, help="shuffle with this seed")
     parsed = parser.parse_args()
     items, every = int(parsed.items), int(parsed.every)
+    order = list(range(items))
+    if parsed.shuffle is not None:
+        random.Random(int(parsed.shuffle)).shuffle(order)
+    key = int if parsed.keyed else None
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -37,7 +45,7 @@ def main() -> None:
     with resumable.Resumable(parsed.state, policy=resumable.NPolicy(every)) as job:
         print(f"ready {job.position} {job.runs}", flush=True)
         saves = job.saves
-        for item in job.iterate(range(items)):
+        for item in job.iterate(order, key=key):
             if job.saves != saves:
                 saves = job.saves
                 print(f"saved {item}", flush=True)

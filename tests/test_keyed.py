@@ -1,0 +1,243 @@
+"""Keyed progress: ``iterate(items, key=...)`` skips done items by key, wherever they are."""
+
+from __future__ import annotations
+
+import random
+import signal
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import orjson
+import pytest
+from freezegun import freeze_time
+
+from resumable import (
+    NPolicy,
+    Resumable,
+    StateFileError,
+    TimePolicy,
+    UsageError,
+    _journal,
+    inspect,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "jobs"))
+from harness import Job, campaign_seed
+
+
+def run(
+    path: Path,
+    items: Iterable[object],
+    stop_at: object = None,
+    key: Callable[[object], str | int] = str,
+) -> list[object]:
+    """Loop over `items` by key; break before the body of the item equal to `stop_at`."""
+    seen: list[object] = []
+    with Resumable(path) as r:
+        for item in r.iterate(items, key=key):
+            if item == stop_at:
+                break
+            seen.append(item)
+    return seen
+
+
+def done_keys(path: Path) -> set[str | int]:
+    """The keys the state file commits, read from its journal as a new run would."""
+    journal = orjson.loads(path.read_bytes())["progress"]["journal"]
+    located = _journal.journal_path(path, journal["generation"])
+    return _journal.read_journal(located, journal["length"]).keys
+
+
+def test_new_items_run_done_ones_are_skipped_wherever_they_are(state_path: Path) -> None:
+    assert run(state_path, ["a", "b", "c", "d"], stop_at="c") == ["a", "b"]
+    # Reordered, one removed, two new: only c, d and the new ones run.
+    assert run(state_path, ["new1", "d", "b", "c", "a", "new2"]) == ["new1", "d", "c", "new2"]
+    assert done_keys(state_path) == {"a", "b", "c", "d", "new1", "new2"}
+    assert inspect(state_path).position == 6
+    assert inspect(state_path).progress_kind == "keys"
+
+
+def test_a_changing_input_over_three_runs(state_path: Path) -> None:
+    monday = [f"https://example.org/{n}" for n in range(10)]
+    assert run(state_path, monday, stop_at=monday[6]) == monday[:6]
+    tuesday = [*monday[3:], *[f"https://example.org/{n}" for n in range(10, 14)]]
+    random.Random(2).shuffle(tuesday)
+    ran_tuesday = run(state_path, tuesday, stop_at="https://example.org/11")
+    wednesday = list(reversed(monday + [f"https://example.org/{n}" for n in range(10, 16)]))
+    ran_wednesday = run(state_path, wednesday)
+    everything = Counter(monday[:6] + ran_tuesday + ran_wednesday)
+    assert set(everything) == set(wednesday)  # every item ran...
+    assert max(everything.values()) == 1  # ...once
+
+
+def test_the_item_in_flight_is_not_done_after_break_or_an_exception(state_path: Path) -> None:
+    with pytest.raises(ValueError, match="boom"), Resumable(state_path) as r:
+        for item in r.iterate(["a", "b", "c"], key=str):
+            if item == "b":
+                raise ValueError("boom")
+    assert done_keys(state_path) == {"a"}
+    assert run(state_path, ["c", "b", "a"]) == ["c", "b"]
+
+
+def test_str_and_int_keys_stay_distinct(state_path: Path) -> None:
+    def identity(item: object) -> str | int:
+        assert isinstance(item, (str, int))
+        return item
+
+    assert run(state_path, [1, "1", 2], key=identity) == [1, "1", 2]
+    assert run(state_path, ["2", 1, "1", 2], key=identity) == ["2"]
+    assert done_keys(state_path) == {1, "1", 2, "2"}
+
+
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [(1.5, "float"), (True, "bool"), (b"x", "bytes"), (None, "NoneType"), (("a",), "tuple")],
+)
+def test_a_key_that_is_not_str_or_int_is_refused_naming_its_type(
+    state_path: Path, bad: object, named: str
+) -> None:
+    run(state_path, ["a"])
+    before = state_path.read_bytes()
+    with pytest.raises(UsageError, match=rf"returned a {named}\b.*Return a str or an int"):
+        run(state_path, ["b", "c"], key=lambda item: "b" if item == "b" else bad)  # type: ignore[arg-type, return-value]
+    assert done_keys(state_path) == {"a", "b"}  # what finished before the bad key is kept
+    assert orjson.loads(before)["progress"]["kind"] == "keys"
+
+
+def test_a_job_keeps_the_kind_of_progress_it_started_with(state_path: Path, tmp_path: Path) -> None:
+    with Resumable(state_path) as r:
+        for item in r.iterate(range(5)):
+            if item == 2:
+                break
+    with (
+        Resumable(state_path) as r,
+        pytest.raises(UsageError, match=r"by position \(2 done\).*restart=True"),
+    ):
+        r.iterate(range(5), key=str)
+    keyed = tmp_path / "keyed.state"
+    run(keyed, ["a", "b"], stop_at="b")
+    with Resumable(keyed) as r, pytest.raises(UsageError, match="pass the same key= as before"):
+        r.iterate(["a", "b"])
+    with Resumable(keyed, restart=True) as r:
+        assert list(r.iterate(range(3))) == [0, 1, 2]  # restart: free to choose again
+
+
+def test_a_save_appends_only_the_new_keys_and_the_state_file_stays_small(
+    state_path: Path,
+) -> None:
+    with Resumable(state_path, policy=NPolicy(100)) as r:
+        for item in r.iterate(range(1000), key=int):
+            if item == 500:
+                size = state_path.stat().st_size
+                journal = _journal.journal_path(state_path, 0).stat().st_size
+            if item == 600:
+                assert state_path.stat().st_size == size  # the state file does not grow
+                grown = _journal.journal_path(state_path, 0).stat().st_size - journal
+                record = len(_journal.encode_records(list(range(500, 600))))
+                assert grown == record  # one record of the 100 new keys, nothing else
+
+
+def test_a_torn_journal_tail_is_ignored_and_cut_off(state_path: Path) -> None:
+    run(state_path, ["a", "b", "c"], stop_at="c")
+    journal = _journal.journal_path(state_path, 0)
+    committed = journal.read_bytes()
+    with journal.open("ab") as handle:  # what kill -9 in the middle of an append leaves
+        handle.write(_journal.encode_records(["never", "committed"])[:-3])
+    assert run(state_path, ["c", "never", "committed"]) == ["c", "never", "committed"]
+    assert done_keys(state_path) == {"a", "b", "c", "never", "committed"}
+    # The torn bytes were cut off before the new record went in after the committed ones.
+    assert journal.read_bytes() == committed + _journal.encode_records(["c", "never", "committed"])
+
+
+def test_a_damaged_committed_journal_is_an_error_and_nothing_is_overwritten(
+    state_path: Path,
+) -> None:
+    run(state_path, ["a", "b", "c"], stop_at="c")
+    journal = _journal.journal_path(state_path, 0)
+    data = bytearray(journal.read_bytes())
+    data[-2] ^= 0x01
+    journal.write_bytes(bytes(data))
+    state = state_path.read_bytes()
+    with pytest.raises(StateFileError, match="damaged at byte"):
+        run(state_path, ["a", "b", "c"])
+    assert state_path.read_bytes() == state
+    assert journal.read_bytes() == bytes(data)
+
+
+def test_ctrl_c_finishes_the_item_marks_it_done_and_stops(state_path: Path) -> None:
+    with pytest.raises(KeyboardInterrupt), Resumable(state_path, quiet=True) as r:
+        for item in r.iterate(["a", "b", "c", "d"], key=str):
+            if item == "b":
+                signal.raise_signal(signal.SIGINT)  # a real signal; b still finishes
+    assert done_keys(state_path) == {"a", "b"}
+
+
+def test_a_finished_keyed_job_runs_the_items_added_since(state_path: Path) -> None:
+    assert run(state_path, ["a", "b"]) == ["a", "b"]
+    assert inspect(state_path).finished
+    assert run(state_path, ["a", "b", "c"]) == ["c"]
+
+
+def test_time_policy_saves_by_the_frozen_clock(state_path: Path) -> None:
+    with (
+        freeze_time("2026-11-27", tick=False) as frozen,
+        Resumable(state_path, policy=TimePolicy(10)) as r,
+    ):
+        for item in r.iterate(range(100), key=int):
+            frozen.tick(1)
+            if item == 35:
+                break
+        saves_in_the_loop = r.saves
+    assert saves_in_the_loop == 3  # at 10, 20 and 30 seconds
+    assert inspect(state_path).position == 35
+
+
+def test_a_journal_of_many_records_is_folded_into_a_new_generation(
+    state_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_journal, "FOLD_MIN_RECORDS", 3)  # fold after a few saves, not 1,000
+    with Resumable(state_path, policy=NPolicy(1)) as r:
+        for item in r.iterate(range(10), key=int):
+            if item == 8:
+                break
+    generation = orjson.loads(state_path.read_bytes())["progress"]["journal"]["generation"]
+    assert generation >= 2  # folded more than once
+    assert done_keys(state_path) == set(range(8))
+    assert set(_journal.journal_generations(state_path)) == set(range(generation + 1))
+    assert run(state_path, range(10), key=int) == [8, 9]
+    # That run deleted the job's retired generations, all but the one its backup may name.
+    assert set(_journal.journal_generations(state_path)) == {generation - 1, generation}
+
+
+def test_kill9_at_random_moments_loses_no_item_with_keys_in_a_new_order_each_run(
+    tmp_path: Path,
+) -> None:
+    job = Job(tmp_path)
+    rng = random.Random(campaign_seed())
+    total, every = 300, 4
+    for run_number in range(6):
+        logged = len(job.effects_log())
+        with job.fast(
+            "--items", str(total), "--every", str(every), "--keyed", "--shuffle", str(run_number)
+        ) as child:
+            target = rng.randrange(1, 40)
+            ended = 0
+            while ended < target:
+                line = child.read_line()
+                assert line is not None, child.describe("ended before the kill")
+                ended += line.startswith("end ")
+            child.kill9()
+        done = done_keys(job.state) if job.state.exists() else set()
+        effects = job.effects_log()
+        assert done <= set(effects), "a key counted done whose body never ended"
+        this_run = set(effects[logged:])
+        assert len(this_run - done) <= every + 1, "more to redo than the policy allows"
+    with job.fast(
+        "--items", str(total), "--every", str(every), "--keyed", "--shuffle", "99"
+    ) as child:
+        result = child.finish()
+    assert result.returncode == 0
+    assert done_keys(job.state) == set(range(total))
+    assert set(job.effects_log()) == set(range(total))
