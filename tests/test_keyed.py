@@ -31,7 +31,7 @@ def run(
     path: Path,
     items: Iterable[object],
     stop_at: object = None,
-    key: Callable[[object], str | int] = str,
+    key: Callable[[object], str | int] | type[int] = str,
 ) -> list[object]:
     """Loop over `items` by key; break before the body of the item equal to `stop_at`."""
     seen: list[object] = []
