@@ -96,25 +96,18 @@ class KeyProgress:
             )
 
     def remove_retired_journals(self, state: Path) -> None:
-        """Delete this job's generations that no state file needs any more.
+        """Delete this job's journal files that no state file needs any more.
 
-        The state file names the current generation and its backup at most the one before
-        it (folds come hundreds of saves apart), so those two stay; earlier jobs' files,
-        below `first_generation`, are not this job's to delete. Call it holding the lock.
+        The state file names the current generation and its backup at most the newest one
+        below it (folds come hundreds of saves apart), so those two stay. Generations above
+        the current one are folds a crash left unfinished. Earlier jobs' files, below
+        `first_generation`, are not this job's to delete. Call it holding the lock.
         """
-        own = [
-            generation
-            for generation in _journal.journal_generations(state)
-            if self.first_generation <= generation < self.generation
-        ]
-        _journal.remove_stale_journals(
-            state,
-            keep=[
-                generation
-                for generation in _journal.journal_generations(state)
-                if generation not in own or generation == max(own)
-            ],
-        )
+        generations = _journal.journal_generations(state)
+        older = [g for g in generations if self.first_generation <= g < self.generation]
+        keep = {g for g in generations if g < self.first_generation}
+        keep |= {self.generation, *([max(older)] if older else [])}
+        _journal.remove_stale_journals(state, keep=keep)
 
     def prepare_save(self, state: Path) -> None:
         """Put the keys finished since the last save into the journal, flushed to disk.

@@ -211,6 +211,20 @@ def test_a_journal_of_many_records_is_folded_into_a_new_generation(
     assert set(_journal.journal_generations(state_path)) == {generation - 1, generation}
 
 
+def test_journal_files_of_an_unfinished_fold_and_of_an_earlier_job_are_handled(
+    state_path: Path,
+) -> None:
+    earlier = _journal.journal_path(state_path, 0)
+    earlier.write_bytes(b"an earlier job's journal, moved aside by reset")
+    run(state_path, ["a", "b"], stop_at="b")  # a new job: generation 1, above the earlier
+    assert orjson.loads(state_path.read_bytes())["progress"]["journal"]["generation"] == 1
+    unfinished = _journal.journal_path(state_path, 5)
+    unfinished.write_bytes(b"a fold that a crash cut short")
+    assert run(state_path, ["a", "b"]) == ["b"]
+    assert not unfinished.exists()  # this job's, named by no state file: deleted
+    assert earlier.read_bytes() == b"an earlier job's journal, moved aside by reset"
+
+
 def test_kill9_at_random_moments_loses_no_item_with_keys_in_a_new_order_each_run(
     tmp_path: Path,
 ) -> None:
