@@ -22,6 +22,7 @@ from resumable._errors import (
     StateWriteError,
     UsageError,
 )
+from resumable._failures import FailedItem
 from resumable._inspect import StateSnapshot, inspect
 from resumable._reset import reset
 from resumable._resumable import Resumable
@@ -30,6 +31,7 @@ from resumable.policies import NPolicy, Policy, PolicySwitch, SinceLastSave, Tim
 
 __all__ = [
     "CalledTooOftenError",
+    "FailedItem",
     "InputChangedError",
     "Interrupted",
     "NPolicy",

@@ -20,11 +20,14 @@ from typing import Any
 
 from resumable._demo import run_demo
 from resumable._errors import ResumableError, ResumableWarning, StateFileError
+from resumable._failures import FailedItem
 from resumable._inspect import StateSnapshot, inspect
 from resumable._lock import LockHolder, lock_holder
 from resumable._reset import reset
 from resumable._store import backup_path, lock_path, require_state_file
 from resumable._version import __version__
+
+_FAILED_SHOWN = 5  # failed items listed by `status`; --json lists them all
 
 OK = 0
 PROBLEM = 1  # with a state file, or a declined reset
@@ -174,7 +177,10 @@ def _as_text(report: _Report, now: datetime) -> str:
         ("last saved", _when(snapshot.saved_at, now)),
         ("runs so far", f"{snapshot.runs:,}"),
         ("created", _when(snapshot.created_at, now)),
+        ("progress", "by key" if snapshot.progress_kind == "keys" else "by position"),
         ("state keys", ", ".join(sorted(snapshot.state)) or "(none)"),
+        ("failed", _failed_summary(snapshot.failed)),
+        *(("", _failed_line(item)) for item in snapshot.failed[:_FAILED_SHOWN]),
         ("running", running),
         ("from backup", backup),
         *(("note", note) for note in report.notes),
@@ -199,11 +205,37 @@ def _as_json(report: _Report, now: datetime) -> dict[str, Any]:
         "saved_at": saved_at.isoformat() if saved_at else None,
         "seconds_since_saved": (now - saved_at).total_seconds() if saved_at else None,
         "state_keys": sorted(snapshot.state) if snapshot else None,
+        "progress_kind": snapshot.progress_kind if snapshot else None,
+        "failed": [_failed_json(item) for item in snapshot.failed] if snapshot else None,
         "format_version": snapshot.format_version if snapshot else None,
         "from_backup": snapshot.from_backup if snapshot else None,
         "running": None if report.lock_error else report.holder is not None,
         "pid": report.holder.pid if report.holder else None,
         "notes": report.notes,
+    }
+
+
+def _failed_summary(failed: tuple[FailedItem, ...]) -> str:
+    if not failed:
+        return "none"
+    more = f"; the first {_FAILED_SHOWN}:" if len(failed) > _FAILED_SHOWN else ":"
+    return f"{len(failed):,} items (retried by later runs up to their max_attempts){more}"
+
+
+def _failed_line(item: FailedItem) -> str:
+    where = repr(item.key) if item.key is not None else f"#{item.position}"
+    times = "once" if item.attempts == 1 else f"{item.attempts} times"
+    return f"{where}: {item.error_type}: {item.message[:80]} ({times})"
+
+
+def _failed_json(item: FailedItem) -> dict[str, Any]:
+    return {
+        "key": item.key,
+        "position": item.position,
+        "error_type": item.error_type,
+        "message": item.message,
+        "attempts": item.attempts,
+        "failed_at": _utc(item.failed_at).isoformat(),
     }
 
 

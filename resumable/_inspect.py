@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from resumable._errors import StateFileError
+from resumable._failures import FailedItem
 from resumable._keyed import KeyProgress
 from resumable._progress import PositionProgress
 from resumable._store import read_state
@@ -30,6 +31,7 @@ class StateSnapshot:
         from_backup: True when the state file was unreadable and this is its backup.
         progress_kind: ``"position"`` (the first `position` items are done) or ``"keys"``
             (`position` items are done by key, whatever their place in the input).
+        failed: the items recorded as failed (``iterate(..., on_error="record")``).
     """
 
     path: Path
@@ -42,6 +44,7 @@ class StateSnapshot:
     format_version: int
     from_backup: bool
     progress_kind: str = "position"
+    failed: tuple[FailedItem, ...] = ()
 
 
 def inspect(path: str | os.PathLike[str]) -> StateSnapshot:
@@ -81,4 +84,5 @@ def inspect(path: str | os.PathLike[str]) -> StateSnapshot:
         format_version=document.format_version,
         from_backup=loaded.from_backup,
         progress_kind=progress.kind,
+        failed=tuple(progress.failures.items.values()),
     )

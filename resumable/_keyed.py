@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from resumable import _journal
+from resumable._failures import Failures
 from resumable._journal import JournalWriter, Key
 
 logger = logging.getLogger("resumable")
@@ -45,6 +46,7 @@ class KeyProgress:
         self.unsaved: list[Key] = []  # finished since the last save, in order
         self._records = 0
         self._writer: JournalWriter | None = None
+        self.failures = Failures()
 
     @property
     def position(self) -> int:
@@ -62,6 +64,7 @@ class KeyProgress:
             },
             "done": len(self.done),
             "finished": self.finished,
+            **({"failed": self.failures.snapshot()} if self.failures else {}),
         }
 
     @classmethod
@@ -73,13 +76,15 @@ class KeyProgress:
         finished = data.get("finished")
         if not isinstance(finished, bool):
             raise ValueError(f"progress finished must be true or false, got {finished!r}")
-        return cls(
+        progress = cls(
             generation=_count(journal, "generation"),
             length=_count(journal, "length"),
             finished=finished,
             done=_count(data, "done"),
             first_generation=_count(journal, "first_generation"),
         )
+        progress.failures = Failures.restore(data.get("failed"))
+        return progress
 
     def load(self, state: Path) -> None:
         """Read the committed keys; `StateFileError` when the journal is damaged or short."""

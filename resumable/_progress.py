@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from resumable._errors import InputChangedError, StateFileError
+from resumable._failures import Failures
 from resumable._feed import Feed, input_length, open_feed, shorter_input
 from resumable._input_check import (
     HEAD_ITEMS,
@@ -26,6 +27,7 @@ from resumable._input_check import (
 from resumable._keyed import KeyProgress
 
 T = TypeVar("T")
+_MISSING = object()
 logger = logging.getLogger("resumable")
 
 
@@ -40,6 +42,7 @@ class PositionProgress:
         self.position = position
         self.finished = finished
         self.input_record = input_record  # what the state file says about the input
+        self.failures = Failures()
         self._head = InputHead()
         self._sized: Sized | None = None  # the input, when it has a length
         self._given_input = False  # whether this run's input replaced `input_record`
@@ -57,6 +60,8 @@ class PositionProgress:
             record = self._head.record(length, self.position)
         if record is not None:
             data["input"] = record.snapshot()
+        if self.failures:
+            data["failed"] = self.failures.snapshot()
         return data
 
     @classmethod
@@ -69,13 +74,23 @@ class PositionProgress:
             raise ValueError(f"progress position must be a whole number >= 0, got {position!r}")
         if not isinstance(finished, bool):
             raise ValueError(f"progress finished must be true or false, got {finished!r}")
-        return cls(position, finished, InputRecord.restore(data.get("input")))
+        progress = cls(position, finished, InputRecord.restore(data.get("input")))
+        progress.failures = Failures.restore(data.get("failed"))
+        return progress
 
-    def feed(self, items: Iterable[T], describe: str, on_change: str = "raise") -> Feed[T]:
-        """The items of `items` not done yet, once the input is checked against the record.
+    def feed(
+        self,
+        items: Iterable[T],
+        describe: str,
+        on_change: str = "raise",
+        retry: Iterable[int] = (),
+    ) -> tuple[Feed[T], list[tuple[int, T]]]:
+        """The items of `items` not done yet, once the input is checked against the record;
+        and the done items at the positions `retry` (failed ones), taken on the way.
 
         A changed input raises `InputChangedError` (``on_change="raise"``), starts the job
-        over (``"restart"``: position 0) or is accepted as it is (``"continue"``).
+        over (``"restart"``: position 0, no failures) or is accepted as it is
+        (``"continue"``).
         """
         if on_change not in ON_CHANGE_CHOICES:
             raise ValueError(
@@ -102,15 +117,29 @@ class PositionProgress:
         # Only now is this the job's input: a refused one must not be recorded in its place.
         self._given_input = True
         self._sized = cast(Sized, items) if size is not None else None
-        if self.finished:  # nothing to hand out; and never run through an iterator for it
-            return open_feed((), 0, describe)
+        positions = sorted(p for p in retry if p < self.position)
         if source is None:
-            return open_feed(items, self.position, describe)
+            sequence = cast(Any, items)
+            retried = [(p, sequence[p]) for p in positions if p < cast(int, size)]
+            if self.finished:  # nothing else to hand out
+                return open_feed((), 0, describe), retried
+            return open_feed(items, self.position, describe), retried
         if self.position == 0:
-            return open_feed(itertools.chain(pulled, source), 0, describe)
+            return open_feed(itertools.chain(pulled, source), 0, describe), []
         if len(pulled) < min(self.position, HEAD_ITEMS):
             raise shorter_input(describe, self.position, None)
-        return open_feed(source, self.position - len(pulled), describe, skipped=len(pulled))
+        retried = [(p, pulled[p]) for p in positions if p < len(pulled)]
+        taken = len(pulled)
+        for p in (p for p in positions if p >= len(pulled)):
+            # Skip to the failed item in C, take it, go on: no Python per skipped item.
+            found: object = next(itertools.islice(source, p - taken, p - taken + 1), _MISSING)
+            if found is _MISSING:
+                raise shorter_input(describe, self.position, None)
+            retried.append((p, cast(T, found)))
+            taken = p + 1
+        if self.finished:  # never run through the rest of an iterator for nothing
+            return open_feed((), 0, describe), retried
+        return open_feed(source, self.position - taken, describe, skipped=taken), retried
 
     def tap(self, chunk: Iterator[T]) -> Iterator[T]:
         """`chunk`, noting its first items for the input's fingerprint while needed."""
@@ -129,6 +158,7 @@ class PositionProgress:
             logger.warning("%s: the input changed (%s); starting over", describe, changed)
             self.position, self.finished = 0, False
             self._head = InputHead()
+            self.failures = Failures()  # their positions were in the other input
         else:
             logger.warning(
                 "%s: the input changed (%s); going on at item %d as on_change='continue' asks",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -24,6 +25,7 @@ from resumable._display import (
     require_tqdm,
 )
 from resumable._errors import CalledTooOftenError, UsageError
+from resumable._failures import ON_ERROR_CHOICES, FailedItem, Failures
 from resumable._feed import MAX_CHUNK, Feed
 from resumable._journal import check_keys, next_generation
 from resumable._keyed import KeyProgress, check_key_function
@@ -106,6 +108,10 @@ class Resumable:
         self._feed: Feed[Any] | None = None  # once the loop started
         self._display: LoopDisplay | None = None  # a progress bar, when asked for
         self._stop_soon = False
+        self._on_error = "raise"
+        self._max_attempts = 3
+        self._in_flight: str | int | None = None  # a retried position, or a key
+        self._item_failed = False  # whether attempt() recorded the item in flight
         self._in_chunk = False
         self._iterated = False
         self._warned_large_state = False
@@ -156,6 +162,8 @@ class Resumable:
         key: Callable[[T], str | int] | None = None,
         progress: bool | ProgressDisplay = False,
         on_change: Literal["raise", "restart", "continue"] = "raise",
+        on_error: Literal["raise", "record"] = "raise",
+        max_attempts: int = 3,
     ) -> Iterator[T]:
         """Yield the items of `items` that are not done yet.
 
@@ -181,6 +189,11 @@ class Resumable:
                 (another length, or other first items): ``"raise"`` `InputChangedError`,
                 ``"restart"`` the job from its first item, or ``"continue"`` by position.
                 Position-based progress only: keyed progress expects inputs to change.
+            on_error: ``"record"``: an exception that leaves a ``with r.attempt():`` block
+                in the body is recorded for the item (`failed`) and the loop goes on;
+                ``"raise"`` (default): it propagates. Ctrl+c and SIGTERM never count.
+            max_attempts: failed items are retried on later runs until they have failed
+                this many times; then they stay recorded and are skipped.
         """
         if self._lifecycle != "open":
             raise UsageError(
@@ -194,10 +207,16 @@ class Resumable:
             )
         if progress is True:
             require_tqdm()  # before anything is consumed
+        if on_error not in ON_ERROR_CHOICES:
+            raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}")
+        if type(max_attempts) is not int or max_attempts < 1:
+            raise ValueError(f"max_attempts must be a whole number >= 1, got {max_attempts!r}")
+        self._on_error, self._max_attempts = on_error, max_attempts
         positional = self._progress
         if key is not None or isinstance(positional, KeyProgress):
             keyed = self._keyed_progress(key)
             self._iterated = True
+            self._report_failures(keyed.failures)
             self._display = open_display(progress, items, keyed.position, self.path.name)
             loop = self._keyed_loop(items, check_key_function(key), keyed)
             self._loop = weakref.ref(loop)
@@ -205,8 +224,14 @@ class Resumable:
         self._iterated = True
         # Skipping the done prefix runs the caller's iterable, so it happens here, outside
         # the library's signal-deferring code: ctrl+c during a long skip acts at once.
-        feed = positional.feed(items, str(self.path), on_change)
-        if positional.finished:
+        retry = [
+            item.position
+            for item in positional.failures.to_retry(max_attempts)
+            if item.position is not None
+        ]
+        feed, retried = positional.feed(items, str(self.path), on_change, retry=retry)
+        self._report_failures(positional.failures)
+        if positional.finished and not retried:
             logger.warning(
                 "%s: this job already finished (%d items); nothing to do. To run it "
                 "again, pass restart=True or delete the state file.",
@@ -219,9 +244,72 @@ class Resumable:
             self._checked_position = positional.position
         # Made once the done prefix is skipped, so a bar's clock starts with this run's work.
         self._display = open_display(progress, items, positional.position, self.path.name)
-        chunks = self._chunks(feed, positional)
+        chunks = self._chunks(feed, positional, retried)
         self._loop = weakref.ref(chunks)
         return itertools.chain.from_iterable(chunks)
+
+    @property
+    def failed(self) -> list[FailedItem]:
+        """The items that failed and are recorded (``iterate(..., on_error="record")``)."""
+        return list(self._progress.failures.items.values())
+
+    @contextlib.contextmanager
+    def attempt(self) -> Iterator[None]:
+        """Wrap the body of one item: with ``on_error="record"``, an exception leaving it is
+        recorded for the item and swallowed, and the loop goes on with the next item.
+
+        ::
+
+            for url in r.iterate(urls, key=str, on_error="record"):
+                with r.attempt():
+                    save(fetch(url))
+
+        Only `Exception` is caught: ctrl+c, SIGTERM (`Interrupted`) and `SystemExit` go
+        through. With ``on_error="raise"`` the exception propagates as usual. A failed
+        item is retried on later runs (`iterate`'s `max_attempts`).
+        """
+        where = self._item_in_flight()
+        try:
+            yield
+        except Exception as error:
+            if self._on_error != "record":
+                raise
+            keyed = isinstance(self._progress, KeyProgress)
+            failed = self._progress.failures.record(where, error, keyed=keyed)
+            self._item_failed = True
+            logger.warning(
+                "%s: item %s failed (%s: %s), attempt %d of %d; recorded, going on",
+                self.path,
+                repr(where) if keyed else f"#{where}",
+                failed.error_type,
+                failed.message,
+                failed.attempts,
+                self._max_attempts,
+            )
+
+    def _item_in_flight(self) -> str | int:
+        if self._in_flight is not None:
+            return self._in_flight
+        if self._in_chunk and self._feed is not None:
+            return self.position  # the index of the item whose body runs
+        raise UsageError(
+            "attempt() works in the body of `for item in r.iterate(...)`, around the work "
+            "for one item"
+        )
+
+    def _report_failures(self, failures: Failures) -> None:
+        given_up = [item for item in failures.items.values() if item.attempts >= self._max_attempts]
+        if given_up:
+            logger.warning(
+                "%s: %d items failed %d times or more and are skipped; see r.failed or "
+                "`resumable status %s`",
+                self.path,
+                len(given_up),
+                self._max_attempts,
+                self.path,
+            )
+        if retrying := len(failures) - len(given_up):
+            logger.info("%s: retrying %d failed items", self.path, retrying)
 
     def save(self) -> None:
         """Save the progress and `state` now.
@@ -380,7 +468,7 @@ class Resumable:
 
     @defers_signals
     def _chunks(
-        self, feed: Feed[T], progress: PositionProgress
+        self, feed: Feed[T], progress: PositionProgress, retried: list[tuple[int, T]]
     ) -> Generator[Iterator[T], None, None]:
         """Hand the loop its items a chunk at a time; book-keep between chunks.
 
@@ -393,6 +481,16 @@ class Resumable:
         self._feed = feed
         self._signals.loop_running = True
         try:
+            # Failed items of earlier runs first, one item a chunk: when chain asks for the
+            # next chunk, the body of the item ran to its end.
+            for position, item in retried:
+                self._in_flight, self._item_failed = position, False
+                yield iter((item,))
+                if not self._item_failed:
+                    progress.failures.succeeded(position)
+                self._in_flight = None
+                if self._signals.pending is not None:
+                    raise self._signals.take_exception()
             while True:
                 # While a chunk is out, the last item taken is in flight: if the loop is
                 # left now (break, an exception), `_settle_position` counts it as not done.
@@ -445,7 +543,7 @@ class Resumable:
         """Hand out the items whose key is not done; an item is done once the loop asks
         for the next one. Python code per item (the key function runs per item anyway);
         not a signal-deferring section, because the caller's iterable and key run here."""
-        done = progress.done
+        done, failures = progress.done, progress.failures
         self._signals.loop_running = True
         try:
             countdown = self._items_between_checks
@@ -453,10 +551,16 @@ class Resumable:
                 item_key = key(item)
                 if type(item_key) is not str and type(item_key) is not int:
                     check_keys([item_key])  # raises UsageError, naming the bad key
-                if item_key in done:
+                if item_key in done or failures.given_up(item_key, self._max_attempts):
                     continue
+                self._in_flight, self._item_failed = item_key, False
                 yield item
-                progress.mark_done(item_key)
+                self._in_flight = None
+                if self._item_failed:  # recorded by attempt(): retried on a later run
+                    pass
+                else:
+                    progress.mark_done(item_key)
+                    failures.succeeded(item_key)
                 countdown -= 1
                 if countdown <= 0 or self._stop_soon:
                     self._at_boundary(progress.position)  # raises when a signal came

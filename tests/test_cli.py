@@ -47,6 +47,8 @@ JSON_KEYS = {
     "saved_at",
     "seconds_since_saved",
     "state_keys",
+    "progress_kind",
+    "failed",
     "format_version",
     "from_backup",
     "running",
@@ -174,6 +176,8 @@ def test_status_json_has_every_key_with_utc_times(
         "saved_at": "2026-11-26T10:00:00+00:00",
         "seconds_since_saved": 180.0,
         "state_keys": ["a", "b"],
+        "progress_kind": "position",
+        "failed": [],
         "format_version": 1,
         "from_backup": False,
         "running": False,
@@ -581,3 +585,34 @@ def test_the_console_script_and_python_m_run_the_same_command_line(tmp_path: Pat
     done = installed(script, "reset", "--yes", "job.state", cwd=tmp_path)
     assert (done.returncode, done.stderr) == (0, "")
     assert not state.exists()
+
+
+def test_status_lists_the_failed_items_of_a_keyed_job(
+    state_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with freeze_time("2026-11-27 09:00:00", tick=False), Resumable(state_path) as r:
+        for url in r.iterate([f"u{n}" for n in range(9)], key=str, on_error="record"):
+            with r.attempt():
+                if url in ("u1", "u2", "u3", "u4", "u5", "u6"):
+                    raise ConnectionError(f"{url} timed out")
+    status, out, _ = run(capsys, "status", state_path)
+    assert status == 0
+    assert "  progress     by key" in out
+    assert (
+        "  failed       6 items (retried by later runs up to their max_attempts); the first 5:"
+        in out
+    )
+    assert "               'u1': ConnectionError: u1 timed out (once)" in out
+    assert "'u6'" not in out
+    status, out, _ = run(capsys, "status", "--json", state_path)
+    (report,) = json.loads(out)
+    assert report["progress_kind"] == "keys"
+    assert [item["key"] for item in report["failed"]] == ["u1", "u2", "u3", "u4", "u5", "u6"]
+    assert report["failed"][0] == {
+        "key": "u1",
+        "position": None,
+        "error_type": "ConnectionError",
+        "message": "u1 timed out",
+        "attempts": 1,
+        "failed_at": "2026-11-27T09:00:00+00:00",
+    }

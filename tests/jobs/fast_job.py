@@ -1,6 +1,7 @@
 """A job that runs its items as fast as its saves allow, for kill -9 and signal storms.
 
     python fast_job.py STATE EFFECTS --items N --every K [--keyed [--shuffle SEED]]
+        [--fail-every F]
 
 It prints one flushed line per event: ``ready <position> <runs>`` once inside the with
 block; per item, ``saved <i>`` first when a save completed since the previous item (the
@@ -8,6 +9,8 @@ file then holds position ``i``), then it appends ``<i>`` to the effects log (one
 write) and prints ``end <i>``; after the with block ``done <position> <finished>``.
 SIGINT, SIGTERM and SIGHUP start at Python's defaults. With ``--keyed`` progress is kept by
 key (the item itself), and ``--shuffle SEED`` hands the items out in an order of its own.
+With ``--fail-every F`` the items divisible by F print ``failed <i>`` and raise inside
+``r.attempt()``, with ``on_error="record"``: recorded, never in the effects log.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import os
 import random
 import signal
 from pathlib import Path
+from typing import Literal
 
 import resumable
 
@@ -30,6 +34,12 @@ def main() -> None:
     parser.add_argument("--every", type=int, required=True, help="policy NPolicy(EVERY)")
     parser.add_argument("--keyed", action="store_true", help="iterate(..., key=int)")
     parser.add_argument("--shuffle", type=int, default=None, help="shuffle with this seed")
+    parser.add_argument(
+        "--fail-every",
+        type=int,
+        default=0,
+        help="items divisible by this raise inside r.attempt(), recorded (on_error='record')",
+    )
     parsed = parser.parse_args()
     items, every = int(parsed.items), int(parsed.every)
     order = list(range(items))
@@ -45,11 +55,17 @@ def main() -> None:
     with resumable.Resumable(parsed.state, policy=resumable.NPolicy(every)) as job:
         print(f"ready {job.position} {job.runs}", flush=True)
         saves = job.saves
-        for item in job.iterate(order, key=key):
+        fail_every = int(parsed.fail_every)
+        on_error: Literal["raise", "record"] = "record" if fail_every else "raise"
+        for item in job.iterate(order, key=key, on_error=on_error, max_attempts=1000):
             if job.saves != saves:
                 saves = job.saves
                 print(f"saved {item}", flush=True)
-            os.write(effects, f"{item}\n".encode())
+            with job.attempt():
+                if fail_every and item % fail_every == 0:
+                    print(f"failed {item}", flush=True)
+                    raise ValueError(f"item {item} fails")
+                os.write(effects, f"{item}\n".encode())
             print(f"end {item}", flush=True)
     print(f"done {job.position} {job.finished}", flush=True)
 
