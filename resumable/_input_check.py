@@ -56,6 +56,7 @@ class InputHead:
     def __init__(self) -> None:
         self.reprs: list[str] = []
         self.stable = True
+        self._digest: tuple[int, str] | None = None  # (items covered, their fingerprint)
 
     @property
     def full(self) -> bool:
@@ -83,9 +84,13 @@ class InputHead:
 
     def record(self, length: int | None, done: int) -> InputRecord:
         """The record to save once `done` items are done."""
-        covered = min(done, len(self.reprs)) if self.stable else 0
-        digest = fingerprint(self.reprs[:covered]) if self.stable else None
-        return InputRecord(length, covered, digest)
+        if not self.stable:
+            return InputRecord(length, 0, None)
+        covered = min(done, len(self.reprs))
+        # Every save asks; once the head is complete the answer never changes.
+        if self._digest is None or self._digest[0] != covered:
+            self._digest = (covered, fingerprint(self.reprs[:covered]))
+        return InputRecord(length, covered, self._digest[1])
 
 
 def fingerprint(reprs: Iterable[str]) -> str:

@@ -129,16 +129,23 @@ class KeyProgress:
         if writer is None:
             writer = JournalWriter.open(_journal.journal_path(state, self.generation), self.length)
             self._writer = writer
-        self.length = writer.append(self.unsaved)
+        try:
+            self.length = writer.append(self.unsaved)
+        except BaseException:
+            # A writer refuses appends after a failure; the next save opens the journal
+            # again at the committed length, which cuts off what this one left.
+            self.close()
+            raise
         self._records += 1
-        self.unsaved = []
+        self.unsaved.clear()  # in place: the loop holds this list's append
 
     def _fold(self, state: Path) -> None:
         generation = _journal.next_generation(state, self.generation)
         length = _journal.fold(_journal.journal_path(state, generation), list(self.done))
         self.close()
         # The old generation stays until a later run opens the job: the backup may name it.
-        self.generation, self.length, self.unsaved = generation, length, []
+        self.generation, self.length = generation, length
+        self.unsaved.clear()
         self._records = 1
         logger.info("%s: folded the key journal into generation %d", state, generation)
 

@@ -543,7 +543,11 @@ class Resumable:
         """Hand out the items whose key is not done; an item is done once the loop asks
         for the next one. Python code per item (the key function runs per item anyway);
         not a signal-deferring section, because the caller's iterable and key run here."""
-        done, failures = progress.done, progress.failures
+        # Locals, not attributes or method calls, on the per-item path: each of these saves
+        # tens of nanoseconds an item. The containers are never replaced, only changed.
+        done, done_add, unsaved_add = progress.done, progress.done.add, progress.unsaved.append
+        failed = progress.failures.items
+        max_attempts = self._max_attempts
         self._signals.loop_running = True
         try:
             countdown = self._items_between_checks
@@ -551,19 +555,23 @@ class Resumable:
                 item_key = key(item)
                 if type(item_key) is not str and type(item_key) is not int:
                     check_keys([item_key])  # raises UsageError, naming the bad key
-                if item_key in done or failures.given_up(item_key, self._max_attempts):
+                if item_key in done:
                     continue
-                self._in_flight, self._item_failed = item_key, False
+                if failed and item_key in failed and failed[item_key].attempts >= max_attempts:
+                    continue  # given up: left recorded
+                self._in_flight = item_key
                 yield item
                 self._in_flight = None
                 if self._item_failed:  # recorded by attempt(): retried on a later run
-                    pass
+                    self._item_failed = False
                 else:
-                    progress.mark_done(item_key)
-                    failures.succeeded(item_key)
+                    done_add(item_key)
+                    unsaved_add(item_key)
+                    if failed:
+                        failed.pop(item_key, None)  # it failed before; now it ran
                 countdown -= 1
                 if countdown <= 0 or self._stop_soon:
-                    self._at_boundary(progress.position)  # raises when a signal came
+                    self._at_boundary(len(done))  # raises when a signal came
                     countdown = self._items_between_checks
             progress.finished = True
             self._save()
