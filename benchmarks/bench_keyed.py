@@ -127,7 +127,8 @@ def main() -> None:
 
         resumes = [resume_seconds(many_path, many) for _ in range(3)]
         print(
-            f"### Resuming with {many + rounds * BATCH:,} done keys, {many:,} of them in the input (3 runs)"
+            f"### Resuming with {many + rounds * BATCH:,} done keys, {many:,} of them in "
+            "the input (3 runs)"
         )
         print()
         print(table(["run", "seconds"], [[str(n + 1), f"{s:.2f}"] for n, s in enumerate(resumes)]))
