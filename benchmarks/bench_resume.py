@@ -140,9 +140,10 @@ def main() -> None:
                 one_left, make_state(one_left, items, size - 1), lambda: items
             ),
             # Position = length, not marked finished: as after a stop during the last item.
-            # Made on a one-longer range, as no break can leave a loop after its last item.
+            # Made on a one-longer input, as no break can leave a loop after its last item;
+            # a generator, so that the state records no length for the list to differ from.
             f"list of {size:,}, none left (position {size:,}, not finished)": Resume(
-                none_left, make_state(none_left, range(size + 1), size), lambda: items
+                none_left, make_state(none_left, iter(range(size + 1)), size), lambda: items
             ),
             f"list of {size:,}, finished job": Resume(
                 finished, make_state(finished, items, None), lambda: items

@@ -6,6 +6,7 @@ every message says what went wrong and what to do next.
 
 from __future__ import annotations
 
+import errno
 import signal
 
 
@@ -86,3 +87,12 @@ def signal_name(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
+
+
+def describe_os_error(error: BaseException) -> str:
+    """An I/O error as it reads in a message: its reason and errno name, e.g.
+    ``No space left on device [ENOSPC]``; any other exception as its repr."""
+    if isinstance(error, OSError):
+        name = errno.errorcode.get(error.errno or 0, "error")
+        return f"{error.strerror or error} [{name}]"
+    return repr(error)

@@ -47,7 +47,7 @@ from typing import Any, BinaryIO, TypeAlias
 import orjson
 
 from resumable._durable import fsync_directory, fsync_file
-from resumable._errors import StateFileError, StateWriteError, UsageError
+from resumable._errors import StateFileError, StateWriteError, UsageError, describe_os_error
 
 Key: TypeAlias = str | int
 
@@ -410,7 +410,7 @@ class JournalWriter:
                 new_file = True
         except OSError as error:
             raise StateWriteError(
-                f"cannot open the key journal {path} for writing: {_describe(error)}. "
+                f"cannot open the key journal {path} for writing: {describe_os_error(error)}. "
                 "Check that this user may write to it and to its directory.",
                 errno=error.errno,
             ) from error
@@ -429,7 +429,7 @@ class JournalWriter:
             os.close(fd)
             raise StateWriteError(
                 f"cannot cut the key journal {path} back to its committed {length:,} bytes: "
-                f"{_describe(error)}",
+                f"{describe_os_error(error)}",
                 errno=error.errno,
             ) from error
         except BaseException:
@@ -459,8 +459,8 @@ class JournalWriter:
         if self._failure is not None:
             raise StateWriteError(
                 f"the key journal {self.path} takes no more keys after an earlier append "
-                f"failed ({_describe(self._failure)}): its bytes past the last commit cannot "
-                "be trusted. Open it again at its committed length to go on.",
+                f"failed ({describe_os_error(self._failure)}): its bytes past the last commit "
+                "cannot be trusted. Open it again at its committed length to go on.",
                 errno=getattr(self._failure, "errno", None),
             )
         if not batch:
@@ -477,7 +477,8 @@ class JournalWriter:
             if isinstance(error, OSError):
                 raise StateWriteError(
                     f"could not record {len(batch):,} finished keys in the key journal "
-                    f"{self.path}: {_describe(error)}. The keys of earlier saves are intact.",
+                    f"{self.path}: {describe_os_error(error)}. The keys of earlier saves are "
+                    "intact.",
                     errno=error.errno,
                 ) from error
             raise
@@ -521,7 +522,7 @@ def fold(path: Path, keys: Iterable[Key]) -> int:
             "the file exists already, and a fold only writes a new generation; choose one "
             "that no file has (next_generation)"
             if error.errno == errno.EEXIST
-            else _describe(error)
+            else describe_os_error(error)
         )
         raise StateWriteError(
             f"cannot write the folded key journal {path}: {reason}", errno=error.errno
@@ -542,7 +543,7 @@ def fold(path: Path, keys: Iterable[Key]) -> int:
             os.unlink(path)
         if isinstance(error, OSError):
             raise StateWriteError(
-                f"could not write the folded key journal {path}: {_describe(error)}. The "
+                f"could not write the folded key journal {path}: {describe_os_error(error)}. The "
                 "journal in use is unchanged.",
                 errno=error.errno,
             ) from error
@@ -555,10 +556,3 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, OSError):
-        name = errno.errorcode.get(error.errno or 0, "error")
-        return f"{error.strerror or error} [{name}]"
-    return repr(error)

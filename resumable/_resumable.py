@@ -502,7 +502,10 @@ class Resumable:
                 if feed.exhausted():
                     progress.position = start + feed.taken()
                     progress.finished = True
-                    self._save()
+                    # Items finished since the last save are saved at once; the finished
+                    # flag alone (a resume that found nothing left) waits for the exit.
+                    if progress.position != self._saved_position:
+                        self._save()
                     logger.info("%s: finished after %d items", self.path, start + feed.taken())
                     return
                 progress.position = start + feed.taken()
@@ -574,7 +577,8 @@ class Resumable:
                     self._at_boundary(len(done))  # raises when a signal came
                     countdown = self._items_between_checks
             progress.finished = True
-            self._save()
+            if progress.unsaved:  # as in _chunks: the flag alone waits for the exit
+                self._save()
             logger.info("%s: finished; %d items done", self.path, progress.position)
         finally:
             self._signals.loop_running = False

@@ -11,7 +11,6 @@ the state file and its backup to ``job.state.reset-<time>`` and ``job.state.rese
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import time
 import warnings
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resumable import _durable, _state_file
-from resumable._errors import ResumableWarning, StateFileError, StateWriteError
+from resumable._errors import ResumableWarning, StateFileError, StateWriteError, describe_os_error
 from resumable._lock import FileLock
 from resumable._state_file import StateDocument
 
@@ -167,7 +166,7 @@ class FileStore:
                 _durable.replace_atomically(self.path, data, keep_previous_as=self.backup)
         except OSError as error:
             raise StateWriteError(
-                f"could not save progress to {self.path}: {_describe(error)}. The previous "
+                f"could not save progress to {self.path}: {describe_os_error(error)}. The previous "
                 "state file is intact; items finished since it was saved will run again "
                 "next time.",
                 errno=error.errno,
@@ -177,7 +176,7 @@ class FileStore:
         except OSError as error:
             raise StateWriteError(
                 f"saved progress to {self.path}, but flushing its directory failed: "
-                f"{_describe(error)}. The new state is in place; after a power cut the "
+                f"{describe_os_error(error)}. The new state is in place; after a power cut the "
                 "previous save may come back, and items finished since it would run again.",
                 errno=error.errno,
             ) from error
@@ -216,7 +215,7 @@ class FileStore:
             _durable.fsync_directory(self.path.parent)
         except OSError as error:
             raise StateWriteError(
-                f"could not move {self.path} aside to {aside.name}: {_describe(error)}. "
+                f"could not move {self.path} aside to {aside.name}: {describe_os_error(error)}. "
                 "Check that this user may write to its directory.",
                 errno=error.errno,
             ) from error
@@ -234,8 +233,3 @@ class FileStore:
                 ):
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
-
-
-def _describe(error: OSError) -> str:
-    name = errno.errorcode.get(error.errno or 0, "error")
-    return f"{error.strerror or error} [{name}]"

@@ -386,3 +386,19 @@ def test_ctrl_c_while_skipping_the_done_prefix_acts_at_once(state_path: Path) ->
         r.iterate(numbers())
     assert produced == list(range(500))
     assert inspect(state_path).position == 800
+
+
+def test_a_resume_that_finds_nothing_left_records_the_end_at_exit_not_in_the_loop(
+    state_path: Path,
+) -> None:
+    """Position 5 of 5, not yet marked finished (the last item was stopped before the
+    completion save): the loop ends at once without a save; the exit records it."""
+    with Resumable(state_path) as r:
+        for item in r.iterate(iter(range(6))):
+            if item == 5:
+                break
+    with Resumable(state_path) as r:
+        assert list(r.iterate(range(5), on_change="continue")) == []
+        assert (r.finished, r.saves) == (True, 0)
+        assert not inspect(state_path).finished
+    assert (r.saves, inspect(state_path).finished) == (1, True)
