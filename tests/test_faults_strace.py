@@ -288,7 +288,8 @@ def test_kill9_at_every_call_of_every_save_keeps_exactly_the_last_completed_save
     clean = run_traced(Job(tmp_path), ["-e", f"trace={syscalls}"])
     assert clean.returncode == 0, clean.describe("the run without faults failed")
     total = len(clean.matching(calls))
-    assert total >= ITEMS, clean.describe("fewer calls than saves")
+    # Each save makes each call at least once, but a new job's first save links no backup.
+    assert total >= ITEMS - (syscalls == LINK), clean.describe("fewer calls than saves")
     for when in range(1, total + 1):
         directory = tmp_path / f"{when}"
         directory.mkdir()
