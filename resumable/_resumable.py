@@ -108,6 +108,7 @@ class Resumable:
         self._feed: Feed[Any] | None = None  # once the loop started
         self._display: LoopDisplay | None = None  # a progress bar, when asked for
         self._stop_soon = False
+        self._abandoned: weakref.finalize[[FileStore, SignalGuard], Resumable] | None = None
         self._on_error = "raise"
         self._max_attempts = 3
         self._in_flight: str | int | None = None  # a retried position, or a key
@@ -374,7 +375,7 @@ class Resumable:
         # exception at its very first line (from a trace function or a handler that is not
         # ours; ours wait), which skips the exit as it would any context manager's. Then
         # they are freed once the Resumable is garbage-collected.
-        weakref.finalize(self, _release_abandoned, self._store, self._signals)
+        self._abandoned = weakref.finalize(self, _release_abandoned, self._store, self._signals)
         self._store.lock()
         self._store.remove_stale_temp_files()
         self._load()
@@ -437,6 +438,8 @@ class Resumable:
             self._release()
         finally:
             self._release()
+        if self._abandoned is not None:
+            self._abandoned.detach()  # released: nothing left for the safety net to do
 
     @defers_signals
     def _release(self) -> None:
@@ -677,10 +680,14 @@ def _as_path(path: str | os.PathLike[str]) -> Path:
 
 
 def _release_abandoned(store: FileStore, signals: SignalGuard) -> None:
-    """Free what a Resumable whose exit never ran still holds (a no-op after an exit)."""
+    """Free what a Resumable whose exit never ran still holds.
+
+    It runs whenever the garbage collector gets to the object, perhaps while another
+    Resumable runs: so a handler is put back only where ours is still installed.
+    """
     store.unlock()
     if threading.current_thread() is threading.main_thread():  # signal.signal works there only
-        signals.restore()
+        signals.restore_where_still_ours()
 
 
 def _call_weakly(method: Callable[[], None]) -> Callable[[], None]:

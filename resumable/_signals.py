@@ -98,6 +98,13 @@ class SignalGuard:
             signal.signal(signum, previous)
             del self._previous[signum]  # only once it is back
 
+    def restore_where_still_ours(self) -> None:
+        """`restore`, but only for signals whose handler is still this guard's."""
+        for signum, previous in list(self._previous.items()):
+            if signal.getsignal(signum) == self._handle:
+                signal.signal(signum, previous)
+            del self._previous[signum]
+
     def take_exception(self) -> BaseException:
         """Turn the pending signal into the exception to raise, and remember it."""
         signum = self.pending if self.pending is not None else self.stop_requested

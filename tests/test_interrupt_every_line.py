@@ -391,6 +391,8 @@ def release_as_process_death_would(t: Trial, handlers: dict[int, Handler]) -> li
     notes: list[str] = []
     for run in t.opened:
         run._store.unlock()
+        if run._abandoned is not None:
+            run._abandoned.detach()  # its process is gone: no garbage collector runs later
     for signum, previous in handlers.items():
         signal.signal(signum, previous)
     on_files, on_directory = leaked_fds(t.directory)
@@ -605,3 +607,22 @@ def test_a_resumable_dropped_without_its_exit_frees_the_lock_and_handlers(
     gc.collect()
     assert signal.getsignal(signal.SIGINT) == before
     open_and_close(state_path)
+
+
+def test_a_dropped_resumable_leaves_the_handlers_of_a_later_one_alone(tmp_path: Path) -> None:
+    """The safety net runs whenever the collector gets to the object, perhaps while another
+    Resumable runs: it puts a handler back only where its own is still installed."""
+    before = signal.getsignal(signal.SIGINT)
+    first = Resumable(tmp_path / "first.state", quiet=True)
+    first.__enter__()
+    first._store.unlock()  # free its job, as if only its handlers were left behind
+    with Resumable(tmp_path / "second.state", quiet=True) as second:
+        installed = signal.getsignal(signal.SIGINT)
+        del first
+        gc.collect()
+        assert signal.getsignal(signal.SIGINT) == installed  # still the second one's
+        assert installed != before
+    assert second.position == 0
+    # The second one put back what it found: the first one's handler, which the first
+    # one's safety net no longer owns. The test puts the original back itself.
+    signal.signal(signal.SIGINT, before)
