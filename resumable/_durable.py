@@ -8,7 +8,6 @@ power loss the target holds either the previous bytes or the new ones.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 import secrets
@@ -70,7 +69,7 @@ def replace_atomically(target: Path, data: bytes, keep_previous_as: Path | None 
         fsync_file(fd)
         fd = close_fd(fd)
         if keep_previous_as is not None:
-            _link_over(target, keep_previous_as)
+            _keep_as_backup(target, keep_previous_as)
         _replace(temp, target)
     except BaseException:
         if fd is not None:
@@ -120,24 +119,31 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _link_over(source: Path, destination: Path) -> None:
-    """Make `destination` another name of `source`'s current content, atomically."""
-    temp = temp_name(destination)
+def _keep_as_backup(source: Path, backup: Path) -> None:
+    """Make `backup` another name of `source`'s current content: a hard link.
+
+    The old backup goes first, so for a moment there is none: harmless, because `source`
+    is intact until the replace that follows, and a backup is only read when `source` is
+    not. Replacing the backup atomically through a temp name would cost a rename and an
+    unlink more in every save.
+    """
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(backup)
     try:
+        os.link(source, backup)
+    except FileNotFoundError:
+        return  # nothing to keep yet
+    except OSError:
+        # File systems without hard links (FAT, some network shares): copy the bytes,
+        # through a temp file, so that a copy cut short never has the backup's name.
+        temp = temp_name(backup)
         try:
-            os.link(source, temp)
-        except OSError as error:
-            if error.errno == errno.ENOENT:
-                return  # nothing to keep yet
-            # File systems without hard links (FAT, some network shares): copy the bytes.
             temp.write_bytes(source.read_bytes())
-        _replace(temp, destination)
-    finally:
-        # Normally gone by now. But when `destination` already was `source` (a crash
-        # between keeping the backup and the replace leaves the two names on one file),
-        # POSIX makes the rename a no-op that succeeds and leaves `temp` behind.
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
+            _replace(temp, backup)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
 
 
 if sys.platform == "win32":  # pragma: no cover - Windows only

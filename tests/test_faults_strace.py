@@ -59,7 +59,8 @@ pytestmark = pytest.mark.skipif(
 ITEMS = 4  # save_job.py saves positions 1, 2, 3 and 4 (finished)
 LINK = "?link,linkat"
 RENAME = "?rename,renameat,renameat2"
-TRACED = f"write,fsync,{LINK},{RENAME},?unlink,unlinkat"
+UNLINK = "?unlink,unlinkat"
+TRACED = f"write,fsync,{LINK},{RENAME},{UNLINK}"
 
 # Regular expressions of the save's calls in a ``strace -y`` log, as templates over the
 # paths of one job (see `_patterns`). ``-y`` shows a descriptor with its path.
@@ -68,8 +69,8 @@ WRITE_TEMP = r"write\(\d+<{temp}>, "
 WRITE_BACKUP_TEMP = r"write\(\d+<{backup_temp}>, "
 FSYNC_TEMP = r"fsync\(\d+<{temp}>\)"
 FSYNC_DIRECTORY = r"fsync\(\d+<{directory}>\)"
-LINK_BACKUP = rf'link(?:at)?\({_AT}"{{state}}", {_AT}"{{backup_temp}}"'
-RENAME_BACKUP = rf'rename(?:at2?)?\({_AT}"{{backup_temp}}", {_AT}"{{backup}}"'
+LINK_BACKUP = rf'link(?:at)?\({_AT}"{{state}}", {_AT}"{{backup}}"'
+UNLINK_BACKUP = rf'unlink(?:at)?\({_AT}"{{backup}}"'
 RENAME_STATE = rf'rename(?:at2?)?\({_AT}"{{temp}}", {_AT}"{{state}}"'
 
 
@@ -225,11 +226,11 @@ KILL_POINTS = [
     # The lock file's pid, the first save and then the second save write once each.
     KillPoint("write-temp", "write", 3, WRITE_TEMP, 2, position=1, leftovers=1),
     KillPoint("fsync-temp", "fsync", 3, FSYNC_TEMP, 2, position=1, leftovers=1),
-    # A new job's first save keeps no backup: the second save makes the first link.
+    # A new job's first save keeps no backup: the second save removes the old backup (none
+    # yet: the call fails, as it does once), then links the state file as the backup.
+    KillPoint("unlink-backup", UNLINK, 1, UNLINK_BACKUP, 1, position=1, leftovers=1),
     KillPoint("link-backup", LINK, 1, LINK_BACKUP, 1, position=1, leftovers=1),
-    # The backup temp file is the old state file's second name: two temp files are left.
-    KillPoint("rename-backup", RENAME, 2, RENAME_BACKUP, 1, position=1, leftovers=2),
-    KillPoint("rename-state", RENAME, 3, RENAME_STATE, 2, position=1, leftovers=1),
+    KillPoint("rename-state", RENAME, 2, RENAME_STATE, 2, position=1, leftovers=1),
     KillPoint(
         "fsync-directory",
         "fsync",
@@ -334,9 +335,9 @@ class IoFault:
 IO_FAULTS = [
     IoFault("enospc-write-temp", "ENOSPC", ("write:error=ENOSPC:when=3+",), WRITE_TEMP, 2),
     IoFault("eio-fsync-temp", "EIO", ("fsync:error=EIO:when=3+",), FSYNC_TEMP, 2),
-    # Every other rename from the third on: each save's final rename, never its backup's.
-    IoFault("exdev-rename-state", "EXDEV", (f"{RENAME}:error=EXDEV:when=3+2",), RENAME_STATE, 2),
-    IoFault("eacces-rename-state", "EACCES", (f"{RENAME}:error=EACCES:when=3+2",), RENAME_STATE, 2),
+    # Every rename from the second on: a save renames once, its temp file over the state.
+    IoFault("exdev-rename-state", "EXDEV", (f"{RENAME}:error=EXDEV:when=2+",), RENAME_STATE, 2),
+    IoFault("eacces-rename-state", "EACCES", (f"{RENAME}:error=EACCES:when=2+",), RENAME_STATE, 2),
     # A real error: the file size limit. The first write stops short at the limit (64 of
     # about 250 bytes), the second fails; both are the second write to that temp file.
     IoFault("efbig-rlimit-fsize", "EFBIG", (), WRITE_TEMP, 3, ("--fsize-limit", "64")),

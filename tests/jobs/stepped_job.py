@@ -154,13 +154,13 @@ def install_test_points(options: Options) -> None:
         _durable.fsync_file = blocking_fsync
 
     if options.block_after_backup:
-        keep_backup = _durable._link_over
+        keep_backup = _durable._keep_as_backup
 
         def keep_backup_then_block(source: Path, destination: Path) -> None:
             keep_backup(source, destination)
             wait_for_line("backup kept")
 
-        _durable._link_over = keep_backup_then_block
+        _durable._keep_as_backup = keep_backup_then_block
 
     if options.pause_after_restore:
         restore = SignalGuard.restore
