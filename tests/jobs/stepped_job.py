@@ -156,8 +156,8 @@ def install_test_points(options: Options) -> None:
     if options.block_after_backup:
         keep_backup = _durable._keep_as_backup
 
-        def keep_backup_then_block(source: Path, destination: Path) -> None:
-            keep_backup(source, destination)
+        def keep_backup_then_block(source: Path, backup: Path) -> None:
+            keep_backup(source, backup)
             wait_for_line("backup kept")
 
         _durable._keep_as_backup = keep_backup_then_block
