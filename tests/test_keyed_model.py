@@ -1,0 +1,125 @@
+"""Keyed progress against a model, over random runs: inputs that change, breaks,
+exceptions, recorded failures, ctrl+c and crashes (a run dropped without its exit)."""
+
+from __future__ import annotations
+
+import signal
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from resumable import NPolicy, Resumable, inspect
+from resumable._keyed import KeyProgress
+
+UNIVERSE = [f"k{n}" for n in range(12)]
+
+
+class FailingError(Exception):
+    """An item's body failed (recorded with on_error="record")."""
+
+
+class StopError(Exception):
+    """An exception that ends the loop (not recorded)."""
+
+
+@dataclass(frozen=True)
+class Run:
+    items: list[str]
+    end: str  # "exhausted", "break", "raise", "ctrl+c", "crash"
+    at: int  # the index of the item where the run ends (unless exhausted)
+    failing: frozenset[str]  # items whose body fails inside r.attempt()
+    every: int  # NPolicy(every)
+
+
+runs = st.builds(
+    Run,
+    items=st.lists(st.sampled_from(UNIVERSE), unique=True, max_size=12),
+    end=st.sampled_from(["exhausted", "break", "raise", "ctrl+c", "crash"]),
+    at=st.integers(0, 11),
+    failing=st.frozensets(st.sampled_from(UNIVERSE), max_size=3),
+    every=st.integers(1, 4),
+)
+
+
+def play(path: Path, run: Run, completed: set[str]) -> list[str]:
+    """One run; returns the items it handed out. `completed` gets the items whose body
+    ran to its end in this run."""
+    handed: list[str] = []
+    crashed = False
+    job = Resumable(path, policy=NPolicy(run.every), quiet=True)
+    job.__enter__()
+    try:
+        for index, item in enumerate(job.iterate(run.items, key=str, on_error="record")):
+            handed.append(item)
+            if index == run.at and run.end != "exhausted":
+                if run.end == "break":
+                    break
+                if run.end == "raise":
+                    raise StopError(item)
+                if run.end == "ctrl+c":
+                    signal.raise_signal(signal.SIGINT)  # first signal: the item finishes
+                if run.end == "crash":
+                    # As kill -9 would leave it: no exit, the kernel frees the lock.
+                    crashed = True
+                    job._store.unlock()
+                    job._signals.restore()
+                    if job._abandoned is not None:
+                        job._abandoned.detach()
+                    return handed
+            ran_to_the_end = False
+            with job.attempt():
+                if item in run.failing:
+                    raise FailingError(item)
+                ran_to_the_end = True
+            if ran_to_the_end:
+                completed.add(item)
+    except (StopError, KeyboardInterrupt):
+        pass
+    finally:
+        if not crashed:
+            job.__exit__(None, None, None)
+    return handed
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(runs, min_size=1, max_size=6))
+def test_keyed_progress_matches_the_model(plan: list[Run]) -> None:
+    check(plan)
+
+
+@pytest.mark.slow
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(runs, min_size=1, max_size=10))
+def test_keyed_progress_matches_the_model_in_long_runs(plan: list[Run]) -> None:
+    check(plan)
+
+
+def check(plan: list[Run]) -> None:
+    """Play the runs of `plan` on one job; after each, compare the job with the model."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "job.state"
+        completed: set[str] = set()  # bodies that ran to their end, over all runs
+        saved_done: set[str | int] = set()  # what the state file committed at the last check
+        for run in plan:
+            completed_now: set[str] = set()
+            handed = play(path, run, completed_now)
+            completed |= completed_now
+            # Never hands out an item already done as of this run's start.
+            assert not set(handed) & saved_done, (run, handed, saved_done)
+            if not path.exists():
+                continue
+            snapshot = inspect(path)
+            with Resumable(path) as r:  # what a next run would skip
+                assert isinstance(r._progress, KeyProgress)
+                done = set(r._progress.done)
+            # Saved progress never exceeds completed work.
+            assert done <= completed, (done - completed, run)
+            assert snapshot.position == len(done)
+            if run.end != "crash":
+                # After a graceful end, every completed item of this run is saved.
+                assert completed_now <= done, (run, completed_now, done)
+            saved_done = done
