@@ -122,12 +122,9 @@ class SignalGuard:
         handler would raise, so it just propagates.
         """
         signum: int | None = None
-        if isinstance(exception, Interrupted) and self.stop_requested is not None:
-            # Not only `_raised`: when a second signal's exception is lost (raised where
-            # Python ignores exceptions, such as a finalizer), the first one escapes.
-            signum = exception.signum
-        elif exception is not None and exception is self._raised:
-            pass  # a KeyboardInterrupt: it is what the default SIGINT handler raises
+        if exception is not None and exception is self._raised:
+            if isinstance(exception, Interrupted):
+                signum = exception.signum
         elif self.pending is not None:
             signum = self.pending
         self.pending = None

@@ -408,7 +408,13 @@ def signal_storm(
                 child.send_signal(signum)
             result = child.finish()
         why = child.describe(f"{context} (seed {seed})")
-        assert result.returncode == -signum, why
+        if twice and result.returncode == 128 + signum:
+            # The second signal landed between the loop's end and the with statement's
+            # call of the exit (docs/guarantees.md, Limits): the exit was skipped, as after
+            # a crash; the state is as the last save left it.
+            assert not any("stopped by" in line for line in result.stderr_lines), why
+        else:
+            assert result.returncode == -signum, why
         snapshot = job.snapshot()
         assert not snapshot.from_backup, why
         assert snapshot.position >= position, why
