@@ -32,9 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 import signal
-import subprocess
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -49,9 +47,8 @@ _JOBS = str(Path(__file__).resolve().parent / "jobs")
 if _JOBS not in sys.path:
     sys.path.insert(0, _JOBS)
 
-from harness import JOBS_DIR, TIMEOUT, Child, Job, child_env  # noqa: E402
+from harness import STRACE, Child, Job, Traced, child_env, run_script  # noqa: E402
 
-STRACE = shutil.which("strace")
 pytestmark = pytest.mark.skipif(
     STRACE is None or not sys.platform.startswith("linux"), reason="needs strace, on Linux"
 )
@@ -100,80 +97,15 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@dataclass(frozen=True)
-class Traced:
-    """A run of save_job.py under strace: how it ended, its stdout lines, the strace log."""
-
-    command: list[str]
-    returncode: int
-    stdout: list[str]
-    stderr: str
-    log: list[str]
-
-    def describe(self, problem: str) -> str:
-        """`problem`, with the command, the output and the end of the strace log."""
-        log = "\n    ".join(self.log[-25:])
-        return (
-            f"{problem}\n  command: {' '.join(self.command)}\n  returncode: {self.returncode}"
-            f"\n  stdout: {self.stdout}\n  stderr: {self.stderr[-3000:]!r}"
-            f"\n  strace log (end):\n    {log}"
-        )
-
-    def matching(self, pattern: re.Pattern[str]) -> list[str]:
-        """The log lines of calls that match `pattern`."""
-        return [line for line in self.log if pattern.search(line)]
-
-    def killed_call(self) -> str:
-        """The log line of the call the process was killed in."""
-        for index, line in enumerate(self.log):
-            if line.endswith("+++ killed by SIGKILL +++") and index > 0:
-                return self.log[index - 1]
-        raise AssertionError(self.describe("the log shows no kill"))
-
-    def first_failure(self, errno_name: str) -> str:
-        """The log line of the first call that failed with `errno_name`."""
-        for line in self.log:
-            if f"= -1 {errno_name} " in line:
-                return line
-        raise AssertionError(self.describe(f"no call failed with {errno_name}"))
-
-    def check_is_nth(self, line: str, pattern: re.Pattern[str], nth: int, what: str) -> None:
-        """Fail unless `line` is the `nth` call (from 1) of the log that matches `pattern`."""
-        assert pattern.search(line), self.describe(f"{what}: hit {line!r}")
-        calls = self.matching(pattern)
-        number = calls.index(line) + 1 if line in calls else None
-        assert number == nth, self.describe(
-            f"{what}: hit call {number} of those matching {pattern.pattern!r}, not call {nth}"
-        )
-
-
 def run_traced(job: Job, strace_options: Sequence[str], *job_options: str) -> Traced:
     """Run save_job.py on `job` under ``strace -f -qq -y -o LOG`` with `strace_options`."""
-    assert STRACE is not None
-    log = job.directory / "strace.log"
-    command = [
-        STRACE,
-        "-f",
-        "-qq",
-        "-y",
-        "-o",
-        str(log),
-        *strace_options,
-        sys.executable,
-        str(JOBS_DIR / "save_job.py"),
-        str(job.state),
-        "--items",
-        str(ITEMS),
-        *job_options,
-    ]
     # No .pyc writes: they would add write and rename calls to the count.
-    env = {**child_env(), "PYTHONDONTWRITEBYTECODE": "1"}
-    completed = subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=TIMEOUT, check=False
-    )
-    lines = log.read_text().splitlines() if log.exists() else []
-    return Traced(
-        command, completed.returncode, completed.stdout.splitlines(), completed.stderr, lines
+    return run_script(
+        "save_job.py",
+        [str(job.state), "--items", str(ITEMS), *job_options],
+        log=job.directory / "strace.log",
+        strace_options=strace_options,
+        env={**child_env(), "PYTHONDONTWRITEBYTECODE": "1"},
     )
 
 

@@ -13,10 +13,8 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import struct
-import subprocess
 import sys
 import zlib
 from collections.abc import Sequence
@@ -47,10 +45,9 @@ _JOBS = str(Path(__file__).resolve().parent / "jobs")
 if _JOBS not in sys.path:
     sys.path.insert(0, _JOBS)
 
-from harness import JOBS_DIR, TIMEOUT, Child, campaign_seed, child_env  # noqa: E402
+from harness import STRACE, Child, Traced, campaign_seed, run_script  # noqa: E402
 from journal_job import batch_keys  # noqa: E402
 
-STRACE = shutil.which("strace")
 needs_strace = pytest.mark.skipif(
     STRACE is None or not sys.platform.startswith("linux"), reason="needs strace, on Linux"
 )
@@ -568,43 +565,13 @@ def test_kill9_while_appending_many_times(tmp_path: Path) -> None:
 # -- I/O errors ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Run:
-    """A run of journal_job.py: its return code, stdout lines, stderr and strace log."""
-
-    command: list[str]
-    returncode: int
-    stdout: list[str]
-    stderr: str
-    log: list[str]
-
-    def describe(self, problem: str) -> str:
-        """`problem`, with the command, the output and the end of the strace log."""
-        log = "\n    ".join(self.log[-25:])
-        return (
-            f"{problem}\n  command: {' '.join(self.command)}\n  returncode: {self.returncode}"
-            f"\n  stdout: {self.stdout}\n  stderr: {self.stderr[-3000:]!r}\n  log:\n    {log}"
-        )
-
-    def calls(self, name: str, path: Path) -> list[str]:
-        """The log lines of the system call `name` on the file `path`."""
-        pattern = re.compile(rf"^\d+\s+{name}\(\d+<{re.escape(str(path))}>")
-        return [line for line in self.log if pattern.search(line)]
-
-
-def run_job(journal: Path, strace_options: Sequence[str], *args: str) -> Run:
+def run_job(journal: Path, strace_options: Sequence[str], *args: str) -> Traced:
     """Run journal_job.py, under ``strace -f -qq -y -o LOG`` when given strace options."""
-    log = journal.with_name("strace.log")
-    command = [sys.executable, str(JOBS_DIR / "journal_job.py"), str(journal), *args]
-    if strace_options:
-        assert STRACE is not None
-        command = [STRACE, "-f", "-qq", "-y", "-o", str(log), *strace_options, *command]
-    completed = subprocess.run(
-        command, capture_output=True, text=True, env=child_env(), timeout=TIMEOUT, check=False
-    )
-    lines = log.read_text().splitlines() if log.exists() else []
-    return Run(
-        command, completed.returncode, completed.stdout.splitlines(), completed.stderr, lines
+    return run_script(
+        "journal_job.py",
+        [str(journal), *args],
+        log=journal.with_name("strace.log"),
+        strace_options=strace_options,
     )
 
 
@@ -616,7 +583,7 @@ def record_lengths(size: int, batches: int) -> list[int]:
     return lengths
 
 
-def error_report(run: Run, line: str, prefix: str, errno_name: str) -> str:
+def error_report(run: Traced, line: str, prefix: str, errno_name: str) -> str:
     """The message of a reported `StateWriteError`, checked for its errno."""
     kind, _, payload = line.partition(" ")
     assert kind == prefix, run.describe(f"expected an {prefix!r} line, got {line!r}")

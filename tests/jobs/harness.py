@@ -19,12 +19,14 @@ import fcntl
 import os
 import queue
 import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -334,3 +336,88 @@ class Job:
         finally:
             os.close(fd)  # closing the only descriptor also drops a lock taken above
         return True
+
+
+# -- scripts run to their end, optionally under strace ----------------------------------
+
+STRACE = shutil.which("strace")
+
+
+@dataclass(frozen=True)
+class Traced:
+    """A job script run to its end: how it ended, its stdout lines, its strace log (empty
+    when it did not run under strace)."""
+
+    command: list[str]
+    returncode: int
+    stdout: list[str]
+    stderr: str
+    log: list[str]
+
+    def describe(self, problem: str) -> str:
+        """`problem`, with the command, the output and the end of the strace log."""
+        log = "\n    ".join(self.log[-25:])
+        return (
+            f"{problem}\n  command: {' '.join(self.command)}\n  returncode: {self.returncode}"
+            f"\n  stdout: {self.stdout}\n  stderr: {self.stderr[-3000:]!r}"
+            f"\n  strace log (end):\n    {log}"
+        )
+
+    def matching(self, pattern: re.Pattern[str]) -> list[str]:
+        """The log lines of calls that match `pattern`."""
+        return [line for line in self.log if pattern.search(line)]
+
+    def killed_call(self) -> str:
+        """The log line of the call the process was killed in."""
+        for index, line in enumerate(self.log):
+            if line.endswith("+++ killed by SIGKILL +++") and index > 0:
+                return self.log[index - 1]
+        raise AssertionError(self.describe("the log shows no kill"))
+
+    def first_failure(self, errno_name: str) -> str:
+        """The log line of the first call that failed with `errno_name`."""
+        for line in self.log:
+            if f"= -1 {errno_name} " in line:
+                return line
+        raise AssertionError(self.describe(f"no call failed with {errno_name}"))
+
+    def check_is_nth(self, line: str, pattern: re.Pattern[str], nth: int, what: str) -> None:
+        """Fail unless `line` is the `nth` call (from 1) of the log that matches `pattern`."""
+        assert pattern.search(line), self.describe(f"{what}: hit {line!r}")
+        calls = self.matching(pattern)
+        number = calls.index(line) + 1 if line in calls else None
+        assert number == nth, self.describe(
+            f"{what}: hit call {number} of those matching {pattern.pattern!r}, not call {nth}"
+        )
+
+    def calls(self, name: str, path: Path) -> list[str]:
+        """The log lines of the system call `name` on the file `path`."""
+        return self.matching(re.compile(rf"^\d+\s+{name}\(\d+<{re.escape(str(path))}>"))
+
+
+def run_script(
+    script: str,
+    args: Sequence[str],
+    *,
+    log: Path,
+    strace_options: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> Traced:
+    """Run a job script of this directory to its end, under ``strace -f -qq -y -o LOG``
+    with `strace_options` when there are any."""
+    command = [sys.executable, str(JOBS_DIR / script), *args]
+    if strace_options:
+        assert STRACE is not None
+        command = [STRACE, "-f", "-qq", "-y", "-o", str(log), *strace_options, *command]
+    completed = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=child_env() if env is None else dict(env),
+        timeout=TIMEOUT,
+        check=False,
+    )
+    lines = log.read_text().splitlines() if log.exists() else []
+    return Traced(
+        command, completed.returncode, completed.stdout.splitlines(), completed.stderr, lines
+    )
