@@ -40,12 +40,9 @@ class FailedItem:
     @property
     def where(self) -> str | int:
         """The key or the position: what identifies the item."""
-        return self.key if self.key is not None else self._position
-
-    @property
-    def _position(self) -> int:
-        assert self.position is not None
-        return self.position
+        where = self.key if self.key is not None else self.position
+        assert where is not None  # `restore` and `Failures.record` set one of the two
+        return where
 
     def snapshot(self) -> dict[str, Any]:
         where = {"key": self.key} if self.key is not None else {"position": self.position}
@@ -105,12 +102,12 @@ class Failures:
         """The item at `where` ran to its end: it is no longer failed."""
         self.items.pop(where, None)
 
-    def given_up(self, where: str | int, max_attempts: int) -> bool:
-        """Whether the item at `where` failed `max_attempts` times: skip it."""
-        failed = self.items.get(where)
-        return failed is not None and failed.attempts >= max_attempts
+    def given_up(self, max_attempts: int) -> list[FailedItem]:
+        """The items that failed `max_attempts` times: left recorded, and skipped."""
+        return [item for item in self.items.values() if item.attempts >= max_attempts]
 
     def to_retry(self, max_attempts: int) -> list[FailedItem]:
+        """The other failed items: tried again."""
         return [item for item in self.items.values() if item.attempts < max_attempts]
 
     def snapshot(self) -> list[dict[str, Any]]:

@@ -154,10 +154,6 @@ class KeyProgress:
             self._writer.close()
             self._writer = None
 
-    def mark_done(self, key: Key) -> None:
-        self.done.add(key)
-        self.unsaved.append(key)
-
 
 def check_key_function(key: object) -> Callable[[Any], Key]:
     """`key` if it is callable, else a TypeError that says what `key=` takes."""

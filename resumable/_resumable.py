@@ -299,7 +299,7 @@ class Resumable:
         )
 
     def _report_failures(self, failures: Failures) -> None:
-        given_up = [item for item in failures.items.values() if item.attempts >= self._max_attempts]
+        given_up = failures.given_up(self._max_attempts)
         if given_up:
             logger.warning(
                 "%s: %d items failed %d times or more and are skipped; see r.failed or "

@@ -220,3 +220,12 @@ def test_kill9_while_failures_are_recorded_keeps_records_and_progress_consistent
     recorded = {item.where for item in snapshot.failed}
     assert recorded == set(range(0, total, 7))
     assert set(job.effects_log()) == set(range(total)) - recorded
+
+
+def test_a_changed_input_started_over_drops_the_failure_records(state_path: Path) -> None:
+    """Their positions were in the other input."""
+    run(state_path, ITEMS, {"page-2"})
+    assert failed(state_path) == {2: 1}
+    with Resumable(state_path) as r:
+        assert list(r.iterate(["other"], on_change="restart", on_error="record")) == ["other"]
+    assert failed(state_path) == {}
