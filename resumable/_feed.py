@@ -10,9 +10,11 @@ the loop; `Resumable.position` uses it to answer mid-chunk.
 
 - A sequence whose iterator can jump (list, tuple, range, str, bytes) is its own counter.
 - Another sequence is read by index, counted by the range iterator of its indexes.
-- Any other iterable is zipped, in C, with a list iterator of Nones: ``map(dict.get, nones,
-  source)`` pulls a None before each item, and gives back the item. A sentinel iterator
-  chained after the source tells a source that ran out from a chunk that ran full.
+- Any other iterator is pulled by ``map(next, counter)``, where the counter is a list
+  iterator over the source repeated: each item costs one C call of ``next(source)``. The
+  counter moves before the source is asked, so a pull that raises or finds the source
+  ended is counted too, and moving the counter to its end stops the loop before the
+  source is touched again.
 """
 
 from __future__ import annotations
@@ -30,10 +32,7 @@ T = TypeVar("T")
 # before it, so a resumed list skips its done prefix for free.
 _EMPTY_SEQUENCES: tuple[Sequence[object], ...] = ([], (), "", b"", bytearray(), range(0))
 _JUMPABLE_ITERATORS = frozenset(type(iter(empty)) for empty in _EMPTY_SEQUENCES)
-# One shared list serves as the counter of every chunk of a plain iterable: a chunk of n
-# items is an iterator over its last n Nones, so no chunk allocates anything per item.
 MAX_CHUNK = 1024
-_NONES: list[None] = [None] * MAX_CHUNK
 _MISSING = object()
 
 
@@ -42,6 +41,7 @@ class _Counter(Protocol):
 
     def __length_hint__(self) -> int: ...
     def __setstate__(self, state: int) -> None: ...
+    def __reduce__(self) -> str | tuple[Any, ...]: ...
 
 
 class Feed(Generic[T]):
@@ -70,7 +70,10 @@ class Feed(Generic[T]):
         raise NotImplementedError
 
     def exhausted(self) -> bool:
-        """Whether the input has no more items (false after `cut`)."""
+        """Asked once a chunk is used up: whether the input ran out.
+
+        After `cut`, false, unless the pull under way when the cut came found the end.
+        """
         raise NotImplementedError
 
     def cut(self) -> None:
@@ -117,38 +120,50 @@ class _SequenceFeed(Feed[T]):
 class _IterableFeed(Feed[T]):
     def __init__(self, source: Iterator[T]) -> None:
         super().__init__()
-        self._not_ended: list[None] = [None]
-        # Once `source` runs out, chain pulls this iterator, which pops the list and stops.
-        ended: Iterator[T] = iter(cast(Callable[[], T], self._not_ended.pop), None)
-        self._source: Iterator[T] = itertools.chain(source, ended)
+        # The counters of all chunks run over this one list: a chunk of n items is an
+        # iterator over its last n entries, so no chunk allocates anything per item.
+        self._pulls = [source] * MAX_CHUNK
         # The current chunk: its counter, its size, and the items taken before it.
         self._chunk: tuple[_Counter, int, int] = (cast(_Counter, iter(())), 0, 0)
-        self._item_for = cast(Callable[[None, T], T], {}.get)  # {}.get(None, item) is item
+        # A cut moves the counter to its end, so it first notes what the counter had left.
+        self._left_at_cut: tuple[_Counter, int] | None = None
+        self._ended = False
 
     def chunk(self, size: int) -> Iterator[T]:
-        counter = iter(_NONES)
-        cast(_Counter, counter).__setstate__(MAX_CHUNK - size)
-        self._chunk = (cast(_Counter, counter), size, self.taken())
-        if self._cut_at is not None:  # cut before the new counter was in place
-            cast(_Counter, counter).__setstate__(MAX_CHUNK)
-        return map(self._item_for, counter, self._source)
+        before = self.taken()
+        counter = cast(_Counter, iter(self._pulls))
+        counter.__setstate__(MAX_CHUNK - size)
+        self._chunk = (counter, size, before)
+        if self._left_at_cut is not None:  # cut before this chunk was in place: it is empty
+            self._left_at_cut = (counter, size)
+            counter.__setstate__(MAX_CHUNK)
+        return map(next, cast(Iterator[Iterator[T]], counter))
 
     def taken(self) -> int:
         counter, size, before = self._chunk
         left = counter.__length_hint__()
-        ended = not self._not_ended
-        cut_at = self._cut_at
-        if cut_at is not None:
-            return cut_at
+        cut = self._left_at_cut
+        if cut is not None and cut[0] is counter:
+            left = cut[1]
         # The pull that found the source ended took a None but gave no item.
-        return before + size - left - ended
+        return before + size - left - self._ended
 
     def exhausted(self) -> bool:
-        return not self._not_ended
+        # Asked once the chunk is used up. It ended either because its counter ran out (the
+        # loop asked for one more item than the chunk had: the counter was pulled past its
+        # end) or because the source did (the counter moved, then the source had no item).
+        # Only a list iterator pulled past its end drops its list, and then pickles as an
+        # iterator over an empty list: that tells the two apart even when the source ran
+        # out on the counter's last None, where both leave nothing to count.
+        if not self._ended and len(self._chunk[0].__reduce__()) == 3:
+            self._ended = True
+        return self._ended
 
     def cut(self) -> None:
-        self._cut_at = self.taken()
-        self._chunk[0].__setstate__(MAX_CHUNK)
+        counter = self._chunk[0]
+        if self._left_at_cut is None:
+            self._left_at_cut = (counter, counter.__length_hint__())
+        counter.__setstate__(MAX_CHUNK)
 
 
 def open_feed(items: Iterable[T], start: int, describe: str, skipped: int = 0) -> Feed[T]:

@@ -56,11 +56,9 @@ class InputHead:
     def __init__(self) -> None:
         self.reprs: list[str] = []
         self.stable = True
+        # Whether it needs no more items: an attribute, as the loop asks at every check.
+        self.full = False
         self._digest: tuple[int, str] | None = None  # (items covered, their fingerprint)
-
-    @property
-    def full(self) -> bool:
-        return len(self.reprs) >= HEAD_ITEMS or not self.stable
 
     def add(self, item: object) -> None:
         if self.full:
@@ -68,8 +66,10 @@ class InputHead:
         text = repr(item)
         if " at 0x" in text:  # a default repr: an address that changes every run
             self.stable = False
+            self.full = True
             return
         self.reprs.append(text)
+        self.full = len(self.reprs) >= HEAD_ITEMS
 
     def tap(self, chunk: Iterator[T]) -> Iterator[T]:
         """`chunk`, noting its items until the head is full (Python code for those only)."""

@@ -124,8 +124,10 @@ class PositionProgress:
             if self.finished:  # nothing else to hand out
                 return open_feed((), 0, describe), retried
             return open_feed(items, self.position, describe), retried
-        if self.position == 0:
-            return open_feed(itertools.chain(pulled, source), 0, describe), []
+        if self.position == 0:  # a new job, or one started over after pulling its head
+            # chain() only when needed: it would sit between the loop and every item.
+            restarted = itertools.chain(pulled, source) if pulled else source
+            return open_feed(restarted, 0, describe), []
         if len(pulled) < min(self.position, HEAD_ITEMS):
             raise shorter_input(describe, self.position, None)
         retried = [(p, pulled[p]) for p in positions if p < len(pulled)]
@@ -143,7 +145,7 @@ class PositionProgress:
 
     def tap(self, chunk: Iterator[T]) -> Iterator[T]:
         """`chunk`, noting its first items for the input's fingerprint while needed."""
-        return self._head.tap(chunk)
+        return chunk if self._head.full else self._head.tap(chunk)
 
     def _on_changed_input(self, describe: str, changed: str, on_change: str) -> None:
         if on_change == "raise":

@@ -607,13 +607,14 @@ class Resumable:
         pace = max(0.0, now - self._checked_clock) / checked if checked > 0 else None
         self._checked_clock, self._checked_position = now, position
         since = self._since_last_save(now, position, pace)
-        gap = self._policy.items_until_check(since)
-        if self._policy.should_save(since):
-            if since.seconds < self._min_interval:
-                gap = 1  # too soon: ask again after one item
-            else:
-                self._save(now)
-                gap = self._policy.items_until_check(self._since_last_save(now, position, pace))
+        policy = self._policy
+        if not policy.should_save(since):
+            gap = policy.items_until_check(since)
+        elif since.seconds < self._min_interval:
+            gap = 1  # too soon: ask again after one item
+        else:
+            self._save(now)
+            gap = policy.items_until_check(self._since_last_save(now, position, pace))
         if self._display is not None:
             gap = min(gap, items_until_refresh(pace))
         # Growing the gap at most twofold per check keeps a wrong guess (a frozen or

@@ -89,6 +89,26 @@ def test_ctrl_c_stops_after_the_current_item_inside_a_chunk(tmp_path: Path, kind
     assert inspect(path).position == 1501
 
 
+@pytest.mark.parametrize("size", [5, MAX_CHUNK - 1, MAX_CHUNK, 3000])
+def test_ctrl_c_while_the_input_finds_its_end_counts_no_item_too_many(
+    tmp_path: Path, size: int
+) -> None:
+    """The signal lands during the pull that finds no further item: that pull's None was
+    counted when the stop came, and must not end up as an item done."""
+
+    def source() -> Iterator[int]:
+        yield from range(size)
+        signal.raise_signal(signal.SIGINT)  # ctrl+c while the source looks for one more
+
+    path = tmp_path / "job.state"
+    finished: list[int] = []
+    with pytest.raises(KeyboardInterrupt), Resumable(path, quiet=True) as r:
+        for item in r.iterate(source()):
+            finished.append(item)
+    assert finished == list(range(size))
+    assert (inspect(path).position, inspect(path).finished) == (size, True)
+
+
 def test_an_error_from_the_input_keeps_every_finished_item(tmp_path: Path) -> None:
     def flaky() -> Iterator[int]:
         yield from range(1500)
@@ -171,6 +191,22 @@ def ask_cutting_at_line(feed: Feed[int], question: str, line: int) -> tuple[obje
     finally:
         sys.settrace(None)
     return answer, lines
+
+
+def test_a_cut_landing_inside_any_line_of_the_check_after_the_input_ended() -> None:
+    """The source ran out (on the counter's last None, or before it), and a signal handler
+    cuts the feed between any two lines of the boundary's question: still 4 items taken,
+    and the input counts as ended."""
+    for chunk_size in (5, 10):
+        line = 1
+        while True:
+            feed = open_feed(numbers(4), 0, "job")
+            assert list(feed.chunk(chunk_size)) == [0, 1, 2, 3]
+            ended, lines = ask_cutting_at_line(feed, "exhausted", line)
+            assert (ended, feed.taken(), feed.exhausted()) == (True, 4, True)
+            if lines < line:
+                break
+            line += 1
 
 
 @pytest.mark.parametrize("kind", FEEDS)
