@@ -11,7 +11,8 @@ the loop; `Resumable.position` uses it to answer mid-chunk.
 - A sequence whose iterator can jump (list, tuple, range, str, bytes) is its own counter.
 - Another sequence is read by index, counted by the range iterator of its indexes.
 - Any other iterator is pulled by ``map(next, counter)``, where the counter is a list
-  iterator over the source repeated: each item costs one C call of ``next(source)``. The
+  iterator over the source repeated: each item costs one C call of ``next(source)`` (for
+  a generator, ``map(generator.send, counter)`` over Nones: the same pull, cheaper). The
   counter moves before the source is asked, so a pull that raises or finds the source
   ended is counted too, and moving the counter to its end stops the loop before the
   source is touched again.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from typing import Any, Generic, Protocol, TypeVar, cast
 
@@ -120,9 +122,15 @@ class _SequenceFeed(Feed[T]):
 class _IterableFeed(Feed[T]):
     def __init__(self, source: Iterator[T]) -> None:
         super().__init__()
-        # The counters of all chunks run over this one list: a chunk of n items is an
-        # iterator over its last n entries, so no chunk allocates anything per item.
-        self._pulls = [source] * MAX_CHUNK
+        # Each item is one C call, pull(argument). generator.send(None) is next(generator)
+        # without the checks the builtin next() makes first, about 5 ns less per item.
+        self._pull: Callable[[Any], T] = next
+        argument: object = source
+        if isinstance(source, types.GeneratorType):
+            self._pull, argument = source.send, None
+        # The counters of all chunks run over this one list of arguments: a chunk of n
+        # items is an iterator over its last n entries, so no chunk allocates per item.
+        self._arguments = [argument] * MAX_CHUNK
         # The current chunk: its counter, its size, and the items taken before it.
         self._chunk: tuple[_Counter, int, int] = (cast(_Counter, iter(())), 0, 0)
         # A cut moves the counter to its end, so it first notes what the counter had left.
@@ -131,13 +139,13 @@ class _IterableFeed(Feed[T]):
 
     def chunk(self, size: int) -> Iterator[T]:
         before = self.taken()
-        counter = cast(_Counter, iter(self._pulls))
+        counter = cast(_Counter, iter(self._arguments))
         counter.__setstate__(MAX_CHUNK - size)
         self._chunk = (counter, size, before)
         if self._left_at_cut is not None:  # cut before this chunk was in place: it is empty
             self._left_at_cut = (counter, size)
             counter.__setstate__(MAX_CHUNK)
-        return map(next, cast(Iterator[Iterator[T]], counter))
+        return map(self._pull, cast(Iterator[Any], counter))
 
     def taken(self) -> int:
         counter, size, before = self._chunk

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -41,6 +42,8 @@ INPUTS: dict[str, Callable[[int], Iterable[int]]] = {
     "range": range,
     "index-only sequence": IndexOnly,
     "generator": numbers,
+    # Iterators other than generators are pulled with next() rather than send().
+    "iterator": lambda size: map(int, range(size)),
 }
 SIZES = [0, 1, 2, MAX_CHUNK - 1, MAX_CHUNK, MAX_CHUNK + 1, 2 * MAX_CHUNK, 3000]
 
@@ -109,11 +112,24 @@ def test_ctrl_c_while_the_input_finds_its_end_counts_no_item_too_many(
     assert (inspect(path).position, inspect(path).finished) == (size, True)
 
 
-def test_an_error_from_the_input_keeps_every_finished_item(tmp_path: Path) -> None:
-    def flaky() -> Iterator[int]:
-        yield from range(1500)
-        raise ConnectionError("the source broke")
+def flaky_generator() -> Iterator[int]:
+    yield from range(1500)
+    raise ConnectionError("the source broke")
 
+
+def flaky_iterator() -> Iterator[int]:
+    def read(number: int) -> int:
+        if number == 1500:
+            raise ConnectionError("the source broke")
+        return number
+
+    return map(read, range(3000))
+
+
+@pytest.mark.parametrize("flaky", [flaky_generator, flaky_iterator])
+def test_an_error_from_the_input_keeps_every_finished_item(
+    tmp_path: Path, flaky: Callable[[], Iterator[int]]
+) -> None:
     path = tmp_path / "job.state"
     with pytest.raises(ConnectionError, match="the source broke"), Resumable(path) as r:
         for _ in r.iterate(flaky()):
@@ -164,6 +180,7 @@ FEEDS: dict[str, Callable[[], Feed[int]]] = {
     "list": lambda: open_feed(list(range(100)), 0, "job"),
     "index-only sequence": lambda: open_feed(IndexOnly(100), 0, "job"),
     "generator": lambda: open_feed(numbers(100), 0, "job"),
+    "iterator": lambda: open_feed(map(int, range(100)), 0, "job"),
 }
 
 
@@ -197,10 +214,10 @@ def test_a_cut_landing_inside_any_line_of_the_check_after_the_input_ended() -> N
     """The source ran out (on the counter's last None, or before it), and a signal handler
     cuts the feed between any two lines of the boundary's question: still 4 items taken,
     and the input counts as ended."""
-    for chunk_size in (5, 10):
+    for chunk_size, source in itertools.product((5, 10), (numbers, lambda n: iter(range(n)))):
         line = 1
         while True:
-            feed = open_feed(numbers(4), 0, "job")
+            feed = open_feed(source(4), 0, "job")
             assert list(feed.chunk(chunk_size)) == [0, 1, 2, 3]
             ended, lines = ask_cutting_at_line(feed, "exhausted", line)
             assert (ended, feed.taken(), feed.exhausted()) == (True, 4, True)
