@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+StrPath = str | os.PathLike[str]
+
 if sys.platform != "win32":
     import fcntl
 
@@ -26,9 +28,12 @@ _WINDOWS_REPLACE_RETRIES = 10
 _WINDOWS_REPLACE_PAUSE = 0.1
 
 
-def temp_name(target: Path) -> Path:
+def temp_name(target: StrPath) -> str:
     """A fresh temp-file path beside `target`, recognisable by `is_temp_of`."""
-    return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    # Strings, not pathlib: a save runs this, and pathlib's parsing costs microseconds.
+    directory, name = os.path.split(os.fspath(target))
+    token = secrets.token_hex(4)
+    return os.path.join(directory, f".{name}.{os.getpid()}.{token}{TEMP_SUFFIX}")
 
 
 def is_temp_of(target: Path, candidate: Path) -> bool:
@@ -41,14 +46,16 @@ def _temp_pattern(name: str) -> re.Pattern[str]:
     return re.compile(rf"\.{re.escape(name)}(?:\.bak)?\.\d+\.[0-9a-f]{{8}}{TEMP_SUFFIX}")
 
 
-def replace_durably(target: Path, data: bytes, keep_previous_as: Path | None = None) -> None:
+def replace_durably(target: StrPath, data: bytes, keep_previous_as: StrPath | None = None) -> None:
     """Replace `target` with `data` atomically and durably: `replace_atomically`, then a
     flush of the directory so that the rename itself survives a power cut."""
     replace_atomically(target, data, keep_previous_as)
-    fsync_directory(target.parent)
+    fsync_directory(os.path.dirname(os.fspath(target)) or os.curdir)
 
 
-def replace_atomically(target: Path, data: bytes, keep_previous_as: Path | None = None) -> None:
+def replace_atomically(
+    target: StrPath, data: bytes, keep_previous_as: StrPath | None = None
+) -> None:
     """Replace `target` with `data`, flushed to the disk, by an atomic rename.
 
     With `keep_previous_as`, the current `target` becomes that file (a hard link, so no
@@ -98,7 +105,7 @@ def fsync_file(fd: int) -> None:
     os.fsync(fd)
 
 
-def fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: StrPath) -> None:
     """Make a rename in `directory` durable; Windows has no directory handles to flush."""
     if sys.platform != "win32":
         fd: int | None = None
@@ -119,7 +126,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _keep_as_backup(source: Path, backup: Path) -> None:
+def _keep_as_backup(source: StrPath, backup: StrPath) -> None:
     """Make `backup` another name of `source`'s current content: a hard link.
 
     The old backup goes first, so for a moment there is none: harmless, because `source`
@@ -127,8 +134,10 @@ def _keep_as_backup(source: Path, backup: Path) -> None:
     not. Replacing the backup atomically through a temp name would cost a rename and an
     unlink more in every save.
     """
-    with contextlib.suppress(FileNotFoundError):
+    try:  # noqa: SIM105 - contextlib.suppress costs a context manager in every save
         os.unlink(backup)
+    except FileNotFoundError:
+        pass
     try:
         os.link(source, backup)
     except FileNotFoundError:
@@ -138,7 +147,7 @@ def _keep_as_backup(source: Path, backup: Path) -> None:
         # through a temp file, so that a copy cut short never has the backup's name.
         temp = temp_name(backup)
         try:
-            temp.write_bytes(source.read_bytes())
+            Path(temp).write_bytes(Path(source).read_bytes())
             _replace(temp, backup)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -148,7 +157,7 @@ def _keep_as_backup(source: Path, backup: Path) -> None:
 
 if sys.platform == "win32":  # pragma: no cover - Windows only
 
-    def _replace(source: Path, destination: Path) -> None:
+    def _replace(source: StrPath, destination: StrPath) -> None:
         for attempt in range(_WINDOWS_REPLACE_RETRIES):
             try:
                 os.replace(source, destination)

@@ -646,7 +646,18 @@ class Resumable:
         )
         started = time.perf_counter()
         data = _state_file.encode(document, _WRITER)
+        # What the save records is worked out before the disk is touched: after sleeping in
+        # fsync the process runs with cold caches, and the same Python code takes several
+        # times longer there (benchmarks/bench_save.py).
+        fingerprint = _state_file.fingerprint(progress, self._state)
+        position = self._progress.position
         self._store.save(data)
+        self.saves += 1
+        self._last_saved = fingerprint
+        self._saved_clock = time.monotonic() if now is None else now
+        self._saved_position = position
+        if self._display is not None:
+            self._display.saved()
         if len(data) > _LARGE_STATE_BYTES and not self._warned_large_state:
             self._warned_large_state = True
             logger.warning(
@@ -655,20 +666,15 @@ class Resumable:
                 self.path,
                 len(data) / 1e6,
             )
-        self.saves += 1
-        if self._display is not None:
-            self._display.saved()
-        self._last_saved = _state_file.fingerprint(progress, self._state)
-        self._saved_clock = time.monotonic() if now is None else now
-        self._saved_position = self._progress.position
-        logger.debug(
-            "%s: saved position %d (%d bytes, %d state keys) in %.1f ms",
-            self.path,
-            self._progress.position,
-            len(data),
-            len(self._state),
-            (time.perf_counter() - started) * 1000,
-        )
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s: saved position %d (%d bytes, %d state keys) in %.1f ms",
+                self.path,
+                position,
+                len(data),
+                len(self._state),
+                (time.perf_counter() - started) * 1000,
+            )
 
 
 def _as_path(path: str | os.PathLike[str]) -> Path:

@@ -120,6 +120,10 @@ class FileStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.backup = backup_path(path)
+        # The names a save uses, as strings once: pathlib would redo its work every save.
+        self._target = os.fspath(path)
+        self._backup = os.fspath(self.backup)
+        self._directory = os.fspath(path.parent)
         self._lock = FileLock(lock_path(path), job=path)
         self._main_is_unreadable = False
         self._fresh = False  # a new job, whose first save moves an earlier job's files aside
@@ -157,13 +161,13 @@ class FileStore:
                 # state file was deleted must not become this job's backup: were this
                 # job's file damaged, the fallback would resume the other job.
                 self._set_aside_earlier_job()
-                _durable.replace_atomically(self.path, data)
+                _durable.replace_atomically(self._target, data)
                 self._fresh = False
             elif self._main_is_unreadable:
                 self._set_aside_unreadable()
-                _durable.replace_atomically(self.path, data)
+                _durable.replace_atomically(self._target, data)
             else:
-                _durable.replace_atomically(self.path, data, keep_previous_as=self.backup)
+                _durable.replace_atomically(self._target, data, keep_previous_as=self._backup)
         except OSError as error:
             raise StateWriteError(
                 f"could not save progress to {self.path}: {describe_os_error(error)}. The previous "
@@ -172,7 +176,7 @@ class FileStore:
                 errno=error.errno,
             ) from error
         try:
-            _durable.fsync_directory(self.path.parent)
+            _durable.fsync_directory(self._directory)
         except OSError as error:
             raise StateWriteError(
                 f"saved progress to {self.path}, but flushing its directory failed: "
