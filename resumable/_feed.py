@@ -51,13 +51,10 @@ class Feed(Generic[T]):
 
     `cut` runs inside a signal handler, which Python may run between any two bytecodes of
     the other methods. So the methods read the counter's remaining length *before* they
-    look at `_cut_at`: a cut that lands in between is then seen, and one that lands after
-    found the counter as it was. And a chunk's counter and bookkeeping are replaced in one
-    assignment, never half.
+    look at what a cut noted: a cut that lands in between is then seen, and one that lands
+    after found the counter as it was. And a chunk's counter and bookkeeping are replaced in
+    one assignment, never half.
     """
-
-    def __init__(self) -> None:
-        self._cut_at: int | None = None
 
     def chunk(self, size: int) -> Iterator[T]:
         """A C iterator over at most `size` further items."""
@@ -85,7 +82,7 @@ class Feed(Generic[T]):
 
 class _SequenceFeed(Feed[T]):
     def __init__(self, items: Sequence[T], start: int, size: int) -> None:
-        super().__init__()
+        self._cut_at: int | None = None  # items taken when a cut came
         source = iter(items)
         if type(source) in _JUMPABLE_ITERATORS:
             source.__setstate__(start)  # type: ignore[attr-defined]
@@ -121,7 +118,6 @@ class _SequenceFeed(Feed[T]):
 
 class _IterableFeed(Feed[T]):
     def __init__(self, source: Iterator[T]) -> None:
-        super().__init__()
         # Each item is one C call, pull(argument). generator.send(None) is next(generator)
         # without the checks the builtin next() makes first, about 5 ns less per item.
         self._pull: Callable[[Any], T] = next
@@ -162,7 +158,7 @@ class _IterableFeed(Feed[T]):
         # end) or because the source did (the counter moved, then the source had no item).
         # Only a list iterator pulled past its end drops its list, and then pickles as an
         # iterator over an empty list: that tells the two apart even when the source ran
-        # out on the counter's last None, where both leave nothing to count.
+        # out on the counter's last entry, where both leave nothing to count.
         if not self._ended and len(self._chunk[0].__reduce__()) == 3:
             self._ended = True
         return self._ended
