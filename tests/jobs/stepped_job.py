@@ -156,7 +156,7 @@ def install_test_points(options: Options) -> None:
     if options.block_after_backup:
         keep_backup = _durable._keep_as_backup
 
-        def keep_backup_then_block(source: Path, backup: Path) -> None:
+        def keep_backup_then_block(source: _durable.StrPath, backup: _durable.StrPath) -> None:
             keep_backup(source, backup)
             wait_for_line("backup kept")
 
