@@ -619,16 +619,21 @@ class Resumable:
             gap = min(gap, items_until_refresh(pace))
         # Growing the gap at most twofold per check keeps a wrong guess (a frozen or
         # coarse clock that measured no time) from jumping straight to the maximum.
-        self._items_between_checks = max(
-            1, min(gap, 2 * self._items_between_checks, MAX_ITEMS_BETWEEN_CHECKS)
-        )
+        # (Comparisons rather than min() and max(): this runs every check.)
+        limit = 2 * self._items_between_checks
+        if limit > MAX_ITEMS_BETWEEN_CHECKS:
+            limit = MAX_ITEMS_BETWEEN_CHECKS
+        self._items_between_checks = gap if 1 <= gap <= limit else (1 if gap < 1 else limit)
         if self._signals.pending is not None:  # checked last: a signal may come mid-save
             raise self._signals.take_exception()
 
     def _since_last_save(self, now: float, position: int, pace: float | None) -> SinceLastSave:
-        # A frozen clock moved back with freezegun's move_to() must not give negative time.
-        seconds = max(0.0, now - self._saved_clock)
-        return SinceLastSave(position - self._saved_position, seconds, pace)
+        seconds = now - self._saved_clock
+        if seconds < 0.0:  # a frozen clock moved back with freezegun's move_to()
+            seconds = 0.0
+        # tuple.__new__ is what the named tuple's own __new__ calls, without its Python
+        # frame: a third of the cost of a check.
+        return tuple.__new__(SinceLastSave, (position - self._saved_position, seconds, pace))
 
     # -- saving -------------------------------------------------------------------------
 

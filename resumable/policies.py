@@ -114,8 +114,9 @@ class TimePolicy(Policy):
             return 1
         # Rounding down errs early: a check that comes one item too soon costs one more
         # check, while one that comes too late would save late. (Clock readings carry
-        # float error; freezegun's monotonic clock counts from 1970.)
-        return max(1, math.floor(remaining / pace))
+        # float error; freezegun's monotonic clock counts from 1970.) int() rounds a
+        # positive number down, as math.floor does, at half the cost.
+        return int(remaining / pace) or 1
 
     def __repr__(self) -> str:
         return f"TimePolicy({self.seconds:g})"
