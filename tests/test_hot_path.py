@@ -26,7 +26,11 @@ def numbers() -> Iterator[int]:
     yield from range(ITEMS)
 
 
-@pytest.mark.parametrize("make_input", [lambda: list(range(ITEMS)), numbers], ids=["list", "gen"])
+@pytest.mark.parametrize(
+    "make_input",
+    [lambda: list(range(ITEMS)), numbers, lambda: iter(list(range(ITEMS)))],
+    ids=["list", "gen", "iterator"],
+)
 def test_the_loop_runs_no_library_python_code_per_item(state_path: Path, make_input: Any) -> None:
     calls = 0
 
