@@ -149,7 +149,7 @@ class _IterableFeed(Feed[T]):
         cut = self._left_at_cut
         if cut is not None and cut[0] is counter:
             left = cut[1]
-        # The pull that found the source ended took a None but gave no item.
+        # The pull that found the source ended moved the counter but gave no item.
         return before + size - left - self._ended
 
     def exhausted(self) -> bool:
