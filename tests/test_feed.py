@@ -176,6 +176,21 @@ def test_items_appended_by_the_last_body_are_not_handed_out_after_ctrl_c(
     assert finished == list(range(1501))
 
 
+def test_the_list_iterator_behaviour_the_feed_relies_on() -> None:
+    """A list iterator pulled past its end drops its list: it pickles as an empty iterator,
+    and moving it (as a cut does) does not bring it back. A Python that changes this must
+    fail here, not miscount a loop."""
+    at_end: Any = iter([None, None])  # list iterators: __setstate__ is not in their stubs
+    pulled_past: Any = iter([None, None])
+    at_end.__setstate__(2)
+    pulled_past.__setstate__(2)
+    assert next(pulled_past, "end") == "end"
+    assert len(at_end.__reduce__()) == 3
+    assert len(pulled_past.__reduce__()) == 2
+    pulled_past.__setstate__(0)
+    assert (pulled_past.__length_hint__(), len(pulled_past.__reduce__())) == (0, 2)
+
+
 FEEDS: dict[str, Callable[[], Feed[int]]] = {
     "list": lambda: open_feed(list(range(100)), 0, "job"),
     "index-only sequence": lambda: open_feed(IndexOnly(100), 0, "job"),
