@@ -126,8 +126,8 @@ class PositionProgress:
             return open_feed(items, self.position, describe), retried
         if self.position == 0:  # a new job, or one started over after pulling its head
             # chain() only when needed: it would sit between the loop and every item.
-            restarted = itertools.chain(pulled, source) if pulled else source
-            return open_feed(restarted, 0, describe), []
+            remaining = itertools.chain(pulled, source) if pulled else source
+            return open_feed(remaining, 0, describe), []
         if len(pulled) < min(self.position, HEAD_ITEMS):
             raise shorter_input(describe, self.position, None)
         retried = [(p, pulled[p]) for p in positions if p < len(pulled)]
