@@ -81,7 +81,8 @@ class NPolicy(Policy):
         return since.items >= self.n
 
     def items_until_check(self, since: SinceLastSave) -> int:
-        return max(1, self.n - since.items)
+        left = self.n - since.items
+        return left if left > 1 else 1
 
     def __repr__(self) -> str:
         return f"NPolicy({self.n})"
@@ -143,11 +144,21 @@ class PolicySwitch(Policy):
             raise ValueError("PolicySwitch needs at least one policy")
         self.policies: tuple[Policy, ...] = tuple(members)
 
+    # Plain loops rather than any() and min() over generator expressions: the loop asks
+    # at every check, and a generator per question cost more than the members' answers.
     def should_save(self, since: SinceLastSave) -> bool:
-        return any(policy.should_save(since) for policy in self.policies)
+        for policy in self.policies:
+            if policy.should_save(since):
+                return True
+        return False
 
     def items_until_check(self, since: SinceLastSave) -> int:
-        return min(policy.items_until_check(since) for policy in self.policies)
+        gap = AS_MANY_AS_YOU_LIKE
+        for policy in self.policies:
+            member_gap = policy.items_until_check(since)
+            if member_gap < gap:
+                gap = member_gap
+        return gap
 
     def __repr__(self) -> str:
         return " | ".join(repr(policy) for policy in self.policies)
