@@ -6,6 +6,7 @@ import contextlib
 import itertools
 import logging
 import math
+import operator
 import os
 import sys
 import threading
@@ -615,6 +616,8 @@ class Resumable:
         else:
             self._save(now)
             gap = policy.items_until_check(self._since_last_save(now, position, pace))
+        if type(gap) is not int:  # a custom policy's answer; checked before it sizes a chunk
+            gap = _whole_number_of_items(gap, policy)
         if self._display is not None:
             gap = min(gap, items_until_refresh(pace))
         # Growing the gap at most twofold per check keeps a wrong guess (a frozen or
@@ -689,6 +692,20 @@ def _as_path(path: str | os.PathLike[str]) -> Path:
     if not resolved.name:
         raise ValueError(f"Resumable(path) needs a file name, got {os.fspath(path)!r}")
     return resolved.absolute()
+
+
+def _whole_number_of_items(gap: object, policy: Policy) -> int:
+    """A policy's `items_until_check` answer as an int, or a TypeError that says so."""
+    try:
+        return operator.index(gap)  # type: ignore[arg-type]
+    except TypeError:
+        own_repr = type(policy).__repr__ is not object.__repr__
+        name = repr(policy) if own_repr else type(policy).__qualname__ + "()"
+        raise TypeError(
+            f"{name}: items_until_check() returned {gap!r}; it must return a whole "
+            "number of items (an int). Round a computed count down, e.g. with int() or "
+            "math.floor(), so that the next check does not come late."
+        ) from None
 
 
 def _release_abandoned(store: FileStore, signals: SignalGuard) -> None:

@@ -147,7 +147,7 @@ class PolicySwitch(Policy):
     # Plain loops rather than any() and min() over generator expressions: the loop asks
     # at every check, and a generator per question cost more than the members' answers.
     def should_save(self, since: SinceLastSave) -> bool:
-        for policy in self.policies:
+        for policy in self.policies:  # noqa: SIM110 (any() would build a generator)
             if policy.should_save(since):
                 return True
         return False
@@ -156,6 +156,8 @@ class PolicySwitch(Policy):
         gap = AS_MANY_AS_YOU_LIKE
         for policy in self.policies:
             member_gap = policy.items_until_check(since)
+            if type(member_gap) is not int:
+                return member_gap  # not a count (None, a float): the loop reports it
             if member_gap < gap:
                 gap = member_gap
         return gap

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from freezegun import freeze_time
 
-from resumable import CalledTooOftenError, NPolicy, Policy, Resumable, TimePolicy, inspect
+from resumable import (
+    CalledTooOftenError,
+    NPolicy,
+    Policy,
+    Resumable,
+    SinceLastSave,
+    TimePolicy,
+    inspect,
+)
 from resumable._resumable import MAX_ITEMS_BETWEEN_CHECKS
 
 
@@ -157,3 +166,60 @@ def test_the_example_in_docs_testing_md(tmp_path: Path) -> None:
             for _ in r.iterate(range(200)):
                 frozen.tick(1)
         assert r.saves == 4
+
+
+class HalfWay(Policy):
+    """Saves every 10 items and answers items_until_check with `answer(items left)`."""
+
+    def __init__(self, answer: Callable[[int], object]) -> None:
+        self.answer = answer
+
+    def should_save(self, since: SinceLastSave) -> bool:
+        return since.items >= 10
+
+    def items_until_check(self, since: SinceLastSave) -> int:
+        return self.answer(10 - since.items)  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("in_switch", [False, True])
+@pytest.mark.parametrize(
+    ("answer", "shown"), [(lambda left: left / 2, "4.5"), (lambda left: None, "None")]
+)
+def test_a_policy_answering_no_whole_number_gets_a_clear_error(
+    state_path: Path, answer: Callable[[int], object], shown: str, in_switch: bool
+) -> None:
+    """A float or None from items_until_check is named, with the policy; the items done
+    before it are saved."""
+    seen: list[int] = []
+    policy: Policy = HalfWay(answer)
+    if in_switch:
+        policy = NPolicy(1000) | policy
+    with pytest.raises(TypeError) as raised, Resumable(state_path, policy=policy) as r:
+        for item in r.iterate(range(100)):
+            seen.append(item)
+    message = str(raised.value)
+    assert f"items_until_check() returned {shown};" in message
+    assert "whole number of items" in message
+    assert ("NPolicy(1000) | " in message) is in_switch
+    assert "HalfWay" in message
+    assert seen == [0]  # the first check comes after one item
+    assert inspect(state_path).position == 1
+
+
+class Count:
+    """A whole number that is not an int, as numpy's integers are: it has __index__."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __index__(self) -> int:
+        return self.value
+
+
+def test_a_policy_may_answer_any_whole_number_type(state_path: Path) -> None:
+    positions: list[int] = []
+    with Resumable(state_path, policy=HalfWay(lambda left: Count(max(left, 1)))) as r:
+        for _ in r.iterate(range(35)):
+            if r.saves > len(positions):
+                positions.append(r.position)
+    assert positions == [10, 20, 30]
