@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import NamedTuple
+import operator
+from typing import NamedTuple, SupportsIndex
 
 __all__ = ["NPolicy", "Policy", "PolicySwitch", "SinceLastSave", "TimePolicy", "default_policy"]
 
@@ -70,12 +71,13 @@ class Policy(abc.ABC):
 class NPolicy(Policy):
     """Save after every `n` finished items."""
 
-    def __init__(self, n: int) -> None:
-        if isinstance(n, bool) or not isinstance(n, int):
+    def __init__(self, n: SupportsIndex) -> None:
+        if isinstance(n, bool) or not hasattr(type(n), "__index__"):
             raise TypeError(f"NPolicy(n) takes a whole number of items, got {n!r}")
-        if n < 1:
-            raise ValueError(f"NPolicy(n) needs n >= 1 (save every n items), got {n}")
-        self.n = n
+        count = operator.index(n)  # an int from numpy's integers too
+        if count < 1:
+            raise ValueError(f"NPolicy(n) needs n >= 1 (save every n items), got {count}")
+        self.n = count
 
     def should_save(self, since: SinceLastSave) -> bool:
         return since.items >= self.n

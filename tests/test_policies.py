@@ -88,6 +88,16 @@ def test_npolicy_rejects_non_integers(bad: object) -> None:
         NPolicy(bad)  # type: ignore[arg-type]
 
 
+def test_npolicy_takes_integers_of_other_types_as_an_int() -> None:
+    class Count:  # as numpy's integers are: not an int, but with __index__
+        def __index__(self) -> int:
+            return 10
+
+    policy = NPolicy(Count())
+    assert type(policy.n) is int
+    assert repr(policy) == "NPolicy(10)"
+
+
 @pytest.mark.parametrize("bad", [0, -1.0, math.inf, math.nan])
 def test_timepolicy_rejects_intervals_that_are_not_finite_and_positive(bad: float) -> None:
     with pytest.raises(ValueError, match="finite number > 0"):
