@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -122,6 +123,24 @@ def test_an_explicit_save_too_soon_raises(state_path: Path) -> None:
         frozen.tick(0.5)
         r.save()
         assert r.saves == 2
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "says"),
+    [
+        ("5", TypeError, "takes a number of seconds"),
+        (True, TypeError, "takes a number of seconds"),
+        (-1, ValueError, "finite number >= 0"),
+        (math.nan, ValueError, "finite number >= 0"),
+        (math.inf, ValueError, "finite number >= 0"),
+    ],
+)
+def test_min_interval_rejects_what_is_no_number_of_seconds(
+    state_path: Path, bad: object, error: type[Exception], says: str
+) -> None:
+    with pytest.raises(error, match=says):
+        Resumable(state_path, min_interval=bad)  # type: ignore[arg-type]
+    assert not state_path.exists()
 
 
 def test_exit_and_completion_saves_ignore_min_interval(state_path: Path) -> None:
