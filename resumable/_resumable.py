@@ -456,11 +456,18 @@ class Resumable:
         if self._signals.stop_requested is None:
             return
         done = self._progress.position
-        line = (
-            f"resumable: stopped by {self._signals.describe()} after {done} items "
-            f"({done - self._start_position} in this run); progress saved to "
-            f"{self.path}. Run again to continue."
-        )
+        this_run = done - self._start_position
+        if self._progress.finished:  # the signal came after the loop's last item
+            line = (
+                f"resumable: stopped by {self._signals.describe()} after the job finished "
+                f"({done} items, {this_run} in this run); saved to {self.path}."
+            )
+        else:
+            line = (
+                f"resumable: stopped by {self._signals.describe()} after {done} items "
+                f"({this_run} in this run); progress saved to {self.path}. Run again "
+                "to continue."
+            )
         logger.info("%s", line.removeprefix("resumable: "))
         if self._quiet:
             return
@@ -493,15 +500,17 @@ class Resumable:
                 if not self._item_failed:
                     progress.failures.succeeded(position)
                 self._in_flight = None
-                if self._signals.pending is not None:
+                if self._signals.pending is not None or self._stop_soon:
                     raise self._signals.take_exception()
             while True:
+                # Tapped for the input's fingerprint until its first items are seen.
+                chunk = progress.tap(feed.chunk(self._items_between_checks))
                 # While a chunk is out, the last item taken is in flight: if the loop is
                 # left now (break, an exception), `_settle_position` counts it as not done.
-                # A flag rather than an except clause here, which an interrupt could skip.
+                # A flag rather than an except clause here, which an interrupt could skip;
+                # set once the chunk is made, as making one takes no item.
                 self._in_chunk = True
-                # Tapped for the input's fingerprint until its first items are seen.
-                yield progress.tap(feed.chunk(self._items_between_checks))
+                yield chunk
                 self._in_chunk = False
                 if feed.exhausted():
                     progress.position = start + feed.taken()
@@ -595,6 +604,11 @@ class Resumable:
             progress.position = self._start_position + max(0, self._feed.taken() - 1)
 
     def _stop_after_this_item(self) -> None:
+        """Called by the signal handler for every signal: a running loop ends after the
+        current item. Once asked, the stop stands, even if the exception of a second
+        signal was caught in the body: the loop raises again at the next boundary."""
+        if not self._signals.loop_running:
+            return  # the signal raises at once, or waits for the exit: no loop to stop
         self._stop_soon = True  # the keyed loop looks at this after each item
         if self._feed is not None:
             self._feed.cut()
@@ -627,7 +641,9 @@ class Resumable:
         if limit > MAX_ITEMS_BETWEEN_CHECKS:
             limit = MAX_ITEMS_BETWEEN_CHECKS
         self._items_between_checks = gap if 1 <= gap <= limit else (1 if gap < 1 else limit)
-        if self._signals.pending is not None:  # checked last: a signal may come mid-save
+        # Checked last: a signal may come mid-save. A stop once asked for stands even when
+        # no signal is pending: the body may have caught a second signal's exception.
+        if self._signals.pending is not None or self._stop_soon:
             raise self._signals.take_exception()
 
     def _since_last_save(self, now: float, position: int, pace: float | None) -> SinceLastSave:

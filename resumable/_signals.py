@@ -119,12 +119,15 @@ class SignalGuard:
         A signal that never became an exception is raised again now. A stop this guard
         raised as `Interrupted` is delivered too, so SIGTERM with its default handler ends
         the process by SIGTERM. A `KeyboardInterrupt` already is what the default SIGINT
-        handler would raise, so it just propagates.
+        handler would raise, so it just propagates, unless the program had a SIGINT
+        handler of its own: that one gets the signal.
         """
         signum: int | None = None
         if exception is not None and exception is self._raised:
             if isinstance(exception, Interrupted):
                 signum = exception.signum
+            elif signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+                signum = signal.SIGINT
         elif self.pending is not None:
             signum = self.pending
         self.pending = None

@@ -323,6 +323,29 @@ def test_ctrl_c_in_process_finishes_the_current_item_then_stops(
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_ctrl_c_goes_on_to_the_programs_own_sigint_handler_after_the_save(
+    state_path: Path,
+) -> None:
+    """A SIGINT handler the program had is called once the state is saved; when it returns,
+    the KeyboardInterrupt of the stop propagates."""
+    saved_when_called: list[int] = []
+
+    def own_handler(signum: int, frame: object) -> None:
+        saved_when_called.append(inspect(state_path).position)
+
+    previous = signal.signal(signal.SIGINT, own_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt), Resumable(state_path, quiet=True) as r:
+            for item in r.iterate(range(10)):
+                if item == 3:
+                    signal.raise_signal(signal.SIGINT)
+                    assert saved_when_called == []  # not while the loop runs
+        assert saved_when_called == [4]
+        assert signal.getsignal(signal.SIGINT) is own_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_quiet_silences_the_stop_line(state_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(KeyboardInterrupt), Resumable(state_path, quiet=True) as r:
         for _ in r.iterate(range(10)):

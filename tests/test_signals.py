@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import re
 import signal
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -24,7 +25,7 @@ _JOBS = str(Path(__file__).resolve().parent / "jobs")
 if _JOBS not in sys.path:
     sys.path.insert(0, _JOBS)
 
-from harness import Child, Finished, Job, campaign_seed  # noqa: E402
+from harness import Child, Finished, Job, campaign_seed, child_env  # noqa: E402
 
 SIGINT, SIGTERM, SIGHUP = signal.SIGINT, signal.SIGTERM, signal.SIGHUP
 DEFAULT_HANDLERS = "handlers SIGINT=default_int_handler SIGTERM=SIG_DFL SIGHUP=SIG_DFL"
@@ -35,6 +36,14 @@ def stop_line(job: Job, signum: int, done: int, this_run: int) -> str:
     return (
         f"resumable: stopped by {signal.Signals(signum).name} after {done} items "
         f"({this_run} in this run); progress saved to {job.state}. Run again to continue."
+    )
+
+
+def finished_stop_line(job: Job, signum: int, done: int, this_run: int) -> str:
+    """The stop line when the signal came after the job's last item: nothing to run again."""
+    return (
+        f"resumable: stopped by {signal.Signals(signum).name} after the job finished "
+        f"({done} items, {this_run} in this run); saved to {job.state}."
     )
 
 
@@ -263,7 +272,7 @@ def test_signal_inside_the_with_block_after_the_loop_ran_out_raises_at_once(
         assert not child.answers_ping(), "SIGINT was held back although the loop had ended"
         result = child.finish()
     assert result.returncode == -SIGINT
-    assert_stop_reported(result, stop_line(job, SIGINT, 2, 2), SIGINT)
+    assert_stop_reported(result, finished_stop_line(job, SIGINT, 2, 2), SIGINT)
     snapshot = job.snapshot()
     assert (snapshot.position, snapshot.finished) == (2, True)
     assert_left_clean(job)
@@ -459,3 +468,46 @@ def test_a_signal_sent_twice_a_few_ms_apart_never_breaks_the_invariants(
     """A hundred double signals of one kind: ctrl+c pressed twice, a service manager
     repeating SIGTERM."""
     signal_storm(Job(tmp_path), trials=100, seed=campaign_seed(), signums=(signum,), twice_share=1)
+
+
+# The first ctrl+c lets the item finish; the second raises KeyboardInterrupt at once, and a
+# bare `except:` around the work (common in scrapers) swallows it. Run in a child process
+# with a timeout: the bug this guards against made the loop spin forever.
+SWALLOWING_BODY = """
+import signal, sys
+from resumable import Resumable
+kind, path = sys.argv[1], sys.argv[2]
+inputs = {"list": list(range(10)), "generator": (i for i in range(10)), "keyed": range(10)}
+seen = []
+try:
+    with Resumable(path, quiet=True) as r:
+        for item in r.iterate(inputs[kind], key=str if kind == "keyed" else None):
+            seen.append(item)
+            if item == 3:
+                signal.raise_signal(signal.SIGINT)  # the first: this item finishes
+                try:
+                    signal.raise_signal(signal.SIGINT)  # the second raises at once
+                except KeyboardInterrupt:
+                    pass
+except KeyboardInterrupt:
+    print("stopped after", seen)
+"""
+
+
+@pytest.mark.parametrize("kind", ["list", "generator", "keyed"])
+def test_a_stop_stands_when_the_body_swallows_the_second_signal(tmp_path: Path, kind: str) -> None:
+    """The loop still stops after that item, with the item done, instead of spinning or
+    running on."""
+    job = Job(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", SWALLOWING_BODY, kind, str(job.state)],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == "stopped after [0, 1, 2, 3]\n"
+    snapshot = job.snapshot()
+    assert (snapshot.position, snapshot.finished) == (4, False)
