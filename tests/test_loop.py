@@ -346,6 +346,26 @@ def test_ctrl_c_goes_on_to_the_programs_own_sigint_handler_after_the_save(
         signal.signal(signal.SIGINT, previous)
 
 
+@pytest.mark.parametrize("let_go", [False, True])
+def test_after_break_a_signal_waits_while_the_loops_iterator_is_kept(
+    state_path: Path, let_go: bool
+) -> None:
+    """The documented limit: a kept iterator counts as a running loop, so a signal waits
+    for the with block's end; once the variable is deleted it raises at once."""
+    reached_after_signal = False
+    with pytest.raises(KeyboardInterrupt), Resumable(state_path, quiet=True) as r:
+        items = r.iterate(range(10))
+        for item in items:
+            if item == 5:
+                break
+        if let_go:
+            del items
+        signal.raise_signal(signal.SIGINT)
+        reached_after_signal = True
+    assert reached_after_signal is not let_go
+    assert inspect(state_path).position == 5
+
+
 def test_quiet_silences_the_stop_line(state_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(KeyboardInterrupt), Resumable(state_path, quiet=True) as r:
         for _ in r.iterate(range(10)):
