@@ -159,7 +159,10 @@ class PolicySwitch(Policy):
         for policy in self.policies:
             member_gap = policy.items_until_check(since)
             if type(member_gap) is not int:
-                return member_gap  # not a count (None, a float): the loop reports it
+                try:
+                    member_gap = operator.index(member_gap)  # numpy's integers
+                except TypeError:
+                    return member_gap  # not a count (None, a float): the loop reports it
             if member_gap < gap:
                 gap = member_gap
         return gap

@@ -65,6 +65,19 @@ def test_switch_asks_again_at_the_earliest_member_check() -> None:
     assert (NPolicy(100) | TimePolicy(60)).items_until_check(since) == 50
 
 
+def test_a_switch_takes_the_smallest_answer_whatever_its_integer_type() -> None:
+    class NumpyLikeAnswer(Policy):  # answers with a whole number that is not an int
+        def should_save(self, since: SinceLastSave) -> bool:
+            return False
+
+        def items_until_check(self, since: SinceLastSave) -> int:
+            return Count(5)  # type: ignore[return-value]
+
+    since = SinceLastSave(items=0, seconds=0.0)
+    assert (NumpyLikeAnswer() | NPolicy(3)).items_until_check(since) == 3
+    assert (NPolicy(8) | NumpyLikeAnswer()).items_until_check(since) == 5
+
+
 def test_a_custom_policy_needs_only_should_save() -> None:
     class EveryOtherItem(Policy):
         def should_save(self, since: SinceLastSave) -> bool:
@@ -88,12 +101,18 @@ def test_npolicy_rejects_non_integers(bad: object) -> None:
         NPolicy(bad)  # type: ignore[arg-type]
 
 
-def test_npolicy_takes_integers_of_other_types_as_an_int() -> None:
-    class Count:  # as numpy's integers are: not an int, but with __index__
-        def __index__(self) -> int:
-            return 10
+class Count:
+    """A whole number that is not an int, as numpy's integers are: it has __index__."""
 
-    policy = NPolicy(Count())
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __index__(self) -> int:
+        return self.value
+
+
+def test_npolicy_takes_integers_of_other_types_as_an_int() -> None:
+    policy = NPolicy(Count(10))
     assert type(policy.n) is int
     assert repr(policy) == "NPolicy(10)"
 
