@@ -9,6 +9,16 @@ import pytest
 from resumable import NPolicy, Policy, PolicySwitch, SinceLastSave, TimePolicy
 
 
+class Count:
+    """A whole number that is not an int, as numpy's integers are: it has __index__."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __index__(self) -> int:
+        return self.value
+
+
 def test_npolicy_saves_once_n_items_finished() -> None:
     policy = NPolicy(10)
     assert not policy.should_save(SinceLastSave(items=9, seconds=999.0))
@@ -99,16 +109,6 @@ def test_npolicy_rejects_counts_below_one(bad: int) -> None:
 def test_npolicy_rejects_non_integers(bad: object) -> None:
     with pytest.raises(TypeError, match="whole number"):
         NPolicy(bad)  # type: ignore[arg-type]
-
-
-class Count:
-    """A whole number that is not an int, as numpy's integers are: it has __index__."""
-
-    def __init__(self, value: int) -> None:
-        self.value = value
-
-    def __index__(self) -> int:
-        return self.value
 
 
 def test_npolicy_takes_integers_of_other_types_as_an_int() -> None:
