@@ -75,6 +75,10 @@ def encode(document: StateDocument, writer: str) -> bytes:
     return canonical[:-1] + checksum
 
 
+class NewerFormatError(StateFileError):
+    """A state file written by a newer resumable-loop: not damaged, so no backup stands in."""
+
+
 def decode(data: bytes, where: str) -> StateDocument:
     """Parse and verify a state file's bytes; `where` names the file in error messages."""
     if not data:
@@ -87,7 +91,7 @@ def decode(data: bytes, where: str) -> StateDocument:
         raise StateFileError(f"{where} holds JSON of the wrong shape: not an object")
     version = parsed.get("format_version")
     if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
-        raise StateFileError(
+        raise NewerFormatError(
             f"{where} has format version {version}, written by a newer version of "
             f"resumable-loop ({parsed.get('writer', 'unknown')}); this one reads up to "
             f"version {FORMAT_VERSION}. Upgrade resumable-loop to resume this job."

@@ -88,7 +88,7 @@ def read_state(path: Path) -> Loaded | None:
     raise StateFileError(
         f"{main_error}, and {backup_result}. Nothing was changed. Restore the file, move "
         f"it away to start over, or pass restart=True to start over (the old file is kept "
-        f"as {backup.name})."
+        f"as {path.name}.reset-<time>)."
     )
 
 
@@ -110,6 +110,10 @@ def _decode_file(path: Path) -> StateDocument | StateFileError:
         return StateFileError(f"{path} cannot be read: {error.strerror}")
     try:
         return _state_file.decode(data, str(path))
+    except _state_file.NewerFormatError:
+        # Falling back to the backup would quietly take the job back to an older save,
+        # and the next save would set the newer file aside as damaged: ask to upgrade.
+        raise
     except StateFileError as error:
         return error
 

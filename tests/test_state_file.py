@@ -89,9 +89,8 @@ def corrupt_variants(good: bytes) -> dict[str, bytes]:
         "missing progress",
         "state not an object",
         "checksum mismatch",
-        "future version",
         "binary junk",
-    ],
+    ],  # a future version is no damage: its own tests below
 )
 def test_a_bad_state_file_without_backup_is_an_error_and_left_untouched(
     state_path: Path, variant: str
@@ -111,6 +110,24 @@ def test_a_future_version_names_the_upgrade(state_path: Path) -> None:
     state_path.write_bytes(corrupt_variants(make_job(state_path, 3))["future version"])
     with pytest.raises(StateFileError, match=r"newer version of resumable-loop.*Upgrade"):
         inspect(state_path)
+
+
+def test_a_future_version_is_not_taken_for_damage_even_with_a_backup(state_path: Path) -> None:
+    """An older library must not go back to the backup (an older save) and set the newer
+    file aside as damaged: it asks for an upgrade and changes nothing."""
+    make_job(state_path, 3)
+    newer = corrupt_variants(make_job(state_path, 5))["future version"]
+    state_path.write_bytes(newer)
+    before = sorted(os.listdir(state_path.parent))
+    with pytest.raises(StateFileError, match=r"newer version of resumable-loop.*Upgrade"):
+        inspect(state_path)
+    with (
+        pytest.raises(StateFileError, match=r"newer version of resumable-loop.*Upgrade"),
+        Resumable(state_path),
+    ):
+        pass
+    assert state_path.read_bytes() == newer
+    assert sorted(os.listdir(state_path.parent)) == before
 
 
 def test_every_truncation_of_a_state_file_is_detected(state_path: Path) -> None:
