@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from resumable._journal import key_from_tagged, tagged_key
+
 MESSAGE_LIMIT = 500  # characters of an exception's message kept in the state file
 ON_ERROR_CHOICES = ("raise", "record")
 
@@ -45,7 +47,11 @@ class FailedItem:
         return where
 
     def snapshot(self) -> dict[str, Any]:
-        where = {"key": self.key} if self.key is not None else {"position": self.position}
+        # A key is written as the journal writes it: ints beyond 64 bits and strings with
+        # lone surrogates (file names) as tagged objects, which orjson can write.
+        where: dict[str, object] = (
+            {"key": tagged_key(self.key)} if self.key is not None else {"position": self.position}
+        )
         return {
             **where,
             "error_type": self.error_type,
@@ -61,8 +67,11 @@ class FailedItem:
         key, position = data.get("key"), data.get("position")
         if (key is None) == (position is None):
             raise ValueError(f"a failed item has a key or a position, got {dict(data)!r}")
-        if key is not None and type(key) not in (str, int):
-            raise ValueError(f"a failed item's key must be a str or an int, got {key!r}")
+        if key is not None:
+            try:
+                key = key_from_tagged(key)
+            except ValueError as error:
+                raise ValueError(f"a failed item's key is {error}") from None
         if position is not None and (type(position) is not int or position < 0):
             raise ValueError(f"a failed item's position must be an int >= 0, got {position!r}")
         error_type, message = data.get("error_type"), data.get("message")
@@ -74,6 +83,17 @@ class FailedItem:
         if not isinstance(failed_at, str):
             raise ValueError(f"a failed item's failed_at must be a string, got {failed_at!r}")
         return cls(key, position, error_type, message, attempts, datetime.fromisoformat(failed_at))
+
+
+def _message_of(error: BaseException) -> str:
+    """The exception's message as the state file can hold it, whatever its str() does."""
+    try:
+        message = str(error)
+    except Exception as broken:  # a __str__ that raises must not end the loop
+        message = f"<str() of the exception raised {type(broken).__name__}>"
+    # Lone surrogates (file names decoded with surrogateescape) are no valid UTF-8, which
+    # JSON needs: kept visible as backslash escapes.
+    return message[:MESSAGE_LIMIT].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class Failures:
@@ -91,7 +111,7 @@ class Failures:
             key=where if keyed else None,
             position=None if keyed else int(where),
             error_type=f"{module}{kind.__qualname__}",
-            message=str(error)[:MESSAGE_LIMIT],
+            message=_message_of(error),
             attempts=(earlier.attempts if earlier else 0) + 1,
             failed_at=datetime.now(timezone.utc),
         )

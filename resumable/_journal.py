@@ -222,10 +222,10 @@ def _payload(keys: list[Key]) -> bytes:
     try:
         return orjson.dumps(keys)
     except TypeError:  # orjson.JSONEncodeError: an int beyond 64 bits, or a surrogate
-        return orjson.dumps([_tagged(key) for key in keys])
+        return orjson.dumps([tagged_key(key) for key in keys])
 
 
-def _tagged(key: Key) -> Key | dict[str, str]:
+def tagged_key(key: Key) -> Key | dict[str, str]:
     """`key`, or the tagged object that stands for it when orjson cannot write it."""
     if isinstance(key, int):  # the keys were checked: no bool, no subclass
         if _INT64_MIN <= key <= _UINT64_MAX:
@@ -346,6 +346,14 @@ def _decode_payload(payload: bytes) -> list[Key]:
 
 
 def _decode_key(value: object) -> Key:
+    try:
+        return key_from_tagged(value)
+    except ValueError as error:
+        raise _DamageError(f"its payload holds {error}") from None
+
+
+def key_from_tagged(value: object) -> Key:
+    """The key that `value`, as `tagged_key` wrote it, stands for; ValueError if none."""
     if type(value) is str or type(value) is int:
         return value
     if type(value) is dict and len(value) == 1:
@@ -360,7 +368,7 @@ def _decode_key(value: object) -> Key:
                 pass
     shown = repr(value)
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
-    raise _DamageError(f"its payload holds {shown}, which is not a key")
+    raise ValueError(f"{shown}, which is not a key")
 
 
 def _check_length(length: int) -> None:

@@ -180,6 +180,48 @@ def test_a_long_message_is_cut_and_builtin_types_are_named_plainly(state_path: P
     assert len(record.message) == 500
 
 
+class UnprintableError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+# A file name as os.listdir gives it for bytes that are no UTF-8 (surrogateescape).
+UNDECODABLE_NAME = b"caf\xe9.txt".decode("utf-8", "surrogateescape")
+
+
+def test_failures_json_cannot_hold_as_such_are_recorded_and_saved(state_path: Path) -> None:
+    """Keys with lone surrogates or beyond 64 bits, a message with a lone surrogate and an
+    exception whose str() raises: each is recorded, the loop goes on, and every save works."""
+    failing: dict[str | int, Exception] = {
+        UNDECODABLE_NAME: OSError("cannot read"),
+        2**70: ValueError("too big"),
+        "named": OSError(f"cannot read {UNDECODABLE_NAME}"),
+        "unprintable": UnprintableError(),
+    }
+    items: list[str | int] = [*failing, "fine"]
+    ran: list[str | int] = []
+    with Resumable(state_path) as r:
+        for item in r.iterate(items, key=lambda item: item, on_error="record"):
+            with r.attempt():
+                ran.append(item)
+                if item in failing:
+                    raise failing[item]
+    assert ran == items
+    snapshot = inspect(state_path)
+    assert snapshot.position == 1  # "fine" is done
+    messages = {record.key: record.message for record in snapshot.failed}
+    assert messages == {
+        UNDECODABLE_NAME: "cannot read",
+        2**70: "too big",
+        "named": "cannot read caf\\udce9.txt",
+        "unprintable": "<str() of the exception raised RuntimeError>",
+    }
+    with Resumable(state_path) as r:  # the next run retries exactly the failed ones
+        again = list(r.iterate(items, key=lambda item: item, on_error="record"))
+    assert again == [*failing]
+    assert not inspect(state_path).failed
+
+
 def test_failure_records_in_the_file_are_checked(state_path: Path) -> None:
     run(state_path, ITEMS, {"page-1"})
     document = orjson.loads(state_path.read_bytes())
