@@ -162,6 +162,7 @@ class PositionProgress:
             self._head = InputHead()
             self.failures = Failures()  # their positions were in the other input
         else:
+            self.finished = False  # the new input may hold items past the position
             logger.warning(
                 "%s: the input changed (%s); going on at item %d as on_change='continue' asks",
                 describe,

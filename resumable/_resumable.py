@@ -116,6 +116,8 @@ class Resumable:
         self._item_failed = False  # whether attempt() recorded the item in flight
         self._in_chunk = False
         self._iterated = False
+        # Failure records of earlier runs at positions this run has not reached yet.
+        self._unreached_failures: dict[int, FailedItem] = {}
         self._warned_large_state = False
         self._start_position = 0
         self.saves = 0
@@ -216,6 +218,8 @@ class Resumable:
         self._on_error, self._max_attempts = on_error, max_attempts
         positional = self._progress
         if key is not None or isinstance(positional, KeyProgress):
+            if key is not None:
+                check_key_function(key)  # before the job becomes keyed: a refusal changes nothing
             keyed = self._keyed_progress(key)
             self._iterated = True
             self._report_failures(keyed.failures)
@@ -233,6 +237,11 @@ class Resumable:
         ]
         feed, retried = positional.feed(items, str(self.path), on_change, retry=retry)
         self._report_failures(positional.failures)
+        self._unreached_failures = {
+            position: failure
+            for position, failure in positional.failures.items.items()
+            if isinstance(position, int) and position >= positional.position
+        }
         if positional.finished and not retried:
             logger.warning(
                 "%s: this job already finished (%d items); nothing to do. To run it "
@@ -514,6 +523,7 @@ class Resumable:
                 self._in_chunk = False
                 if feed.exhausted():
                     progress.position = start + feed.taken()
+                    self._forget_passed_failures()
                     progress.finished = True
                     # Items finished since the last save are saved at once; the finished
                     # flag alone (a resume that found nothing left) waits for the exit.
@@ -522,6 +532,7 @@ class Resumable:
                     logger.info("%s: finished after %d items", self.path, start + feed.taken())
                     return
                 progress.position = start + feed.taken()
+                self._forget_passed_failures()
                 self._at_boundary(progress.position)
         finally:
             self._signals.loop_running = False
@@ -575,6 +586,8 @@ class Resumable:
                     continue
                 if failed and item_key in failed and failed[item_key].attempts >= max_attempts:
                     continue  # given up: left recorded
+                if progress.finished:  # a finished job whose input brought a new item
+                    progress.finished = False
                 self._in_flight = item_key
                 yield item
                 self._in_flight = None
@@ -602,6 +615,18 @@ class Resumable:
         progress = self._progress
         if self._in_chunk and self._feed is not None and isinstance(progress, PositionProgress):
             progress.position = self._start_position + max(0, self._feed.taken() - 1)
+            self._forget_passed_failures()
+
+    def _forget_passed_failures(self) -> None:
+        """An item that failed in an earlier run, which this run has now passed without
+        recording a new failure, succeeded: its record goes."""
+        unreached = self._unreached_failures
+        if not unreached:  # the usual case: one test per chunk
+            return
+        failures, position = self._progress.failures, self._progress.position
+        for passed in [p for p in unreached if p < position]:
+            if failures.items.get(passed) is unreached.pop(passed):  # not failed again
+                failures.succeeded(passed)
 
     def _stop_after_this_item(self) -> None:
         """Called by the signal handler for every signal: a running loop ends after the
@@ -704,10 +729,12 @@ class Resumable:
 def _as_path(path: str | os.PathLike[str]) -> Path:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"Resumable(path) takes a str or PathLike, got {type(path).__name__}")
-    resolved = Path(os.fspath(path))
-    if not resolved.name:
+    given = Path(os.fspath(path))
+    if not given.name:
         raise ValueError(f"Resumable(path) needs a file name, got {os.fspath(path)!r}")
-    return resolved.absolute()
+    # Symlinks followed: a job reached through a link and by its own name is one job, with
+    # one lock, and a save replaces the file the link points to, not the link.
+    return Path(os.path.realpath(given))
 
 
 def _whole_number_of_items(gap: object, policy: Policy) -> int:

@@ -61,11 +61,7 @@ def read_state(path: Path) -> Loaded | None:
 
     Returns None when there is no state file (a fresh job). Never writes anything.
     """
-    if path.is_dir():
-        raise StateFileError(
-            f"{path} is a directory, not a state file: pass the path of a file, "
-            f"e.g. {path / 'job.state'}"
-        )
+    refuse_directory(path)
     try:
         main_error = _decode_file(path)
     except FileNotFoundError:
@@ -90,6 +86,15 @@ def read_state(path: Path) -> Loaded | None:
         f"it away to start over, or pass restart=True to start over (the old file is kept "
         f"as {path.name}.reset-<time>)."
     )
+
+
+def refuse_directory(path: Path) -> None:
+    """Raise `StateFileError` when `path` is a directory: never read, replaced or moved."""
+    if path.is_dir():
+        raise StateFileError(
+            f"{path} is a directory, not a state file: pass the path of a file, "
+            f"e.g. {path / 'job.state'}"
+        )
 
 
 def require_state_file(path: Path) -> None:
@@ -155,6 +160,7 @@ class FileStore:
 
     def start_fresh(self) -> None:
         """This run is a new job: its first save moves any earlier job's files aside."""
+        refuse_directory(self.path)  # restart=True skipped the read that refuses it
         self._fresh = True
 
     def save(self, data: bytes) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import sys
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -25,7 +26,7 @@ class UnavailableError(Exception):
 
 def run(
     path: Path,
-    items: list[str],
+    items: Iterable[str],
     failing: set[str],
     *,
     keyed: bool = False,
@@ -262,6 +263,43 @@ def test_kill9_while_failures_are_recorded_keeps_records_and_progress_consistent
     recorded = {item.where for item in snapshot.failed}
     assert recorded == set(range(0, total, 7))
     assert set(job.effects_log()) == set(range(total)) - recorded
+
+
+@pytest.mark.parametrize("kind", ["list", "generator"])
+def test_an_item_whose_run_stopped_after_its_failure_leaves_the_list_once_it_succeeds(
+    state_path: Path, kind: str
+) -> None:
+    """The failure is recorded, then the run stops inside that item: it is not done, so
+    the next run's main loop (not its retries) runs it, and its success clears the record."""
+
+    def items() -> list[str] | Iterator[str]:
+        return list(ITEMS) if kind == "list" else iter(ITEMS)
+
+    with pytest.raises(KeyboardInterrupt), Resumable(state_path, quiet=True) as r:
+        for item in r.iterate(items(), on_error="record"):
+            with r.attempt():
+                if item == "page-2":
+                    raise UnavailableError("503")
+            if item == "page-2":
+                raise KeyboardInterrupt  # a second ctrl+c, say, after the failure
+    assert (inspect(state_path).position, failed(state_path)) == (2, {2: 1})
+    assert run(state_path, items(), set()) == ITEMS[2:]
+    assert failed(state_path) == {}
+    assert run(state_path, items(), set()) == []  # nothing runs a second time
+
+
+def test_an_item_failing_again_past_the_position_counts_its_attempts_on(
+    state_path: Path,
+) -> None:
+    with pytest.raises(KeyboardInterrupt), Resumable(state_path, quiet=True) as r:
+        for item in r.iterate(ITEMS, on_error="record"):
+            with r.attempt():
+                if item == "page-2":
+                    raise UnavailableError("503")
+            if item == "page-2":
+                raise KeyboardInterrupt
+    assert run(state_path, ITEMS, {"page-2"}) == ITEMS[2:]
+    assert failed(state_path) == {2: 2}
 
 
 def test_a_changed_input_started_over_drops_the_failure_records(state_path: Path) -> None:

@@ -87,6 +87,14 @@ def test_continue_goes_on_by_position_and_adopts_the_new_input(
     assert run(state_path, list(range(12))) == list(range(6, 12))  # no complaint now
 
 
+def test_continue_runs_the_items_a_finished_job_s_input_gained(state_path: Path) -> None:
+    assert run(state_path, [0, 1, 2]) == [0, 1, 2]
+    assert inspect(state_path).finished
+    assert run(state_path, [0, 1, 2, 3, 4], on_change="continue") == [3, 4]
+    snapshot = inspect(state_path)
+    assert (snapshot.position, snapshot.finished) == (5, True)
+
+
 def test_a_generator_with_other_first_items_is_caught(state_path: Path) -> None:
     run(state_path, (n for n in range(100)), stop_at=30)
     with pytest.raises(InputChangedError, match="its first 16 items differ"):

@@ -255,3 +255,28 @@ def test_kill9_at_random_moments_loses_no_item_with_keys_in_a_new_order_each_run
     assert result.returncode == 0
     assert done_keys(job.state) == set(range(total))
     assert set(job.effects_log()) == set(range(total))
+
+
+def test_a_finished_keyed_job_whose_input_gains_items_is_not_finished_until_they_ran(
+    state_path: Path,
+) -> None:
+    with Resumable(state_path) as r:
+        assert list(r.iterate(["a", "b"], key=str)) == ["a", "b"]
+    assert inspect(state_path).finished
+    with Resumable(state_path) as r:
+        for item in r.iterate(["a", "b", "c", "d"], key=str):
+            assert item == "c"
+            assert not r.finished
+            break
+    snapshot = inspect(state_path)
+    assert (snapshot.position, snapshot.finished) == (2, False)
+    with Resumable(state_path) as r:
+        assert list(r.iterate(["a", "b", "c", "d"], key=str)) == ["c", "d"]
+    assert inspect(state_path).finished
+
+
+def test_a_refused_key_function_leaves_a_new_job_as_it_was(state_path: Path) -> None:
+    with pytest.raises(TypeError, match="takes a function"), Resumable(state_path) as r:
+        r.iterate(range(3), key="id")  # type: ignore[arg-type]
+    with Resumable(state_path) as r:  # still free to be positional
+        assert list(r.iterate(range(3))) == [0, 1, 2]

@@ -279,6 +279,34 @@ def test_tuples_in_state_come_back_as_lists(state_path: Path) -> None:
     assert inspect(state_path).state == {"pair": [1, 2]}
 
 
+def test_a_symlink_to_the_state_file_is_the_same_job(state_path: Path) -> None:
+    """One lock for both names, and saves replace the file the link points to."""
+    make_job(state_path, 3)
+    link = state_path.with_name("link.state")
+    link.symlink_to(state_path.name)
+    with Resumable(link) as r:
+        assert r.path == state_path
+        with pytest.raises(StateLockedError), Resumable(state_path):
+            pass
+        for item in r.iterate(range(10**6)):
+            assert item == 3  # resumed where the job stopped
+            break
+        r.state["via"] = "link"
+        r.save()
+    assert link.is_symlink()
+    assert inspect(state_path).state == {"via": "link"}
+
+
+def test_restart_refuses_a_directory_and_moves_nothing(tmp_path: Path) -> None:
+    directory = tmp_path / "data.state"
+    directory.mkdir()
+    (directory / "precious.txt").write_text("x")
+    with pytest.raises(StateFileError, match="is a directory"), Resumable(directory, restart=True):
+        pass
+    assert sorted(os.listdir(tmp_path)) == ["data.state", "data.state.lock"]
+    assert (directory / "precious.txt").read_text() == "x"
+
+
 def test_opening_the_same_file_twice_in_one_process_is_an_error(state_path: Path) -> None:
     with (
         Resumable(state_path),
