@@ -54,12 +54,13 @@ def replace_durably(target: StrPath, data: bytes, keep_previous_as: StrPath | No
 
 
 def replace_atomically(
-    target: StrPath, data: bytes, keep_previous_as: StrPath | None = None
+    target: StrPath, data: bytes, keep_previous_as: StrPath | None = None, mode: int | None = None
 ) -> None:
     """Replace `target` with `data`, flushed to the disk, by an atomic rename.
 
     With `keep_previous_as`, the current `target` becomes that file (a hard link, so no
-    bytes are copied) just before the replace. On any error the temp file is removed, the
+    bytes are copied) just before the replace. With `mode`, the new file gets those
+    permission bits (else the umask decides). On any error the temp file is removed, the
     previous `target` is intact and the error is raised. An fsync error is never retried:
     after a failed fsync the kernel may have dropped the dirty pages, so a retry could
     report success for data that never reached the disk. The rename is durable only once
@@ -72,6 +73,8 @@ def replace_atomically(
     fd: int | None = None
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        if mode is not None and _fchmod is not None:
+            _fchmod(fd, mode)  # exactly, whatever the umask
         _write_all(fd, data)
         fsync_file(fd)
         fd = close_fd(fd)
@@ -85,6 +88,8 @@ def replace_atomically(
             os.unlink(temp)
         raise
 
+
+_fchmod: Callable[[int, int], None] | None = getattr(os, "fchmod", None)  # not on Windows < 3.13
 
 # ``fd = close_fd(fd)`` closes a descriptor and forgets it in one line. It is os.close
 # itself (which returns None), so no line of Python code runs between the two: an

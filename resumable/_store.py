@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import time
 import warnings
 from dataclasses import dataclass
@@ -136,6 +137,9 @@ class FileStore:
         self._lock = FileLock(lock_path(path), job=path)
         self._main_is_unreadable = False
         self._fresh = False  # a new job, whose first save moves an earlier job's files aside
+        # The state file's permission bits as the run found them: every save keeps them, so
+        # a file the user made private (r.state may hold secrets) stays private.
+        self._mode: int | None = None
 
     def lock(self) -> None:
         """Take the job's lock."""
@@ -156,6 +160,9 @@ class FileStore:
         """Read the state (or its backup); None for a fresh job."""
         loaded = read_state(self.path)
         self._main_is_unreadable = loaded is not None and loaded.from_backup
+        if loaded is not None:
+            with contextlib.suppress(OSError):  # gone since it was read: the umask decides
+                self._mode = stat.S_IMODE(os.stat(self._target).st_mode)
         return loaded
 
     def start_fresh(self) -> None:
@@ -171,13 +178,15 @@ class FileStore:
                 # state file was deleted must not become this job's backup: were this
                 # job's file damaged, the fallback would resume the other job.
                 self._set_aside_earlier_job()
-                _durable.replace_atomically(self._target, data)
+                _durable.replace_atomically(self._target, data, mode=self._mode)
                 self._fresh = False
             elif self._main_is_unreadable:
                 self._set_aside_unreadable()
-                _durable.replace_atomically(self._target, data)
+                _durable.replace_atomically(self._target, data, mode=self._mode)
             else:
-                _durable.replace_atomically(self._target, data, keep_previous_as=self._backup)
+                _durable.replace_atomically(
+                    self._target, data, keep_previous_as=self._backup, mode=self._mode
+                )
         except OSError as error:
             raise StateWriteError(
                 f"could not save progress to {self.path}: {describe_os_error(error)}. The previous "

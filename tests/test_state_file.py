@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from resumable import (
+    NPolicy,
     Resumable,
     ResumableWarning,
     StateFileError,
@@ -277,6 +278,19 @@ def test_unserialisable_state_names_the_key_and_loses_nothing_saved(
 def test_tuples_in_state_come_back_as_lists(state_path: Path) -> None:
     make_job(state_path, 1, {"pair": (1, 2)})
     assert inspect(state_path).state == {"pair": [1, 2]}
+
+
+def test_a_save_keeps_the_state_file_s_permissions(state_path: Path) -> None:
+    """A state file made private stays private: saves replace it with one of the same mode."""
+    make_job(state_path, 3)
+    state_path.chmod(0o600)
+    with Resumable(state_path, policy=NPolicy(1)) as r:
+        for item in r.iterate(range(10**6)):
+            if item == 6:
+                break
+    assert r.saves > 1
+    assert state_path.stat().st_mode & 0o777 == 0o600
+    assert state_path.with_name("job.state.bak").stat().st_mode & 0o777 == 0o600
 
 
 def test_a_symlink_to_the_state_file_is_the_same_job(state_path: Path) -> None:
