@@ -225,7 +225,10 @@ def _failed_summary(failed: tuple[FailedItem, ...]) -> str:
 def _failed_line(item: FailedItem) -> str:
     where = repr(item.key) if item.key is not None else f"#{item.position}"
     times = "once" if item.attempts == 1 else f"{item.attempts} times"
-    return f"{where}: {item.error_type}: {item.message[:80]} ({times})"
+    # Control characters escaped: a message's newline would start a line that looks like
+    # another field, and a terminal escape sequence would act on the terminal.
+    message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in item.message[:80])
+    return f"{where}: {item.error_type}: {message} ({times})"
 
 
 def _failed_json(item: FailedItem) -> dict[str, Any]:

@@ -91,8 +91,13 @@ class Resumable:
         if not math.isfinite(min_interval) or min_interval < 0:
             raise ValueError(f"min_interval needs a finite number >= 0, got {min_interval}")
         self._min_interval = float(min_interval)
+        for name, flag in (("restart", restart), ("quiet", quiet)):
+            if not isinstance(flag, bool):  # restart="no" would be true
+                raise TypeError(f"{name} takes True or False, got {flag!r}")
         self._restart = restart
         self._quiet = quiet
+        if signals is not None:
+            signals = _signal_numbers(signals)
         self._store = FileStore(self.path)
         self._signals = SignalGuard(
             default_signals() if signals is None else signals,
@@ -735,6 +740,20 @@ def _as_path(path: str | os.PathLike[str]) -> Path:
     # Symlinks followed: a job reached through a link and by its own name is one job, with
     # one lock, and a save replaces the file the link points to, not the link.
     return Path(os.path.realpath(given))
+
+
+def _signal_numbers(signals: object) -> tuple[int, ...]:
+    """`signals=` as signal numbers, or a TypeError that says what it takes."""
+    wrong = TypeError(
+        "signals= takes signal numbers, e.g. signals=(signal.SIGTERM,) or signals=() for "
+        f"none; got {signals!r}"
+    )
+    if isinstance(signals, (str, bytes)) or not isinstance(signals, Iterable):
+        raise wrong
+    numbers = tuple(signals)
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
+        raise wrong
+    return numbers
 
 
 def _whole_number_of_items(gap: object, policy: Policy) -> int:

@@ -587,6 +587,21 @@ def test_the_console_script_and_python_m_run_the_same_command_line(tmp_path: Pat
     assert not state.exists()
 
 
+def test_status_escapes_control_characters_in_failure_messages(
+    state_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A message's newline or terminal escape cannot fake a line of the report."""
+    with Resumable(state_path) as r:
+        for item in r.iterate(["a"], on_error="record"):
+            with r.attempt():
+                raise ValueError(f"{item}\n  running      no\x1b[2J")
+    status, out, _ = run(capsys, "status", state_path)
+    assert status == 0
+    assert "#0: ValueError: a\\n  running      no\\x1b[2J (once)" in out
+    assert "\x1b" not in out
+    assert sum(line.lstrip().startswith("running") for line in out.splitlines()) == 1
+
+
 def test_status_lists_the_failed_items_of_a_keyed_job(
     state_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -299,6 +299,31 @@ def test_signals_empty_leaves_handlers_alone(state_path: Path) -> None:
         assert signal.getsignal(signal.SIGINT) is before
 
 
+@pytest.mark.parametrize(
+    ("arguments", "says"),
+    [
+        ({"restart": "no"}, "restart takes True or False"),
+        ({"quiet": 1}, "quiet takes True or False"),
+        ({"signals": "SIGTERM"}, "signals= takes signal numbers"),
+        ({"signals": signal.SIGTERM}, "signals= takes signal numbers"),
+        ({"signals": [True]}, "signals= takes signal numbers"),
+    ],
+)
+def test_arguments_of_the_wrong_type_are_named(
+    state_path: Path, arguments: dict[str, object], says: str
+) -> None:
+    with pytest.raises(TypeError, match=says):
+        Resumable(state_path, **arguments)  # type: ignore[arg-type]
+    assert not state_path.exists()
+
+
+def test_signals_may_be_any_iterable_of_signal_numbers(state_path: Path) -> None:
+    with Resumable(state_path, signals=iter([signal.SIGTERM])):
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
 def test_an_ignored_signal_stays_ignored(state_path: Path) -> None:
     previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
