@@ -318,10 +318,11 @@ def test_arguments_of_the_wrong_type_are_named(
 
 
 def test_signals_may_be_any_iterable_of_signal_numbers(state_path: Path) -> None:
+    sigterm, sigint = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     with Resumable(state_path, signals=iter([signal.SIGTERM])):
-        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        assert signal.getsignal(signal.SIGTERM) is not sigterm
+        assert signal.getsignal(signal.SIGINT) is sigint
+    assert signal.getsignal(signal.SIGTERM) is sigterm
 
 
 def test_an_ignored_signal_stays_ignored(state_path: Path) -> None:
