@@ -73,8 +73,7 @@ def replace_atomically(
     fd: int | None = None
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        if mode is not None and _fchmod is not None:
-            _fchmod(fd, mode)  # exactly, whatever the umask
+        set_mode(fd, mode)
         _write_all(fd, data)
         fsync_file(fd)
         fd = close_fd(fd)
@@ -90,6 +89,14 @@ def replace_atomically(
 
 
 _fchmod: Callable[[int, int], None] | None = getattr(os, "fchmod", None)  # not on Windows < 3.13
+
+
+def set_mode(fd: int, mode: int | None) -> None:
+    """Give the open file `fd` exactly the permission bits `mode`, whatever the umask
+    (None: leave what the umask gave)."""
+    if mode is not None and _fchmod is not None:
+        _fchmod(fd, mode)
+
 
 # ``fd = close_fd(fd)`` closes a descriptor and forgets it in one line. It is os.close
 # itself (which returns None), so no line of Python code runs between the two: an

@@ -46,7 +46,7 @@ from typing import Any, BinaryIO, TypeAlias
 
 import orjson
 
-from resumable._durable import fsync_directory, fsync_file
+from resumable._durable import fsync_directory, fsync_file, set_mode
 from resumable._errors import StateFileError, StateWriteError, UsageError, describe_os_error
 
 Key: TypeAlias = str | int
@@ -395,10 +395,11 @@ class JournalWriter:
         self._failure: BaseException | None = None
 
     @classmethod
-    def open(cls, path: Path, length: int) -> JournalWriter:
+    def open(cls, path: Path, length: int, mode: int | None = None) -> JournalWriter:
         """Open the journal at `path` whose committed length is `length`, for appending.
 
-        Bytes past `length` are cut off. A missing file is created when `length` is 0;
+        Bytes past `length` are cut off. A missing file is created when `length` is 0,
+        with the permission bits `mode` when given;
         otherwise a missing or shorter file raises `StateFileError`, and a file that cannot
         be opened or cut raises `StateWriteError`.
         """
@@ -423,6 +424,8 @@ class JournalWriter:
                 errno=error.errno,
             ) from error
         try:
+            if new_file:
+                set_mode(fd, mode)
             size = os.fstat(fd).st_size
             if size < length:
                 raise StateFileError(
@@ -513,8 +516,9 @@ class JournalWriter:
         self.close()
 
 
-def fold(path: Path, keys: Iterable[Key]) -> int:
+def fold(path: Path, keys: Iterable[Key], mode: int | None = None) -> int:
     """Write `keys` into a new journal file at `path`, flushed, and return its length.
+    With `mode`, the file gets those permission bits.
 
     The file must not exist: a fold writes a new generation (see `next_generation`) and
     never touches the one in use. Once the state file names the new generation, the old
@@ -538,6 +542,7 @@ def fold(path: Path, keys: Iterable[Key]) -> int:
     length = 0
     try:
         try:
+            set_mode(fd, mode)
             # Record by record, so the whole journal never sits in memory as bytes.
             for record in _records(batch, RECORD_BYTES, MAX_PAYLOAD):
                 _write_all(fd, record)

@@ -114,20 +114,22 @@ class KeyProgress:
         keep |= {self.generation, *([max(older)] if older else [])}
         _journal.remove_stale_journals(state, keep=keep)
 
-    def prepare_save(self, state: Path) -> None:
+    def prepare_save(self, state: Path, mode: int | None = None) -> None:
         """Put the keys finished since the last save into the journal, flushed to disk.
 
         Then the state file can commit them. When the journal has become many small
-        records, the keys go into a compact new generation instead.
+        records, the keys go into a compact new generation instead. A journal file this
+        creates gets the permission bits `mode` (the state file's), when given.
         """
         if not self.unsaved:
             return
         if _journal.fold_is_due(self._records + 1, len(self.done)):
-            self._fold(state)
+            self._fold(state, mode)
             return
         writer = self._writer
         if writer is None:
-            writer = JournalWriter.open(_journal.journal_path(state, self.generation), self.length)
+            path = _journal.journal_path(state, self.generation)
+            writer = JournalWriter.open(path, self.length, mode)
             self._writer = writer
         try:
             self.length = writer.append(self.unsaved)
@@ -139,9 +141,9 @@ class KeyProgress:
         self._records += 1
         self.unsaved.clear()  # in place: the loop holds this list's append
 
-    def _fold(self, state: Path) -> None:
+    def _fold(self, state: Path, mode: int | None) -> None:
         generation = _journal.next_generation(state, self.generation)
-        length = _journal.fold(_journal.journal_path(state, generation), list(self.done))
+        length = _journal.fold(_journal.journal_path(state, generation), list(self.done), mode)
         self.close()
         # The old generation stays until a later run opens the job: the backup may name it.
         self.generation, self.length = generation, length

@@ -689,7 +689,9 @@ class Resumable:
     @defers_signals
     def _save(self, now: float | None = None) -> None:
         if isinstance(self._progress, KeyProgress):
-            self._progress.prepare_save(self.path)  # the keys first: the file commits them
+            # The keys first: the state file commits them. Journal files it creates get
+            # the state file's permissions.
+            self._progress.prepare_save(self.path, self._store.mode)
         progress = self._progress.snapshot()
         document = StateDocument(
             progress=progress,

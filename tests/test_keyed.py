@@ -211,6 +211,24 @@ def test_a_journal_of_many_records_is_folded_into_a_new_generation(
     assert set(_journal.journal_generations(state_path)) == {generation - 1, generation}
 
 
+def test_journal_files_get_the_state_file_s_permissions(
+    state_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job made private (chmod 600) keeps its keys private in the journal files it writes."""
+    run(state_path, range(10), key=int, stop_at=3)
+    state_path.chmod(0o600)
+    monkeypatch.setattr(_journal, "FOLD_MIN_RECORDS", 3)  # fold after a few saves, not 1,000
+    with Resumable(state_path, policy=NPolicy(1)) as r:
+        for item in r.iterate(range(10), key=int):
+            if item == 8:
+                break
+    generations = _journal.journal_generations(state_path)
+    assert len(generations) >= 2  # at least one journal file written by the private job
+    newest = generations[max(generations)]
+    assert newest.stat().st_mode & 0o777 == 0o600
+    assert state_path.stat().st_mode & 0o777 == 0o600
+
+
 def test_journal_files_of_an_unfinished_fold_and_of_an_earlier_job_are_handled(
     state_path: Path,
 ) -> None:
