@@ -22,6 +22,14 @@ HEAD_ITEMS = 16  # enough to tell a reordered or replaced input; cheap to repr a
 ON_CHANGE_CHOICES = ("raise", "restart", "continue")
 
 
+def check_on_change(on_change: object) -> None:
+    """Raise a ValueError naming the choices unless `on_change` is one of them."""
+    if on_change not in ON_CHANGE_CHOICES:
+        raise ValueError(
+            f"on_change must be one of {', '.join(map(repr, ON_CHANGE_CHOICES))}; got {on_change!r}"
+        )
+
+
 @dataclass(frozen=True)
 class InputRecord:
     """What the state file says about the input: its length and its head's fingerprint."""

@@ -19,9 +19,9 @@ from resumable._failures import Failures
 from resumable._feed import Feed, input_length, open_feed, shorter_input
 from resumable._input_check import (
     HEAD_ITEMS,
-    ON_CHANGE_CHOICES,
     InputHead,
     InputRecord,
+    check_on_change,
     what_changed,
 )
 from resumable._keyed import KeyProgress
@@ -92,11 +92,7 @@ class PositionProgress:
         over (``"restart"``: position 0, no failures) or is accepted as it is
         (``"continue"``).
         """
-        if on_change not in ON_CHANGE_CHOICES:
-            raise ValueError(
-                f"on_change must be one of {', '.join(map(repr, ON_CHANGE_CHOICES))}; "
-                f"got {on_change!r}"
-            )
+        check_on_change(on_change)
         size = input_length(items)
         # The first done items, for the fingerprint: by index, or pulled from an iterator
         # (kept, in case the job starts over and needs them back).

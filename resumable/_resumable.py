@@ -28,6 +28,7 @@ from resumable._display import (
 from resumable._errors import CalledTooOftenError, UsageError
 from resumable._failures import ON_ERROR_CHOICES, FailedItem, Failures
 from resumable._feed import MAX_CHUNK, Feed
+from resumable._input_check import check_on_change
 from resumable._journal import check_keys, next_generation
 from resumable._keyed import KeyProgress, check_key_function
 from resumable._progress import PositionProgress, restore_progress
@@ -220,6 +221,7 @@ class Resumable:
             raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}")
         if type(max_attempts) is not int or max_attempts < 1:
             raise ValueError(f"max_attempts must be a whole number >= 1, got {max_attempts!r}")
+        check_on_change(on_change)  # before iterate() counts as called
         self._on_error, self._max_attempts = on_error, max_attempts
         positional = self._progress
         if key is not None or isinstance(positional, KeyProgress):
@@ -648,6 +650,10 @@ class Resumable:
         if self._display is not None:
             self._display.advance_to(position)
         now = time.monotonic()
+        if now < self._saved_clock:
+            # The clock went back (freezegun's move_to): the jump counts as no time, and
+            # what passes after it counts from here, not from when it catches up again.
+            self._saved_clock = now
         checked = position - self._checked_position
         pace = max(0.0, now - self._checked_clock) / checked if checked > 0 else None
         self._checked_clock, self._checked_position = now, position

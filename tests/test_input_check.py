@@ -190,3 +190,10 @@ def rewrite_with_checksum(path: Path, document: dict[str, object]) -> None:
     canonical = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
     checksum = f',"checksum":"crc32:{zlib.crc32(canonical):08x}"}}'.encode()
     path.write_bytes(canonical[:-1] + checksum)
+
+
+def test_a_refused_on_change_leaves_iterate_to_be_called_again(state_path: Path) -> None:
+    with Resumable(state_path) as r:
+        with pytest.raises(ValueError, match="on_change must be one of"):
+            r.iterate([1, 2], on_change="maybe")  # type: ignore[arg-type]
+        assert list(r.iterate([1, 2])) == [1, 2]

@@ -106,6 +106,26 @@ def test_a_clock_moved_backwards_counts_as_no_time(state_path: Path) -> None:
         assert r.saves == 1  # only the completion save
 
 
+def test_after_the_clock_went_back_time_counts_again_from_the_next_check(
+    state_path: Path,
+) -> None:
+    """Items of 1 s, the clock set back 1000 s during item 10: the jump is noticed at the
+    check after item 15, and the next save comes 60 s later, not 1000 s later."""
+    positions: list[int] = []
+    with (
+        freeze_time("2026-01-01 12:00:00", tick=False) as frozen,
+        Resumable(state_path, policy=TimePolicy(60)) as r,
+    ):
+        for index in r.iterate(range(200)):
+            if index == 10:
+                frozen.move_to("2026-01-01 11:43:20")
+            else:
+                frozen.tick(1)
+            if r.saves > len(positions):
+                positions.append(r.position)
+    assert positions == [75, 135, 195]
+
+
 def test_min_interval_defers_a_policy_save_to_the_next_check(state_path: Path) -> None:
     positions = save_positions(state_path, NPolicy(1), 12, 1.0, min_interval=5)
     assert positions == [5, 10]
