@@ -336,7 +336,7 @@ class Resumable:
         """
         if self._lifecycle != "open":
             raise UsageError("save() works inside the with block of the Resumable")
-        now = time.monotonic()
+        now = self._now()
         waited = now - self._saved_clock
         if self._min_interval and self.saves and waited < self._min_interval:
             raise CalledTooOftenError(
@@ -649,11 +649,7 @@ class Resumable:
     def _at_boundary(self, position: int) -> None:
         if self._display is not None:
             self._display.advance_to(position)
-        now = time.monotonic()
-        if now < self._saved_clock:
-            # The clock went back (freezegun's move_to): the jump counts as no time, and
-            # what passes after it counts from here, not from when it catches up again.
-            self._saved_clock = now
+        now = self._now()
         checked = position - self._checked_position
         pace = max(0.0, now - self._checked_clock) / checked if checked > 0 else None
         self._checked_clock, self._checked_position = now, position
@@ -682,10 +678,18 @@ class Resumable:
         if self._signals.pending is not None or self._stop_soon:
             raise self._signals.take_exception()
 
+    def _now(self) -> float:
+        """The monotonic clock, looked up at call time so that freezegun's frozen clock is
+        the one read. A clock that went back (freezegun's move_to) takes the last save's
+        reading back with it: the jump counts as no time, and time counts again from here,
+        not from when the clock catches up."""
+        now = time.monotonic()
+        if now < self._saved_clock:
+            self._saved_clock = now
+        return now
+
     def _since_last_save(self, now: float, position: int, pace: float | None) -> SinceLastSave:
-        seconds = now - self._saved_clock
-        if seconds < 0.0:  # a frozen clock moved back with freezegun's move_to()
-            seconds = 0.0
+        seconds = now - self._saved_clock  # never negative: `_now` read the clock
         # tuple.__new__ is what the named tuple's own __new__ calls, without its Python
         # frame: a third of the cost of a check.
         return tuple.__new__(SinceLastSave, (position - self._saved_position, seconds, pace))

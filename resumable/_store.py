@@ -101,8 +101,7 @@ def refuse_directory(path: Path) -> None:
 def require_state_file(path: Path) -> None:
     """Raise `FileNotFoundError` unless there is a state file at `path` (`StateFileError`
     when it is a directory)."""
-    if path.is_dir():
-        raise StateFileError(f"{path} is a directory, not a state file")
+    refuse_directory(path)
     if not path.exists():
         raise FileNotFoundError(f"no state file at {path}: nothing to reset")
 

@@ -516,7 +516,11 @@ def test_reset_of_a_directory_is_an_error_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     status, _, err = run(capsys, "reset", "--yes", tmp_path)
-    assert (status, err) == (1, [f"resumable: error: {tmp_path} is a directory, not a state file"])
+    says = (
+        f"resumable: error: {tmp_path} is a directory, not a state file: pass the path of a "
+        f"file, e.g. {tmp_path / 'job.state'}"
+    )
+    assert (status, err) == (1, [says])
 
 
 def test_an_os_error_is_one_line_without_a_traceback(

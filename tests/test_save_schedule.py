@@ -126,6 +126,22 @@ def test_after_the_clock_went_back_time_counts_again_from_the_next_check(
     assert positions == [75, 135, 195]
 
 
+def test_an_explicit_save_after_the_clock_went_back_counts_the_jump_as_no_time(
+    state_path: Path,
+) -> None:
+    with (
+        freeze_time("2026-01-01 12:00:00", tick=False) as frozen,
+        Resumable(state_path, min_interval=10) as r,
+    ):
+        r.save()
+        frozen.move_to("2026-01-01 11:00:00")
+        with pytest.raises(CalledTooOftenError, match=r"came 0\.000 s after"):
+            r.save()
+        frozen.tick(10)
+        r.save()  # 10 s after the jump: allowed
+        assert r.saves == 2
+
+
 def test_min_interval_defers_a_policy_save_to_the_next_check(state_path: Path) -> None:
     positions = save_positions(state_path, NPolicy(1), 12, 1.0, min_interval=5)
     assert positions == [5, 10]
