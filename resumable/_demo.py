@@ -21,9 +21,12 @@ def run_demo(state_path: Path, items: int, delay: float, restart: bool) -> int:
             )
             return 0
         if r.position:
-            print(f"Resuming at item {r.position} of {items} (run {r.runs}).")
+            print(f"Resuming at item {r.position} of {items} (run {r.runs}), from {state_path}.")
         else:
-            print(f"Starting a job of {items} items, {delay:g} s each. Press ctrl+c to stop it.")
+            print(
+                f"Starting a job of {items} items, {delay:g} s each, its state in {state_path}. "
+                "Press ctrl+c to stop it."
+            )
         for number in r.iterate(range(items)):
             time.sleep(delay)  # the "work"
             r.state["total"] = r.state.get("total", 0) + number * number

@@ -95,8 +95,8 @@ def require_tqdm() -> None:
     except ImportError:
         raise ImportError(
             "iterate(progress=True) draws a tqdm bar, and tqdm is not installed. Install "
-            "it with: pip install 'resumable-loop[progress]' (or pass a display of your "
-            "own with an update(n) method)."
+            "it with: pip install tqdm (from a clone of resumable, pip install '.[progress]' "
+            "installs it too), or pass a display of your own with an update(n) method."
         ) from None
 
 

@@ -190,7 +190,7 @@ class Resumable:
                 done, wherever it now is in the input, and runs new items; for inputs
                 that change between runs. A job keeps the kind of progress it started
                 with.
-            progress: True draws a tqdm bar (``pip install 'resumable-loop[progress]'``)
+            progress: True draws a tqdm bar (``pip install tqdm``)
                 that starts at the resumed position, with the input's length as total
                 when it has one, and shows when the last save happened. Or pass a display
                 of your own with tqdm's ``update(n)`` method: it is advanced by the items

@@ -24,6 +24,7 @@ def demo(state: Path, *options: str) -> subprocess.Popen[str]:
 def test_the_demo_stops_on_ctrl_c_and_continues_where_it_stopped(state_path: Path) -> None:
     first = demo(state_path, "--items", "200", "--delay", "0.02")
     assert first.stdout is not None
+    assert f"its state in {state_path}." in first.stdout.readline()  # where to find it
     for line in first.stdout:
         if line.strip() == "item 50/200":
             break
@@ -37,7 +38,7 @@ def test_the_demo_stops_on_ctrl_c_and_continues_where_it_stopped(state_path: Pat
     second = demo(state_path, "--items", "200", "--delay", "0")
     output, _ = second.communicate(timeout=60)
     assert second.returncode == 0
-    assert f"Resuming at item {stopped_at} of 200 (run 2)." in output
+    assert f"Resuming at item {stopped_at} of 200 (run 2), from {state_path}." in output
     assert "matches an uninterrupted run" in output
 
     third = demo(state_path, "--items", "200")

@@ -147,7 +147,8 @@ def test_progress_true_without_tqdm_names_the_extra_and_consumes_nothing(
             yield n
 
     with Resumable(state_path) as r:
-        with pytest.raises(ImportError, match=r"pip install 'resumable-loop\[progress\]'"):
+        extra = r"pip install tqdm \(from a clone of resumable, pip install '\.\[progress\]'"
+        with pytest.raises(ImportError, match=extra):
             r.iterate(source(), progress=True)
         assert taken == []
     assert inspect(state_path).position == 0

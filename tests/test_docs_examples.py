@@ -40,7 +40,6 @@ def fetch(url: str) -> bytes:
 # Helpers that a page's examples use but do not define, because they are not the point of
 # the page. Keyed by the page's path relative to the repository root.
 SETUP: dict[str, str] = {
-    "README.md": _FETCH,
     "docs/faq.md": _FETCH,
     "docs/index.md": """
 from pathlib import Path
