@@ -122,17 +122,22 @@ class Resumable:
         self._item_failed = False  # whether attempt() recorded the item in flight
         self._in_chunk = False
         self._iterated = False
-        # Failure records of earlier runs at positions this run has not reached yet.
-        self._unreached_failures: dict[int, FailedItem] = {}
+        # Failure records of earlier runs at positions this run has not reached yet, the
+        # nearest last: a check pops the ones passed, never looking at the rest.
+        self._unreached_failures: list[tuple[int, FailedItem]] = []
         self._warned_large_state = False
         self._start_position = 0
         self.saves = 0
         self._items_between_checks = 1
+        # The policy counts every item the body finished: the position (or the done keys)
+        # plus the items this run finished that move neither, retried positions and failed
+        # keys. A save records those too (a success clears a record, a failure counts).
+        self._uncounted = 0
         self._saved_clock = 0.0
-        self._saved_position = 0
+        self._saved_count = 0
         self._last_saved: bytes | None = None  # fingerprint of what the file holds
         self._checked_clock = 0.0
-        self._checked_position = 0
+        self._checked_count = 0
 
     # -- the public surface -------------------------------------------------------------
 
@@ -244,11 +249,15 @@ class Resumable:
         ]
         feed, retried = positional.feed(items, str(self.path), on_change, retry=retry)
         self._report_failures(positional.failures)
-        self._unreached_failures = {
-            position: failure
-            for position, failure in positional.failures.items.items()
-            if isinstance(position, int) and position >= positional.position
-        }
+        self._unreached_failures = sorted(
+            (
+                (position, failure)
+                for position, failure in positional.failures.items.items()
+                if isinstance(position, int) and position >= positional.position
+            ),
+            key=operator.itemgetter(0),
+            reverse=True,
+        )
         if positional.finished and not retried:
             logger.warning(
                 "%s: this job already finished (%d items); nothing to do. To run it "
@@ -258,8 +267,8 @@ class Resumable:
             )
             return iter(())
         if positional.position != self._start_position:  # on_change="restart" went to 0
-            self._start_position = self._saved_position = positional.position
-            self._checked_position = positional.position
+            self._start_position = self._saved_count = positional.position
+            self._checked_count = positional.position
         # Made once the done prefix is skipped, so a bar's clock starts with this run's work.
         self._display = open_display(progress, items, positional.position, self.path.name)
         chunks = self._chunks(feed, positional, retried)
@@ -400,7 +409,7 @@ class Resumable:
             self._progress.remove_retired_journals(self.path)
         self._signals.install()
         self._start_position = self._progress.position
-        self._saved_position = self._checked_position = self._progress.position
+        self._saved_count = self._checked_count = self._progress.position
         self._saved_clock = self._checked_clock = time.monotonic()
 
     def _load(self) -> None:
@@ -509,15 +518,20 @@ class Resumable:
         self._signals.loop_running = True
         try:
             # Failed items of earlier runs first, one item a chunk: when chain asks for the
-            # next chunk, the body of the item ran to its end.
+            # next chunk, the body of the item ran to its end. The policy is asked as in the
+            # main loop: what a retry changes (a record cleared or counted on) is saved work.
+            countdown = self._items_between_checks
             for position, item in retried:
                 self._in_flight, self._item_failed = position, False
                 yield iter((item,))
                 if not self._item_failed:
                     progress.failures.succeeded(position)
                 self._in_flight = None
-                if self._signals.pending is not None or self._stop_soon:
-                    raise self._signals.take_exception()
+                self._uncounted += 1
+                countdown -= 1
+                if countdown <= 0 or self._stop_soon or self._signals.pending is not None:
+                    self._at_boundary(progress.position)  # raises when a signal came
+                    countdown = self._items_between_checks
             while True:
                 # Tapped for the input's fingerprint until its first items are seen.
                 chunk = progress.tap(feed.chunk(self._items_between_checks))
@@ -534,7 +548,7 @@ class Resumable:
                     progress.finished = True
                     # Items finished since the last save are saved at once; the finished
                     # flag alone (a resume that found nothing left) waits for the exit.
-                    if progress.position != self._saved_position:
+                    if progress.position + self._uncounted != self._saved_count:
                         self._save()
                     logger.info("%s: finished after %d items", self.path, start + feed.taken())
                     return
@@ -600,6 +614,7 @@ class Resumable:
                 self._in_flight = None
                 if self._item_failed:  # recorded by attempt(): retried on a later run
                     self._item_failed = False
+                    self._uncounted += 1
                 else:
                     done_add(item_key)
                     unsaved_add(item_key)
@@ -631,8 +646,9 @@ class Resumable:
         if not unreached:  # the usual case: one test per chunk
             return
         failures, position = self._progress.failures, self._progress.position
-        for passed in [p for p in unreached if p < position]:
-            if failures.items.get(passed) is unreached.pop(passed):  # not failed again
+        while unreached and unreached[-1][0] < position:
+            passed, record = unreached.pop()
+            if failures.items.get(passed) is record:  # not failed again
                 failures.succeeded(passed)
 
     def _stop_after_this_item(self) -> None:
@@ -650,10 +666,11 @@ class Resumable:
         if self._display is not None:
             self._display.advance_to(position)
         now = self._now()
-        checked = position - self._checked_position
+        count = position + self._uncounted
+        checked = count - self._checked_count
         pace = max(0.0, now - self._checked_clock) / checked if checked > 0 else None
-        self._checked_clock, self._checked_position = now, position
-        since = self._since_last_save(now, position, pace)
+        self._checked_clock, self._checked_count = now, count
+        since = self._since_last_save(now, count, pace)
         policy = self._policy
         if not policy.should_save(since):
             gap = policy.items_until_check(since)
@@ -661,7 +678,7 @@ class Resumable:
             gap = 1  # too soon: ask again after one item
         else:
             self._save(now)
-            gap = policy.items_until_check(self._since_last_save(now, position, pace))
+            gap = policy.items_until_check(self._since_last_save(now, count, pace))
         if type(gap) is not int:  # a custom policy's answer; checked before it sizes a chunk
             gap = _whole_number_of_items(gap, policy)
         if self._display is not None:
@@ -688,11 +705,11 @@ class Resumable:
             self._saved_clock = now
         return now
 
-    def _since_last_save(self, now: float, position: int, pace: float | None) -> SinceLastSave:
+    def _since_last_save(self, now: float, count: int, pace: float | None) -> SinceLastSave:
         seconds = now - self._saved_clock  # never negative: `_now` read the clock
         # tuple.__new__ is what the named tuple's own __new__ calls, without its Python
         # frame: a third of the cost of a check.
-        return tuple.__new__(SinceLastSave, (position - self._saved_position, seconds, pace))
+        return tuple.__new__(SinceLastSave, (count - self._saved_count, seconds, pace))
 
     # -- saving -------------------------------------------------------------------------
 
@@ -721,7 +738,7 @@ class Resumable:
         self.saves += 1
         self._last_saved = fingerprint
         self._saved_clock = time.monotonic() if now is None else now
-        self._saved_position = position
+        self._saved_count = position + self._uncounted
         if self._display is not None:
             self._display.saved()
         if len(data) > _LARGE_STATE_BYTES and not self._warned_large_state:

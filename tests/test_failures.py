@@ -14,7 +14,7 @@ import orjson
 import pytest
 from freezegun import freeze_time
 
-from resumable import FailedItem, Interrupted, Resumable, UsageError, inspect
+from resumable import FailedItem, Interrupted, NPolicy, Resumable, UsageError, inspect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "jobs"))
 from harness import Job, campaign_seed
@@ -309,3 +309,60 @@ def test_a_changed_input_started_over_drops_the_failure_records(state_path: Path
     with Resumable(state_path) as r:
         assert list(r.iterate(["other"], on_change="restart", on_error="record")) == ["other"]
     assert failed(state_path) == {}
+
+
+def test_positional_retries_are_saved_as_the_policy_asks(state_path: Path) -> None:
+    """With NPolicy(1) each retried item is followed by a save, as in the main loop."""
+    run(state_path, ITEMS, {"page-1", "page-3", "page-5"})
+    saves_after: list[int] = []
+    with Resumable(state_path, policy=NPolicy(1)) as r:
+        for item in r.iterate(ITEMS, on_error="record"):
+            saves_after.append(r.saves)  # saves before this item ran
+            with r.attempt():
+                pass
+            if item == "page-3":
+                # page-1 and page-3 succeeded; the file already knows page-1's did
+                assert failed(state_path) == {3: 1, 5: 1}
+    assert saves_after == [0, 1, 2]
+    assert failed(state_path) == {}
+
+
+def test_kill9_during_positional_retries_repeats_at_most_the_item_in_flight(
+    tmp_path: Path,
+) -> None:
+    """The first run records the even items as failed; the second retries them with
+    NPolicy(1) and is killed by SIGKILL in the middle of the retries. The retries it saved
+    do not run again: the third run repeats at most one item."""
+    job = Job(tmp_path)
+    total = 60
+    options = ["--items", str(total), "--every", "1", "--fail-every", "2", "--fail-first-run"]
+    with job.fast(*options) as child:
+        assert child.finish().returncode == 0
+    assert set(failed(job.state)) == set(range(0, total, 2))
+    with job.fast(*options) as child:
+        while child.read_line() != "end 20":  # the 11th retried item ran
+            pass
+        child.kill9()
+    retried_before_kill = [item for item in job.effects_log() if item % 2 == 0]
+    assert retried_before_kill[:11] == list(range(0, 22, 2))
+    still_failed = set(failed(job.state))
+    assert len(set(retried_before_kill) & still_failed) <= 2  # run after the last save
+    with job.fast(*options) as child:
+        assert child.finish().returncode == 0
+    effects = job.effects_log()
+    assert sorted(set(effects)) == list(range(total))
+    repeated = [item for item in set(effects) if effects.count(item) > 1]
+    assert len(repeated) <= 2, f"ran again after kill -9: {sorted(repeated)}"
+    assert failed(job.state) == {}
+
+
+def test_failed_keys_count_as_finished_items_for_the_policy(state_path: Path) -> None:
+    """An outage: every item fails. NPolicy(2) still saves every second item, so a crash
+    keeps the attempts counted so far."""
+    with Resumable(state_path, policy=NPolicy(2)) as r:
+        for _ in r.iterate(ITEMS, key=str, on_error="record"):
+            with r.attempt():
+                raise UnavailableError("503")
+        saves_in_loop = r.saves
+    assert saves_in_loop == 4
+    assert failed(state_path) == dict.fromkeys(ITEMS, 1)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import orjson
 import pytest
 
 import resumable
@@ -84,3 +86,76 @@ def test_the_policy_is_asked_once_per_check_not_per_item(state_path: Path) -> No
         for _ in r.iterate(range(ITEMS)):
             pass
     assert 0 < Counting.asked < ITEMS / 500
+
+
+class AskEveryItem(Policy):
+    """Never saves, and asks after every item: a check per item."""
+
+    def should_save(self, since: SinceLastSave) -> bool:
+        return False
+
+
+def library_opcodes(state_path: Path, items: int) -> int:
+    """The bytecode instructions the library runs in a loop over `items` items."""
+    opcodes = 0
+
+    def trace(frame: FrameType, event: str, arg: object) -> Any:
+        nonlocal opcodes
+        if event == "call":
+            if not frame.f_code.co_filename.startswith(PACKAGE):
+                return None
+            frame.f_trace_opcodes = True
+        elif event == "opcode":
+            opcodes += 1
+        return trace
+
+    with Resumable(state_path, policy=AskEveryItem(), signals=()) as r:
+        sys.settrace(trace)
+        try:
+            for _ in r.iterate(range(items)):
+                pass
+        finally:
+            sys.settrace(None)
+    return opcodes
+
+
+def write_state_with_failures_ahead(path: Path, positions: range) -> None:
+    """A state file at position 1 that records failures at `positions` (format version 1,
+    as the library wrote it before failure records had a journal)."""
+    failed = [
+        {
+            "position": position,
+            "error_type": "TimeoutError",
+            "message": "timed out",
+            "attempts": 1,
+            "failed_at": "2026-11-26T10:40:17+00:00",
+        }
+        for position in positions
+    ]
+    document = {
+        "format_version": 1,
+        "progress": {"kind": "position", "position": 1, "finished": False, "failed": failed},
+        "state": {},
+        "runs": 1,
+        "created_at": "2026-11-26T09:12:01+00:00",
+        "saved_at": "2026-11-26T10:40:17+00:00",
+        "writer": "resumable-loop 0.1.0",
+    }
+    canonical = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+    path.write_bytes(canonical[:-1] + f',"checksum":"crc32:{zlib.crc32(canonical):08x}"}}'.encode())
+
+
+def test_failure_records_ahead_of_the_position_cost_a_check_nothing(tmp_path: Path) -> None:
+    """Records of failures at positions the run has not reached are looked at when the run
+    passes them, not at every check: a check costs the same with one record ahead as with
+    five hundred (it went through all of them)."""
+    growth = []
+    for ahead in (1, 500):
+        state = tmp_path / f"{ahead}.state"
+        cost = []
+        for items in (500, 1_500):
+            # Beyond the input: never passed.
+            write_state_with_failures_ahead(state, range(10_000, 10_000 + ahead))
+            cost.append(library_opcodes(state, items))
+        growth.append(cost[1] - cost[0])  # what 1,000 more checks cost
+    assert abs(growth[1] - growth[0]) < 1_000, growth

@@ -1,7 +1,7 @@
 """A job that runs its items as fast as its saves allow, for kill -9 and signal storms.
 
     python fast_job.py STATE EFFECTS --items N --every K [--keyed [--shuffle SEED]]
-        [--fail-every F]
+        [--fail-every F [--fail-first-run]]
 
 It prints one flushed line per event: ``ready <position> <runs>`` once inside the with
 block; per item, ``saved <i>`` first when a save completed since the previous item (the
@@ -10,7 +10,8 @@ write) and prints ``end <i>``; after the with block ``done <position> <finished>
 SIGINT, SIGTERM and SIGHUP start at Python's defaults. With ``--keyed`` progress is kept by
 key (the item itself), and ``--shuffle SEED`` hands the items out in an order of its own.
 With ``--fail-every F`` the items divisible by F print ``failed <i>`` and raise inside
-``r.attempt()``, with ``on_error="record"``: recorded, never in the effects log.
+``r.attempt()``, with ``on_error="record"``: recorded, never in the effects log; with
+``--fail-first-run`` only in the job's first run, so that the next run's retries succeed.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ def main() -> None:
         default=0,
         help="items divisible by this raise inside r.attempt(), recorded (on_error='record')",
     )
+    parser.add_argument(
+        "--fail-first-run", action="store_true", help="--fail-every in the first run only"
+    )
     parsed = parser.parse_args()
     items, every = int(parsed.items), int(parsed.every)
     order = list(range(items))
@@ -57,6 +61,8 @@ def main() -> None:
         saves = job.saves
         fail_every = int(parsed.fail_every)
         on_error: Literal["raise", "record"] = "record" if fail_every else "raise"
+        if parsed.fail_first_run and job.runs > 1:
+            fail_every = 0  # the failed items of the first run succeed when retried
         for item in job.iterate(order, key=key, on_error=on_error, max_attempts=1000):
             if job.saves != saves:
                 saves = job.saves
