@@ -3,7 +3,9 @@
 Exit statuses: 0 when all went well; 1 for a problem with a state file (missing,
 unreadable, in use) or a reset the user declined; 2 for a usage error. An error is one
 line on stderr, ``resumable: error: ...``: a `ResumableError` or an `OSError` never shows
-a traceback (anything else is a bug, and does). docs/cli.md describes it all.
+a traceback (anything else is a bug, and does; `status` then goes on with the next path).
+Whatever came from a file or a file name is escaped before it reaches the terminal
+(`printable`), and made valid Unicode before it goes into JSON. docs/cli.md describes it all.
 """
 
 from __future__ import annotations
@@ -11,20 +13,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from resumable._demo import run_demo
 from resumable._errors import ResumableError, ResumableWarning, StateFileError
 from resumable._failures import FailedItem
 from resumable._inspect import StateSnapshot, inspect
+from resumable._journal import tagged_key
 from resumable._lock import LockHolder, lock_holder
 from resumable._reset import reset
 from resumable._store import backup_path, lock_path, require_state_file
+from resumable._text import describe_key, printable, valid_unicode
 from resumable._version import __version__
 
 _FAILED_SHOWN = 5  # failed items listed by `status`; --json lists them all
@@ -37,6 +42,7 @@ INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for ctrl+c
 NO_STATE_FILE = "no state file: the job has not started, or it was reset"
 
 Command = Callable[[argparse.Namespace], int]
+_T = TypeVar("_T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -118,11 +124,12 @@ def _status(arguments: argparse.Namespace) -> int:
     reports = [_look(path) for path in arguments.paths]
     now = datetime.now(timezone.utc)
     if arguments.json:
-        print(json.dumps([_as_json(report, now) for report in reports], indent=2))
+        shown = [_valid_unicode(_shown(report, _as_json, now)) for report in reports]
+        print(json.dumps(shown, indent=2))
     else:
-        shown = [_as_text(report, now) for report in reports if report.snapshot]
-        if shown:
-            print("\n\n".join(shown))
+        blocks = [block for report in reports if (block := _shown(report, _as_text, now))]
+        if blocks:
+            print("\n\n".join(blocks))
     for report in reports:
         for problem in (report.error, report.lock_error):
             if problem:
@@ -142,6 +149,8 @@ def _look(path: Path) -> _Report:
         report.error = f"{path}: {NO_STATE_FILE}"
     except (StateFileError, OSError) as error:
         report.error = _describe(error)
+    except Exception as error:  # a bug; the other paths are still reported
+        report.error = _bug(path, error)
     for warning in caught:
         if issubclass(warning.category, ResumableWarning):
             report.notes.append(str(warning.message))
@@ -162,9 +171,25 @@ def _look(path: Path) -> _Report:
     return report
 
 
-def _as_text(report: _Report, now: datetime) -> str:
+def _shown(report: _Report, render: Callable[[_Report, datetime], _T], now: datetime) -> _T:
+    """`report` rendered; if that fails (a bug), its error, and the other paths go on."""
+    try:
+        return render(report, now)
+    except Exception as error:
+        report.snapshot, report.error = None, _bug(report.path, error)
+        return render(report, now)
+
+
+def _bug(path: Path, error: Exception) -> str:
+    traceback.print_exception(error)
+    return f"{path} cannot be shown: {_describe(error)}. A bug: please report it with the above"
+
+
+def _as_text(report: _Report, now: datetime) -> str | None:
+    """One path as a block of rows; None when there is nothing to show but its error."""
     snapshot = report.snapshot
-    assert snapshot is not None
+    if snapshot is None:
+        return None
     if report.lock_error:
         running = "unknown"
     elif report.holder is None:
@@ -185,15 +210,13 @@ def _as_text(report: _Report, now: datetime) -> str:
         ("from backup", backup),
         *(("note", note) for note in report.notes),
     ]
-    return "\n".join([str(report.path), *(f"  {label:<12} {value}" for label, value in rows)])
+    lines = (f"  {label:<12} {printable(value)}" for label, value in rows)
+    return "\n".join([printable(str(report.path)), *lines])
 
 
 def _as_json(report: _Report, now: datetime) -> dict[str, Any]:
     """One path as JSON; every object has every key, null where it is unknown."""
     snapshot = report.snapshot
-    saved_at = created_at = None
-    if snapshot is not None:
-        saved_at, created_at = _utc(snapshot.saved_at), _utc(snapshot.created_at)
     return {
         "path": str(report.path),
         "error": report.error or report.lock_error,
@@ -201,9 +224,9 @@ def _as_json(report: _Report, now: datetime) -> dict[str, Any]:
         "position": snapshot.position if snapshot else None,
         "finished": snapshot.finished if snapshot else None,
         "runs": snapshot.runs if snapshot else None,
-        "created_at": created_at.isoformat() if created_at else None,
-        "saved_at": saved_at.isoformat() if saved_at else None,
-        "seconds_since_saved": (now - saved_at).total_seconds() if saved_at else None,
+        "created_at": _utc_text(snapshot.created_at) if snapshot else None,
+        "saved_at": _utc_text(snapshot.saved_at) if snapshot else None,
+        "seconds_since_saved": _seconds_since(snapshot.saved_at, now) if snapshot else None,
         "state_keys": sorted(snapshot.state) if snapshot else None,
         "progress_kind": snapshot.progress_kind if snapshot else None,
         "failed": [_failed_json(item) for item in snapshot.failed] if snapshot else None,
@@ -219,27 +242,37 @@ def _failed_summary(failed: tuple[FailedItem, ...]) -> str:
     if not failed:
         return "none"
     more = f"; the first {_FAILED_SHOWN}:" if len(failed) > _FAILED_SHOWN else ":"
-    return f"{len(failed):,} items (retried by later runs up to their max_attempts){more}"
+    return f"{_plural(len(failed), 'item')} (retried by later runs up to their max_attempts){more}"
 
 
 def _failed_line(item: FailedItem) -> str:
-    where = repr(item.key) if item.key is not None else f"#{item.position}"
+    where = describe_key(item.key) if item.key is not None else f"#{item.position}"
     times = "once" if item.attempts == 1 else f"{item.attempts} times"
-    # Control characters escaped: a message's newline would start a line that looks like
-    # another field, and a terminal escape sequence would act on the terminal.
-    message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in item.message[:80])
-    return f"{where}: {item.error_type}: {message} ({times})"
+    return f"{where}: {item.error_type}: {item.message[:80]} ({times})"
 
 
 def _failed_json(item: FailedItem) -> dict[str, Any]:
     return {
-        "key": item.key,
+        # Exactly, as the state file writes it: an int beyond 64 bits, which most JSON
+        # parsers cannot read as a number, and a str that is no UTF-8 as tagged objects.
+        "key": tagged_key(item.key) if item.key is not None else None,
         "position": item.position,
         "error_type": item.error_type,
         "message": item.message,
         "attempts": item.attempts,
-        "failed_at": _utc(item.failed_at).isoformat(),
+        "failed_at": _utc_text(item.failed_at),
     }
+
+
+def _valid_unicode(value: Any) -> Any:
+    """`value` (JSON data) with every string made valid Unicode (`valid_unicode`)."""
+    if isinstance(value, str):
+        return valid_unicode(value)
+    if isinstance(value, list):
+        return [_valid_unicode(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _valid_unicode(item) for key, item in value.items()}
+    return value
 
 
 def _finished(finished: bool) -> str:
@@ -250,17 +283,31 @@ def _process(holder: LockHolder) -> str:
     return "an unknown process" if holder.pid is None else f"pid {holder.pid}"
 
 
-def _utc(moment: datetime) -> datetime:
+def _aware(moment: datetime) -> datetime:
     # The library writes aware UTC times; a hand-edited file might hold a naive one.
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+
+
+def _utc_text(moment: datetime) -> str:
+    """ISO 8601 in UTC; as stored when UTC is beyond the years 1 to 9999."""
+    try:
+        return _aware(moment).astimezone(timezone.utc).isoformat()
+    except OverflowError:
+        return _aware(moment).isoformat()
+
+
+def _seconds_since(moment: datetime, now: datetime) -> float:
+    return (now - _aware(moment)).total_seconds()  # never overflows: no conversion
 
 
 def _when(moment: datetime, now: datetime) -> str:
     """Local time and how long ago: ``2026-11-26 10:40:17 CET (3 minutes ago)``."""
-    local = _utc(moment).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
-    return f"{local} ({_ago((now - _utc(moment)).total_seconds())})"
+    try:
+        local = _aware(moment).astimezone()
+        shown = f"{local.year:04}-{local:%m-%d %H:%M:%S %Z}"  # %Y drops zeros before 1000
+    except OverflowError:  # local time is beyond the years 1 to 9999: as stored
+        shown = _aware(moment).isoformat(" ", "seconds")
+    return f"{shown} ({_ago(_seconds_since(moment, now))})"
 
 
 def _ago(seconds: float) -> str:
@@ -308,14 +355,14 @@ def _reset(arguments: argparse.Namespace) -> int:
                 "--yes to reset without asking"
             )
             return USAGE
-        if not _confirm(f"Reset {path} ({_what_is_done(path)})? [y/N] "):
+        if not _confirm(printable(f"Reset {path} ({_what_is_done(path)})? [y/N] ")):
             print("Not reset: nothing changed.")
             return PROBLEM
     aside = reset(path)  # takes the lock: a run that started meanwhile is refused there
     kept = f"{aside}"
     if backup_path(aside).exists():
         kept += f" (its backup: {backup_path(aside)})"
-    print(f"Reset {path}: its old state is now {kept}. The next run starts over.")
+    print(printable(f"Reset {path}: its old state is now {kept}. The next run starts over."))
     return OK
 
 
@@ -347,14 +394,12 @@ def _demo(arguments: argparse.Namespace) -> int:
 
 
 def _describe(error: BaseException) -> str:
-    """The error as one line: an OSError of the system names its file and reason."""
+    """The error as a message: an OSError of the system names its file and reason."""
     if isinstance(error, OSError) and error.strerror:
         where = f"{error.filename}: " if error.filename is not None else ""
-        text = f"{where}{error.strerror}"
-    else:
-        text = str(error)
-    return " ".join(text.split())
+        return f"{where}{error.strerror}"
+    return str(error)
 
 
 def _error(message: str) -> None:
-    print(f"resumable: error: {message}", file=sys.stderr)
+    print(f"resumable: error: {printable(message)}", file=sys.stderr)

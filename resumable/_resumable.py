@@ -35,6 +35,7 @@ from resumable._progress import PositionProgress, restore_progress
 from resumable._signals import SignalGuard, default_signals, defers_signals
 from resumable._state_file import StateDocument
 from resumable._store import FileStore
+from resumable._text import describe_key
 from resumable._version import __version__
 from resumable.policies import Policy, SinceLastSave, as_policy
 
@@ -307,7 +308,7 @@ class Resumable:
             logger.warning(
                 "%s: item %s failed (%s: %s), attempt %d of %d; recorded, going on",
                 self.path,
-                repr(where) if keyed else f"#{where}",
+                describe_key(where) if keyed else f"#{where}",
                 failed.error_type,
                 failed.message,
                 failed.attempts,

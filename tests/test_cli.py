@@ -16,7 +16,8 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,7 @@ def rows(output: str) -> dict[str, str]:
     """The ``label  value`` rows of a human status block."""
     found = {}
     for line in output.splitlines():
-        if line.startswith("  "):
+        if line.startswith("  ") and not line.startswith("   "):  # not a failed item's
             label, value = re.split(r"\s{2,}", line.strip(), maxsplit=1)
             found[label] = value
     return found
@@ -635,3 +636,168 @@ def test_status_lists_the_failed_items_of_a_keyed_job(
         "attempts": 1,
         "failed_at": "2026-11-27T09:00:00+00:00",
     }
+
+
+# -- hostile contents and names -----------------------------------------------------------
+
+
+def rewrite(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Change the document of the state file at `path`, and write it with a valid checksum
+    (docs/state-file.md): as an older writer or a hand edit could leave it."""
+    document = json.loads(path.read_bytes())
+    del document["checksum"]
+    change(document)
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    path.write_bytes(canonical[:-1] + f',"checksum":"crc32:{zlib.crc32(canonical):08x}"}}'.encode())
+
+
+def job_with_a_failure(path: Path) -> None:
+    with Resumable(path) as r:
+        for item in r.iterate(range(3), on_error="record"):
+            with r.attempt():
+                if item == 1:
+                    raise ValueError("no")
+
+
+EDGE_DATES = [
+    ("created_at", "0001-01-01T00:00:00+01:00"),  # year 0 in UTC
+    ("saved_at", "9999-12-31T23:59:59-01:00"),  # year 10000 in UTC
+    ("created_at", "0001-01-01T00:00:00"),  # naive, taken as UTC: year 0 west of it
+    ("failed_at", "0001-01-01T00:00:00+01:00"),
+]
+
+
+@pytest.mark.parametrize(("field", "stored"), EDGE_DATES)
+def test_dates_beyond_the_years_1_to_9999_in_utc_or_local_time_are_shown_as_stored(
+    state_path: Path, field: str, stored: str
+) -> None:
+    job_with_a_failure(state_path)
+
+    def change(document: dict[str, Any]) -> None:
+        if field == "failed_at":
+            document["progress"]["failed"][0]["failed_at"] = stored
+        else:
+            document[field] = stored
+
+    rewrite(state_path, change)
+    as_utc = stored if stored[-6] in "+-" else f"{stored}+00:00"  # naive is taken as UTC
+    west = "XYZ+05"  # POSIX TZ: local time is UTC-5, and needs no time zone database
+    shown = installed(
+        sys.executable, "-m", "resumable", "status", state_path, cwd=state_path.parent, TZ=west
+    )
+    assert (shown.returncode, shown.stderr) == (0, "")
+    if field != "failed_at":
+        row = {"created_at": "created", "saved_at": "last saved"}[field]
+        assert rows(shown.stdout)[row].startswith(f"{as_utc.replace('T', ' ')} (")
+
+    as_json = installed(
+        sys.executable,
+        "-m",
+        "resumable",
+        "status",
+        "--json",
+        state_path,
+        cwd=state_path.parent,
+        TZ=west,
+    )
+    assert (as_json.returncode, as_json.stderr) == (0, "")
+    [report] = json.loads(as_json.stdout)
+    if field == "failed_at":
+        assert report["failed"][0]["failed_at"] == as_utc
+    else:
+        assert report[field] == as_utc
+    if field == "saved_at":
+        assert report["seconds_since_saved"] < -7000 * 365 * 86400
+
+
+def test_status_reports_each_path_even_when_one_cannot_be_shown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A path that cannot be shown, for whatever reason, is its own error line; the others
+    are shown, and the status is 1."""
+    good, edge, deep, missing = (tmp_path / f"{name}.state" for name in "abcd")
+    make_job(good, 3)
+    make_job(edge, 4)
+    rewrite(edge, lambda document: document.update(created_at="0001-01-01T00:00:00+01:00"))
+    make_job(deep, 5)
+    # Nested deeper than the JSON reader goes, and no backup to fall back to.
+    rewrite(deep, lambda document: document.update(state={"a": [[[[]]]]}))
+    deep.write_bytes(deep.read_bytes().replace(b"[[[[]]]]", b"[" * 300 + b"]" * 300))
+    deep.with_name("c.state.bak").unlink(missing_ok=True)
+
+    status, out, err = run(capsys, "status", good, edge, deep, missing)
+    assert status == 1
+    blocks = out.split("\n\n")
+    assert [block.splitlines()[0] for block in blocks] == [str(good), str(edge)]
+    assert [rows(block)["items done"] for block in blocks] == [
+        "3 (not finished)",
+        "4 (not finished)",
+    ]
+    errors = [line for line in err if line.startswith("resumable: error: ")]
+    assert len(errors) == 2
+    assert errors[0].startswith(f"resumable: error: {deep}")
+    assert errors[1] == f"resumable: error: {missing}: {NO_STATE_FILE}"
+
+    status, out, _ = run(capsys, "status", "--json", good, edge, deep, missing)
+    assert status == 1
+    reports = json.loads(out)
+    assert [report["position"] for report in reports] == [3, 4, None, None]
+    assert reports[2]["error"].startswith(str(deep))
+
+
+HOSTILE = "x\x1b[2J\x1b]0;owned\x07\n  running      no" + os.fsdecode(b"\xff") + ".state"
+HOSTILE_SHOWN = "x\\x1b[2J\\x1b]0;owned\\x07\\n  running      no\\xff.state"
+
+
+def hostile_job(directory: Path) -> None:
+    """A job whose file name, state key, failed item's key and error type hold a newline
+    that would forge a row, escape sequences that clear the screen and set the window
+    title, and a byte that is no UTF-8."""
+    odd_error = type("E\x1b[31m\n  from backup  yes", (Exception,), {"__module__": "app"})
+    with Resumable(directory / HOSTILE) as r:
+        r.state["\x1b]0;owned\x07k\n  running      no"] = 1
+        for key in r.iterate(["k\x1b[5m\n  failed       none"], key=str, on_error="record"):
+            with r.attempt():
+                raise odd_error(key)
+
+
+def status_of(*argv: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    """The installed command's status, its output as bytes, as a terminal would get them."""
+    script = Path(sys.executable).with_name("resumable")
+    return subprocess.run(
+        [str(script), "status", *argv], cwd=cwd, capture_output=True, timeout=60, check=False
+    )
+
+
+def test_status_escapes_all_it_shows_from_file_names_and_state_files(tmp_path: Path) -> None:
+    hostile_job(tmp_path)
+    missing = "gone\x1b[5m\n.state"
+    shown = status_of(HOSTILE, missing, cwd=tmp_path)
+    assert shown.returncode == 1
+    for stream in (shown.stdout, shown.stderr):
+        assert not any(byte < 0x20 and byte != ord("\n") for byte in stream)
+        assert not any(byte == 0x7F or byte >= 0x80 for byte in stream)
+    out, err = shown.stdout.decode(), shown.stderr.decode()
+    assert out.splitlines()[0] == HOSTILE_SHOWN
+    labels = [line.split()[0] for line in out.splitlines()[1:] if not line.startswith("   ")]
+    assert labels == ["items", "last", "runs", "created", "progress", "state", "failed",
+                      "running", "from"]  # fmt: skip
+    assert rows(out)["state keys"] == "\\x1b]0;owned\\x07k\\n  running      no"
+    assert (
+        "               'k\\x1b[5m\\n  failed       none': "
+        "app.E\\x1b[31m\\n  from backup  yes: k\\x1b[5m\\n  failed       none (once)"
+    ) in out
+    assert err == f"resumable: error: gone\\x1b[5m\\n.state: {NO_STATE_FILE}\n"
+
+
+def test_status_json_of_names_that_are_no_utf8_is_valid_utf8(tmp_path: Path) -> None:
+    """Bytes that are no UTF-8 appear as ``\\xNN`` text; JSON escapes control characters
+    itself, so every other character is kept as it is."""
+    hostile_job(tmp_path)
+    shown = status_of("--json", HOSTILE, cwd=tmp_path)
+    assert shown.returncode == 0
+    [report] = json.loads(shown.stdout.decode("utf-8"))  # strict: no lone surrogates
+    json.dumps(report, ensure_ascii=False).encode("utf-8")  # nor escapes of them
+    assert report["path"] == HOSTILE.replace(os.fsdecode(b"\xff"), "\\xff")
+    assert report["state_keys"] == ["\x1b]0;owned\x07k\n  running      no"]
+    assert report["failed"][0]["error_type"] == "app.E\x1b[31m\n  from backup  yes"
