@@ -116,23 +116,31 @@ def _lock_file(path: Path, job: Path) -> int:
     fd: int | None = None
     try:  # opened inside the try: no line between opening and the cleanup that covers it
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            _lock_unless_held(fd)
-        except OSError:
-            holder = _read_pid(fd)
-            who = f"process {holder}" if holder else "another process"
-            raise StateLockedError(
-                f"{job} is in use by {who}: only one run of a job at a time. Wait for it "
-                "to finish or stop it; the lock frees itself when that process ends "
-                f"(lock file: {path}).",
-                pid=holder,
-            ) from None
+        # A call, not a nested `try:`: CPython 3.11 leaves the instruction of a `try:` line
+        # outside the enclosing try, so an exception raised there (by a trace function)
+        # would skip the close below.
+        _lock_or_refuse(fd, path, job)
         _write_pid(fd)
         return fd
     except BaseException:
         if fd is not None:
             os.close(fd)
         raise
+
+
+def _lock_or_refuse(fd: int, path: Path, job: Path) -> None:
+    """Lock `fd`, or raise `StateLockedError` naming the process that holds the lock."""
+    try:
+        _lock_unless_held(fd)
+    except OSError:
+        holder = _read_pid(fd)
+        who = f"process {holder}" if holder else "another process"
+        raise StateLockedError(
+            f"{job} is in use by {who}: only one run of a job at a time. Wait for it "
+            "to finish or stop it; the lock frees itself when that process ends "
+            f"(lock file: {path}).",
+            pid=holder,
+        ) from None
 
 
 def _lock_unless_held(fd: int) -> None:
