@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
 import sys
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
@@ -253,7 +254,8 @@ def test_kill9_while_failures_are_recorded_keeps_records_and_progress_consistent
                 line = child.read_line()
                 assert line is not None, child.describe("ended before the kill")
                 seen += line.startswith(("end ", "failed "))
-            child.kill9()
+            killed = child.kill9()
+            assert killed.returncode == -signal.SIGKILL, child.describe("not killed")
         if job.state.exists():
             snapshot = inspect(job.state)  # readable after every kill
             assert all(item.where in range(0, total, 7) for item in snapshot.failed)

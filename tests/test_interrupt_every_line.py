@@ -5,8 +5,9 @@ library code that an operation runs, for k = 1, 2, ... until the operation ends 
 Our own signals never land there (the library defers them), but other exceptions can: a
 handler that is not ours (signals=() and ctrl+c, a raising SIGALRM handler). After each
 trial: the state file holds the state from before or after the operation, no temp file is
-left, the previous signal handlers are back, the lock is free, and only the interrupt (or
-the body's own error) escapes.
+left, the previous signal handlers are back, the lock is free, no descriptor is left open,
+and the interrupt escapes: the library never swallows it (with no interrupt, the body's own
+error escapes, or nothing).
 
 The one line no library code can cover is the first line of ``Resumable.__exit__``: an
 exception there skips the exit, as it would any context manager's. The trials check the
@@ -43,7 +44,7 @@ PACKAGE_DIR = Path(resumable.__file__).resolve().parent
 SIGNALS = default_signals()
 STALE_TEMP = f".job.state.99999.deadbeef{TEMP_SUFFIX}"  # as a killed save leaves one
 MAX_LINES = 3000  # a trace that never ends is a failure, not a hang
-KINDS = ("state", "temp files", "handlers", "lock", "escapes")
+KINDS = ("state", "temp files", "handlers", "lock", "escapes", "descriptors")
 
 
 class BodyError(Exception):
@@ -380,29 +381,30 @@ def open_and_close(path: Path) -> None:
         pass
 
 
-def release_as_process_death_would(t: Trial, handlers: dict[int, Handler]) -> list[str]:
+def release_as_process_death_would(t: Trial, handlers: dict[int, Handler]) -> None:
     """Free what a dead process would free, so that the next trial starts clean.
 
     The kernel releases a dead process's locks and descriptors, and its handlers and its
-    in-process bookkeeping die with it. Descriptors on the directory itself stay open: an
-    os.scandir iterator still referenced from a traceback may own one. Returns notes on
-    what had leaked.
+    in-process bookkeeping die with it. A descriptor still open here is a leak (a
+    long-running program that catches the interrupt and goes on keeps it for good): it is
+    a problem, and it is closed so that the next trial starts clean.
     """
-    notes: list[str] = []
     for run in t.opened:
         run._store.unlock()
         if run._abandoned is not None:
             run._abandoned.detach()  # its process is gone: no garbage collector runs later
     for signum, previous in handlers.items():
         signal.signal(signum, previous)
+    for error in (t.cut.interrupt, t.body_error):
+        if error is not None:  # a traceback keeps frames, and so their open iterators, alive
+            error.__traceback__ = error.__context__ = None
     on_files, on_directory = leaked_fds(t.directory)
     for fd in on_files:
-        os.close(fd)  # nothing owns it any more: the interrupt came before it was stored
+        os.close(fd)
     if on_files:
-        notes.append(f"{len(on_files)} descriptor(s) on a file left open (closed now)")
+        t.problem("descriptors", f"{len(on_files)} descriptor(s) on a file left open")
     if on_directory:
-        notes.append(f"{len(on_directory)} descriptor(s) on the directory left open")
-    return notes
+        t.problem("descriptors", f"{len(on_directory)} descriptor(s) on the directory left open")
 
 
 @dataclass(frozen=True)
@@ -434,13 +436,15 @@ def run_trial(scenario: Callable[[Trial], None], directory: Path, line: int) -> 
         sys.unraisablehook = previous_hook
     notes = [f"an exception was ignored (unraisable): {error!r}" for error in ignored]
 
-    allowed: list[BaseException | None] = [t.body_error]
-    if t.cut.fired:
-        allowed.append(t.cut.interrupt)
-        if escaped is not t.cut.interrupt:
-            notes.append(f"the KeyboardInterrupt did not escape (escaped: {escaped!r})")
-    if not any(escaped is expected for expected in allowed):
-        t.problem("escapes", f"unexpected exception escaped: {escaped!r}")
+    expected = t.cut.interrupt if t.cut.fired else t.body_error
+    if t.cut.fired and any(error is t.cut.interrupt for error in ignored):
+        # Python's own doing, not the library's: the for statement dropped the loop's
+        # generator, and an exception raised while CPython finalises a generator it drops
+        # is reported to sys.unraisablehook and ignored. Our own signals wait there.
+        expected = t.body_error
+        notes.append("the interrupt came while Python finalised the dropped loop")
+    if escaped is not expected:
+        t.problem("escapes", f"{escaped!r} escaped where {expected!r} should have")
 
     t.check_state("after the trial")
     if t.cut.at_exit_entry:
@@ -469,7 +473,7 @@ def run_trial(scenario: Callable[[Trial], None], directory: Path, line: int) -> 
     except Exception as error:
         t.problem("state", f"a new Resumable cannot open the job: {error!r}")
 
-    notes += release_as_process_death_would(t, handlers)
+    release_as_process_death_would(t, handlers)
     try:
         open_and_close(t.path)  # opening removes the stale temp files a save left
     except Exception as error:
@@ -540,10 +544,17 @@ def test_the_lock_is_free(trials: Callable[[str], list[Result]], name: str) -> N
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_only_the_interrupt_or_the_body_error_escapes(
+def test_the_interrupt_escapes_and_is_never_swallowed(
     trials: Callable[[str], list[Result]], name: str
 ) -> None:
+    """The interrupt escapes wherever it came; with no interrupt, the body's own error
+    (or nothing) does."""
     assert_no_problem(trials(name), "escapes")
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_no_file_descriptor_is_left_open(trials: Callable[[str], list[Result]], name: str) -> None:
+    assert_no_problem(trials(name), "descriptors")
 
 
 def test_the_cut_interrupts_inside_the_library_only(tmp_path: Path) -> None:
@@ -622,7 +633,11 @@ def test_a_dropped_resumable_leaves_the_handlers_of_a_later_one_alone(tmp_path: 
         gc.collect()
         assert signal.getsignal(signal.SIGINT) == installed  # still the second one's
         assert installed != before
-    assert second.position == 0
+        with pytest.raises(StateLockedError):  # and its job still locked
+            open_and_close(second.path)
+        for _ in second.iterate(range(3)):
+            pass
+    assert (inspect(second.path).position, inspect(second.path).finished) == (3, True)
     # The second one put back what it found: the first one's handler, which the first
     # one's safety net no longer owns. The test puts the original back itself.
     signal.signal(signal.SIGINT, before)

@@ -260,7 +260,8 @@ def test_kill9_at_random_moments_loses_no_item_with_keys_in_a_new_order_each_run
                 line = child.read_line()
                 assert line is not None, child.describe("ended before the kill")
                 ended += line.startswith("end ")
-            child.kill9()
+            killed = child.kill9()
+            assert killed.returncode == -signal.SIGKILL, child.describe("not killed")
         done = done_keys(job.state) if job.state.exists() else set()
         effects = job.effects_log()
         assert done <= set(effects), "a key counted done whose body never ended"

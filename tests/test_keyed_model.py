@@ -45,44 +45,58 @@ runs = st.builds(
 )
 
 
+ESCAPES = {"raise": StopError, "ctrl+c": KeyboardInterrupt}  # what ends the with block
+
+
 def play(path: Path, run: Run, completed: set[str]) -> list[str]:
     """One run; returns the items it handed out. `completed` gets the items whose body
     ran to its end in this run."""
     handed: list[str] = []
-    crashed = False
+    ended: list[str] = []  # the run's end, once it came (the input may run out first)
     job = Resumable(path, policy=NPolicy(run.every), quiet=True)
-    job.__enter__()
+    if run.end == "crash":
+        job.__enter__()  # and no exit: `body` leaves it as kill -9 would
+        body(job, run, handed, completed, ended)
+        return handed
+    escaped: BaseException | None = None
     try:
-        for index, item in enumerate(job.iterate(run.items, key=str, on_error="record")):
-            handed.append(item)
-            if index == run.at and run.end != "exhausted":
-                if run.end == "break":
-                    break
-                if run.end == "raise":
-                    raise StopError(item)
-                if run.end == "ctrl+c":
-                    signal.raise_signal(signal.SIGINT)  # first signal: the item finishes
-                if run.end == "crash":
-                    # As kill -9 would leave it: no exit, the kernel frees the lock.
-                    crashed = True
-                    job._store.unlock()
-                    job._signals.restore()
-                    if job._abandoned is not None:
-                        job._abandoned.detach()
-                    return handed
-            ran_to_the_end = False
-            with job.attempt():
-                if item in run.failing:
-                    raise FailingError(item)
-                ran_to_the_end = True
-            if ran_to_the_end:
-                completed.add(item)
-    except (StopError, KeyboardInterrupt):
-        pass
-    finally:
-        if not crashed:
-            job.__exit__(None, None, None)
+        with job:  # the real exit, handed whatever the body raised
+            body(job, run, handed, completed, ended)
+    except (StopError, KeyboardInterrupt) as error:
+        escaped = error
+    expected = ESCAPES.get(ended[0]) if ended else None
+    assert (type(escaped) if escaped else None) is expected, (run, escaped)
     return handed
+
+
+def body(
+    job: Resumable, run: Run, handed: list[str], completed: set[str], ended: list[str]
+) -> None:
+    """The loop of one run, ended as `run` says."""
+    for index, item in enumerate(job.iterate(run.items, key=str, on_error="record")):
+        handed.append(item)
+        if index == run.at and run.end != "exhausted":
+            ended.append(run.end)
+            if run.end == "break":
+                break
+            if run.end == "raise":
+                raise StopError(item)
+            if run.end == "ctrl+c":
+                signal.raise_signal(signal.SIGINT)  # first signal: the item finishes
+            if run.end == "crash":
+                # As kill -9 would leave it: no exit, the kernel frees the lock.
+                job._store.unlock()
+                job._signals.restore()
+                if job._abandoned is not None:
+                    job._abandoned.detach()
+                return
+        ran_to_the_end = False
+        with job.attempt():
+            if item in run.failing:
+                raise FailingError(item)
+            ran_to_the_end = True
+        if ran_to_the_end:
+            completed.add(item)
 
 
 @settings(max_examples=60, deadline=None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -205,7 +204,26 @@ def test_a_save_resets_what_the_policy_sees(state_path: Path) -> None:
             if index == 3:
                 r.save()  # four items done: the next policy save is five items later
         assert r.saves == 3  # explicit at 3, policy at 8, completion at 12
-    assert time.monotonic() > 0
+
+
+def test_the_time_policy_reads_the_clock_that_freezegun_moves(state_path: Path) -> None:
+    """2000 items under a clock that stands still bring no time save; one tick does, at
+    the next check. A clock captured at import (a default argument bound to the real
+    time.monotonic) would never see the tick."""
+    saved_at = None
+    with (
+        freeze_time("2026-01-01", tick=False) as frozen,
+        Resumable(state_path, policy=TimePolicy(60), quiet=True) as r,
+    ):
+        for index in r.iterate(range(4000)):
+            if r.saves:
+                saved_at = index
+                break
+            if index == 2000:
+                assert r.saves == 0
+                frozen.tick(60)
+    assert saved_at is not None
+    assert 2000 < saved_at <= 2000 + MAX_ITEMS_BETWEEN_CHECKS
 
 
 def test_saved_at_comes_from_the_frozen_wall_clock(state_path: Path) -> None:
