@@ -6,6 +6,11 @@ stale lock file on disk never blocks a new run. The file holds the holder's pid 
 error message. It is left in place on release, because deleting a lock file while another
 process waits on it would let two processes hold two different files.
 
+A child made by ``os.fork()`` gets copies of the descriptors, and an ``flock`` belongs to
+the open file description they share: unlocking in the child would free the parent's lock,
+and a child that kept its copy would hold the lock after the parent died. So the child
+closes its copies at once, without unlocking (`os.register_at_fork`).
+
 `lock_holder` tells from outside whether a run holds the lock (for ``resumable status``).
 The OS offers no way to ask about an flock without trying it, so it takes the lock and
 drops it at once; a run that is refused tries again a few times over about 20 ms, so one
@@ -81,6 +86,24 @@ class FileLock:
     def _forget(self) -> None:
         if _held_in_this_process.get(self._key) is self:
             _held_in_this_process.pop(self._key, None)
+
+    def _let_go_in_forked_child(self) -> None:
+        """Close this process's copy of the descriptor, leaving the parent's lock held."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _let_go_of_locks_in_forked_child() -> None:
+    """Run in the child after ``os.fork()``: the locks stay the parent's alone."""
+    for lock in list(_held_in_this_process.values()):
+        lock._let_go_in_forked_child()
+    _held_in_this_process.clear()
+
+
+if sys.platform != "win32":
+    os.register_at_fork(after_in_child=_let_go_of_locks_in_forked_child)
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,7 @@ class Resumable:
         self._runs = 1
         self._created_at = ""
         self._lifecycle = "new"  # then "open", then "closed"
+        self._pid = 0  # the process that opened the job: a forked copy of it stays inert
         # Held weakly: after `break` the loop's chunks must be closed as soon as the for
         # statement lets go of them, so that the position settles and signals act at once.
         self._loop: weakref.ref[Generator[Any, None, None]] | None = None
@@ -216,6 +217,7 @@ class Resumable:
                 "iterate() works inside the with block: "
                 "`with Resumable(path) as r: for item in r.iterate(items): ...`"
             )
+        self._require_opening_process()
         if self._iterated:
             raise UsageError(
                 "iterate() was already called on this Resumable: one loop per state file. "
@@ -378,6 +380,8 @@ class Resumable:
         traceback: TracebackType | None,
     ) -> None:
         try:
+            if self._pid != os.getpid():
+                return  # a child made by os.fork(): the job stays its parent's to save
             self._close()  # ends with the release
         except BaseException:
             # Not a `finally`: on the normal path its first line would be one that an
@@ -395,9 +399,21 @@ class Resumable:
 
     # -- opening and closing ------------------------------------------------------------
 
+    def _require_opening_process(self) -> None:
+        """Raise `UsageError` in a child made by ``os.fork()`` while this job was open."""
+        if self._pid != os.getpid():
+            raise UsageError(
+                f"{self.path} was opened by process {self._pid}; this is process "
+                f"{os.getpid()}, a copy made by os.fork() (multiprocessing's 'fork' start "
+                "method makes them): only the process that opened the job saves it. Do the "
+                "child's work without the Resumable and end the child with os._exit(), as "
+                "multiprocessing does, rather than going on with the loop."
+            )
+
     @defers_signals
     def _open(self) -> None:
         self._lifecycle = "open"
+        self._pid = os.getpid()
         # The exit path releases the lock and the handlers whatever lands in it, except an
         # exception at its very first line (from a trace function or a handler that is not
         # ours; ours wait), which skips the exit as it would any context manager's. Then
@@ -716,6 +732,7 @@ class Resumable:
 
     @defers_signals
     def _save(self, now: float | None = None) -> None:
+        self._require_opening_process()
         if isinstance(self._progress, KeyProgress):
             # The keys first: the state file commits them. Journal files it creates get
             # the state file's permissions.

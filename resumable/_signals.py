@@ -8,14 +8,19 @@ critical code runs (a save, leaving the ``with`` block), every signal waits for 
 
 On exit the previous handlers come back, and a signal that was only deferred is delivered
 to them, so the program ends the way that signal would have ended it.
+
+A child made by ``os.fork()`` (multiprocessing's "fork" start method) runs no loop of its
+own: it gets the previous handlers back at once, so ``Process.terminate()`` stops it.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 import warnings
+import weakref
 from collections.abc import Callable, Iterable
 from types import CodeType, FrameType
 from typing import Any, TypeVar
@@ -33,6 +38,9 @@ Handler = Callable[[int, FrameType | None], Any] | int | None
 # hot path, and unlike a flag set inside the function it also covers the bytecodes before
 # that flag could be set.
 _DEFERRING_CODE: set[CodeType] = set()
+
+# The guards whose handlers are installed in this process, for `_restore_in_forked_child`.
+_installed: weakref.WeakSet[SignalGuard] = weakref.WeakSet()
 
 
 def defers_signals(function: F) -> F:
@@ -89,6 +97,7 @@ class SignalGuard:
                 continue
             # Recorded first: whatever interrupts this line, `restore` can put it back.
             self._previous[signum] = previous
+            _installed.add(self)
             signal.signal(signum, self._handle)
 
     @defers_signals
@@ -97,6 +106,7 @@ class SignalGuard:
         for signum, previous in list(self._previous.items()):
             signal.signal(signum, previous)
             del self._previous[signum]  # only once it is back
+        _installed.discard(self)
 
     def restore_where_still_ours(self) -> None:
         """`restore`, but only for signals whose handler is still this guard's."""
@@ -104,6 +114,7 @@ class SignalGuard:
             if signal.getsignal(signum) == self._handle:
                 signal.signal(signum, previous)
             del self._previous[signum]
+        _installed.discard(self)
 
     def take_exception(self) -> BaseException:
         """Turn the pending signal into the exception to raise, and remember it."""
@@ -153,6 +164,16 @@ class SignalGuard:
         if _in_deferring_code(frame) or (first and self.loop_running):
             return
         raise self.take_exception()
+
+
+def _restore_in_forked_child() -> None:
+    """Run in the child after ``os.fork()``: the handlers that were there before come back."""
+    for guard in list(_installed):
+        guard.restore_where_still_ours()
+
+
+if sys.platform != "win32":
+    os.register_at_fork(after_in_child=_restore_in_forked_child)
 
 
 def _in_deferring_code(frame: FrameType | None) -> bool:
