@@ -10,6 +10,7 @@ invariants after signals at random moments.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import signal
@@ -511,3 +512,60 @@ def test_a_stop_stands_when_the_body_swallows_the_second_signal(tmp_path: Path, 
     assert result.stdout == "stopped after [0, 1, 2, 3]\n"
     snapshot = job.snapshot()
     assert (snapshot.position, snapshot.finished) == (4, False)
+
+
+# -- ctrl+c at a terminal: the whole foreground process group ------------------------------
+
+
+def outputs(directory: Path) -> list[str]:
+    """The names of the files the items' child processes wrote."""
+    return sorted(path.name for path in directory.iterdir())
+
+
+def test_ctrl_c_to_the_process_group_kills_the_items_child_and_check_true_leaves_it_not_done(
+    tmp_path: Path,
+) -> None:
+    """SIGINT to the job's whole process group, as a terminal sends ctrl+c, kills the item's
+    child process too; with check=True the item raises CalledProcessError, so it is not
+    done and runs again on the next run (docs/guarantees.md, work in other processes)."""
+    job = Job(tmp_path)
+    output = tmp_path / "output"
+    output.mkdir()
+    with Child("subprocess_job.py", job.state, output, new_session=True) as child:
+        child.expect("running 0")
+        child.send("go")
+        child.expect("running 1")
+        os.killpg(child.pid, SIGINT)  # the child is the leader of its own process group
+        result = child.finish()
+    assert result.returncode == -SIGINT
+    assert "subprocess.CalledProcessError" in result.stderr
+    assert outputs(output) == ["0"]
+    assert job.snapshot().position == 1
+    with Child("subprocess_job.py", job.state, output) as rerun:
+        for item in (1, 2):
+            rerun.expect(f"running {item}")
+            rerun.send("go")
+        assert rerun.finish().returncode == 0
+    assert outputs(output) == ["0", "1", "2"]
+
+
+def test_a_child_started_in_a_new_session_finishes_its_item_after_ctrl_c_to_the_group(
+    tmp_path: Path,
+) -> None:
+    """With start_new_session=True the item's child is outside the job's process group:
+    ctrl+c does not reach it, it finishes, and the first ctrl+c stops after that item."""
+    job = Job(tmp_path)
+    output = tmp_path / "output"
+    output.mkdir()
+    with Child("subprocess_job.py", job.state, output, "--new-session", new_session=True) as child:
+        child.expect("running 0")
+        child.send("go")
+        child.expect("running 1")
+        os.killpg(child.pid, SIGINT)
+        child.wait_not_pending(SIGINT)
+        child.send("go")  # read by the item's child, which the signal did not reach
+        result = child.finish()
+    assert result.returncode == -SIGINT
+    assert result.stderr_lines[0] == stop_line(job, SIGINT, 2, 2)
+    assert outputs(output) == ["0", "1"]
+    assert job.snapshot().position == 2

@@ -78,7 +78,9 @@ class Child:
     """A job script running as a child process, read line by line; a context manager.
 
     `script` is a file name in this directory, or the path of a script elsewhere. `env`
-    replaces the environment `child_env` gives.
+    replaces the environment `child_env` gives. `new_session` starts the child in a session
+    and process group of its own (its pid is the group's id), as a terminal runs a program
+    in its own foreground group.
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class Child:
         script: str | os.PathLike[str],
         *args: str | os.PathLike[str],
         env: Mapping[str, str] | None = None,
+        new_session: bool = False,
     ) -> None:
         self.argv = [sys.executable, str(JOBS_DIR / script), *(os.fspath(a) for a in args)]
         self.process = subprocess.Popen(
@@ -95,6 +98,7 @@ class Child:
             stderr=subprocess.PIPE,
             text=True,
             env=child_env() if env is None else dict(env),
+            start_new_session=new_session,
         )
         self.seen: list[str] = []  # every stdout line read so far, in order
         self._lines: queue.Queue[str | None] = queue.Queue()
