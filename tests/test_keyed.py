@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import sys
@@ -227,6 +228,24 @@ def test_journal_files_get_the_state_file_s_permissions(
     newest = generations[max(generations)]
     assert newest.stat().st_mode & 0o777 == 0o600
     assert state_path.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_first_journal_file_of_a_private_keyed_job_is_private(state_path: Path) -> None:
+    """A keyed job that has finished no key yet has a state file and no journal. Made
+    private (chmod 600), the journal file its next run creates to append keys is 0600
+    whatever the umask, not just the files a fold writes."""
+    run(state_path, ["a", "b", "c"], stop_at="a")  # breaks before any key is done
+    assert sorted(p.name for p in state_path.parent.glob("job.state.keys-*")) == []
+    state_path.chmod(0o600)
+    umask = os.umask(0o022)  # what would give a new file 0644
+    try:
+        assert run(state_path, ["a", "b", "c"], stop_at="c") == ["a", "b"]
+    finally:
+        os.umask(umask)
+    journals = list(state_path.parent.glob("job.state.keys-*"))
+    assert len(journals) == 1
+    assert journals[0].stat().st_mode & 0o777 == 0o600
+    assert done_keys(state_path) == {"a", "b"}
 
 
 def test_journal_files_of_an_unfinished_fold_and_of_an_earlier_job_are_handled(
