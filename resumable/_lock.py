@@ -4,7 +4,10 @@ The lock is an OS lock on an open file (``flock`` on POSIX, ``msvcrt.locking`` o
 Windows), so the kernel releases it the moment the holder dies, even by ``kill -9``: a
 stale lock file on disk never blocks a new run. The file holds the holder's pid for the
 error message. It is left in place on release, because deleting a lock file while another
-process waits on it would let two processes hold two different files.
+process waits on it would let two processes hold two different files. For the same reason
+a run checks before each save that the lock file at the path is still the file it locked
+(one ``stat``): were it deleted or replaced, a second run could have locked a new file,
+so the save is refused rather than overwrite that run's progress.
 
 A child made by ``os.fork()`` gets copies of the descriptors, and an ``flock`` belongs to
 the open file description they share: unlocking in the child would free the parent's lock,
@@ -57,6 +60,8 @@ class FileLock:
         self.job = job
         self._fd: int | None = None
         self._key = os.path.normcase(os.path.realpath(path))
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the locked file
+        self.lost = False  # the file at `path` is no longer the one locked
 
     def acquire(self) -> None:
         """Take the lock or raise `StateLockedError`; never waits for a run, only
@@ -70,9 +75,43 @@ class FileLock:
             )
         try:
             self._fd = _lock_file(self.path, self.job)
+            self._identity = _identity(os.fstat(self._fd))
+            # Deleted between its open and its lock, the file locked would be no one's.
+            self.check_held()
         except BaseException:
-            self._forget()
+            self.release()
             raise
+
+    def check_held(self) -> None:
+        """Raise `StateLockedError` unless the file at `path` is still the one locked.
+
+        A lock file deleted or replaced while a run holds it lets a second run lock a new
+        file at the same path: the two would then overwrite each other's progress.
+        """
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            found = None
+        if found is not None and _identity(found) == self._identity:
+            return
+        self.lost = True
+        holder = _pid_in(self.path) if found is not None else None
+        what = (
+            "was deleted"
+            if found is None
+            else f"was replaced by another file (written by process {holder})"
+            if holder
+            else "was replaced by another file"
+        )
+        raise StateLockedError(
+            f"{self.job}: its lock file {self.path} {what} while this run (pid "
+            f"{os.getpid()}) held it, so a second run of the job may be running. The save "
+            "was refused, so as not to overwrite that run's progress; items finished since "
+            "the last save will run again. See `resumable status` for the job, let any "
+            "other run finish, then run again. Never delete a lock file while its run "
+            "holds it.",
+            pid=holder,
+        )
 
     def release(self) -> None:
         """Release the lock; safe to call when it is not held, and to call again after an
@@ -179,6 +218,22 @@ def _lock_unless_held(fd: int) -> None:
 
 def _wait_before_retry(seconds: float) -> None:
     time.sleep(seconds)
+
+
+def _identity(found: os.stat_result) -> tuple[int, int]:
+    return found.st_dev, found.st_ino
+
+
+def _pid_in(path: Path) -> int | None:
+    """The pid written in lock file `path`, if it can be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    try:
+        return _read_pid(fd)
+    finally:
+        os.close(fd)
 
 
 def _read_pid(fd: int) -> int | None:

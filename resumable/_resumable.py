@@ -459,8 +459,10 @@ class Resumable:
         self._settle_position()
         self._close_display()  # a loop never started has a bar no chunk closed
         current = _state_file.fingerprint(self._progress.snapshot(), self._state)
-        if current is None or current != self._last_saved:
-            self._save()  # a write is skipped only when it would change nothing
+        # Skipped when it would change nothing, or when a save found the lock file deleted
+        # or replaced: that save raised already, and any other would raise again.
+        if (current is None or current != self._last_saved) and not self._store.lock_lost:
+            self._save()
         self._report_stop()
         self._release_surely()
 
@@ -733,6 +735,7 @@ class Resumable:
     @defers_signals
     def _save(self, now: float | None = None) -> None:
         self._require_opening_process()
+        self._store.check_lock()  # before the journal too: a second run may own the job
         if isinstance(self._progress, KeyProgress):
             # The keys first: the state file commits them. Journal files it creates get
             # the state file's permissions.

@@ -155,6 +155,23 @@ class FileStore:
         """Release the job's lock."""
         self._lock.release()
 
+    def check_lock(self) -> None:
+        """Raise `StateLockedError` when the lock file was deleted or replaced while held:
+        a second run may hold a new one. Call it before anything of a save is written."""
+        try:
+            self._lock.check_held()
+        except OSError as error:
+            raise StateWriteError(
+                f"could not save progress to {self.path}: checking its lock file failed: "
+                f"{describe_os_error(error)}. The previous state file is intact.",
+                errno=error.errno,
+            ) from error
+
+    @property
+    def lock_lost(self) -> bool:
+        """Whether `check_lock` found the lock file deleted or replaced."""
+        return self._lock.lost
+
     def load(self) -> Loaded | None:
         """Read the state (or its backup); None for a fresh job."""
         loaded = read_state(self.path)

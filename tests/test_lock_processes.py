@@ -87,3 +87,58 @@ def test_kill9_of_the_holder_frees_the_lock_at_once(tmp_path: Path) -> None:
     assert job.lock_file.exists()
     assert job.lock_is_free()
     assert probe(job) == {"opened": True, "position": 3}
+
+
+def test_a_run_whose_lock_file_was_deleted_refuses_its_next_save(tmp_path: Path) -> None:
+    """Deleting the lock file of a running job makes its next save fail with
+    StateLockedError, writing nothing, so that a second run could not be overwritten."""
+    job = Job(tmp_path)
+    with job.stepped("--every", "1") as holder:
+        hold(holder, 2)
+        job.lock_file.unlink()
+        holder.send("go")
+        holder.expect("end 2")  # the body ran; its save is refused
+        result = holder.finish()
+    assert result.returncode == 1
+    assert result.stderr_lines[-1] == (
+        f"resumable._errors.StateLockedError: {job.state}: its lock file {job.lock_file} was "
+        f"deleted while this run (pid {holder.pid}) held it, so a second run of the job may be "
+        "running. The save was refused, so as not to overwrite that run's progress; items "
+        "finished since the last save will run again. See `resumable status` for the job, "
+        "let any other run finish, then run again. Never delete a lock file while its run "
+        "holds it."
+    )
+    snapshot = job.snapshot()
+    assert (snapshot.position, snapshot.runs) == (2, 1)
+    assert job.temp_files() == []
+
+
+def test_a_second_run_started_after_the_lock_file_was_deleted_keeps_the_job(
+    tmp_path: Path,
+) -> None:
+    """Once the lock file is deleted, a second run can start; the first refuses its next
+    save, naming the second, which then finishes the job from the last save."""
+    job = Job(tmp_path)
+    with job.stepped("--every", "1") as first:
+        hold(first, 2)
+        job.lock_file.unlink()
+        with job.stepped("--every", "1") as second:
+            second.expect("ready 2 2")
+            first.send("go")
+            first.expect("end 2")
+            refused = first.finish()
+            assert refused.returncode == 1
+            assert (
+                f"its lock file {job.lock_file} was replaced by another file (written by "
+                f"process {second.pid}) while this run (pid {first.pid}) held it"
+            ) in refused.stderr
+            assert job.snapshot().position == 2  # the first run wrote nothing
+            for item in range(2, 10):
+                second.expect(f"start {item}")
+                second.send("go")
+                second.expect(f"end {item}")
+            second.expect("done 10 True")
+            assert second.finish().returncode == 0
+    snapshot = job.snapshot()
+    assert (snapshot.position, snapshot.finished, snapshot.runs) == (10, True, 2)
+    assert job.effects_log() == [0, 1, 2, *range(2, 10)]  # item 2 ran in both runs
