@@ -158,7 +158,9 @@ class Resumable:
 
     @property
     def state(self) -> dict[str, Any]:
-        """Your own JSON-ready data, saved with the progress and loaded on resume."""
+        """Your own data, saved with the progress and loaded on resume: dicts with str keys,
+        lists, str, int, float, bool and None. A save refuses anything else, which would
+        load as another type (a datetime, a tuple), with `StateNotSerializableError`."""
         return self._state
 
     @state.setter
@@ -737,6 +739,8 @@ class Resumable:
         self._require_opening_process()
         self._store.check_lock()  # before the journal too: a second run may own the job
         if isinstance(self._progress, KeyProgress):
+            # A state that cannot be saved is refused before the journal is written to.
+            _state_file.check_state(self._state)
             # The keys first: the state file commits them. Journal files it creates get
             # the state file's permissions.
             self._progress.prepare_save(self.path, self._store.mode)

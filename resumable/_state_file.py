@@ -20,11 +20,15 @@ reader recomputes it from the parsed document.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import zlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timezone
+from enum import Enum
 from typing import Any
+from uuid import UUID
 
 import orjson
 
@@ -56,6 +60,7 @@ class StateDocument:
 
 def encode(document: StateDocument, writer: str) -> bytes:
     """Serialise a document with its checksum; a bad user value raises with its key."""
+    check_state(document.state)
     body = {
         "format_version": document.format_version,
         "progress": document.progress,
@@ -139,8 +144,8 @@ def _unserialisable(state: dict[str, Any], error: TypeError) -> StateNotSerializ
     key, value = _find_unserialisable(state, "")
     return StateNotSerializableError(
         f"r.state{key} cannot be saved as JSON: {error}. Store JSON-ready values "
-        f"(dict with str keys, list, str, int, float, bool, None); here a "
-        f"{type(value).__name__}, which you could convert with str(), list() or int().",
+        f"(dict with str keys, list, str, int, float, bool, None); here "
+        f"{_a(type(value).__name__)}, which you could convert with str(), list() or int().",
         key=key,
     )
 
@@ -150,7 +155,7 @@ def _find_unserialisable(value: Any, path: str) -> tuple[str, Any]:
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                return f"{path}[{key!r}] (a {type(key).__name__} key)", key
+                return f"{path}[{key!r}] ({_a(type(key).__name__)} key)", key
             try:
                 orjson.dumps(item)
             except TypeError:
@@ -179,3 +184,108 @@ def _reject_non_finite(value: Any, path: str) -> None:
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
             _reject_non_finite(item, f"{path}[{index}]")
+
+
+# -- what comes back as it went in ----------------------------------------------------------
+
+# Exactly these types: orjson also writes dataclasses, datetimes, UUIDs, enums, tuples and
+# subclasses of str, int, dict and list, which come back as other types (or not at all).
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+_CONTAINERS = frozenset({dict, list})
+_STR_ONLY = frozenset({str})
+
+
+def check_state(state: dict[str, Any]) -> None:
+    """Refuse a value in `state` that a load would not give back as it is, naming where.
+
+    JSON has dicts with str keys, lists, str, int, float, bool and None; orjson writes
+    more (a datetime as a str, a tuple as a list, an enum as its value, a dataclass as an
+    object), and they would come back as those. Non-finite floats and ints beyond 64 bits
+    are left to `encode`, which finds them in orjson's output. The walk keeps its own stack,
+    so a deep state gets orjson's depth error, not a RecursionError here; a container whose
+    values are all plain is checked in C (`issuperset` over `map(type, ...)`).
+    """
+    if type(state) is not dict:  # r.state = OrderedDict(...) would load as a dict
+        raise _would_change("", state)
+    pending: list[tuple[dict[Any, Any] | list[Any], str]] = [(state, "")]
+    while pending:
+        container, path = pending.pop()
+        if type(container) is dict:
+            if not _STR_ONLY.issuperset(map(type, container)):
+                key = next(k for k in container if type(k) is not str)
+                raise _not_str_key(path, key)
+            if _PLAIN.issuperset(map(type, container.values())):
+                continue
+            entries: Iterable[tuple[object, Any]] = container.items()
+        else:
+            if _PLAIN.issuperset(map(type, container)):
+                continue
+            entries = enumerate(container)
+        for where, value in entries:
+            kind = type(value)
+            if kind in _PLAIN:
+                continue
+            inner = f"{path}[{where!r}]"
+            if kind not in _CONTAINERS:
+                raise _would_change(inner, value)
+            pending.append((value, inner))
+
+
+def _a(noun: str) -> str:
+    """`noun` with its indefinite article: "an int", "a str"."""
+    return f"an {noun}" if noun[:1].lower() in "aeiou" else f"a {noun}"
+
+
+def _not_str_key(path: str, key: object) -> StateNotSerializableError:
+    kind = type(key).__name__
+    return StateNotSerializableError(
+        f"r.state{path} has the key {key!r}, {_a(kind)}: JSON objects have str keys only, so "
+        f"it would not come back as {_a(kind)}. Use str keys (e.g. str(key)), or store the "
+        "pairs as a list of [key, value] lists.",
+        key=f"{path}[{key!r}]",
+    )
+
+
+def _would_change(path: str, value: object) -> StateNotSerializableError:
+    kind = type(value)
+    own = kind.__module__ in ("builtins", "__main__")
+    name = kind.__qualname__ if own else f"{kind.__module__}.{kind.__qualname__}"
+    return StateNotSerializableError(
+        f"r.state{path} is {_a(name)}, which would not come back as one from the state file "
+        f"(JSON has dict with str keys, list, str, int, float, bool and None). "
+        f"{_how_to_convert(value)}",
+        key=path,
+    )
+
+
+def _how_to_convert(value: object) -> str:
+    """Advice for storing `value` as plain JSON, by what it is."""
+    if isinstance(value, tuple):
+        return "Store a list instead: list(value), and tuple(...) when you read it back."
+    if isinstance(value, Enum):
+        return (
+            "Store its value or name: value.value (or value.name), and rebuild the member "
+            f"with {type(value).__name__}(...) when you read it back."
+        )
+    if isinstance(value, (datetime, date, time)):
+        return (
+            "Store value.isoformat(), and use "
+            f"{type(value).__name__}.fromisoformat() when you read it back."
+        )
+    if isinstance(value, UUID):
+        return "Store str(value), and uuid.UUID(...) when you read it back."
+    if dataclasses.is_dataclass(value):
+        return (
+            "Store dataclasses.asdict(value), and rebuild it with "
+            f"{type(value).__name__}(**data) when you read it back."
+        )
+    if isinstance(value, (set, frozenset)):
+        return "Store a list instead: sorted(value) or list(value)."
+    if isinstance(value, Mapping):
+        return "Store a plain dict: dict(value)."
+    for plain in (bool, int, float, str, list):
+        if isinstance(value, plain):  # a subclass of a plain type
+            return f"Store a plain {plain.__name__}: {plain.__name__}(value)."
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return "Convert it with value.tolist() (value.item() for a numpy scalar)."
+    return "Convert it to one of those, e.g. with str() or int()."

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
+import enum
 import math
 import os
 import random
 import re
 import subprocess
+import uuid
 from collections.abc import Iterator
+from datetime import date, datetime
 from pathlib import Path
 from unittest.mock import ANY
 
@@ -258,7 +263,7 @@ def test_an_unwritable_directory_is_a_clear_error(tmp_path: Path) -> None:
         ({"nan": math.nan}, "['nan']"),
         ({"inf": [1.0, -math.inf]}, "['inf'][1]"),
         ({"big": 2**70}, "['big']"),
-        ({"keys": {1: "a"}}, "['keys'][1]"),
+        ({"keys": {1: "a"}}, "['keys']"),
     ],
 )
 def test_unserialisable_state_names_the_key_and_loses_nothing_saved(
@@ -275,9 +280,111 @@ def test_unserialisable_state_names_the_key_and_loses_nothing_saved(
     assert state_path.read_bytes() == saved  # the last good save stands
 
 
-def test_tuples_in_state_come_back_as_lists(state_path: Path) -> None:
-    make_job(state_path, 1, {"pair": (1, 2)})
-    assert inspect(state_path).state == {"pair": [1, 2]}
+class Mode(enum.Enum):
+    FAST = "fast"
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+class Tag(str):
+    pass
+
+
+@dataclasses.dataclass
+class Cursor:
+    page: int
+    token: str
+
+
+@dataclasses.dataclass
+class Stats:
+    mean: float
+
+
+@pytest.mark.parametrize(
+    ("value", "where", "advice"),
+    [
+        ({"last_run": datetime(2026, 1, 1, 12, 0)}, "['last_run']", "isoformat()"),
+        ({"day": date(2026, 1, 1)}, "['day']", "isoformat()"),
+        ({"batch": uuid.UUID(int=7)}, "['batch']", "str(value)"),
+        ({"cursor": Cursor(3, "abc")}, "['cursor']", "dataclasses.asdict(value)"),
+        ({"stats": Stats(math.nan)}, "['stats']", "dataclasses.asdict(value)"),
+        ({"mode": Mode.FAST}, "['mode']", "value.value"),
+        ({"level": Level.HIGH}, "['level']", "value.value"),
+        ({"pair": (1, 2)}, "['pair']", "list(value)"),
+        ({"a": {"b": [0, 1, 2, (3,)]}}, "['a']['b'][3]", "list(value)"),
+        ({"tag": Tag("x")}, "['tag']", "str(value)"),
+        ({"counts": collections.Counter(a=1)}, "['counts']", "dict(value)"),
+        ({"ordered": collections.OrderedDict(a=1)}, "['ordered']", "dict(value)"),
+        ({"frozen": frozenset({1})}, "['frozen']", "sorted(value)"),
+        ({"rows": [{"id": 1}, {"id": 2, "at": datetime(2026, 1, 1)}]}, "['rows'][1]['at']", ""),
+    ],
+)
+def test_a_value_that_would_come_back_as_another_type_is_refused_before_anything_is_written(
+    state_path: Path, value: dict[str, object], where: str, advice: str
+) -> None:
+    saved = make_job(state_path, 3)
+    with pytest.raises(StateNotSerializableError) as raised, Resumable(state_path) as r:
+        for _ in r.iterate(range(10**6)):
+            r.state.update(value)
+            r.save()
+            break
+    assert raised.value.key == where
+    message = str(raised.value)
+    assert message.startswith(f"r.state{where} is a")
+    assert advice in message
+    assert state_path.read_bytes() == saved  # the last good save stands
+    assert inspect(state_path).position == 3
+
+
+def test_a_key_that_is_not_a_str_is_refused_in_plain_english(state_path: Path) -> None:
+    with pytest.raises(StateNotSerializableError) as raised, Resumable(state_path) as r:
+        r.state["by_id"] = {"x": 1, 3: "c"}
+    assert raised.value.key == "['by_id'][3]"
+    assert str(raised.value).startswith(
+        "r.state['by_id'] has the key 3, an int: JSON objects have str keys only, so it "
+        "would not come back as an int. Use str keys"
+    )
+    assert not state_path.exists()
+
+
+def test_a_state_of_a_dict_subclass_is_refused_as_a_whole(state_path: Path) -> None:
+    with pytest.raises(StateNotSerializableError, match=r"dict\(value\)") as raised:
+        with Resumable(state_path) as r:
+            r.state = collections.OrderedDict(a=1)
+    assert raised.value.key == ""
+
+
+def test_a_keyed_job_refuses_a_bad_state_before_its_journal_is_written(state_path: Path) -> None:
+    with pytest.raises(StateNotSerializableError), Resumable(state_path) as r:
+        for item in r.iterate(["a", "b", "c"], key=str):
+            if item == "b":
+                r.state["when"] = datetime(2026, 1, 1)
+                r.save()
+    assert [p.name for p in state_path.parent.iterdir() if ".keys-" in p.name] == []
+
+
+def test_plain_json_values_come_back_as_they_went_in(state_path: Path) -> None:
+    value = {
+        "s": "text",
+        "i": -(2**63),
+        "u": 2**64 - 1,
+        "f": 1.5,
+        "z": -0.0,
+        "b": True,
+        "n": None,
+        "l": [1, [2, {"x": []}], {}],
+        "deep": {"a": {"b": {"c": [None, False, "é"]}}},
+    }
+    make_job(state_path, 1, value)
+    loaded = inspect(state_path).state
+    assert loaded == value
+    assert orjson.dumps(loaded, option=orjson.OPT_SORT_KEYS) == orjson.dumps(
+        value, option=orjson.OPT_SORT_KEYS
+    )
+    assert type(loaded["b"]) is bool and type(loaded["f"]) is float
 
 
 def test_a_save_keeps_the_state_file_s_permissions(state_path: Path) -> None:
