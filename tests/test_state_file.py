@@ -351,9 +351,11 @@ def test_a_key_that_is_not_a_str_is_refused_in_plain_english(state_path: Path) -
 
 
 def test_a_state_of_a_dict_subclass_is_refused_as_a_whole(state_path: Path) -> None:
-    with pytest.raises(StateNotSerializableError, match=r"dict\(value\)") as raised:
-        with Resumable(state_path) as r:
-            r.state = collections.OrderedDict(a=1)
+    with (
+        pytest.raises(StateNotSerializableError, match=r"dict\(value\)") as raised,
+        Resumable(state_path) as r,
+    ):
+        r.state = collections.OrderedDict(a=1)
     assert raised.value.key == ""
 
 
@@ -384,7 +386,8 @@ def test_plain_json_values_come_back_as_they_went_in(state_path: Path) -> None:
     assert orjson.dumps(loaded, option=orjson.OPT_SORT_KEYS) == orjson.dumps(
         value, option=orjson.OPT_SORT_KEYS
     )
-    assert type(loaded["b"]) is bool and type(loaded["f"]) is float
+    assert type(loaded["b"]) is bool
+    assert type(loaded["f"]) is float
 
 
 def test_a_save_keeps_the_state_file_s_permissions(state_path: Path) -> None:
