@@ -361,6 +361,9 @@ class Resumable:
         if isinstance(self._progress, PositionProgress):  # keyed progress counts as it goes
             self._progress.position = self.position
         self._save(now)
+        # A signal that waited for the write acts now, as it would have at once: outside
+        # the loop, or a second signal inside an item.
+        self._signals.raise_overdue()
 
     @defers_signals
     def __enter__(self) -> Resumable:

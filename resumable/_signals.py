@@ -4,7 +4,9 @@ The handler only records what arrived. The first signal during a loop lets the c
 item finish; the loop then raises at the next item boundary (`KeyboardInterrupt` for
 SIGINT, `Interrupted` for the others). A second signal, or one that arrives when no loop is
 running, raises at once, as Python would without this library. While the library's own
-critical code runs (a save, leaving the ``with`` block), every signal waits for it.
+critical code runs (a save, leaving the ``with`` block), every signal waits for it; one
+that would have raised at once is raised as soon as that code is done (after an explicit
+save, on its return; in the loop, at the item boundary; on exit, by the exit).
 
 On exit the previous handlers come back, and a signal that was only deferred is delivered
 to them, so the program ends the way that signal would have ended it.
@@ -75,6 +77,9 @@ class SignalGuard:
         self.loop_running = False
         self.stop_requested: int | None = None  # the first signal of this run
         self.pending: int | None = None  # arrived, not yet raised as an exception
+        # A signal that would have raised at once but arrived in the library's own code:
+        # it is raised as soon as that code is done (`raise_overdue`).
+        self.overdue = False
         self._raised: BaseException | None = None
         self._previous: dict[int, Handler] = {}
 
@@ -121,6 +126,7 @@ class SignalGuard:
         signum = self.pending if self.pending is not None else self.stop_requested
         assert signum is not None
         self.pending = None
+        self.overdue = False
         self._raised = exception_for(signum)
         return self._raised
 
@@ -142,6 +148,7 @@ class SignalGuard:
         elif self.pending is not None:
             signum = self.pending
         self.pending = None
+        self.overdue = False
         if signum is None:
             return
         # Death by a signal skips Python's exit path, so flush what the program printed.
@@ -149,6 +156,12 @@ class SignalGuard:
             if stream is not None:
                 stream.flush()
         signal.raise_signal(signum)
+
+    def raise_overdue(self) -> None:
+        """Raise the exception of a signal that would have raised at once but waited for the
+        library's code (an explicit save) to finish; call it once that code is done."""
+        if self.overdue:
+            raise self.take_exception()
 
     def describe(self) -> str:
         """The name of the signal that stopped the run, e.g. ``"SIGINT"``."""
@@ -161,7 +174,10 @@ class SignalGuard:
         if self.pending is None:
             self.pending = signum
         self.wake()
-        if _in_deferring_code(frame) or (first and self.loop_running):
+        if first and self.loop_running:
+            return  # the loop stops at its next item boundary
+        if _in_deferring_code(frame):
+            self.overdue = True
             return
         raise self.take_exception()
 

@@ -569,3 +569,61 @@ def test_a_child_started_in_a_new_session_finishes_its_item_after_ctrl_c_to_the_
     assert result.stderr_lines[0] == stop_line(job, SIGINT, 2, 2)
     assert outputs(output) == ["0", "1"]
     assert job.snapshot().position == 2
+
+
+# -- a signal during an explicit r.save() -------------------------------------------------
+
+
+def test_signal_during_an_explicit_save_after_the_loop_raises_as_soon_as_the_save_ends(
+    tmp_path: Path,
+) -> None:
+    """SIGINT while r.save(), called after the loop, writes: the save completes, then
+    KeyboardInterrupt is raised as r.save() returns, not when the with block ends."""
+    job = Job(tmp_path)
+    with job.stepped("--items", "2", "--save-after-loop", "--block-in-save") as child:
+        child.expect("ready 0 1")
+        run_items(child, range(2))
+        child.expect("fsync")  # the save of the loop's end
+        child.send("go")
+        child.expect("fsync")  # the explicit save
+        child.send_signal(SIGINT)
+        child.ping()  # the handler ran and the save still waits
+        child.send("go")
+        result = child.finish()
+    assert result.stdout == [], "r.save() returned without raising the signal it held back"
+    assert result.returncode == -SIGINT
+    assert_stop_reported(result, finished_stop_line(job, SIGINT, 2, 2), SIGINT)
+    assert "job.save()" in result.stderr  # raised where the save returned
+    snapshot = job.snapshot()
+    assert (snapshot.position, snapshot.finished, snapshot.from_backup) == (2, True, False)
+    assert_left_clean(job)
+
+
+def test_second_signal_during_an_explicit_save_in_an_item_stops_inside_that_item(
+    tmp_path: Path,
+) -> None:
+    """A second SIGTERM while r.save() in item 1's body writes: the save completes, then
+    the stop is raised in the body as r.save() returns, so item 1 is not done."""
+    job = Job(tmp_path)
+    with job.stepped("--save-in-body", "--block-in-save") as child:
+        child.expect("ready 0 1")
+        child.expect("start 0")
+        child.send("go")
+        child.expect("fsync")
+        child.send("go")
+        child.expect("end 0")
+        child.expect("start 1")
+        child.send_signal(SIGTERM)  # the first: item 1 may finish
+        child.ping()
+        child.send("go")
+        child.expect("fsync")
+        child.send_signal(SIGTERM)  # the second, while the save writes
+        child.ping()
+        child.send("go")
+        result = child.finish()
+    assert result.stdout == [], "item 1's body went on after the save"
+    assert result.returncode == -SIGTERM
+    assert result.stderr_lines == [stop_line(job, SIGTERM, 1, 1)]
+    assert job.snapshot().position == 1
+    assert job.effects_log() == [0]
+    assert_left_clean(job)

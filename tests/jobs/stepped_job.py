@@ -40,6 +40,8 @@ class Options:
     break_at: int | None
     wait_before_loop: bool
     wait_after_loop: bool
+    save_in_body: bool
+    save_after_loop: bool
     block_in_save: bool
     block_after_backup: bool
     pause_after_restore: bool
@@ -61,6 +63,16 @@ def parse_options() -> Options:
     )
     parser.add_argument(
         "--wait-after-loop", action="store_true", help="wait ('waiting after-loop') after it"
+    )
+    parser.add_argument(
+        "--save-in-body",
+        action="store_true",
+        help="call job.save() in every item's body, once its 'start' line is answered",
+    )
+    parser.add_argument(
+        "--save-after-loop",
+        action="store_true",
+        help="after the loop, call job.save(), then print 'saved after loop' and wait",
     )
     parser.add_argument(
         "--block-in-save",
@@ -105,6 +117,8 @@ def parse_options() -> Options:
         break_at=None if parsed.break_at is None else int(parsed.break_at),
         wait_before_loop=bool(parsed.wait_before_loop),
         wait_after_loop=bool(parsed.wait_after_loop),
+        save_in_body=bool(parsed.save_in_body),
+        save_after_loop=bool(parsed.save_after_loop),
         block_in_save=bool(parsed.block_in_save),
         block_after_backup=bool(parsed.block_after_backup),
         pause_after_restore=bool(parsed.pause_after_restore),
@@ -228,10 +242,15 @@ def run(options: Options) -> None:
                 if item == options.break_at:
                     break
                 wait_for_line(f"start {item}")
+                if options.save_in_body:
+                    job.save()
                 os.write(effects, f"{item}\n".encode())
                 say(f"end {item}")
             if options.wait_after_loop:
                 wait_for_line("waiting after-loop")
+            if options.save_after_loop:
+                job.save()
+                wait_for_line("saved after loop")
         say(f"done {job.position} {job.finished}")
     finally:
         os.close(effects)
