@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import os
+import shutil
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,3 +34,16 @@ def ctrl_c_as_at_a_terminal() -> Iterator[None]:
     finally:
         if previous == signal.SIG_IGN:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.fixture(autouse=True)
+def strace_or_skip(request: pytest.FixtureRequest) -> None:
+    """A test marked `strace` needs strace on Linux: without it, skip; under ``CI=true``,
+    fail, so that CI never passes without running the fault tests (.ci/run installs it)."""
+    if request.node.get_closest_marker("strace") is None:
+        return
+    if shutil.which("strace") is not None and sys.platform.startswith("linux"):
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail("strace is missing, and CI=true: CI must run the fault-injection tests")
+    pytest.skip("needs strace, on Linux")

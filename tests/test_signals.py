@@ -471,6 +471,62 @@ def test_a_signal_sent_twice_a_few_ms_apart_never_breaks_the_invariants(
     signal_storm(Job(tmp_path), trials=100, seed=campaign_seed(), signums=(signum,), twice_share=1)
 
 
+def test_twenty_double_signals_each_sent_once_the_first_was_seen_keep_the_job_consistent(
+    tmp_path: Path,
+) -> None:
+    """Twenty trials on one job, each a real double signal: the second is sent only once a
+    ``pong`` proved the first was handled, so none can merge with it or find the process
+    gone. The pair comes in an item's body (the second stops at once: that item is not
+    done) or in a save (both wait for it: the saved item is done). Kinds are random. Each
+    time the process dies by the first signal, the state file is read without the backup,
+    every item counted done ran, and no temp file or lock is left."""
+    rng = random.Random(campaign_seed())
+    job = Job(tmp_path)
+    position = 0
+    for trial in range(20):
+        first, second = rng.choice([SIGINT, SIGTERM, SIGHUP]), rng.choice([SIGINT, SIGTERM, SIGHUP])
+        in_save = trial % 2 == 1
+        items = rng.randrange(0, 3)  # run to their end before the pair comes
+        options = ["--items", "1000", "--every", "1", *(["--block-in-save"] if in_save else [])]
+        context = (
+            f"trial {trial}: {signal.Signals(first).name} then {signal.Signals(second).name} "
+            f"in {'a save' if in_save else 'a body'}, after {items} items"
+        )
+        with job.stepped(*options) as child:
+            ready = _READY.fullmatch(child.read_line() or "")
+            assert ready is not None, child.describe(context)
+            assert int(ready[1]) == position, child.describe(context)
+            for item in range(position, position + items):
+                child.expect(f"start {item}")
+                child.send("go")
+                child.expect(f"end {item}")
+                if in_save:
+                    child.expect("fsync")
+                    child.send("go")
+            item = position + items
+            child.expect(f"start {item}")
+            if in_save:
+                child.send("go")
+                child.expect(f"end {item}")
+                child.expect("fsync")  # the save after the item waits, mid-write
+            child.send_signal(first)
+            child.ping()  # the first was handled, and the body or the save waits on
+            child.send_signal(second)
+            if in_save:
+                child.ping()  # the save defers the second too
+                child.send("go")
+            run_to_end(child)  # the exit's own save, when one is made, waits as well
+            result = child.finish()
+        why = child.describe(f"{context} (seed in the output)")
+        assert result.returncode == -first, why
+        expected = item + 1 if in_save else item
+        snapshot = job.snapshot()
+        assert (snapshot.position, snapshot.from_backup) == (expected, False), why
+        assert set(job.effects_log()) == set(range(expected)), why
+        assert_left_clean(job)
+        position = expected
+
+
 # The first ctrl+c lets the item finish; the second raises KeyboardInterrupt at once, and a
 # bare `except:` around the work (common in scrapers) swallows it. Run in a child process
 # with a timeout: the bug this guards against made the loop spin forever.
