@@ -53,3 +53,16 @@ __all__ = [
     "inspect",
     "reset",
 ]
+
+
+def _show_as_public() -> None:
+    """Name the public classes of private modules as ``resumable.X`` in tracebacks and
+    reprs (``resumable.InputChangedError``, not ``resumable._errors.InputChangedError``);
+    pickle finds them there too."""
+    for name in __all__:
+        value = globals()[name]
+        if isinstance(value, type) and value.__module__.startswith("resumable._"):
+            value.__module__ = __name__
+
+
+_show_as_public()

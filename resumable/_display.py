@@ -9,10 +9,11 @@ from the items processed since it was created, so skipped items never make them 
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Sized
-from typing import Any, Protocol, runtime_checkable
+from typing import IO, Any, Protocol, runtime_checkable
 
 # How often a shown display is moved, at most: tqdm's own default refresh is 0.1 s.
 REFRESH_SECONDS = 0.2
@@ -63,6 +64,35 @@ class LoopDisplay:
         """Close the bar if the library made it; a caller's display stays the caller's."""
         if self.owned:
             self.display.close()  # type: ignore[attr-defined]
+
+
+def write_line(text: str, stream: IO[str]) -> None:
+    """Write `text` on `stream` as a line of its own, even after a program's ``\\r``
+    progress line that left the terminal's cursor mid-line.
+
+    A terminal cannot be asked where its cursor is without reading its input, so on a
+    terminal the line is preceded by as many spaces as the terminal is wide, and a
+    carriage return (zsh's PROMPT_SP does the same): from the first column those spaces
+    fill the line without moving to the next (the cursor waits at the last column) and
+    the return goes back to its start; from any other column they wrap to the next line,
+    and the return goes to that line's start. Either way the text starts a clean line,
+    and a line that ended properly gets no blank line after it.
+    """
+    for program_output in (sys.stdout, sys.stderr):
+        try:
+            if program_output is not None:
+                program_output.flush()  # what the program wrote comes first
+        except (OSError, ValueError):
+            pass  # closed or broken: nothing of it will show anyway
+    prefix = ""
+    try:
+        if stream.isatty():
+            columns = os.get_terminal_size(stream.fileno()).columns
+            prefix = " " * columns + "\r" if columns > 1 else "\n"
+    except (OSError, ValueError, AttributeError):  # no terminal after all, or no fileno()
+        prefix = ""
+    stream.write(prefix + text + "\n")
+    stream.flush()
 
 
 def items_until_refresh(pace: float | None) -> int:

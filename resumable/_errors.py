@@ -7,7 +7,12 @@ every message says what went wrong and what to do next.
 from __future__ import annotations
 
 import errno
+import os
 import signal
+import sys
+import warnings
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 class ResumableError(Exception):
@@ -79,6 +84,21 @@ class Interrupted(SystemExit):
 
 class ResumableWarning(UserWarning):
     """A problem `resumable` worked around (for example, resuming from the backup file)."""
+
+
+def warn(message: str) -> None:
+    """Issue a `ResumableWarning` that points at the caller's line, the first frame
+    outside this package, wherever in the library it was raised."""
+    warnings.warn(message, ResumableWarning, stacklevel=_first_outside_frame())
+
+
+def _first_outside_frame() -> int:
+    """The `stacklevel` of the first frame, counted from `warn`'s, outside the package."""
+    frame = sys._getframe(2)  # the caller of `warn`
+    level = 2
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    return level
 
 
 def signal_name(signum: int) -> str:

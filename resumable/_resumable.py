@@ -8,6 +8,7 @@ import logging
 import math
 import operator
 import os
+import shlex
 import sys
 import threading
 import time
@@ -24,8 +25,9 @@ from resumable._display import (
     items_until_refresh,
     open_display,
     require_tqdm,
+    write_line,
 )
-from resumable._errors import CalledTooOftenError, UsageError
+from resumable._errors import CalledTooOftenError, StateNotSerializableError, UsageError
 from resumable._failures import ON_ERROR_CHOICES, FailedItem, Failures
 from resumable._feed import MAX_CHUNK, Feed
 from resumable._input_check import check_on_change
@@ -35,7 +37,7 @@ from resumable._progress import PositionProgress, restore_progress
 from resumable._signals import SignalGuard, default_signals, defers_signals
 from resumable._state_file import StateDocument
 from resumable._store import FileStore
-from resumable._text import describe_key
+from resumable._text import counted, describe_key
 from resumable._version import __version__
 from resumable.policies import Policy, SinceLastSave, as_policy
 
@@ -128,6 +130,7 @@ class Resumable:
         # nearest last: a check pops the ones passed, never looking at the rest.
         self._unreached_failures: list[tuple[int, FailedItem]] = []
         self._warned_large_state = False
+        self._unsaveable: StateNotSerializableError | None = None
         self._start_position = 0
         self.saves = 0
         self._items_between_checks = 1
@@ -265,10 +268,11 @@ class Resumable:
         )
         if positional.finished and not retried:
             logger.warning(
-                "%s: this job already finished (%d items); nothing to do. To run it "
-                "again, pass restart=True or delete the state file.",
+                "%s: this job already finished (%s); nothing to do. To run it again, pass "
+                "restart=True, or at the shell: resumable reset %s",
                 self.path,
-                positional.position,
+                counted(positional.position, "item"),
+                shlex.quote(str(self.path)),
             )
             return iter(())
         if positional.position != self._start_position:  # on_change="restart" went to 0
@@ -333,15 +337,14 @@ class Resumable:
         given_up = failures.given_up(self._max_attempts)
         if given_up:
             logger.warning(
-                "%s: %d items failed %d times or more and are skipped; see r.failed or "
-                "`resumable status %s`",
+                "%s: %s failed %s or more and are skipped; see r.failed or `resumable status %s`",
                 self.path,
-                len(given_up),
-                self._max_attempts,
-                self.path,
+                counted(len(given_up), "item"),
+                counted(self._max_attempts, "time"),
+                shlex.quote(str(self.path)),
             )
         if retrying := len(failures) - len(given_up):
-            logger.info("%s: retrying %d failed items", self.path, retrying)
+            logger.info("%s: retrying %s", self.path, counted(retrying, "failed item"))
 
     def save(self) -> None:
         """Save the progress and `state` now.
@@ -387,7 +390,7 @@ class Resumable:
         try:
             if self._pid != os.getpid():
                 return  # a child made by os.fork(): the job stays its parent's to save
-            self._close()  # ends with the release
+            self._close(exc)  # ends with the release
         except BaseException:
             # Not a `finally`: on the normal path its first line would be one that an
             # exception could cut before the release ran; here every line after the `try`
@@ -448,12 +451,19 @@ class Resumable:
         self._created_at = document.created_at
         self._last_saved = _state_file.fingerprint(document.progress, document.state)
         logger.info(
-            "%s: resuming at item %d (run %d)", self.path, self._progress.position, self._runs
+            "%s: resuming at item %s (run %s)",
+            self.path,
+            f"{self._progress.position:,}",
+            f"{self._runs:,}",
         )
 
     @defers_signals
-    def _close(self) -> None:
-        """Close the loop, save what it finished, then release the lock and handlers."""
+    def _close(self, leaving: BaseException | None = None) -> None:
+        """Close the loop, save what it finished, then release the lock and handlers.
+
+        `leaving` is the exception that leaves the with block, if any: when it is this
+        run's own failed save of an unserialisable state, the save is not tried again (it
+        would fail the same way, and show the error twice)."""
         if self._lifecycle != "open":
             self._release_surely()
             return
@@ -464,9 +474,13 @@ class Resumable:
         self._settle_position()
         self._close_display()  # a loop never started has a bar no chunk closed
         current = _state_file.fingerprint(self._progress.snapshot(), self._state)
-        # Skipped when it would change nothing, or when a save found the lock file deleted
-        # or replaced: that save raised already, and any other would raise again.
-        if (current is None or current != self._last_saved) and not self._store.lock_lost:
+        # Skipped when it would change nothing; when a save found the lock file deleted
+        # or replaced (that save raised already, and any other would raise again); and when
+        # the error in flight is this run's failed save of an unserialisable state, which
+        # would fail the same way and show the error twice.
+        unchanged = current is not None and current == self._last_saved
+        failed_already = self._unsaveable is not None and leaving is self._unsaveable
+        if not (unchanged or self._store.lock_lost or failed_already):
             self._save()
         self._report_stop()
         self._release_surely()
@@ -509,20 +523,20 @@ class Resumable:
         if self._progress.finished:  # the signal came after the loop's last item
             line = (
                 f"resumable: stopped by {self._signals.describe()} after the job finished "
-                f"({done} items, {this_run} in this run); saved to {self.path}."
+                f"({counted(done, 'item')}, {this_run:,} in this run); saved to {self.path}."
             )
         else:
             line = (
-                f"resumable: stopped by {self._signals.describe()} after {done} items "
-                f"({this_run} in this run); progress saved to {self.path}. Run again "
-                "to continue."
+                f"resumable: stopped by {self._signals.describe()} after "
+                f"{counted(done, 'item')} ({this_run:,} in this run); progress saved to "
+                f"{self.path}. Run again to continue."
             )
         logger.info("%s", line.removeprefix("resumable: "))
         if self._quiet:
             return
         # Through a display still drawn (a caller's tqdm bar), so the bar is not garbled.
         if self._display is None or not self._display.write(line):
-            sys.stderr.write(line + "\n")
+            write_line(line, sys.stderr)
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -554,7 +568,8 @@ class Resumable:
                 self._uncounted += 1
                 countdown -= 1
                 if countdown <= 0 or self._stop_soon or self._signals.pending is not None:
-                    self._at_boundary(progress.position)  # raises when a signal came
+                    if stop := self._at_boundary(progress.position):
+                        raise stop  # resumable: stopped between items; the progress is saved
                     countdown = self._items_between_checks
             while True:
                 # Tapped for the input's fingerprint until its first items are seen.
@@ -574,11 +589,14 @@ class Resumable:
                     # flag alone (a resume that found nothing left) waits for the exit.
                     if progress.position + self._uncounted != self._saved_count:
                         self._save()
-                    logger.info("%s: finished after %d items", self.path, start + feed.taken())
+                    logger.info(
+                        "%s: finished after %s", self.path, counted(start + feed.taken(), "item")
+                    )
                     return
                 progress.position = start + feed.taken()
                 self._forget_passed_failures()
-                self._at_boundary(progress.position)
+                if stop := self._at_boundary(progress.position):
+                    raise stop  # resumable: stopped between items; the progress is saved
         finally:
             self._signals.loop_running = False
             self._settle_position()
@@ -646,12 +664,13 @@ class Resumable:
                         failed.pop(item_key, None)  # it failed before; now it ran
                 countdown -= 1
                 if countdown <= 0 or self._stop_soon:
-                    self._at_boundary(len(done))  # raises when a signal came
+                    if stop := self._at_boundary(len(done)):
+                        raise stop  # resumable: stopped between items; the progress is saved
                     countdown = self._items_between_checks
             progress.finished = True
             if progress.unsaved:  # as in _chunks: the flag alone waits for the exit
                 self._save()
-            logger.info("%s: finished; %d items done", self.path, progress.position)
+            logger.info("%s: finished; %s done", self.path, counted(progress.position, "item"))
         finally:
             self._signals.loop_running = False
             self._close_display()
@@ -686,7 +705,11 @@ class Resumable:
             self._feed.cut()
 
     @defers_signals
-    def _at_boundary(self, position: int) -> None:
+    def _at_boundary(self, position: int) -> BaseException | None:
+        """Book-keep at an item boundary: the display, the policy, a save. Returns the
+        exception that stops the loop when a signal asked for that, for the loop to raise
+        in its own frame: what a traceback shows last is the loop's raise line, whose
+        comment says what happened, not the library's inner workings."""
         if self._display is not None:
             self._display.advance_to(position)
         now = self._now()
@@ -717,7 +740,8 @@ class Resumable:
         # Checked last: a signal may come mid-save. A stop once asked for stands even when
         # no signal is pending: the body may have caught a second signal's exception.
         if self._signals.pending is not None or self._stop_soon:
-            raise self._signals.take_exception()
+            return self._signals.take_exception()
+        return None
 
     def _now(self) -> float:
         """The monotonic clock, looked up at call time so that freezegun's frozen clock is
@@ -756,7 +780,11 @@ class Resumable:
             saved_at=_state_file.now_iso(),
         )
         started = time.perf_counter()
-        data = _state_file.encode(document, _WRITER)
+        try:
+            data = _state_file.encode(document, _WRITER)
+        except StateNotSerializableError as error:
+            self._unsaveable = error  # the exit does not try again and raise it twice
+            raise
         # What the save records is worked out before the disk is touched: after sleeping in
         # fsync the process runs with cold caches, and the same Python code takes several
         # times longer there (benchmarks/bench_save.py).

@@ -21,13 +21,12 @@ import os
 import signal
 import sys
 import threading
-import warnings
 import weakref
 from collections.abc import Callable, Iterable
 from types import CodeType, FrameType
 from typing import Any, TypeVar
 
-from resumable._errors import Interrupted, ResumableWarning, signal_name
+from resumable._errors import Interrupted, signal_name, warn
 
 F = TypeVar("F", bound=Callable[..., Any])
 _UNCATCHABLE = frozenset(
@@ -86,12 +85,10 @@ class SignalGuard:
     def install(self) -> None:
         """Install the handlers (main thread only; elsewhere warn and do nothing)."""
         if threading.current_thread() is not threading.main_thread():
-            warnings.warn(
+            warn(
                 "Resumable is not on the main thread, where Python delivers signals: "
                 "ctrl+c and SIGTERM are not caught, so they stop the loop wherever it is. "
                 "Progress is still saved by the policy and when the with block exits.",
-                ResumableWarning,
-                stacklevel=4,
             )
             return
         for signum in self.signums:

@@ -14,12 +14,11 @@ import contextlib
 import os
 import stat
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from resumable import _durable, _state_file
-from resumable._errors import ResumableWarning, StateFileError, StateWriteError, describe_os_error
+from resumable._errors import StateFileError, StateWriteError, describe_os_error, warn
 from resumable._lock import FileLock
 from resumable._state_file import StateDocument
 
@@ -75,11 +74,9 @@ def read_state(path: Path) -> Loaded | None:
     except FileNotFoundError:
         backup_result = StateFileError(f"there is no backup ({backup})")
     if isinstance(backup_result, StateDocument):
-        warnings.warn(
+        warn(
             f"{main_error}; resuming from the backup {backup}. The unreadable file is kept "
             f"as {path.name}.corrupt-<time> at the first save.",
-            ResumableWarning,
-            stacklevel=4,
         )
         return Loaded(backup_result, from_backup=True)
     raise StateFileError(

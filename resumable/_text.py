@@ -8,6 +8,7 @@ A state file, a file name or a key is data, and data may hold anything:
 | a byte of a file name that is no UTF-8 | ``\\xNN`` (surrogateescape made it U+DCNN) |
 | a str key | its repr, cut after `KEY_CHARS`: ``'abc'... (1,234,567 characters)`` |
 | an int key of more than `KEY_DIGITS` digits | ``12345...67890 (5,000 digits)`` |
+| a count (`counted`) | ``1 item``, ``9,096 items`` |
 
 Python's str() refuses ints beyond 4,300 digits (``sys.set_int_max_str_digits``), and the
 key journal holds keys of any size: `describe_key` never calls it on those.
@@ -24,6 +25,11 @@ _SHOWN_IN_FULL = 10**KEY_DIGITS
 # Counting the digits exactly takes a division as long as the int; beyond ~120,000 digits
 # (a few milliseconds) the count comes from the bit length, and is said to be "about".
 _EXACT_BITS = 400_000
+
+
+def counted(number: int, noun: str) -> str:
+    """A count as people read it: ``1 item``, ``0 items``, ``9,096 items``."""
+    return f"{number:,} {noun}" if number == 1 else f"{number:,} {noun}s"
 
 
 def printable(text: str) -> str:

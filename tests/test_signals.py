@@ -35,8 +35,8 @@ DEFAULT_HANDLERS = "handlers SIGINT=default_int_handler SIGTERM=SIG_DFL SIGHUP=S
 def stop_line(job: Job, signum: int, done: int, this_run: int) -> str:
     """The one line the library writes to stderr when a signal stopped the job."""
     return (
-        f"resumable: stopped by {signal.Signals(signum).name} after {done} items "
-        f"({this_run} in this run); progress saved to {job.state}. Run again to continue."
+        f"resumable: stopped by {signal.Signals(signum).name} after {items(done)} "
+        f"({this_run:,} in this run); progress saved to {job.state}. Run again to continue."
     )
 
 
@@ -44,8 +44,13 @@ def finished_stop_line(job: Job, signum: int, done: int, this_run: int) -> str:
     """The stop line when the signal came after the job's last item: nothing to run again."""
     return (
         f"resumable: stopped by {signal.Signals(signum).name} after the job finished "
-        f"({done} items, {this_run} in this run); saved to {job.state}."
+        f"({items(done)}, {this_run:,} in this run); saved to {job.state}."
     )
+
+
+def items(count: int) -> str:
+    """A count of items as the library shows it to people: ``1 item``, ``1,019 items``."""
+    return "1 item" if count == 1 else f"{count:,} items"
 
 
 def run_items(child: Child, items: range) -> None:
