@@ -1,7 +1,9 @@
 """The command line: ``resumable status``, ``resumable reset`` and ``resumable demo``.
 
 Exit statuses: 0 when all went well; 1 for a problem with a state file (missing,
-unreadable, in use) or a reset the user declined; 2 for a usage error. An error is one
+unreadable, in use) or a reset the user declined; 2 for a usage error; 141 (128 +
+SIGPIPE, as for ``cat``) when the reader of the output went away (``| head``), quietly
+(the recipe of the Python docs' "Note on SIGPIPE"). An error is one
 line on stderr, ``resumable: error: ...``: a `ResumableError` or an `OSError` never shows
 a traceback (anything else is a bug, and does; `status` then goes on with the next path).
 Whatever came from a file or a file name is escaped before it reaches the terminal
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import traceback
 import warnings
@@ -29,7 +33,7 @@ from resumable._journal import tagged_key
 from resumable._lock import LockHolder, lock_holder
 from resumable._reset import reset
 from resumable._store import backup_path, lock_path, require_state_file
-from resumable._text import describe_key, printable, valid_unicode
+from resumable._text import counted, describe_key, printable, valid_unicode
 from resumable._version import __version__
 
 _FAILED_SHOWN = 5  # failed items listed by `status`; --json lists them all
@@ -38,6 +42,7 @@ OK = 0
 PROBLEM = 1  # with a state file, or a declined reset
 USAGE = 2  # what argparse exits with, too
 INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for ctrl+c
+CLOSED_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `cat` when `head` has enough
 
 NO_STATE_FILE = "no state file: the job has not started, or it was reset"
 
@@ -50,7 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     command: Command = arguments.run
     try:
-        return command(arguments)
+        status = command(arguments)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at the exit
+        return status
+    except BrokenPipeError:
+        _silence_stdout()
+        return CLOSED_PIPE
     except KeyboardInterrupt:
         print()
         return INTERRUPTED
@@ -59,11 +69,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return PROBLEM
 
 
+def _silence_stdout() -> None:
+    """The reader of stdout went away: what is still buffered goes nowhere, and Python's
+    own flush at the exit does not complain about it."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="resumable",
         description="Look at and reset the state files of resumable loops.",
-        epilog="exit status: 0 ok, 1 a problem with a state file, 2 a usage error",
+        epilog="exit status: 0 ok, 1 a problem with a state file, 2 a usage error, "
+        "141 the output's reader went away (| head)",
     )
     parser.add_argument("--version", action="version", version=f"resumable-loop {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
@@ -81,20 +100,23 @@ def _parser() -> argparse.ArgumentParser:
 
     reset_ = commands.add_parser(
         "reset",
-        help="start a job over, keeping its old state aside",
-        description="Start a job over: move its state file (and backup) aside, to "
-        "PATH.reset-<time>, so that the next run starts fresh.",
+        help="start jobs over, keeping their old state aside",
+        description="Start jobs over: move each state file (and backup) aside, to "
+        "PATH.reset-<time>, so that the next run starts fresh. Each PATH is reported; the "
+        "exit status is 1 if any was not reset.",
     )
-    reset_.add_argument("path", type=Path, metavar="PATH", help="the state file")
-    reset_.add_argument("-y", "--yes", action="store_true", help="reset without asking")
+    reset_.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="a state file")
+    reset_.add_argument(
+        "-y", "--yes", action="store_true", help="reset without asking (every PATH)"
+    )
     reset_.set_defaults(run=_reset)
 
     demo = commands.add_parser(
         "demo", help="run a slow job you can stop with ctrl+c and run again to continue"
     )
     demo.add_argument("--state", type=Path, default=Path("resumable-demo.state"))
-    demo.add_argument("--items", type=int, default=300)
-    demo.add_argument("--delay", type=float, default=0.04, help="seconds per item")
+    demo.add_argument("--items", type=_whole_number, default=300, help="items, 1 or more")
+    demo.add_argument("--delay", type=_seconds, default=0.04, help="seconds per item, 0 or more")
     demo.add_argument("--restart", action="store_true", help="start the job over")
     demo.set_defaults(run=_demo)
     return parser
@@ -242,7 +264,7 @@ def _failed_summary(failed: tuple[FailedItem, ...]) -> str:
     if not failed:
         return "none"
     more = f"; the first {_FAILED_SHOWN}:" if len(failed) > _FAILED_SHOWN else ":"
-    return f"{_plural(len(failed), 'item')} (retried by later runs up to their max_attempts){more}"
+    return f"{counted(len(failed), 'item')} (retried by later runs up to their max_attempts){more}"
 
 
 def _failed_line(item: FailedItem) -> str:
@@ -322,19 +344,27 @@ def _ago(seconds: float) -> str:
 def _amount(seconds: float) -> str:
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
         if seconds >= size:
-            return _plural(int(seconds // size), unit)
-    return _plural(int(seconds), "second")
-
-
-def _plural(count: int, unit: str) -> str:
-    return f"{count:,} {unit}" if count == 1 else f"{count:,} {unit}s"
+            return counted(int(seconds // size), unit)
+    return counted(int(seconds), "second")
 
 
 # -- reset ------------------------------------------------------------------------------
 
 
 def _reset(arguments: argparse.Namespace) -> int:
-    path: Path = arguments.path
+    statuses = [_reset_one(path, arguments.yes) for path in arguments.paths]
+    return max(statuses)
+
+
+def _reset_one(path: Path, yes: bool) -> int:
+    try:
+        return _reset_path(path, yes)
+    except (ResumableError, OSError) as error:  # this path failed; the others go on
+        _error(_describe(error))
+        return PROBLEM
+
+
+def _reset_path(path: Path, yes: bool) -> int:
     # Refuse what cannot succeed before asking, so nobody confirms a reset for nothing.
     try:
         require_state_file(path)
@@ -348,7 +378,7 @@ def _reset(arguments: argparse.Namespace) -> int:
             "it finish, then reset."
         )
         return PROBLEM
-    if not arguments.yes:
+    if not yes:
         if not sys.stdin.isatty():
             _error(
                 f"reset asks before it resets {path}, and stdin is not a terminal: pass "
@@ -373,8 +403,7 @@ def _what_is_done(path: Path) -> str:
             snapshot = inspect(path)
     except (StateFileError, OSError):
         return "its content cannot be read"
-    items = "1 item" if snapshot.position == 1 else f"{snapshot.position:,} items"
-    return f"{items} done, {_finished(snapshot.finished)}"
+    return f"{counted(snapshot.position, 'item')} done, {_finished(snapshot.finished)}"
 
 
 def _confirm(question: str) -> bool:
@@ -389,8 +418,33 @@ def _confirm(question: str) -> bool:
 # -- demo and helpers -------------------------------------------------------------------
 
 
+def _whole_number(text: str) -> int:
+    """An argparse type: a whole number of 1 or more."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number is needed, got {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"needs 1 or more, got {number}")
+    return number
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds, 0 or more."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of seconds is needed, got {text!r}") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise argparse.ArgumentTypeError(f"needs a finite number of seconds >= 0, got {text}")
+    return seconds
+
+
 def _demo(arguments: argparse.Namespace) -> int:
-    return run_demo(arguments.state, arguments.items, arguments.delay, arguments.restart)
+    try:
+        return run_demo(arguments.state, arguments.items, arguments.delay, arguments.restart)
+    except KeyboardInterrupt:  # the stop line, on a line of its own, said it all
+        return INTERRUPTED
 
 
 def _describe(error: BaseException) -> str:

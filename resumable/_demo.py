@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from resumable._resumable import Resumable
+from resumable._text import counted
 from resumable.policies import NPolicy, TimePolicy
 
 
@@ -15,16 +16,19 @@ def run_demo(state_path: Path, items: int, delay: float, restart: bool) -> int:
     with Resumable(state_path, policy=NPolicy(25) | TimePolicy(1), restart=restart) as r:
         if r.finished:
             print(
-                f"This job already finished: {r.position} items, total "
+                f"This job already finished: {counted(r.position, 'item')}, total "
                 f"{r.state.get('total')}. Run `python -m resumable demo --restart` to "
                 "start over."
             )
             return 0
         if r.position:
-            print(f"Resuming at item {r.position} of {items} (run {r.runs}), from {state_path}.")
+            print(
+                f"Resuming at item {r.position:,} of {items:,} (run {r.runs:,}), from {state_path}."
+            )
         else:
             print(
-                f"Starting a job of {items} items, {delay:g} s each, its state in {state_path}. "
+                f"Starting a job of {counted(items, 'item')}, {delay:g} s each, its state in "
+                f"{state_path}. "
                 "Press ctrl+c to stop it."
             )
         for number in r.iterate(range(items)):
@@ -34,7 +38,8 @@ def run_demo(state_path: Path, items: int, delay: float, restart: bool) -> int:
     expected = sum(n * n for n in range(items))
     verdict = "matches" if r.state["total"] == expected else "DOES NOT match"
     print(
-        f"\nDone: {items} items over {r.runs} run(s). Sum of squares {r.state['total']} "
+        f"\nDone: {counted(items, 'item')} over {counted(r.runs, 'run')}. Sum of squares "
+        f"{r.state['total']:,} "
         f"{verdict} an uninterrupted run. Run again to see a finished job."
     )
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shlex
 import signal
 import sys
 import warnings
@@ -84,6 +85,11 @@ class Interrupted(SystemExit):
 
 class ResumableWarning(UserWarning):
     """A problem `resumable` worked around (for example, resuming from the backup file)."""
+
+
+def reset_command(path: os.PathLike[str] | str) -> str:
+    """The shell's way to start a job over, for messages that also name restart=True."""
+    return f"resumable reset {shlex.quote(os.fspath(path))}"
 
 
 def warn(message: str) -> None:

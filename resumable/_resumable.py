@@ -27,7 +27,12 @@ from resumable._display import (
     require_tqdm,
     write_line,
 )
-from resumable._errors import CalledTooOftenError, StateNotSerializableError, UsageError
+from resumable._errors import (
+    CalledTooOftenError,
+    StateNotSerializableError,
+    UsageError,
+    reset_command,
+)
 from resumable._failures import ON_ERROR_CHOICES, FailedItem, Failures
 from resumable._feed import MAX_CHUNK, Feed
 from resumable._input_check import check_on_change
@@ -269,10 +274,10 @@ class Resumable:
         if positional.finished and not retried:
             logger.warning(
                 "%s: this job already finished (%s); nothing to do. To run it again, pass "
-                "restart=True, or at the shell: resumable reset %s",
+                "restart=True (at the shell: %s)",
                 self.path,
                 counted(positional.position, "item"),
-                shlex.quote(str(self.path)),
+                reset_command(self.path),
             )
             return iter(())
         if positional.position != self._start_position:  # on_change="restart" went to 0
@@ -337,7 +342,7 @@ class Resumable:
         given_up = failures.given_up(self._max_attempts)
         if given_up:
             logger.warning(
-                "%s: %s failed %s or more and are skipped; see r.failed or `resumable status %s`",
+                "%s: skipping %s that failed %s or more; see r.failed or `resumable status %s`",
                 self.path,
                 counted(len(given_up), "item"),
                 counted(self._max_attempts, "time"),
@@ -614,14 +619,16 @@ class Resumable:
             if key is None:
                 raise UsageError(
                     f"{self.path} tracks done items by key: pass the same key= as before, "
-                    "or start over with Resumable(..., restart=True)"
+                    "or start over with Resumable(..., restart=True) (at the shell: "
+                    f"{reset_command(self.path)})"
                 )
             return progress
         if progress.position or progress.finished:
             raise UsageError(
-                f"{self.path} tracks done items by position ({progress.position} done): a job "
-                "keeps the kind of progress it started with. Leave out key=, or start over "
-                "with Resumable(..., restart=True)"
+                f"{self.path} tracks done items by position ({progress.position:,} done): a "
+                "job keeps the kind of progress it started with. Leave out key=, or start "
+                "over with Resumable(..., restart=True) (at the shell: "
+                f"{reset_command(self.path)})"
             )
         keyed = KeyProgress(generation=next_generation(self.path))
         self._progress = keyed

@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resumable import _durable, _state_file
-from resumable._errors import StateFileError, StateWriteError, describe_os_error, warn
+from resumable._errors import (
+    StateFileError,
+    StateWriteError,
+    describe_os_error,
+    reset_command,
+    warn,
+)
 from resumable._lock import FileLock
 from resumable._state_file import StateDocument
 
@@ -81,8 +87,8 @@ def read_state(path: Path) -> Loaded | None:
         return Loaded(backup_result, from_backup=True)
     raise StateFileError(
         f"{main_error}, and {backup_result}. Nothing was changed. Restore the file, move "
-        f"it away to start over, or pass restart=True to start over (the old file is kept "
-        f"as {path.name}.reset-<time>)."
+        f"it away to start over, or start over with restart=True (at the shell: "
+        f"{reset_command(path)}); the old file is kept as {path.name}.reset-<time>."
     )
 
 

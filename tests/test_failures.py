@@ -114,7 +114,7 @@ def test_an_item_that_keeps_failing_is_skipped_after_max_attempts_and_the_run_sa
     assert failed(state_path) == {3: 2}
     with caplog.at_level(logging.WARNING, logger="resumable"):
         assert run(state_path, ITEMS, set(), max_attempts=2) == []
-    assert "1 items failed 2 times or more and are skipped" in caplog.text
+    assert "skipping 1 item that failed 2 times or more" in caplog.text
     assert failed(state_path) == {3: 2}  # left recorded
     assert run(state_path, ITEMS, set(), max_attempts=5) == ["page-3"]  # a higher limit
     assert failed(state_path) == {}
