@@ -101,7 +101,7 @@ def test_a_run_whose_lock_file_was_deleted_refuses_its_next_save(tmp_path: Path)
         result = holder.finish()
     assert result.returncode == 1
     assert result.stderr_lines[-1] == (
-        f"resumable._errors.StateLockedError: {job.state}: its lock file {job.lock_file} was "
+        f"resumable.StateLockedError: {job.state}: its lock file {job.lock_file} was "
         f"deleted while this run (pid {holder.pid}) held it, so a second run of the job may be "
         "running. The save was refused, so as not to overwrite that run's progress; items "
         "finished since the last save will run again. See `resumable status` for the job, "
