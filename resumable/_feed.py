@@ -8,8 +8,16 @@ many items the loop has taken, and whose position (``__setstate__``) can be move
 end, so that the loop stops after the current item. A signal handler uses that to stop
 the loop; `Resumable.position` uses it to answer mid-chunk.
 
-- A sequence whose iterator can jump (list, tuple, range, str, bytes) is its own counter.
-- Another sequence is read by index, counted by the range iterator of its indexes.
+The items are always the ones ``for item in items`` would get: those of ``iter(items)``.
+Only an iterator known to read its input by index is moved to the saved position; any
+other has its done prefix read and discarded.
+
+- A list, tuple, range, str, bytes or bytearray (exactly these types) is iterated by its
+  own iterator, which jumps to the position and is its own counter.
+- An iterator that reads by index (Python's sequence iterator, which numpy arrays and
+  classes with ``__getitem__`` but no ``__iter__`` get; that of ``array.array``, of a
+  subclass of the types above, or the one standing in for a `collections.abc.Sequence`
+  that keeps its inherited ``__iter__``) is moved to the position, then pulled as below.
 - Any other iterator is pulled by ``map(next, counter)``, where the counter is a list
   iterator over the source repeated: each item costs one C call of ``next(source)`` (for
   a generator, ``map(generator.send, counter)`` over Nones: the same pull, cheaper). The
@@ -20,22 +28,43 @@ the loop; `Resumable.position` uses it to answer mid-chunk.
 
 from __future__ import annotations
 
+import array
 import itertools
 import sys
 import types
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 from resumable._errors import InputChangedError
 
 T = TypeVar("T")
+D = TypeVar("D")
 
-# Iterators of the built-in sequences can be moved to an index without touching the items
-# before it, so a resumed list skips its done prefix for free.
-_EMPTY_SEQUENCES: tuple[Sequence[object], ...] = ([], (), "", b"", bytearray(), range(0))
-_JUMPABLE_ITERATORS = frozenset(type(iter(empty)) for empty in _EMPTY_SEQUENCES)
 MAX_CHUNK = 1024
 _MISSING = object()
+
+
+class _ByIndex:
+    """`sequence` read as `collections.abc.Sequence.__iter__` reads it: ``sequence[0]``,
+    ``sequence[1]``, ... until IndexError. Having ``__getitem__`` and no ``__iter__``, it
+    gets Python's own sequence iterator, which can jump to an index. ``__getitem__`` is a
+    slot holding the sequence's bound method, so reading an item runs no code of ours."""
+
+    __slots__ = ("__getitem__",)
+
+    def __init__(self, sequence: Sequence[object]) -> None:
+        self.__getitem__ = sequence.__getitem__
+
+
+# The built-in sequences whose own iterator is the feed's counter: it jumps to an index and
+# tells what is left, and these types' len() is their iterator's length.
+_EMPTY: tuple[Sequence[object], ...] = ([], (), range(0), "", b"", bytearray())
+_COUNTING_TYPES = frozenset(type(empty) for empty in _EMPTY)
+_COUNTING_ITERATORS = frozenset(type(iter(empty)) for empty in _EMPTY)
+# Iterators that read their input by index and can be moved to one (``__setstate__``).
+_JUMPING_ITERATORS = _COUNTING_ITERATORS | {
+    type(iter(cast(Any, empty))) for empty in (range(2**64), array.array("b"), _ByIndex(()))
+}
 
 
 class _Counter(Protocol):
@@ -81,20 +110,13 @@ class Feed(Generic[T]):
 
 
 class _SequenceFeed(Feed[T]):
-    def __init__(self, items: Sequence[T], start: int, size: int) -> None:
+    def __init__(self, items: Sequence[T], source: Iterator[T], start: int) -> None:
         self._cut_at: int | None = None  # items taken when a cut came
-        source = iter(items)
-        if type(source) in _JUMPABLE_ITERATORS:
-            source.__setstate__(start)  # type: ignore[attr-defined]
-            self._counter = cast(_Counter, source)
-            self._source: Iterator[T] = source
-            # A list may grow while it is looped over; its iterator follows, and so do we.
-            self._total: Callable[[], int] = lambda: len(items) - start
-        else:
-            indexes = iter(range(start, size))
-            self._counter = cast(_Counter, indexes)
-            self._source = map(items.__getitem__, indexes)
-            self._total = lambda: size - start
+        source.__setstate__(start)  # type: ignore[attr-defined]
+        self._counter = cast(_Counter, source)
+        self._source: Iterator[T] = source
+        # A list may grow while it is looped over; its iterator follows, and so do we.
+        self._total: Callable[[], int] = lambda: len(items) - start
 
     def chunk(self, size: int) -> Iterator[T]:
         return itertools.islice(self._source, size)
@@ -171,19 +193,25 @@ class _IterableFeed(Feed[T]):
 
 
 def open_feed(items: Iterable[T], start: int, describe: str, skipped: int = 0) -> Feed[T]:
-    """A feed of the items of `items` after the first `start`.
+    """A feed of the items ``for item in items`` gets, after the first `start`.
 
-    A sequence (``len`` and indexing) is entered at `start` directly; any other iterable
-    has its first `start` items consumed and discarded. An input shorter than `start`
-    raises `InputChangedError`; `describe` names the state file in that message, and
-    `skipped` counts the done items already taken from an iterator before it came here.
+    An input whose iterator `jumps` is entered at `start` directly; any other has its
+    first `start` items consumed and discarded. An input shorter than `start` raises
+    `InputChangedError`; `describe` names the state file in that message, and `skipped`
+    counts the done items already taken from an iterator before it came here.
     """
-    size = input_length(items)
-    if size is not None:
-        if size < start:
-            raise shorter_input(describe, start, size)
-        return _SequenceFeed(cast("Sequence[T]", items), start, size)
-    source = iter(items)
+    source = iterator_of(items)
+    # A range too long for len() has an iterator of another type: it only jumps.
+    if type(items) in _COUNTING_TYPES and type(source) in _COUNTING_ITERATORS:
+        sequence = cast("Sequence[T]", items)
+        if len(sequence) < start:
+            raise shorter_input(describe, start, len(sequence))
+        return _SequenceFeed(sequence, source, start)
+    if jumps(source):
+        # The last done item is read, to tell an input that ends there from a shorter one.
+        if start and item_at(source, start - 1, _MISSING) is _MISSING:
+            raise shorter_input(describe, skipped + start, None)
+        return _IterableFeed(source)
     # islice(it, start - 1, start) discards start - 1 items and hands back the last done
     # one, so running out early is detected without counting in Python.
     if start and next(itertools.islice(source, start - 1, start), _MISSING) is _MISSING:
@@ -191,21 +219,34 @@ def open_feed(items: Iterable[T], start: int, describe: str, skipped: int = 0) -
     return _IterableFeed(source)
 
 
+def iterator_of(items: Iterable[T]) -> Iterator[T]:
+    """The iterator ``for item in items`` gets: ``iter(items)``, except that for a
+    `collections.abc.Sequence` that keeps the ``__iter__`` it inherits, an iterator that
+    reads the same items the same way and `jumps`."""
+    if getattr(type(items), "__iter__", None) is Sequence.__iter__:
+        return iter(cast(Any, _ByIndex(cast("Sequence[T]", items))))
+    return iter(items)
+
+
+def jumps(source: Iterator[object]) -> bool:
+    """Whether `source` reads its input by index and can be moved to an index (`item_at`)."""
+    return type(source) in _JUMPING_ITERATORS
+
+
+def item_at(source: Iterator[T], index: int, default: D) -> T | D:
+    """Move an iterator that `jumps` to `index` and take that item (`default` past the end)."""
+    source.__setstate__(index)  # type: ignore[attr-defined]
+    return next(source, default)
+
+
 def input_length(items: object) -> int | None:
-    """The length of a sequence (``len`` and indexing), or None for other iterables."""
-    kind = type(items)
-    # numpy arrays, pandas Index and friends index like sequences but do not register as
-    # Sequence; mappings and sets have a length but no positions.
-    if not isinstance(items, Sequence) and (
-        not hasattr(kind, "__len__")
-        or not hasattr(kind, "__getitem__")
-        or isinstance(items, (Mapping, Set))
-        or hasattr(kind, "keys")
-    ):
+    """``len(items)``, when it has one that works; compared between runs as the input's
+    length. A ``__len__`` that raises means no length rather than a stopped loop."""
+    if not isinstance(items, Sized):
         return None
     try:
-        return len(cast(Any, items))
-    except OverflowError:  # range(10**20): too long for len(); iterate it instead
+        return len(items)
+    except Exception:  # range(10**20): too long for len(); a broken __len__
         return None
 
 

@@ -16,7 +16,15 @@ from typing import Any, TypeVar, cast
 
 from resumable._errors import InputChangedError, StateFileError
 from resumable._failures import Failures
-from resumable._feed import Feed, input_length, open_feed, shorter_input
+from resumable._feed import (
+    Feed,
+    input_length,
+    item_at,
+    iterator_of,
+    jumps,
+    open_feed,
+    shorter_input,
+)
 from resumable._input_check import (
     HEAD_ITEMS,
     InputHead,
@@ -56,7 +64,7 @@ class PositionProgress:
         }
         record = self.input_record
         if self._given_input:
-            length = len(self._sized) if self._sized is not None else None
+            length = input_length(self._sized) if self._sized is not None else None
             record = self._head.record(length, self.position)
         if record is not None:
             data["input"] = record.snapshot()
@@ -93,30 +101,28 @@ class PositionProgress:
         (``"continue"``).
         """
         check_on_change(on_change)
-        size = input_length(items)
-        # The first done items, for the fingerprint: by index, or pulled from an iterator
-        # (kept, in case the job starts over and needs them back).
-        pulled: list[T] = []
-        source: Iterator[T] | None = None
-        if size is not None:
-            sequence = cast(Any, items)
-            for index in range(min(self.position, HEAD_ITEMS, size)):
-                self._head.add(sequence[index])
-        else:
-            source = iter(items)
-            pulled = list(itertools.islice(source, min(self.position, HEAD_ITEMS)))
-            for item in pulled:
-                self._head.add(item)
-        changed = what_changed(self.input_record, size, self._head) if self.input_record else None
+        length = input_length(items)
+        # The first done items, for the fingerprint: pulled from the iterator that `for`
+        # would use. One that reads by index is moved about to take what is needed, and the
+        # feed gets a fresh one; any other goes on from there (its pulled items kept, should
+        # the job start over).
+        source = iterator_of(items)
+        pulled = list(itertools.islice(source, min(self.position, HEAD_ITEMS)))
+        for item in pulled:
+            self._head.add(item)
+        changed = what_changed(self.input_record, length, self._head) if self.input_record else None
         if changed is not None:
             self._on_changed_input(describe, changed, on_change)
         # Only now is this the job's input: a refused one must not be recorded in its place.
         self._given_input = True
-        self._sized = cast(Sized, items) if size is not None else None
+        self._sized = cast(Sized, items) if length is not None else None
         positions = sorted(p for p in retry if p < self.position)
-        if source is None:
-            sequence = cast(Any, items)
-            retried = [(p, sequence[p]) for p in positions if p < cast(int, size)]
+        if jumps(source):
+            retried = []
+            for p in positions:
+                found = item_at(source, p, _MISSING)
+                if found is not _MISSING:  # past the end of a shorter input: open_feed says so
+                    retried.append((p, cast(T, found)))
             if self.finished:  # nothing else to hand out
                 return open_feed((), 0, describe), retried
             return open_feed(items, self.position, describe), retried
@@ -130,7 +136,7 @@ class PositionProgress:
         taken = len(pulled)
         for p in (p for p in positions if p >= len(pulled)):
             # Skip to the failed item in C, take it, go on: no Python per skipped item.
-            found: object = next(itertools.islice(source, p - taken, p - taken + 1), _MISSING)
+            found = next(itertools.islice(source, p - taken, p - taken + 1), _MISSING)
             if found is _MISSING:
                 raise shorter_input(describe, self.position, None)
             retried.append((p, cast(T, found)))

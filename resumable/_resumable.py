@@ -195,13 +195,14 @@ class Resumable:
         """Yield the items of `items` that are not done yet.
 
         An item is done when the loop asks for the next one: if the body raises, breaks
-        or is interrupted, the current item is not done. A sequence is entered at the
-        saved position; any other iterable has its done prefix consumed without running
-        the body. Call it once per `Resumable`.
+        or is interrupted, the current item is not done. The items are those a plain
+        ``for item in items`` gets. An input read by index is entered at the saved
+        position; any other has its done prefix consumed without running the body. Call
+        it once per `Resumable`.
 
         Args:
-            items: any iterable; sequences (list, tuple, range, ...) resume without
-                touching their done items.
+            items: any iterable; lists, tuples, ranges, numpy arrays and other inputs
+                read by index resume without reading their done items.
             key: track done items by key instead of by position: ``key(item)`` returns
                 the item's key, a str or an int. A rerun skips every item whose key is
                 done, wherever it now is in the input, and runs new items; for inputs

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import array
+import collections
 import itertools
 import signal
 import sys
@@ -14,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resumable import Resumable, _feed, inspect
+from resumable import InputChangedError, Resumable, _feed, inspect
 from resumable._feed import MAX_CHUNK, Feed, open_feed
 
 
@@ -189,6 +191,107 @@ def test_the_list_iterator_behaviour_the_feed_relies_on() -> None:
     assert len(pulled_past.__reduce__()) == 2
     pulled_past.__setstate__(0)
     assert (pulled_past.__length_hint__(), len(pulled_past.__reduce__())) == (0, 2)
+
+
+class Columns:
+    """Like a polars DataFrame: len() and indexing count rows, iteration yields columns."""
+
+    def __len__(self) -> int:
+        return 5
+
+    def __getitem__(self, index: int) -> tuple[str, int]:
+        if not 0 <= index < 5:
+            raise IndexError(index)
+        return ("row", index)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(["id", "name", "price", "stock"])
+
+
+class Overstated:
+    """A len() that says more than there is (a count cached before rows went), and no
+    __iter__: a for loop indexes it until IndexError."""
+
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, index: int) -> int:
+        if not 0 <= index < 7:
+            raise IndexError(index)
+        return index * 10
+
+
+class Understated(IndexOnly):
+    """A Sequence whose len() says less than its items: Sequence.__iter__ ignores len()."""
+
+    def __len__(self) -> int:
+        return 3
+
+
+class Backwards(list[int]):
+    """A list that iterates backwards."""
+
+    def __iter__(self) -> Iterator[int]:
+        return reversed(self)
+
+
+class ReadByIndex(collections.deque[int]):
+    """A deque that fails when read by index: a deque is a linked list of blocks, so
+    reading it by index takes time growing with the index."""
+
+    def __getitem__(self, index: object) -> int:  # type: ignore[override]
+        raise AssertionError("a deque must be iterated, not indexed")
+
+
+ALIKE: dict[str, Callable[[], Iterable[object]]] = {
+    "own __iter__ besides len and []": Columns,
+    "len() too high, no __iter__": lambda: cast(Iterable[int], Overstated()),
+    "Sequence with len() too low": lambda: Understated(7),
+    "list subclass with own __iter__": lambda: Backwards(range(6)),
+    "deque": lambda: ReadByIndex(range(3000)),
+    "dict": lambda: {f"key {n}": n for n in range(6)},
+    "UserList": lambda: collections.UserList(range(6)),
+    "array.array": lambda: array.array("i", range(6)),
+    "str subclass": lambda: type("Text", (str,), {})("abcdef"),
+    "memoryview": lambda: memoryview(b"abcdef"),
+}
+
+
+@pytest.mark.parametrize("make", ALIKE.values(), ids=ALIKE)
+def test_iterate_yields_exactly_what_a_for_loop_yields_on_every_run(
+    tmp_path: Path, make: Callable[[], Iterable[object]]
+) -> None:
+    expected = list(make())
+    path = tmp_path / "job.state"
+    with Resumable(path) as r:
+        assert list(r.iterate(make())) == expected
+    stop = len(expected) // 2
+    path = tmp_path / "resumed.state"
+    with Resumable(path) as r:
+        for done, item in enumerate(r.iterate(make())):
+            if done == stop:
+                break
+            assert item == expected[done]
+    with Resumable(path) as r:
+        assert list(r.iterate(make())) == expected[stop:]
+        assert r.finished
+
+
+def test_an_input_read_by_index_that_ends_before_the_position_is_an_error(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "job.state"
+    with Resumable(path) as r:
+        assert list(r.iterate(cast(Iterable[int], Overstated()))) == [0, 10, 20, 30, 40, 50, 60]
+
+    class Shorter(Overstated):
+        def __getitem__(self, index: int) -> int:
+            return super().__getitem__(index) if index < 4 else super().__getitem__(99)
+
+    ran_out = "7 items are done, but the input ran out"
+    with pytest.raises(InputChangedError, match=ran_out), Resumable(path) as r:
+        r.iterate(cast(Iterable[int], Shorter()), on_change="continue")
+    assert inspect(path).position == 7
 
 
 FEEDS: dict[str, Callable[[], Feed[int]]] = {

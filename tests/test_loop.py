@@ -111,14 +111,15 @@ class CountingSequence(Sequence[int]):
         return index
 
 
-def test_a_sequence_resumes_reading_only_the_first_done_items_to_check_the_input(
+def test_a_sequence_resumes_reading_only_the_done_items_that_check_the_input(
     state_path: Path,
 ) -> None:
-    """The first 16 done items are read (the input's fingerprint); the other 44 never."""
+    """The first 16 done items are read (the input's fingerprint) and the last one (the
+    input is at least that long); the other 43 never."""
     run(state_path, CountingSequence(100), stop_at=60)
     resumed = CountingSequence(100)
     assert run(state_path, resumed) == list(range(60, 100))
-    assert [index for index in resumed.read if index < 60] == list(range(16))
+    assert [index for index in resumed.read if index < 60] == [*range(16), 59]
 
 
 def test_a_list_resumes_at_its_position(state_path: Path) -> None:
