@@ -653,10 +653,14 @@ class Resumable:
                 item_key = key(item)
                 if type(item_key) is not str and type(item_key) is not int:
                     check_keys([item_key])  # raises UsageError, naming the bad key
-                if item_key in done:
+                if item_key in done or (
+                    failed and item_key in failed and failed[item_key].attempts >= max_attempts
+                ):  # done, or given up (left recorded): skipped
+                    # No item is in flight, so a signal that came while the input was read
+                    # stops the loop here, not after the next item not done.
+                    if self._stop_soon:
+                        self._at_boundary(len(done))  # raises
                     continue
-                if failed and item_key in failed and failed[item_key].attempts >= max_attempts:
-                    continue  # given up: left recorded
                 if progress.finished:  # a finished job whose input brought a new item
                     progress.finished = False
                 self._in_flight = item_key

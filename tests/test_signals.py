@@ -150,6 +150,35 @@ def test_stop_line_counts_the_items_of_this_run_apart_from_earlier_runs(
     assert job.effects_log() == [0, 1, 2, 3, 4, 5]
 
 
+@pytest.mark.parametrize("signum", SIGNALS[:2])
+def test_a_keyed_job_skipping_done_items_of_a_slow_input_stops_at_the_next_item_pulled(
+    tmp_path: Path, signum: int
+) -> None:
+    """The signal comes while the input fetches item 3, whose key is done: the loop stops
+    once the fetch returns, without reading the rest of the input, and saves nothing new."""
+    job = Job(tmp_path)
+    with job.stepped("--key", "--break-at", "6") as child:
+        child.expect("ready 0 1")
+        run_items(child, range(6))
+        assert child.finish().returncode == 0
+    with job.stepped("--key", "--step-input") as child:
+        child.expect("ready 6 2")
+        for item in range(3):
+            child.expect(f"pull {item}")
+            child.send("go")
+        child.expect("pull 3")
+        child.send_signal(signum)
+        child.ping()  # the handler ran; the input still waits
+        child.send("go")
+        result = child.finish()
+    assert result.stdout == []  # no "pull 4": the input was left alone
+    assert result.returncode == -signum
+    assert_stop_reported(result, stop_line(job, signum, 6, 0), signum)
+    assert (job.snapshot().position, job.snapshot().finished) == (6, False)
+    assert job.effects_log() == [0, 1, 2, 3, 4, 5]
+    assert_left_clean(job)
+
+
 def test_caught_sigint_finds_the_previous_handlers_back_and_the_lock_free(
     tmp_path: Path,
 ) -> None:

@@ -5,9 +5,11 @@
 It prints one flushed line per event: ``ready <position> <runs>`` once inside the with
 block; per item ``start <i>``, then it waits for a line on stdin, appends ``<i>`` to the
 effects log (one O_APPEND write) and prints ``end <i>``; after the with block
-``done <position> <finished>``. Wherever it waits for stdin it answers a ``ping`` line
-with ``pong`` and goes on waiting (see `harness.Child.answers_ping`); end of stdin while
-waiting exits with status 1.
+``done <position> <finished>``. With ``--step-input`` the input itself waits too: before
+it hands out item ``<i>`` it prints ``pull <i>`` and waits for a line (a slow source);
+``--key`` tracks done items by key (``key=int``). Wherever it waits for stdin it answers
+a ``ping`` line with ``pong`` and goes on waiting (see `harness.Child.answers_ping`); end
+of stdin while waiting exits with status 1.
 
 SIGINT, SIGTERM and SIGHUP start at Python's defaults (``default_int_handler``,
 ``SIG_DFL``), whatever handlers the test runner passed down.
@@ -19,7 +21,7 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -48,6 +50,8 @@ class Options:
     pause_entering_exit: bool
     user_handler: bool
     report: bool
+    key: bool
+    step_input: bool
 
 
 def parse_options() -> Options:
@@ -108,6 +112,12 @@ def parse_options() -> Options:
         help="when KeyboardInterrupt or Interrupted leaves the with block, print "
         "'caught <name>', the handlers, and whether the job opens again; then re-raise",
     )
+    parser.add_argument("--key", action="store_true", help="keyed progress, key=int")
+    parser.add_argument(
+        "--step-input",
+        action="store_true",
+        help="the input prints 'pull <i>' and waits for a line before it yields item i",
+    )
     parsed = parser.parse_args()
     return Options(
         state=Path(parsed.state),
@@ -125,6 +135,8 @@ def parse_options() -> Options:
         pause_entering_exit=bool(parsed.pause_entering_exit),
         user_handler=bool(parsed.user_handler),
         report=bool(parsed.report),
+        key=bool(parsed.key),
+        step_input=bool(parsed.step_input),
     )
 
 
@@ -229,6 +241,13 @@ def report(options: Options, error: BaseException) -> None:
         say(f"locked {refused}")
 
 
+def stepped_input(count: int) -> Iterator[int]:
+    """The items 0 to `count` - 1, each handed out once a line comes: a slow source."""
+    for item in range(count):
+        wait_for_line(f"pull {item}")
+        yield item
+
+
 def run(options: Options) -> None:
     """The job itself."""
     effects = os.open(options.effects, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -238,7 +257,10 @@ def run(options: Options) -> None:
             say(f"ready {job.position} {job.runs}")
             if options.wait_before_loop:
                 wait_for_line("waiting before-loop")
-            for item in job.iterate(range(options.items)):
+            items: Iterable[int] = range(options.items)
+            if options.step_input:
+                items = stepped_input(options.items)
+            for item in job.iterate(items, key=int if options.key else None):
                 if item == options.break_at:
                     break
                 wait_for_line(f"start {item}")
