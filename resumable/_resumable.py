@@ -658,8 +658,8 @@ class Resumable:
                 ):  # done, or given up (left recorded): skipped
                     # No item is in flight, so a signal that came while the input was read
                     # stops the loop here, not after the next item not done.
-                    if self._stop_soon:
-                        self._at_boundary(len(done))  # raises
+                    if self._stop_soon and (stop := self._at_boundary(len(done))):
+                        raise stop  # resumable: stopped while skipping; nothing new is done
                     continue
                 if progress.finished:  # a finished job whose input brought a new item
                     progress.finished = False
