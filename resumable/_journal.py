@@ -5,20 +5,30 @@ keys at every save would make a save cost time in proportion to every key ever f
 instead each save appends the keys finished since the previous save, and the state file
 records how many bytes of the journal that save commits to.
 
-For a state file ``job.state``, the journal of generation *g* is ``job.state.keys-<g>``.
-The state file names the generation and the committed length. Bytes past that length (a
-record torn by kill -9, or appended by a save whose state file was never written) are
-ignored when reading and cut off when the journal is next opened for appending, which the
-caller does while holding the job's lock. `fold` writes all the keys into the file of a
-new generation, so that a journal of many small records can be replaced by a compact one.
+For a state file ``job.state``, the journal of generation *g* is ``job.state.keys-<g>``
+(0 <= g <= `MAX_GENERATION`; a file named with a larger number is no journal and is
+left alone). The state file names the generation and the committed length. Bytes past
+that length (a record torn by kill -9, or appended by a save whose state file was never
+written) are ignored when reading and cut off when the journal is next opened for
+appending, which the caller does while holding the job's lock. `fold` writes all the keys
+into the file of a new generation, so that a journal of many small records can be
+replaced by a compact one.
 
 The file is a sequence of records, each a 9-byte header and then its payload::
 
     offset  size  field
-    0       1     magic byte 0x4B ("K")
-    1       4     payload length n, unsigned little-endian
+    0       1     magic byte: 0x4B ("K") for keys, 0x4A ("J") for the job record
+    1       4     payload length n, unsigned little-endian, at most MAX_PAYLOAD (16 MiB)
     5       4     CRC-32 of bytes 0-4 and of the payload, unsigned little-endian
-    9       n     payload: a JSON array of keys, written by orjson
+    9       n     payload, written by orjson: a JSON array of keys, or for the job
+                  record {"job_id": "<32 lowercase hex digits>"}
+
+The job record ties a journal to its job: the job id is random, made when the job
+starts, and kept in the state file beside the generation. Every generation written by
+format version 2 starts with the job record, and only there; a reader given the state
+file's job id refuses a journal whose first record is not the job record of that id. A
+job saved by version 1 has no id, and its journal no job record; it gets both when its
+next save writes a new generation.
 
 A key is a JSON string or a JSON integer, so the key ``"1"`` and the key ``1`` stay
 distinct. Two kinds of key that JSON (or orjson) cannot hold as such are stored as a
@@ -28,14 +38,33 @@ one-entry object, which no plain key can be confused with:
   ``{"int": "<hex digits>"}``, hex because Python limits decimal conversion of huge ints;
 - a str with a lone surrogate (e.g. a file name decoded with ``surrogateescape``), which
   is not valid UTF-8, as ``{"str": "<hex of its UTF-8 bytes, surrogates passed>"}``.
+
+Bounds: a key whose record payload would be over `MAX_PAYLOAD` is refused when written,
+and a record whose header claims more is damage, found before anything is read. A
+payload over `RECORD_BYTES` is checked against its CRC piece by piece before it is held
+in memory, so a damaged length field costs a bounded read, never a large allocation.
+
+What a damaged state file may still need: when the job resumes from ``job.state.bak``
+because ``job.state`` cannot be read, the damaged file (set aside as
+``job.state.corrupt-<time>`` at the first save) may name the backup's generation at a
+greater length, or any later generation. So that it can still be repaired by hand, none
+of those files is deleted or cut: the run deletes no generation from the backup's up,
+and its first save writes all the keys into a new generation, above every file there,
+instead of appending to the backup's; that generation becomes the job's first, so the
+older files are never deleted afterwards either (as an earlier job's files are not). A
+crash at any point of this leaves the damaged file in place (it is set aside only by a
+save that succeeds) and every file it may name; at worst a new generation that no state
+file names is left behind.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import re
+import secrets
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
@@ -50,12 +79,19 @@ from resumable._durable import fsync_directory, fsync_file, set_mode
 from resumable._errors import StateFileError, StateWriteError, UsageError, describe_os_error
 
 Key: TypeAlias = str | int
+logger = logging.getLogger("resumable")
 
 MAGIC = 0x4B
+JOB_MAGIC = 0x4A
 _PREFIX = struct.Struct("<BI")  # magic and payload length: the bytes the CRC covers first
 _CRC = struct.Struct("<I")
 HEADER_SIZE = _PREFIX.size + _CRC.size
-MAX_PAYLOAD = 0xFFFF_FFFF  # what the 4-byte length field can say
+# The largest payload a record may have, so the largest key is 16 MiB - 2 bytes as JSON: far
+# beyond any identifier, and small enough that reading a record never needs much memory.
+MAX_PAYLOAD = 16 << 20
+# The largest generation: a fold or a new job adds one, so no job comes near it, and
+# every number a state file holds stays far inside the 64 bits it can write.
+MAX_GENERATION = 2**32 - 1
 # Records hold at most RECORD_KEYS keys, and are split further while their payload is over
 # RECORD_BYTES (a single longer key keeps a record of its own). Reading then holds one
 # small record at a time: orjson's parser briefly needs about 8 bytes per byte of payload
@@ -69,10 +105,12 @@ FOLD_MIN_RECORDS = 1_000
 FOLD_KEYS_PER_RECORD = 32
 _KEY_TYPES = frozenset({str, int})
 _INT_TAG = "int"
+_JOB_KEY = "job_id"
 _STR_TAG = "str"
 _INT64_MIN = -(2**63)
 _UINT64_MAX = 2**64 - 1
 _BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
 _RESTORE = (
     "Restore the file from a backup, or pass restart=True to start the job over "
     "(every item runs again)."
@@ -89,30 +127,69 @@ class JournalContents:
 
 def journal_path(state: Path, generation: int) -> Path:
     """The journal of `generation` for the state file `state`: ``<state>.keys-<generation>``."""
-    if type(generation) is not int or generation < 0:
-        raise ValueError(f"a journal generation is an int >= 0, got {generation!r}")
+    if type(generation) is not int or not 0 <= generation <= MAX_GENERATION:
+        raise ValueError(
+            f"a journal generation is an int >= 0 and <= {MAX_GENERATION}, got {generation!r}"
+        )
     return state.with_name(f"{state.name}.keys-{generation}")
 
 
 def journal_generations(state: Path) -> dict[int, Path]:
-    """The journal files beside `state` that exist now, by generation."""
+    """The journal files beside `state` that exist now, by generation.
+
+    A name with a generation above `MAX_GENERATION` is no journal: it is left out (see
+    `next_generation`), and nothing deletes it.
+    """
+    return _scan_generations(state)[0]
+
+
+def _scan_generations(state: Path) -> tuple[dict[int, Path], list[Path]]:
+    """The journal files beside `state` by generation, and the names beyond the bound."""
     prefix = f"{state.name}.keys-"
     pattern = re.compile(rf"{re.escape(prefix)}(0|[1-9][0-9]*)")
     found: dict[int, Path] = {}
+    beyond: list[Path] = []
     try:
         with os.scandir(state.parent) as entries:
             for entry in entries:
                 # A plain prefix test first: the directory may hold many other files.
                 if entry.name.startswith(prefix) and (match := pattern.fullmatch(entry.name)):
-                    found[int(match[1])] = Path(entry.path)
+                    # Compared as digits: Python refuses int() of more than 4,300 of them.
+                    digits = match[1]
+                    if len(digits) > len(str(MAX_GENERATION)) or int(digits) > MAX_GENERATION:
+                        beyond.append(Path(entry.path))
+                    else:
+                        found[int(digits)] = Path(entry.path)
     except FileNotFoundError:
         pass
-    return found
+    return found, beyond
 
 
 def next_generation(state: Path, *in_use: int) -> int:
-    """A generation above those of every journal file beside `state` and of `in_use`."""
-    return max([*journal_generations(state), *in_use], default=-1) + 1
+    """A generation above those of every journal file beside `state` and of `in_use`.
+
+    Files named beyond `MAX_GENERATION` are passed over, with a warning: no job writes
+    them. `StateFileError` when the next generation would be beyond it.
+    """
+    found, beyond = _scan_generations(state)
+    for path in beyond:
+        logger.warning(
+            "%s: ignoring %s: its number is above %d, the largest journal generation, so "
+            "no job wrote it. Move it away if it is not yours.",
+            state,
+            path.name,
+            MAX_GENERATION,
+        )
+    highest = max([*found, *in_use], default=-1)
+    if highest >= MAX_GENERATION:
+        taken = found.get(highest, journal_path(state, highest))
+        raise StateFileError(
+            f"no new key journal generation is left for {state}: {taken.name} has the "
+            f"largest one, {MAX_GENERATION:,}, which no job reaches by counting. Move that "
+            "file away if the state file does not name it; otherwise start the job over "
+            "with restart=True."
+        )
+    return highest + 1
 
 
 def fold_is_due(records: int, keys: int) -> bool:
@@ -238,9 +315,28 @@ def tagged_key(key: Key) -> Key | dict[str, str]:
     return key
 
 
-def _record(payload: bytes) -> bytes:
-    prefix = _PREFIX.pack(MAGIC, len(payload))
+def _record(payload: bytes, magic: int = MAGIC) -> bytes:
+    prefix = _PREFIX.pack(magic, len(payload))
     return prefix + _CRC.pack(zlib.crc32(payload, zlib.crc32(prefix))) + payload
+
+
+def new_job_id() -> str:
+    """A random job id: 32 lowercase hex digits, as the job record holds it."""
+    return secrets.token_hex(16)
+
+
+def check_job_id(job_id: object) -> str:
+    """`job_id` if it is a job id as `new_job_id` makes them; ValueError otherwise."""
+    if type(job_id) is not str or not _JOB_ID.fullmatch(job_id):
+        shown = repr(job_id)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise ValueError(f"a job id is 32 lowercase hex digits, got {shown}")
+    return job_id
+
+
+def job_record(job_id: str) -> bytes:
+    """The record that starts every generation of the journal of the job `job_id`."""
+    return _record(orjson.dumps({_JOB_KEY: check_job_id(job_id)}), JOB_MAGIC)
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -250,13 +346,15 @@ class _DamageError(Exception):
     """A record that is not what the writer wrote; the message says what is wrong."""
 
 
-def read_journal(path: Path, length: int) -> JournalContents:
+def read_journal(path: Path, length: int, job_id: str | None = None) -> JournalContents:
     """The keys in the first `length` bytes of the journal at `path`.
 
     Every record in those bytes is checked (magic byte, length, CRC-32, the JSON and the
     key types). Bytes past `length` are never read. A journal shorter than `length`, or
     damaged anywhere before it, raises `StateFileError`: those bytes were committed by a
     save, so they are never silently dropped. A `length` of 0 needs no file at all.
+    With the state file's `job_id`, the journal must start with the job record of that
+    id; without one (a job saved by format version 1), it must hold no job record.
     """
     _check_length(length)
     keys: set[Key] = set()
@@ -283,8 +381,15 @@ def read_journal(path: Path, length: int) -> JournalContents:
                     f"replaced. {_RESTORE}"
                 )
             while offset < length:
-                offset += _read_record(file, length - offset, keys)
-                records += 1
+                magic, payload = _read_record(file, length - offset)
+                if magic == JOB_MAGIC:
+                    _check_job(path, offset, _decode_job(payload), job_id)
+                else:
+                    if offset == 0 and job_id is not None:
+                        raise _foreign(path, job_id, None)
+                    keys.update(_decode_payload(payload))
+                    records += 1
+                offset += HEADER_SIZE + len(payload)
         except _DamageError as damage:
             raise StateFileError(
                 f"the key journal {path} is damaged at byte {offset:,}: {damage}. The state "
@@ -297,11 +402,29 @@ def read_journal(path: Path, length: int) -> JournalContents:
     return JournalContents(keys, records)
 
 
-def _read_record(file: BinaryIO, left: int, keys: set[Key]) -> int:
-    """Read the record at the file's position into `keys`; `left` committed bytes remain.
+def _check_job(path: Path, offset: int, found: str, job_id: str | None) -> None:
+    """The job record `found` at `offset`: only the first record, and of the state's job."""
+    if offset:
+        raise _DamageError("a job record stands here, and one may only start the journal")
+    if found != job_id:
+        raise _foreign(path, job_id, found)
 
-    Returns the record's size.
-    """
+
+def _foreign(path: Path, expected: str | None, found: str | None) -> StateFileError:
+    """The journal at `path` is tied to job `found`, not to the state file's `expected`."""
+    state = path.with_name(path.name.rpartition(".keys-")[0])
+    journal_says = f"its job id is {found}" if found else "it names no job"
+    state_says = f"job id {expected}" if expected else "no job id (format version 1)"
+    return StateFileError(
+        f"the key journal {path} is not the journal of the state file {state}: "
+        f"{journal_says}, and the state file has {state_says}. It was copied or moved here "
+        f"from another job. {_RESTORE}"
+    )
+
+
+def _read_record(file: BinaryIO, left: int) -> tuple[int, bytes]:
+    """The magic byte and payload of the record at the file's position, CRC checked;
+    `left` committed bytes remain."""
     if left < HEADER_SIZE:
         raise _DamageError(f"the last {left} committed bytes are too few for a record header")
     header = file.read(HEADER_SIZE)
@@ -310,22 +433,64 @@ def _read_record(file: BinaryIO, left: int, keys: set[Key]) -> int:
     magic: int
     size: int
     magic, size = _PREFIX.unpack_from(header)
-    if magic != MAGIC:
-        raise _DamageError(f"no record starts here (byte 0x{magic:02x}, not 0x{MAGIC:02x})")
+    if magic != MAGIC and magic != JOB_MAGIC:
+        raise _DamageError(
+            f"no record starts here (byte 0x{magic:02x}, not 0x{MAGIC:02x} or 0x{JOB_MAGIC:02x})"
+        )
+    # Both checked before a byte of the payload is read, so a damaged length field never
+    # makes the reader take more memory than the largest record needs.
+    if size > MAX_PAYLOAD:
+        raise _DamageError(
+            f"the record claims {size:,} bytes, more than the {MAX_PAYLOAD:,} a record holds"
+        )
     if size > left - HEADER_SIZE:
         raise _DamageError(
             f"the record claims {size:,} bytes, more than the {left - HEADER_SIZE:,} "
             "committed bytes after its header"
         )
+    (stored,) = _CRC.unpack_from(header, _PREFIX.size)
+    start = zlib.crc32(header[: _PREFIX.size])
+    if size > RECORD_BYTES:
+        # Only a single long key makes such a record: check its CRC a piece at a time
+        # first, so a damaged one is never held in memory whole.
+        _check_crc_in_pieces(file, size, start, stored)
     payload = file.read(size)
     if len(payload) < size:
         raise _DamageError("the file ended inside a record")
-    (stored,) = _CRC.unpack_from(header, _PREFIX.size)
-    actual = zlib.crc32(payload, zlib.crc32(header[: _PREFIX.size]))
+    actual = zlib.crc32(payload, start)
     if stored != actual:
         raise _DamageError(f"its CRC-32 is {stored:08x}, its content gives {actual:08x}")
-    keys.update(_decode_payload(payload))
-    return HEADER_SIZE + size
+    return magic, payload
+
+
+def _check_crc_in_pieces(file: BinaryIO, size: int, crc: int, stored: int) -> None:
+    """Read `size` bytes at most `RECORD_BYTES` at a time, and check them against the
+    CRC `stored`; leave the file where it was."""
+    position = file.tell()
+    left = size
+    while left:
+        piece = file.read(min(left, RECORD_BYTES))
+        if not piece:
+            raise _DamageError("the file ended inside a record")
+        crc = zlib.crc32(piece, crc)
+        left -= len(piece)
+    if stored != crc:
+        raise _DamageError(f"its CRC-32 is {stored:08x}, its content gives {crc:08x}")
+    file.seek(position)
+
+
+def _decode_job(payload: bytes) -> str:
+    """The job id in a job record's payload."""
+    try:
+        decoded = orjson.loads(payload)
+    except orjson.JSONDecodeError as error:
+        raise _DamageError(f"its job record is not valid JSON ({error})") from None
+    if type(decoded) is not dict or decoded.keys() != {_JOB_KEY}:
+        raise _DamageError(f'its job record is not an object of one key, "{_JOB_KEY}"')
+    try:
+        return check_job_id(decoded[_JOB_KEY])
+    except ValueError as error:
+        raise _DamageError(f"its job record holds no job id: {error}") from None
 
 
 def _decode_payload(payload: bytes) -> list[Key]:
@@ -386,24 +551,32 @@ class JournalWriter:
     work on a journal at a time. After a failed append it refuses further appends.
     """
 
-    def __init__(self, path: Path, fd: int, length: int, *, new_file: bool) -> None:
+    def __init__(
+        self, path: Path, fd: int, length: int, *, new_file: bool, job_id: str | None = None
+    ) -> None:
         """Use `JournalWriter.open`: it checks and positions the file."""
         self.path = path
         self._fd: int | None = fd
         self._length = length
+        self._job_id = job_id
         self._new_file = new_file  # its directory entry is not flushed yet
         self._failure: BaseException | None = None
 
     @classmethod
-    def open(cls, path: Path, length: int, mode: int | None = None) -> JournalWriter:
+    def open(
+        cls, path: Path, length: int, mode: int | None = None, job_id: str | None = None
+    ) -> JournalWriter:
         """Open the journal at `path` whose committed length is `length`, for appending.
 
         Bytes past `length` are cut off. A missing file is created when `length` is 0,
         with the permission bits `mode` when given;
         otherwise a missing or shorter file raises `StateFileError`, and a file that cannot
-        be opened or cut raises `StateWriteError`.
+        be opened or cut raises `StateWriteError`. With `job_id`, an append to an empty
+        journal writes the job record first.
         """
         _check_length(length)
+        if job_id is not None:
+            check_job_id(job_id)
         flags = os.O_WRONLY | _BINARY
         new_file = False
         try:
@@ -446,7 +619,7 @@ class JournalWriter:
         except BaseException:
             os.close(fd)
             raise
-        return cls(path, fd, length, new_file=new_file)
+        return cls(path, fd, length, new_file=new_file, job_id=job_id)
 
     @property
     def length(self) -> int:
@@ -477,6 +650,8 @@ class JournalWriter:
         if not batch:
             return self._length
         data = encode_records(batch)
+        if self._length == 0 and self._job_id is not None:
+            data = job_record(self._job_id) + data
         try:
             _write_all(fd, data)
             fsync_file(fd)
@@ -516,9 +691,12 @@ class JournalWriter:
         self.close()
 
 
-def fold(path: Path, keys: Iterable[Key], mode: int | None = None) -> int:
+def fold(
+    path: Path, keys: Iterable[Key], mode: int | None = None, job_id: str | None = None
+) -> int:
     """Write `keys` into a new journal file at `path`, flushed, and return its length.
-    With `mode`, the file gets those permission bits.
+    With `mode`, the file gets those permission bits; with `job_id`, the file starts with
+    that job's record.
 
     The file must not exist: a fold writes a new generation (see `next_generation`) and
     never touches the one in use. Once the state file names the new generation, the old
@@ -527,6 +705,7 @@ def fold(path: Path, keys: Iterable[Key], mode: int | None = None) -> int:
     """
     batch = keys if type(keys) is list else list(keys)
     check_keys(batch)
+    first = b"" if job_id is None else job_record(job_id)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _BINARY, 0o666)
     except OSError as error:
@@ -543,6 +722,8 @@ def fold(path: Path, keys: Iterable[Key], mode: int | None = None) -> int:
     try:
         try:
             set_mode(fd, mode)
+            _write_all(fd, first)
+            length = len(first)
             # Record by record, so the whole journal never sits in memory as bytes.
             for record in _records(batch, RECORD_BYTES, MAX_PAYLOAD):
                 _write_all(fd, record)

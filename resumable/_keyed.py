@@ -6,6 +6,12 @@ key journal (`resumable._journal`): each save appends the keys finished since th
 one, so a save costs time in proportion to those, not to every key ever done. The state
 file records the journal's generation and the length that save commits to; `fold`
 rewrites a journal of many small records as a compact new generation now and then.
+
+A save writes a new generation instead of appending in two more cases: when the run
+resumed from the backup (the damaged state file may name the backup's generation past
+its length, or a later one: see `resumable._journal` for what is kept), and when the job
+was saved by format version 1 and has no job id yet (the new generation starts with the
+job record).
 """
 
 from __future__ import annotations
@@ -34,11 +40,15 @@ class KeyProgress:
         finished: bool = False,
         done: int = 0,
         first_generation: int | None = None,
+        job_id: str | None = None,
     ) -> None:
         self.generation = generation
         # Generations from this one on are this job's own; lower ones may belong to an
-        # earlier job at the same path (moved aside by reset) and are never deleted.
+        # earlier job at the same path (moved aside by reset), or be named by a damaged
+        # state file set aside (see `resumed_from_backup`), and are never deleted.
         self.first_generation = generation if first_generation is None else first_generation
+        self.job_id = job_id  # None: saved by format version 1, not tied to its journal
+        self._from_backup = False
         self.length = length  # bytes of the journal the state file commits
         self.finished = finished
         self.done: set[Key] = set()
@@ -47,6 +57,12 @@ class KeyProgress:
         self._records = 0
         self._writer: JournalWriter | None = None
         self.failures = Failures()
+
+    @classmethod
+    def start(cls, state: Path) -> KeyProgress:
+        """The progress of a new keyed job at `state`: a new job id, and a generation above
+        every journal file there (an earlier job's files stay as they are)."""
+        return cls(generation=_journal.next_generation(state), job_id=_journal.new_job_id())
 
     @property
     def position(self) -> int:
@@ -61,6 +77,7 @@ class KeyProgress:
                 "generation": self.generation,
                 "length": self.length,
                 "first_generation": self.first_generation,
+                **({"job_id": self.job_id} if self.job_id is not None else {}),
             },
             "done": len(self.done),
             "finished": self.finished,
@@ -76,19 +93,22 @@ class KeyProgress:
         finished = data.get("finished")
         if not isinstance(finished, bool):
             raise ValueError(f"progress finished must be true or false, got {finished!r}")
+        job_id = journal.get("job_id")
         progress = cls(
-            generation=_count(journal, "generation"),
+            generation=_generation(journal, "generation"),
             length=_count(journal, "length"),
             finished=finished,
             done=_count(data, "done"),
-            first_generation=_count(journal, "first_generation"),
+            first_generation=_generation(journal, "first_generation"),
+            job_id=None if job_id is None else _journal.check_job_id(job_id),
         )
         progress.failures = Failures.restore(data.get("failed"))
         return progress
 
     def load(self, state: Path) -> None:
         """Read the committed keys; `StateFileError` when the journal is damaged or short."""
-        contents = _journal.read_journal(_journal.journal_path(state, self.generation), self.length)
+        path = _journal.journal_path(state, self.generation)
+        contents = _journal.read_journal(path, self.length, self.job_id)
         self.done = contents.keys
         self._records = contents.records
         if len(self.done) != self.recorded_done:
@@ -100,18 +120,33 @@ class KeyProgress:
                 len(self.done),
             )
 
+    def resumed_from_backup(self) -> None:
+        """This progress was read from the backup, as the state file was damaged.
+
+        That file may name this generation past `length`, or any later one: none of them
+        is deleted or cut, and the first save writes the keys into a new generation, which
+        becomes the job's first (so the files below it are never deleted either).
+        """
+        self._from_backup = True
+
     def remove_retired_journals(self, state: Path) -> None:
         """Delete this job's journal files that no state file needs any more.
 
         The state file names the current generation and its backup at most the newest one
         below it (folds come hundreds of saves apart), so those two stay. Generations above
-        the current one are folds a crash left unfinished. Earlier jobs' files, below
+        the current one are folds a crash left unfinished, unless the run resumed from the
+        backup: then the damaged state file may name them. Earlier jobs' files, below
         `first_generation`, are not this job's to delete. Call it holding the lock.
         """
         generations = _journal.journal_generations(state)
-        older = [g for g in generations if self.first_generation <= g < self.generation]
         keep = {g for g in generations if g < self.first_generation}
-        keep |= {self.generation, *([max(older)] if older else [])}
+        if self._from_backup:
+            # The backup names this generation, the damaged file this one or a later one,
+            # and neither needs an older one of this job.
+            keep |= {g for g in generations if g >= self.generation}
+        else:
+            older = [g for g in generations if self.first_generation <= g < self.generation]
+            keep |= {self.generation, *([max(older)] if older else [])}
         _journal.remove_stale_journals(state, keep=keep)
 
     def prepare_save(self, state: Path, mode: int | None = None) -> None:
@@ -120,7 +155,14 @@ class KeyProgress:
         Then the state file can commit them. When the journal has become many small
         records, the keys go into a compact new generation instead. A journal file this
         creates gets the permission bits `mode` (the state file's), when given.
+
+        After a resume from the backup, and for a job without a job id (format version
+        1), the first save writes a new generation whatever the keys: see the module's
+        docstring.
         """
+        if self._from_backup or self.job_id is None:
+            self._fold(state, mode)
+            return
         if not self.unsaved:
             return
         if _journal.fold_is_due(self._records + 1, len(self.done)):
@@ -129,7 +171,7 @@ class KeyProgress:
         writer = self._writer
         if writer is None:
             path = _journal.journal_path(state, self.generation)
-            writer = JournalWriter.open(path, self.length, mode)
+            writer = JournalWriter.open(path, self.length, mode, self.job_id)
             self._writer = writer
         try:
             self.length = writer.append(self.unsaved)
@@ -143,13 +185,27 @@ class KeyProgress:
 
     def _fold(self, state: Path, mode: int | None) -> None:
         generation = _journal.next_generation(state, self.generation)
-        length = _journal.fold(_journal.journal_path(state, generation), list(self.done), mode)
+        job_id = self.job_id if self.job_id is not None else _journal.new_job_id()
+        path = _journal.journal_path(state, generation)
+        length = _journal.fold(path, list(self.done), mode, job_id)
         self.close()
         # The old generation stays until a later run opens the job: the backup may name it.
-        self.generation, self.length = generation, length
+        self.generation, self.length, self.job_id = generation, length, job_id
         self.unsaved.clear()
         self._records = 1
-        logger.info("%s: folded the key journal into generation %d", state, generation)
+        if self._from_backup:
+            self._from_backup = False
+            self.first_generation = generation
+            logger.warning(
+                "%s: resumed from the backup; the key journal goes on in generation %d, and "
+                "the files of the generations below it stay, for the damaged state file "
+                "set aside as %s.corrupt-<time>",
+                state,
+                generation,
+                state.name,
+            )
+        else:
+            logger.info("%s: folded the key journal into generation %d", state, generation)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -167,8 +223,27 @@ def check_key_function(key: object) -> Callable[[Any], Key]:
     return key
 
 
+def _generation(data: Mapping[str, Any], name: str) -> int:
+    value = _count(data, name)
+    if value > _journal.MAX_GENERATION:
+        raise ValueError(
+            f"keyed progress {name} must be at most {_journal.MAX_GENERATION}, the largest "
+            f"journal generation, got {_shown(value)}"
+        )
+    return value
+
+
 def _count(data: Mapping[str, Any], name: str) -> int:
     value = data.get(name)
     if type(value) is not int or value < 0:
-        raise ValueError(f"keyed progress {name} must be a whole number >= 0, got {value!r}")
+        raise ValueError(f"keyed progress {name} must be a whole number >= 0, got {_shown(value)}")
     return value
+
+
+def _shown(value: object) -> str:
+    """`value` for a message: an int too long to print (Python refuses str() of more than
+    4,300 digits) by its size, anything else cut to 60 characters."""
+    if type(value) is int and value.bit_length() > 128:
+        return f"an integer of {value.bit_length():,} bits"
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."

@@ -36,7 +36,7 @@ from resumable._errors import (
 from resumable._failures import ON_ERROR_CHOICES, FailedItem, Failures
 from resumable._feed import MAX_CHUNK, Feed
 from resumable._input_check import check_on_change
-from resumable._journal import check_keys, next_generation
+from resumable._journal import check_keys
 from resumable._keyed import KeyProgress, check_key_function
 from resumable._progress import PositionProgress, restore_progress
 from resumable._signals import SignalGuard, default_signals, defers_signals
@@ -452,6 +452,8 @@ class Resumable:
             return
         document = loaded.document
         self._progress = restore_progress(document.progress, self.path)
+        if loaded.from_backup and isinstance(self._progress, KeyProgress):
+            self._progress.resumed_from_backup()
         self._state = document.state
         self._runs = document.runs + 1
         self._created_at = document.created_at
@@ -631,7 +633,7 @@ class Resumable:
                 "over with Resumable(..., restart=True) (at the shell: "
                 f"{reset_command(self.path)})"
             )
-        keyed = KeyProgress(generation=next_generation(self.path))
+        keyed = KeyProgress.start(self.path)
         self._progress = keyed
         return keyed
 
@@ -793,7 +795,7 @@ class Resumable:
         )
         started = time.perf_counter()
         try:
-            data = _state_file.encode(document, _WRITER)
+            data = _state_file.encode(document, _WRITER, str(self.path))
         except StateNotSerializableError as error:
             self._unsaveable = error  # the exit does not try again and raise it twice
             raise

@@ -1,9 +1,9 @@
 """The state file format: a small JSON document with a version and a checksum.
 
-Version 1 looks like this (one line on disk, shown indented)::
+Version 2 looks like this (one line on disk, shown indented)::
 
     {
-      "format_version": 1,
+      "format_version": 2,
       "progress": {"kind": "position", "position": 1200, "finished": false},
       "state": {"bytes": 52311},
       "runs": 3,
@@ -16,6 +16,12 @@ Version 1 looks like this (one line on disk, shown indented)::
 The checksum is the CRC-32 of the document without its ``checksum`` key, serialised by
 orjson with sorted keys. orjson writes every value it reads back byte for byte, so the
 reader recomputes it from the parsed document.
+
+Versions: a reader reads every version up to its own and refuses a newer one
+(`NewerFormatError`), asking for an upgrade. Version 2 added the job id of keyed progress
+(``progress.journal.job_id``) and the job record it puts at the start of the key journal,
+which a version 1 reader would take for damage; version 1 files are read as before (their
+keyed progress has no job id until its next save).
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import orjson
 
 from resumable._errors import StateFileError, StateNotSerializableError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what this version writes; it reads every version from 1 up to it
 _REQUIRED = {
     "format_version": int,
     "progress": dict,
@@ -58,8 +64,13 @@ class StateDocument:
     format_version: int = FORMAT_VERSION
 
 
-def encode(document: StateDocument, writer: str) -> bytes:
-    """Serialise a document with its checksum; a bad user value raises with its key."""
+def encode(document: StateDocument, writer: str, where: str = "the state file") -> bytes:
+    """Serialise a document with its checksum; a bad user value raises with its key.
+
+    A value of the library's own that cannot be written (a counter beyond 64 bits, which
+    only a state file edited or damaged under a valid checksum holds) raises
+    `StateFileError` naming its field; `where` names the file.
+    """
     check_state(document.state)
     body = {
         "format_version": document.format_version,
@@ -73,6 +84,8 @@ def encode(document: StateDocument, writer: str) -> bytes:
     try:
         canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     except TypeError as error:  # orjson.JSONEncodeError is a TypeError
+        if _serialisable(document.state):
+            raise _unsaveable_field(body, error, where) from error
         raise _unserialisable(document.state, error) from error
     if b"null" in canonical:  # NaN and infinity come out as null: look for them only then
         _reject_non_finite(document.state, "")
@@ -108,7 +121,7 @@ def decode(data: bytes, where: str) -> StateDocument:
                 f"{where} holds JSON of the wrong shape: {key!r} should be "
                 f"{kind.__name__}, found {type(value).__name__}"
             )
-    if version != FORMAT_VERSION:
+    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
         raise StateFileError(f"{where} has unknown format version {version}")
     stored = parsed.pop("checksum")
     expected = f"crc32:{zlib.crc32(orjson.dumps(parsed, option=orjson.OPT_SORT_KEYS)):08x}"
@@ -148,6 +161,35 @@ def _unserialisable(state: dict[str, Any], error: TypeError) -> StateNotSerializ
         f"{_a(type(value).__name__)}, which you could convert with str(), list() or int().",
         key=key,
     )
+
+
+def _serialisable(value: Any) -> bool:
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _unsaveable_field(body: dict[str, Any], error: TypeError, where: str) -> StateFileError:
+    """The library's own field of `body` that orjson refused, named with its value."""
+    name = next(name for name, value in body.items() if not _serialisable(value))
+    field, value = _find_unserialisable(body[name], name)
+    return StateFileError(
+        f"cannot save {where}: its field {field} is {_shown(value)}, which the state file "
+        f"cannot hold ({error}). No save writes such a value: it came from the state file "
+        "this run resumed from, which was edited or damaged. Restore it from a backup, or "
+        "start the job over with restart=True."
+    )
+
+
+def _shown(value: Any) -> str:
+    """`value` for a message, never too long: Python refuses str() of an int of more than
+    4,300 digits."""
+    if type(value) is int and value.bit_length() > 128:
+        return f"an integer of {value.bit_length():,} bits"
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 def _find_unserialisable(value: Any, path: str) -> tuple[str, Any]:

@@ -179,7 +179,7 @@ def test_status_json_has_every_key_with_utc_times(
         "state_keys": ["a", "b"],
         "progress_kind": "position",
         "failed": [],
-        "format_version": 1,
+        "format_version": 2,
         "from_backup": False,
         "running": False,
         "pid": None,

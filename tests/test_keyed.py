@@ -48,7 +48,7 @@ def done_keys(path: Path) -> set[str | int]:
     """The keys the state file commits, read from its journal as a new run would."""
     journal = orjson.loads(path.read_bytes())["progress"]["journal"]
     located = _journal.journal_path(path, journal["generation"])
-    return _journal.read_journal(located, journal["length"]).keys
+    return _journal.read_journal(located, journal["length"], journal.get("job_id")).keys
 
 
 def test_new_items_run_done_ones_are_skipped_wherever_they_are(state_path: Path) -> None:

@@ -1,0 +1,97 @@
+"""State files and key journals written by hand, as docs/state-file.md describes them.
+
+Independent of the library's own writer, so that tests can build what a save never
+writes (damage, strays, copies, counters at their limits) and check the reader against
+the documented format.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+KEYS = 0x4B  # magic byte of a record of keys
+JOB = 0x4A  # magic byte of the job record
+MAX_PAYLOAD = 16 << 20  # the largest payload a record may claim
+JOB_ID = "0123456789abcdef0123456789abcdef"
+OTHER_JOB_ID = "fedcba9876543210fedcba9876543210"
+
+
+def checksummed(document: dict[str, Any]) -> bytes:
+    """`document` as a state file: orjson with sorted keys, then its CRC-32 checksum."""
+    body = {key: value for key, value in document.items() if key != "checksum"}
+    canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    return canonical[:-1] + f',"checksum":"crc32:{zlib.crc32(canonical):08x}"}}'.encode()
+
+
+def frame(payload: bytes, magic: int = KEYS, claimed: int | None = None) -> bytes:
+    """A journal record: magic, payload length (or `claimed`), CRC-32, payload."""
+    prefix = struct.pack("<BI", magic, len(payload) if claimed is None else claimed)
+    return prefix + struct.pack("<I", zlib.crc32(prefix + payload)) + payload
+
+
+def job_frame(job_id: str) -> bytes:
+    """The job record that starts every generation of job `job_id`'s journal."""
+    return frame(orjson.dumps({"job_id": job_id}), JOB)
+
+
+def key_frames(batches: Sequence[Sequence[str | int]]) -> list[bytes]:
+    """One record per batch (keys orjson writes as they are: str and 64-bit int)."""
+    return [frame(orjson.dumps(list(batch))) for batch in batches]
+
+
+def document(
+    progress: dict[str, Any], *, runs: int = 1, version: int = 2, state: Any = None
+) -> dict[str, Any]:
+    """A state document holding `progress`."""
+    return {
+        "format_version": version,
+        "progress": progress,
+        "state": {} if state is None else state,
+        "runs": runs,
+        "created_at": "2026-11-26T09:12:01.512034+00:00",
+        "saved_at": "2026-11-26T10:40:17.004211+00:00",
+        "writer": "resumable-loop 0.1.0",
+    }
+
+
+def keyed(
+    generation: int,
+    length: int,
+    done: int,
+    *,
+    job_id: str | None = JOB_ID,
+    first_generation: int = 0,
+    finished: bool = False,
+) -> dict[str, Any]:
+    """A state document of keyed progress; a job id makes it version 2, none version 1."""
+    journal: dict[str, Any] = {
+        "generation": generation,
+        "length": length,
+        "first_generation": first_generation,
+    }
+    if job_id is not None:
+        journal["job_id"] = job_id
+    progress = {"kind": "keys", "journal": journal, "done": done, "finished": finished}
+    return document(progress, version=1 if job_id is None else 2)
+
+
+def files_in(directory: Path) -> dict[str, object]:
+    """Every file in `directory` but the lock file (which a run leaves by design): its
+    bytes, or for a file over 64 MiB (sparse, in tests) its size and change times."""
+    found: dict[str, object] = {}
+    for path in sorted(directory.iterdir()):
+        if path.is_file() and not path.name.endswith(".lock"):
+            status = path.stat()
+            large = status.st_size > 64 << 20
+            found[path.name] = (
+                (status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+                if large
+                else path.read_bytes()
+            )
+    return found
