@@ -35,6 +35,8 @@ from resumable._reset import reset
 from resumable._store import backup_path, lock_path, require_state_file
 from resumable._text import counted, describe_key, printable, valid_unicode
 from resumable._version import __version__
+from resumable._watch import ENDED as WATCH_ENDED
+from resumable._watch import watch
 
 _FAILED_SHOWN = 5  # failed items listed by `status`; --json lists them all
 
@@ -52,7 +54,10 @@ _T = TypeVar("_T")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line on `argv` (default ``sys.argv[1:]``); return the exit status."""
-    arguments = _parser().parse_args(argv)
+    parser = _parser()
+    arguments = parser.parse_args(argv)
+    if getattr(arguments, "interval", None) is not None and not arguments.watch:
+        parser.error("--interval goes with --watch")
     command: Command = arguments.run
     try:
         status = command(arguments)
@@ -94,7 +99,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     status.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="a state file")
     status.add_argument(
-        "--json", action="store_true", help="print a JSON list, one object per PATH"
+        "--json",
+        action="store_true",
+        help="print a JSON list, one object per PATH (with --watch: JSON lines, one "
+        "object per PATH per refresh)",
+    )
+    status.add_argument(
+        "--watch",
+        action="store_true",
+        help="refresh until every job finished (exit 0) or its run let go of it without "
+        f"finishing (exit {WATCH_ENDED}); never holds a job's lock",
+    )
+    status.add_argument(
+        "--interval",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="with --watch: seconds between refreshes (default 2)",
     )
     status.set_defaults(run=_status)
 
@@ -143,6 +163,9 @@ class _Report:
 
 
 def _status(arguments: argparse.Namespace) -> int:
+    if arguments.watch:
+        interval = 2.0 if arguments.interval is None else arguments.interval
+        return watch(arguments.paths, interval, arguments.json, sys.stdout)
     reports = [_look(path) for path in arguments.paths]
     now = datetime.now(timezone.utc)
     if arguments.json:
@@ -437,6 +460,14 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"a number of seconds is needed, got {text!r}") from None
     if not math.isfinite(seconds) or seconds < 0:
         raise argparse.ArgumentTypeError(f"needs a finite number of seconds >= 0, got {text}")
+    return seconds
+
+
+def _positive_seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds above 0."""
+    seconds = _seconds(text)
+    if seconds == 0:
+        raise argparse.ArgumentTypeError("needs a number of seconds above 0, got 0")
     return seconds
 
 

@@ -32,6 +32,8 @@ class StateSnapshot:
         progress_kind: ``"position"`` (the first `position` items are done) or ``"keys"``
             (`position` items are done by key, whatever their place in the input).
         failed: the items recorded as failed (``iterate(..., on_error="record")``).
+        input_length: the length of the job's input, when it has one and the state file
+            records it (position progress over a sequence); None otherwise.
     """
 
     path: Path
@@ -45,6 +47,7 @@ class StateSnapshot:
     from_backup: bool
     progress_kind: str = "position"
     failed: tuple[FailedItem, ...] = ()
+    input_length: int | None = None
 
 
 def inspect(path: str | os.PathLike[str]) -> StateSnapshot:
@@ -61,6 +64,7 @@ def inspect(path: str | os.PathLike[str]) -> StateSnapshot:
     document = loaded.document
     try:
         progress: PositionProgress | KeyProgress
+        input_length = None
         if document.progress.get("kind") == KeyProgress.kind:
             # The count the state file records: reading a journal of millions of keys to
             # count them again is not what a quick look is for.
@@ -69,6 +73,8 @@ def inspect(path: str | os.PathLike[str]) -> StateSnapshot:
         else:
             progress = PositionProgress.restore(document.progress)
             position = progress.position
+            if progress.input_record is not None:
+                input_length = progress.input_record.length
         created_at = datetime.fromisoformat(document.created_at)
         saved_at = datetime.fromisoformat(document.saved_at)
     except ValueError as error:
@@ -85,4 +91,5 @@ def inspect(path: str | os.PathLike[str]) -> StateSnapshot:
         from_backup=loaded.from_backup,
         progress_kind=progress.kind,
         failed=tuple(progress.failures.items.values()),
+        input_length=input_length,
     )
