@@ -15,10 +15,17 @@ import time
 import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, TypeVar
+from types import CodeType, FrameType, TracebackType
+from typing import Any, Literal, TypeVar, overload
 
 from resumable import _state_file
+from resumable._batches import (
+    check_batch,
+    grouped,
+    pending_batches,
+    read_ahead_error,
+    readers_ahead,
+)
 from resumable._display import (
     LoopDisplay,
     ProgressDisplay,
@@ -36,7 +43,7 @@ from resumable._errors import (
 from resumable._failures import ON_ERROR_CHOICES, FailedItem, Failures
 from resumable._feed import MAX_CHUNK, Feed
 from resumable._input_check import check_on_change
-from resumable._journal import check_keys
+from resumable._journal import Key, check_keys
 from resumable._keyed import KeyProgress, check_key_function
 from resumable._progress import PositionProgress, restore_progress
 from resumable._signals import SignalGuard, default_signals, defers_signals
@@ -130,6 +137,16 @@ class Resumable:
         self._in_flight: str | int | None = None  # a retried position, or a key
         self._item_failed = False  # whether attempt() recorded the item in flight
         self._in_chunk = False
+        # iterate(batch=n): a batch is out (its body runs), the keys or positions it holds
+        # (None: the positions pulled since the last boundary), and whether the body
+        # entered attempt() for it.
+        self._batch_out = False
+        self._batch_in_flight: list[str | int] | None = None
+        self._batch_attempted = False
+        # The thread that called iterate(), and the code of readers that take items ahead
+        # of the body (looked up when the loop starts): see _batches.
+        self._loop_thread = 0
+        self._readers: dict[CodeType, str] = {}
         self._iterated = False
         # Failure records of earlier runs at positions this run has not reached yet, the
         # nearest last: a check pops the ones passed, never looking at the rest.
@@ -182,20 +199,49 @@ class Resumable:
         """How many runs this job has had, this one included."""
         return self._runs
 
+    @overload
     def iterate(
         self,
         items: Iterable[T],
         *,
         key: Callable[[T], str | int] | None = None,
+        batch: None = None,
         progress: bool | ProgressDisplay = False,
         on_change: Literal["raise", "restart", "continue"] = "raise",
         on_error: Literal["raise", "record"] = "raise",
         max_attempts: int = 3,
-    ) -> Iterator[T]:
-        """Yield the items of `items` that are not done yet.
+    ) -> Iterator[T]: ...
+
+    @overload
+    def iterate(
+        self,
+        items: Iterable[T],
+        *,
+        key: Callable[[T], str | int] | None = None,
+        batch: int,
+        progress: bool | ProgressDisplay = False,
+        on_change: Literal["raise", "restart", "continue"] = "raise",
+        on_error: Literal["raise", "record"] = "raise",
+        max_attempts: int = 3,
+    ) -> Iterator[list[T]]: ...
+
+    def iterate(
+        self,
+        items: Iterable[T],
+        *,
+        key: Callable[[T], str | int] | None = None,
+        batch: int | None = None,
+        progress: bool | ProgressDisplay = False,
+        on_change: Literal["raise", "restart", "continue"] = "raise",
+        on_error: Literal["raise", "record"] = "raise",
+        max_attempts: int = 3,
+    ) -> Iterator[T] | Iterator[list[T]]:
+        """Yield the items of `items` that are not done yet (lists of them with `batch`).
 
         An item is done when the loop asks for the next one: if the body raises, breaks
-        or is interrupted, the current item is not done. The items are those a plain
+        or is interrupted, the current item is not done. So loop over it directly: a
+        wrapper that reads ahead (``Executor.map``, ``itertools.batched``) makes items
+        done before the body ran them; use `batch` instead. The items are those a plain
         ``for item in items`` gets. An input read by index is entered at the saved
         position; any other has its done prefix consumed without running the body. Call
         it once per `Resumable`.
@@ -208,6 +254,12 @@ class Resumable:
                 done, wherever it now is in the input, and runs new items; for inputs
                 that change between runs. A job keeps the kind of progress it started
                 with.
+            batch: hand out lists of up to this many items instead of single items, for
+                work done a batch at a time (a bulk insert, a thread pool mapping the
+                batch). A batch is done when the loop asks for the next one; every item
+                of it counts done together, and a stop or a failure leaves all of it to
+                run again. Works with `key` (a key seen twice goes in one batch once).
+                The policy is asked after every batch.
             progress: True draws a tqdm bar (``pip install tqdm``)
                 that starts at the resumed position, with the input's length as total
                 when it has one, and shows when the last save happened. Or pass a display
@@ -220,6 +272,8 @@ class Resumable:
             on_error: ``"record"``: an exception that leaves a ``with r.attempt():`` block
                 in the body is recorded for the item (`failed`) and the loop goes on;
                 ``"raise"`` (default): it propagates. Ctrl+c and SIGTERM never count.
+                With `batch`, attempt() goes once around the work for the whole batch,
+                and a failure is recorded for every item of the batch.
             max_attempts: failed items are retried on later runs until they have failed
                 this many times; then they stay recorded and are skipped.
         """
@@ -241,7 +295,9 @@ class Resumable:
         if type(max_attempts) is not int or max_attempts < 1:
             raise ValueError(f"max_attempts must be a whole number >= 1, got {max_attempts!r}")
         check_on_change(on_change)  # before iterate() counts as called
+        size = check_batch(batch)
         self._on_error, self._max_attempts = on_error, max_attempts
+        self._loop_thread = threading.get_ident()
         positional = self._progress
         if key is not None or isinstance(positional, KeyProgress):
             if key is not None:
@@ -250,7 +306,12 @@ class Resumable:
             self._iterated = True
             self._report_failures(keyed.failures)
             self._display = open_display(progress, items, keyed.position, self.path.name)
-            loop = self._keyed_loop(items, check_key_function(key), keyed)
+            key = check_key_function(key)
+            if size is not None:
+                batches = self._keyed_batches(items, key, keyed, size)
+                self._loop = weakref.ref(batches)
+                return batches
+            loop = self._keyed_loop(items, key, keyed)
             self._loop = weakref.ref(loop)
             return loop
         self._iterated = True
@@ -286,9 +347,14 @@ class Resumable:
             self._checked_count = positional.position
         # Made once the done prefix is skipped, so a bar's clock starts with this run's work.
         self._display = open_display(progress, items, positional.position, self.path.name)
-        chunks = self._chunks(feed, positional, retried)
+        chunks = self._chunks(feed, positional, retried, size)
         self._loop = weakref.ref(chunks)
-        return itertools.chain.from_iterable(chunks)
+        if size is None:
+            return itertools.chain.from_iterable(chunks)
+        # Lists made by C code outside the library's frames, as the unbatched loop takes
+        # its items: a slow input stays interruptible. Empty ones (the input ended at a
+        # batch's end, a stop) are dropped.
+        return filter(None, map(list, chunks))
 
     @property
     def failed(self) -> list[FailedItem]:
@@ -309,31 +375,58 @@ class Resumable:
         Only `Exception` is caught: ctrl+c, SIGTERM (`Interrupted`) and `SystemExit` go
         through. With ``on_error="raise"`` the exception propagates as usual. A failed
         item is retried on later runs (`iterate`'s `max_attempts`).
+
+        With ``iterate(..., batch=n)`` it wraps the work for the whole batch, once per
+        batch: an exception records a failure for every item of the batch, and those are
+        retried, in batches, on later runs. A second attempt() in the same batch raises
+        `UsageError` (it could not tell which item failed).
         """
-        where = self._item_in_flight()
+        wheres = self._items_in_flight()
         try:
             yield
         except Exception as error:
             if self._on_error != "record":
                 raise
             keyed = isinstance(self._progress, KeyProgress)
-            failed = self._progress.failures.record(where, error, keyed=keyed)
+            failures = self._progress.failures
+            failed = [failures.record(where, error, keyed=keyed) for where in wheres]
             self._item_failed = True
+            where = wheres[0]
             logger.warning(
-                "%s: item %s failed (%s: %s), attempt %d of %d; recorded, going on",
+                "%s: %s failed (%s: %s), attempt %d of %d; recorded, going on",
                 self.path,
-                describe_key(where) if keyed else f"#{where}",
-                failed.error_type,
-                failed.message,
-                failed.attempts,
+                (
+                    f"item {describe_key(where) if keyed else f'#{where}'}"
+                    if len(wheres) == 1 and not self._batch_out
+                    else f"a batch of {len(wheres)} items from {describe_key(where)}"
+                    if keyed
+                    else f"a batch of {len(wheres)} items from #{where}"
+                ),
+                failed[0].error_type,
+                failed[0].message,
+                max(record.attempts for record in failed),
                 self._max_attempts,
             )
 
-    def _item_in_flight(self) -> str | int:
+    def _items_in_flight(self) -> list[str | int]:
+        """The keys or positions whose body runs: what attempt() records a failure for."""
+        if self._batch_out:
+            if self._batch_attempted:
+                raise UsageError(
+                    "attempt() goes once around the work for a whole batch of "
+                    "iterate(..., batch=n): a failure is recorded for every item of the "
+                    "batch. For a failure per item, leave out batch=."
+                )
+            self._batch_attempted = True
+            if self._batch_in_flight is not None:
+                return self._batch_in_flight
+            feed = self._feed
+            assert feed is not None  # a positional batch is out
+            return list(range(self._progress.position, self._start_position + feed.taken()))
         if self._in_flight is not None:
-            return self._in_flight
+            return [self._in_flight]
         if self._in_chunk and self._feed is not None:
-            return self.position  # the index of the item whose body runs
+            return [self.position]  # the index of the item whose body runs
         raise UsageError(
             "attempt() works in the body of `for item in r.iterate(...)`, around the work "
             "for one item"
@@ -550,7 +643,11 @@ class Resumable:
 
     @defers_signals
     def _chunks(
-        self, feed: Feed[T], progress: PositionProgress, retried: list[tuple[int, T]]
+        self,
+        feed: Feed[T],
+        progress: PositionProgress,
+        retried: list[tuple[int, T]],
+        batch: int | None = None,
     ) -> Generator[Iterator[T], None, None]:
         """Hand the loop its items a chunk at a time; book-keep between chunks.
 
@@ -558,11 +655,23 @@ class Resumable:
         no Python code of the library runs: the per-item cost is that of C iterators.
         When chain asks for the next chunk, every item taken so far is done. The caller's
         code never runs inside this generator's frame, so all of it defers signals.
+
+        With `batch`, each chunk becomes one list the body gets (`iterate` maps list over
+        them): a chunk is a batch, and all of it is done when the next one is asked for.
         """
         start = self._start_position  # the loop is entered once, where the run opened
         self._feed = feed
         self._signals.loop_running = True
+        # Who asks for the next chunk, checked once a chunk (locals: no call per chunk).
+        readers = self._readers = readers_ahead()
+        loop_thread, current_thread = self._loop_thread, threading.get_ident
         try:
+            caller = sys._getframe(1)
+            if current_thread() != loop_thread or caller.f_code in readers:
+                raise read_ahead_error(caller, readers)
+            if batch is not None:
+                yield from self._retried_batches(progress, retried, batch)
+                retried = []
             # Failed items of earlier runs first, one item a chunk: when chain asks for the
             # next chunk, the body of the item ran to its end. The policy is asked as in the
             # main loop: what a retry changes (a record cleared or counted on) is saved work.
@@ -570,6 +679,9 @@ class Resumable:
             for position, item in retried:
                 self._in_flight, self._item_failed = position, False
                 yield iter((item,))
+                caller = sys._getframe(1)
+                if current_thread() != loop_thread or caller.f_code in readers:
+                    raise read_ahead_error(caller, readers)
                 if not self._item_failed:
                     progress.failures.succeeded(position)
                 self._in_flight = None
@@ -581,14 +693,24 @@ class Resumable:
                     countdown = self._items_between_checks
             while True:
                 # Tapped for the input's fingerprint until its first items are seen.
-                chunk = progress.tap(feed.chunk(self._items_between_checks))
+                chunk = progress.tap(feed.chunk(batch or self._items_between_checks))
                 # While a chunk is out, the last item taken is in flight: if the loop is
                 # left now (break, an exception), `_settle_position` counts it as not done.
                 # A flag rather than an except clause here, which an interrupt could skip;
-                # set once the chunk is made, as making one takes no item.
-                self._in_chunk = True
+                # set once the chunk is made, as making one takes no item. A batch out
+                # is not done at all: the position stays where it was.
+                if batch is None:
+                    self._in_chunk = True
+                else:
+                    self._hand_out(None)
                 yield chunk
-                self._in_chunk = False
+                caller = sys._getframe(1)
+                if current_thread() != loop_thread or caller.f_code in readers:
+                    raise read_ahead_error(caller, readers)
+                if batch is None:
+                    self._in_chunk = False
+                else:
+                    self._take_batch()  # a failure attempt() recorded stays recorded
                 if feed.exhausted():
                     progress.position = start + feed.taken()
                     self._forget_passed_failures()
@@ -607,8 +729,96 @@ class Resumable:
                     raise stop  # resumable: stopped between items; the progress is saved
         finally:
             self._signals.loop_running = False
+            self._batch_out = False
             self._settle_position()
             self._close_display()
+
+    def _retried_batches(
+        self, progress: PositionProgress, retried: list[tuple[int, T]], size: int
+    ) -> Generator[Iterator[T], None, None]:
+        """Failed items of earlier runs, in batches, before the rest of the input (part of
+        `_chunks`, which delegates here and so defers signals for it)."""
+        for group in grouped(retried, size):
+            positions: list[str | int] = [position for position, _ in group]
+            self._hand_out(positions)
+            yield iter([item for _, item in group])
+            self._refuse_read_ahead(sys._getframe(2))  # 1 is `_chunks`, delegating
+            if not self._take_batch():
+                for position in positions:
+                    progress.failures.succeeded(position)
+            self._uncounted += len(positions)  # the policy counts them: see __init__
+            if stop := self._at_boundary(progress.position):
+                raise stop  # resumable: stopped between batches; the progress is saved
+
+    def _keyed_batches(
+        self, items: Iterable[T], key: Callable[[T], Key], progress: KeyProgress, size: int
+    ) -> Generator[list[T], None, None]:
+        """The keyed loop of `iterate(..., batch=n)`: lists of up to `size` items whose keys
+        are not done; a batch is done once the loop asks for the next one. The policy is
+        asked after every batch. Not a signal-deferring section: the caller's iterable and
+        key run here (the bookkeeping after a batch defers them)."""
+        done, failed, max_attempts = progress.done, progress.failures.items, self._max_attempts
+
+        def skip(item_key: Key) -> bool:  # done, or given up and left recorded
+            return item_key in done or (
+                item_key in failed and failed[item_key].attempts >= max_attempts
+            )
+
+        batches = pending_batches(items, key, skip, size, lambda: self._stop_soon)
+        self._readers = readers_ahead()
+        self._signals.loop_running = True
+        try:
+            self._refuse_read_ahead(sys._getframe(1))
+            for keys, batch in batches:
+                if batch:
+                    if progress.finished:  # a finished job whose input brought new items
+                        progress.finished = False
+                    self._hand_out(list(keys))
+                    yield batch
+                    self._refuse_read_ahead(sys._getframe(1))
+                    self._count_keyed_batch(progress, keys)
+                if stop := self._at_boundary(len(done)):
+                    raise stop  # resumable: stopped between batches; the progress is saved
+            progress.finished = True
+            if progress.unsaved:  # as in _chunks: the flag alone waits for the exit
+                self._save()
+            logger.info("%s: finished; %s done", self.path, counted(progress.position, "item"))
+        finally:
+            self._signals.loop_running = False
+            self._batch_out = False
+            self._close_display()
+
+    def _hand_out(self, wheres: list[str | int] | None) -> None:
+        """A batch goes to the body: its keys or positions (None: those pulled since the
+        last boundary), for attempt()."""
+        self._batch_out, self._batch_in_flight = True, wheres
+        self._item_failed = self._batch_attempted = False
+
+    def _take_batch(self) -> bool:
+        """The body of the batch out ran to its end; whether attempt() recorded it failed."""
+        failed = self._item_failed
+        self._batch_out, self._batch_in_flight, self._item_failed = False, None, False
+        return failed
+
+    @defers_signals
+    def _count_keyed_batch(self, progress: KeyProgress, keys: list[Key]) -> None:
+        """The keys of a batch whose body ran to its end are done, unless attempt()
+        recorded the batch as failed: then a later run retries them."""
+        if self._take_batch():
+            self._uncounted += len(keys)  # the policy counts them: see __init__
+            return
+        progress.done.update(keys)
+        progress.unsaved.extend(keys)
+        failed = progress.failures.items
+        if failed:
+            for item_key in keys:
+                failed.pop(item_key, None)  # it failed before; now it ran
+
+    def _refuse_read_ahead(self, caller: FrameType) -> None:
+        """Raise when the loop's items are asked for by a reader that takes them ahead of
+        the body (see `_batches`); `caller` is the frame that asked."""
+        if threading.get_ident() != self._loop_thread or caller.f_code in self._readers:
+            raise read_ahead_error(caller, self._readers)
 
     def _close_display(self) -> None:
         if self._display is not None:
@@ -648,8 +858,10 @@ class Resumable:
         done, done_add, unsaved_add = progress.done, progress.done.add, progress.unsaved.append
         failed = progress.failures.items
         max_attempts = self._max_attempts
+        self._readers = readers_ahead()
         self._signals.loop_running = True
         try:
+            self._refuse_read_ahead(sys._getframe(1))
             countdown = self._items_between_checks
             for item in items:
                 item_key = key(item)
@@ -678,6 +890,7 @@ class Resumable:
                         failed.pop(item_key, None)  # it failed before; now it ran
                 countdown -= 1
                 if countdown <= 0 or self._stop_soon:
+                    self._refuse_read_ahead(sys._getframe(1))
                     if stop := self._at_boundary(len(done)):
                         raise stop  # resumable: stopped between items; the progress is saved
                     countdown = self._items_between_checks

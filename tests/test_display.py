@@ -156,7 +156,7 @@ def test_progress_true_without_tqdm_names_the_extra_and_consumes_nothing(
 
 def test_progress_rejects_what_is_not_a_display(state_path: Path) -> None:
     with Resumable(state_path) as r, pytest.raises(TypeError, match="update"):
-        r.iterate(range(3), progress="yes")  # type: ignore[arg-type]
+        r.iterate(range(3), progress="yes")  # type: ignore[call-overload]
 
 
 def test_ctrl_c_prints_the_stop_line_on_its_own_line_below_our_bar(

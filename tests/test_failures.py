@@ -167,7 +167,7 @@ def test_attempt_outside_the_loop_and_bad_arguments_are_refused(state_path: Path
         ):
             pass
         with pytest.raises(ValueError, match="on_error must be 'raise' or 'record'"):
-            r.iterate(ITEMS, on_error="ignore")  # type: ignore[arg-type]
+            r.iterate(ITEMS, on_error="ignore")  # type: ignore[call-overload]
         with pytest.raises(ValueError, match="max_attempts must be a whole number >= 1"):
             r.iterate(ITEMS, max_attempts=0)
 

@@ -181,7 +181,7 @@ def test_a_changing_input_over_three_runs(state_path: Path) -> None:
 
 def test_on_change_takes_one_of_three_words(state_path: Path) -> None:
     with Resumable(state_path) as r, pytest.raises(ValueError, match="'raise', 'restart'"):
-        r.iterate([1, 2], on_change="ignore")  # type: ignore[arg-type]
+        r.iterate([1, 2], on_change="ignore")  # type: ignore[call-overload]
 
 
 def rewrite_with_checksum(path: Path, document: dict[str, object]) -> None:
@@ -195,5 +195,5 @@ def rewrite_with_checksum(path: Path, document: dict[str, object]) -> None:
 def test_a_refused_on_change_leaves_iterate_to_be_called_again(state_path: Path) -> None:
     with Resumable(state_path) as r:
         with pytest.raises(ValueError, match="on_change must be one of"):
-            r.iterate([1, 2], on_change="maybe")  # type: ignore[arg-type]
+            r.iterate([1, 2], on_change="maybe")  # type: ignore[call-overload]
         assert list(r.iterate([1, 2])) == [1, 2]

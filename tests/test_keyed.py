@@ -315,6 +315,6 @@ def test_a_finished_keyed_job_whose_input_gains_items_is_not_finished_until_they
 
 def test_a_refused_key_function_leaves_a_new_job_as_it_was(state_path: Path) -> None:
     with pytest.raises(TypeError, match="takes a function"), Resumable(state_path) as r:
-        r.iterate(range(3), key="id")  # type: ignore[arg-type]
+        r.iterate(range(3), key="id")  # type: ignore[call-overload]
     with Resumable(state_path) as r:  # still free to be positional
         assert list(r.iterate(range(3))) == [0, 1, 2]
