@@ -367,3 +367,38 @@ def test_a_job_run_with_batches_resumes_without_them(state_path: Path) -> None:
     with Resumable(state_path) as r:
         assert list(r.iterate(range(10))) == [6, 7, 8, 9]
     assert os.path.exists(state_path)
+
+
+def test_a_changed_input_is_refused_with_batches_as_without(state_path: Path) -> None:
+    with Resumable(state_path) as r:
+        for batch in r.iterate(range(10), batch=3):
+            if batch[0] == 6:
+                break
+    with pytest.raises(resumable.InputChangedError), Resumable(state_path) as r:
+        r.iterate(range(20), batch=3)
+    with Resumable(state_path) as r:
+        batches = list(r.iterate(range(20), batch=3, on_change="restart"))
+    assert batches[0] == [0, 1, 2]
+    assert len(batches) == 7
+
+
+def test_a_signal_while_a_keyed_batch_loop_skips_done_keys_stops_it_there(
+    state_path: Path,
+) -> None:
+    with Resumable(state_path) as r:
+        for _batch in r.iterate(range(6), key=int, batch=3):
+            pass
+    pulled = []
+
+    def slow_input() -> Iterator[int]:
+        for item in range(100):
+            pulled.append(item)
+            if item == 3:  # a done key: the signal comes while the input fetches it
+                signal.raise_signal(signal.SIGINT)
+            yield item
+
+    with pytest.raises(KeyboardInterrupt), Resumable(state_path, quiet=True) as r:
+        for batch in r.iterate(slow_input(), key=int, batch=3):
+            raise AssertionError(f"no batch runs, got {batch}")
+    assert pulled == [0, 1, 2, 3]
+    assert inspect(state_path).position == 6
