@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import logging
 import os
 import re
@@ -71,7 +72,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, TypeAlias
+from typing import Any, TypeAlias
 
 import orjson
 
@@ -422,7 +423,7 @@ def _foreign(path: Path, expected: str | None, found: str | None) -> StateFileEr
     )
 
 
-def _read_record(file: BinaryIO, left: int) -> tuple[int, bytes]:
+def _read_record(file: io.BufferedReader, left: int) -> tuple[int, bytes]:
     """The magic byte and payload of the record at the file's position, CRC checked;
     `left` committed bytes remain."""
     if left < HEADER_SIZE:
@@ -463,17 +464,18 @@ def _read_record(file: BinaryIO, left: int) -> tuple[int, bytes]:
     return magic, payload
 
 
-def _check_crc_in_pieces(file: BinaryIO, size: int, crc: int, stored: int) -> None:
-    """Read `size` bytes at most `RECORD_BYTES` at a time, and check them against the
-    CRC `stored`; leave the file where it was."""
+def _check_crc_in_pieces(file: io.BufferedReader, size: int, crc: int, stored: int) -> None:
+    """Read `size` bytes into one buffer of at most `RECORD_BYTES`, a piece at a time, and
+    check them against the CRC `stored`; leave the file where it was."""
     position = file.tell()
+    buffer = memoryview(bytearray(min(size, RECORD_BYTES)))
     left = size
     while left:
-        piece = file.read(min(left, RECORD_BYTES))
-        if not piece:
+        read = file.readinto(buffer[: min(left, len(buffer))])
+        if not read:
             raise _DamageError("the file ended inside a record")
-        crc = zlib.crc32(piece, crc)
-        left -= len(piece)
+        crc = zlib.crc32(buffer[:read], crc)
+        left -= read
     if stored != crc:
         raise _DamageError(f"its CRC-32 is {stored:08x}, its content gives {crc:08x}")
     file.seek(position)
