@@ -465,7 +465,8 @@ class Resumable:
         self._save(now)
         # A signal that waited for the write acts now, as it would have at once: outside
         # the loop, or a second signal inside an item.
-        self._signals.raise_overdue()
+        if self._signals.overdue:
+            raise self._signals.take_exception()  # resumable: stopped once this save was done
 
     @defers_signals
     def __enter__(self) -> Resumable:
@@ -722,6 +723,8 @@ class Resumable:
                     logger.info(
                         "%s: finished after %s", self.path, counted(start + feed.taken(), "item")
                     )
+                    if stop := self._stop_asked():
+                        raise stop  # resumable: stopped after the last item; the progress is saved
                     return
                 progress.position = start + feed.taken()
                 self._forget_passed_failures()
@@ -898,9 +901,17 @@ class Resumable:
             if progress.unsaved:  # as in _chunks: the flag alone waits for the exit
                 self._save()
             logger.info("%s: finished; %s done", self.path, counted(progress.position, "item"))
+            if stop := self._stop_asked():
+                raise stop  # resumable: stopped after the last item; the progress is saved
         finally:
             self._signals.loop_running = False
             self._close_display()
+
+    def _stop_asked(self) -> BaseException | None:
+        """At the end of the loop, the boundary after its last item: the stop of a signal
+        that came during the last save, for the loop to raise there rather than let the
+        code after the loop run until the with block ends."""
+        return self._signals.take_exception() if self._signals.pending is not None else None
 
     def _settle_position(self) -> None:
         """After the loop was left inside a chunk, count the items whose body finished."""

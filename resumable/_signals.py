@@ -77,7 +77,7 @@ class SignalGuard:
         self.stop_requested: int | None = None  # the first signal of this run
         self.pending: int | None = None  # arrived, not yet raised as an exception
         # A signal that would have raised at once but arrived in the library's own code:
-        # it is raised as soon as that code is done (`raise_overdue`).
+        # the caller raises it as soon as that code is done (after an explicit save).
         self.overdue = False
         self._raised: BaseException | None = None
         self._previous: dict[int, Handler] = {}
@@ -153,12 +153,6 @@ class SignalGuard:
             if stream is not None:
                 stream.flush()
         signal.raise_signal(signum)
-
-    def raise_overdue(self) -> None:
-        """Raise the exception of a signal that would have raised at once but waited for the
-        library's code (an explicit save) to finish; call it once that code is done."""
-        if self.overdue:
-            raise self.take_exception()
 
     def describe(self) -> str:
         """The name of the signal that stopped the run, e.g. ``"SIGINT"``."""

@@ -717,3 +717,27 @@ def test_second_signal_during_an_explicit_save_in_an_item_stops_inside_that_item
     assert job.snapshot().position == 1
     assert job.effects_log() == [0]
     assert_left_clean(job)
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["positional", "keyed"])
+def test_signal_during_the_save_at_the_end_of_the_loop_stops_as_the_loop_ends(
+    tmp_path: Path, keyed: bool
+) -> None:
+    """SIGTERM while the save after the last item writes: the save completes, and the stop
+    is raised as the loop ends, before the code after the loop runs."""
+    job = Job(tmp_path)
+    options = ["--items", "2", "--block-in-save", "--wait-after-loop"]
+    with job.stepped(*options, *(["--key"] if keyed else [])) as child:
+        child.expect("ready 0 1")
+        run_items(child, range(2))
+        child.expect("fsync")  # the save of the loop's end
+        child.send_signal(SIGTERM)
+        child.ping()
+        child.send("go")
+        result = child.finish()
+    assert result.stdout == [], "the code after the loop ran before the stop"
+    assert result.returncode == -SIGTERM
+    assert result.stderr_lines == [finished_stop_line(job, SIGTERM, 2, 2)]
+    snapshot = job.snapshot()
+    assert (snapshot.position, snapshot.finished) == (2, True)
+    assert_left_clean(job)
