@@ -27,6 +27,7 @@ keyed progress has no job id until its next save).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import zlib
 from collections.abc import Iterable, Mapping
@@ -249,28 +250,47 @@ def check_state(state: dict[str, Any]) -> None:
     """
     if type(state) is not dict:  # r.state = OrderedDict(...) would load as a dict
         raise _would_change("", state)
-    pending: list[tuple[dict[Any, Any] | list[Any], str]] = [(state, "")]
+    # Each entry: a container, and its path as its parent's path and its own key or index,
+    # joined only when needed (most containers turn out plain).
+    pending: list[tuple[dict[Any, Any] | list[Any], str, object]] = [(state, "", _TOP)]
     while pending:
-        container, path = pending.pop()
+        container, parent, at = pending.pop()
         if type(container) is dict:
             if not _STR_ONLY.issuperset(map(type, container)):
                 key = next(k for k in container if type(k) is not str)
-                raise _not_str_key(path, key)
-            if _PLAIN.issuperset(map(type, container.values())):
-                continue
+                raise _not_str_key(_join(parent, at), key)
+            children: Iterable[Any] = container.values()
             entries: Iterable[tuple[object, Any]] = container.items()
         else:
-            if _PLAIN.issuperset(map(type, container)):
-                continue
-            entries = enumerate(container)
+            children, entries = container, enumerate(container)
+        kinds = set(map(type, children))
+        if kinds <= _PLAIN or (kinds == _DICT_ONLY and _plain_dicts(children)):
+            continue
+        path = _join(parent, at)
         for where, value in entries:
             kind = type(value)
             if kind in _PLAIN:
                 continue
-            inner = f"{path}[{where!r}]"
             if kind not in _CONTAINERS:
-                raise _would_change(inner, value)
-            pending.append((value, inner))
+                raise _would_change(_join(path, where), value)
+            pending.append((value, path, where))
+
+
+_TOP = object()  # where r.state itself is: its path is ""
+_DICT_ONLY = frozenset({dict})
+
+
+def _plain_dicts(dicts: Iterable[dict[Any, Any]]) -> bool:
+    """Whether all these dicts have str keys and plain values: rows of records checked in
+    C at once, rather than a pass of the loop each."""
+    keys = itertools.chain.from_iterable(dicts)
+    values = itertools.chain.from_iterable(map(dict.values, dicts))
+    return _STR_ONLY.issuperset(map(type, keys)) and _PLAIN.issuperset(map(type, values))
+
+
+def _join(path: str, where: object) -> str:
+    """The path of the value at key or index `where` inside the value at `path`."""
+    return path if where is _TOP else f"{path}[{where!r}]"
 
 
 def _a(noun: str) -> str:

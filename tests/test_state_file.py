@@ -348,6 +348,10 @@ def test_a_key_that_is_not_a_str_is_refused_in_plain_english(state_path: Path) -
         "would not come back as an int. Use str keys"
     )
     assert not state_path.exists()
+    with pytest.raises(StateNotSerializableError) as raised, Resumable(state_path) as r:
+        r.state["rows"] = [{"id": 1}, {"id": 2, 3: "c"}]
+    assert raised.value.key == "['rows'][1][3]"
+    assert str(raised.value).startswith("r.state['rows'][1] has the key 3, an int")
 
 
 def test_a_state_of_a_dict_subclass_is_refused_as_a_whole(state_path: Path) -> None:
@@ -379,6 +383,7 @@ def test_plain_json_values_come_back_as_they_went_in(state_path: Path) -> None:
         "n": None,
         "l": [1, [2, {"x": []}], {}],
         "deep": {"a": {"b": {"c": [None, False, "é"]}}},
+        "rows": [{"id": 1, "ok": True}, {"id": 2, "tags": ["x"]}, {}],
     }
     make_job(state_path, 1, value)
     loaded = inspect(state_path).state
