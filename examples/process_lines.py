@@ -99,6 +99,9 @@ def process(
         open_after_lines(out, r.position, state) as output,
         open(source, encoding="utf-8") as lines,
     ):
+        # Asked for before anything is said: it checks that this is the job's input (a
+        # finished job's too), and raises InputChangedError for another file.
+        todo = r.iterate(lines)
         if r.finished:
             print(f"Already finished: {r.position} lines in {out}. Use --restart to redo.")
             return
@@ -106,7 +109,7 @@ def process(
             print(f"Resuming after line {r.position} of {source} (run {r.runs}).", flush=True)
         else:
             print(f"Starting: {source} into {out}.", flush=True)
-        for number, line in enumerate(r.iterate(lines), start=r.position + 1):
+        for number, line in enumerate(todo, start=r.position + 1):
             time.sleep(delay)  # stands for real work
             text = line.rstrip("\n")
             output.write(f"{number}\t{len(text.split())}\t{text.upper()}\n".encode())

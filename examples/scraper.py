@@ -111,6 +111,9 @@ def scrape(
         Resumable(state, policy=NPolicy(save_every), restart=restart) as r,
         open_after_lines(out, r.position, state) as output,
     ):
+        # Asked for before anything is said: it checks that this is the job's input (a
+        # finished job's too), and raises InputChangedError for another --pages.
+        todo = r.iterate(range(1, pages + 1))
         if r.finished:
             print(f"Already finished: {r.position} pages in {out}. Use --restart to redo.")
             return
@@ -118,7 +121,7 @@ def scrape(
             print(f"Resuming at page {r.position + 1} of {pages} (run {r.runs}).", flush=True)
         else:
             print(f"Starting: {pages} pages from {base_url}.", flush=True)
-        for page in r.iterate(range(1, pages + 1)):
+        for page in todo:
             time.sleep(delay)  # be polite to the server
             result = fetch(f"{base_url}/page/{page}")
             output.write(json.dumps({"page": page, **result}).encode() + b"\n")

@@ -349,6 +349,19 @@ def test_a_finished_job_run_again_changes_nothing(
     assert (tmp_path / OUT).read_bytes() == example.reference
 
 
+def test_a_finished_process_lines_job_given_another_shorter_file_is_refused(
+    process_lines: Example, text: Path, tmp_path: Path
+) -> None:
+    copy_job(process_lines.finished, tmp_path)
+    other = tmp_path / "other.txt"
+    other.write_text("".join(text.read_text(encoding="utf-8").splitlines(True)[1:50]))
+    refused = Example(process_lines.script, lines_options(other), tmp_path).run(tmp_path)
+    assert refused.returncode == 1
+    assert "was saved for another input" in refused.stderr
+    assert not any(line.startswith("Already finished") for line in refused.stdout)
+    assert (tmp_path / OUT).read_bytes() == process_lines.reference  # left alone
+
+
 @pytest.mark.parametrize("name", ["scraper", "process_lines"])
 def test_an_output_shorter_than_the_state_says_is_refused_and_restart_redoes_it(
     name: str, request: pytest.FixtureRequest, tmp_path: Path
