@@ -62,6 +62,41 @@ def docs(session: nox.Session) -> None:
     # Material prints a notice of its end of life on every build; docs/about.md records it.
     session.env["NO_MKDOCS_2_WARNING"] = "1"
     session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "site"), *session.posargs)
+    broken = links_not_to_files(ROOT / "site")
+    if broken:
+        session.error("links that do not open a file from disk:\n" + "\n".join(broken))
+
+
+def links_not_to_files(site: Path) -> list[str]:
+    """Relative links in the built site that do not name a file: opened from disk
+    (file://), a link to a folder shows its listing, and one to nothing fails."""
+    from html.parser import HTMLParser
+    from urllib.parse import unquote, urlsplit
+
+    class Links(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.found: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            for name, value in attrs:
+                if name in ("href", "src") and value:
+                    self.found.append(value)
+
+    broken = []
+    for page in sorted(site.rglob("*.html")):
+        if page.name == "404.html":  # a web server's page, with links from the server's root
+            continue
+        parser = Links()
+        parser.feed(page.read_text(encoding="utf-8"))
+        for link in parser.found:
+            parts = urlsplit(link)
+            if parts.scheme or parts.netloc or not parts.path:  # elsewhere, or in the page
+                continue
+            target = (page.parent / unquote(parts.path)).resolve()
+            if not target.is_file():
+                broken.append(f"{page.relative_to(site)}: {link}")
+    return broken
 
 
 @nox.session(python="3.11", default=False)
