@@ -36,6 +36,7 @@ from resumable._display import (
 )
 from resumable._errors import (
     CalledTooOftenError,
+    StateFileError,
     StateNotSerializableError,
     UsageError,
     reset_command,
@@ -152,7 +153,8 @@ class Resumable:
         # nearest last: a check pops the ones passed, never looking at the rest.
         self._unreached_failures: list[tuple[int, FailedItem]] = []
         self._warned_large_state = False
-        self._unsaveable: StateNotSerializableError | None = None
+        # This run's failed encoding of the state (or of a counter it loaded: StateFileError).
+        self._unsaveable: StateNotSerializableError | StateFileError | None = None
         self._start_position = 0
         self.saves = 0
         self._items_between_checks = 1
@@ -578,8 +580,9 @@ class Resumable:
         current = _state_file.fingerprint(self._progress.snapshot(), self._state)
         # Skipped when it would change nothing; when a save found the lock file deleted
         # or replaced (that save raised already, and any other would raise again); and when
-        # the error in flight is this run's failed save of an unserialisable state, which
-        # would fail the same way and show the error twice.
+        # the error in flight is this run's failed save of an unserialisable state (or of
+        # a counter the file cannot hold), which would fail the same way and show the
+        # error twice.
         unchanged = current is not None and current == self._last_saved
         failed_already = self._unsaveable is not None and leaving is self._unsaveable
         if not (unchanged or self._store.lock_lost or failed_already):
@@ -1020,7 +1023,7 @@ class Resumable:
         started = time.perf_counter()
         try:
             data = _state_file.encode(document, _WRITER, str(self.path))
-        except StateNotSerializableError as error:
+        except (StateNotSerializableError, StateFileError) as error:
             self._unsaveable = error  # the exit does not try again and raise it twice
             raise
         # What the save records is worked out before the disk is touched: after sleeping in

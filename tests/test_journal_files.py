@@ -249,6 +249,10 @@ def test_a_counter_the_format_cannot_hold_is_named_in_the_error_not_blamed_on_r_
             pass
     assert "runs" in str(caught.value)
     assert "r.state" not in str(caught.value)
+    context = caught.value.__context__
+    while context is not None:  # raised once: the exit does not try the save again
+        assert not isinstance(context, StateFileError)
+        context = context.__context__
     assert state_path.read_bytes() == before
 
 
