@@ -1,0 +1,205 @@
+"""A state file whose checksum is right but whose progress or failure records are not:
+every malformed field is refused with `StateFileError` naming it, and the file is left
+byte-identical.
+
+A checksum catches damage, not a file written wrong (by hand, by another tool, by a bug
+of an older version): these files pass it, as docs/state-file.md says how to compute it,
+so only the checks of the progress itself stand between them and a wrong resume.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from resumable import Resumable, StateFileError
+
+
+class FlakyError(Exception):
+    """What the recorded item raised."""
+
+
+def with_checksum(document: dict[str, Any]) -> bytes:
+    """`document` as a state file, with the checksum docs/state-file.md describes."""
+    body = {key: value for key, value in document.items() if key != "checksum"}
+    checksum = f"crc32:{zlib.crc32(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)):08x}"
+    return orjson.dumps({**body, "checksum": checksum})
+
+
+def saved_job(path: Path, keyed: bool) -> dict[str, Any]:
+    """A real job with one failed item recorded, stopped after four items; its document."""
+    with Resumable(path) as r:
+        items = ["a", "b", "c", "d", "e", "f"] if keyed else range(6)
+        for index, item in enumerate(
+            r.iterate(items, key=str if keyed else None, on_error="record")
+        ):
+            if index == 4:
+                break
+            with r.attempt():
+                if index == 1:
+                    raise FlakyError(item)
+    document: dict[str, Any] = orjson.loads(path.read_bytes())
+    assert len(document["progress"]["failed"]) == 1
+    return document
+
+
+FAILED_ITEM = {
+    "error_type": "FlakyError",
+    "message": "1",
+    "attempts": 1,
+    "failed_at": "2026-01-01T00:00:00+00:00",
+}
+
+# (what is changed in the document's progress, what the error names)
+POSITION_CASES: dict[str, tuple[dict[str, Any], str]] = {
+    "unknown kind": ({"kind": "rows"}, "unknown progress kind 'rows'"),
+    "no kind": ({"kind": None}, "unknown progress kind None"),
+    "negative position": ({"position": -1}, "position must be a whole number >= 0, got -1"),
+    "position as a string": ({"position": "4"}, "position must be a whole number >= 0"),
+    "position as a bool": ({"position": True}, "position must be a whole number >= 0"),
+    "position as a float": ({"position": 4.0}, "position must be a whole number >= 0"),
+    "finished as a string": ({"finished": "no"}, "finished must be true or false"),
+    "finished as 0": ({"finished": 0}, "finished must be true or false"),
+    "input not an object": ({"input": [1]}, "progress input must be an object"),
+    "input length negative": (
+        {"input": {"length": -1, "head_items": 0, "head_hash": None}},
+        "input length must be a whole number >= 0 or null",
+    ),
+    "input head_items too many": (
+        {"input": {"length": 6, "head_items": 10**6, "head_hash": None}},
+        "input head_items must be 0 to",
+    ),
+    "input head_hash not a string": (
+        {"input": {"length": 6, "head_items": 1, "head_hash": 5}},
+        "input head_hash must be a string or null",
+    ),
+    "failed not a list": ({"failed": {"position": 1}}, "failed items must be a list"),
+    "failed item not an object": ({"failed": [1]}, "a failed item must be an object"),
+    "failed item with neither key nor position": (
+        {"failed": [FAILED_ITEM]},
+        "a failed item has a key or a position",
+    ),
+    "failed item with both key and position": (
+        {"failed": [{**FAILED_ITEM, "key": "b", "position": 1}]},
+        "a failed item has a key or a position",
+    ),
+    "failed item at a negative position": (
+        {"failed": [{**FAILED_ITEM, "position": -1}]},
+        "a failed item's position must be an int >= 0",
+    ),
+    "failed item with a bool position": (
+        {"failed": [{**FAILED_ITEM, "position": True}]},
+        "a failed item's position must be an int >= 0",
+    ),
+    "failed item with a bad tagged key": (
+        {"failed": [{**FAILED_ITEM, "key": {"int": "zz"}}]},
+        "a failed item's key is",
+    ),
+    "failed item without a message": (
+        {"failed": [{**FAILED_ITEM, "position": 1, "message": None}]},
+        "a failed item needs error_type and message strings",
+    ),
+    "failed item with error_type not a string": (
+        {"failed": [{**FAILED_ITEM, "position": 1, "error_type": 3}]},
+        "a failed item needs error_type and message strings",
+    ),
+    "failed item with no attempts": (
+        {"failed": [{**FAILED_ITEM, "position": 1, "attempts": 0}]},
+        "a failed item's attempts must be an int >= 1",
+    ),
+    "failed item with attempts as a bool": (
+        {"failed": [{**FAILED_ITEM, "position": 1, "attempts": True}]},
+        "a failed item's attempts must be an int >= 1",
+    ),
+    "failed item with failed_at not a string": (
+        {"failed": [{**FAILED_ITEM, "position": 1, "failed_at": 5}]},
+        "a failed item's failed_at must be a string",
+    ),
+    "failed item with failed_at no date": (
+        {"failed": [{**FAILED_ITEM, "position": 1, "failed_at": "yesterday"}]},
+        "yesterday",
+    ),
+}
+
+KEYED_CASES: dict[str, tuple[dict[str, Any], str]] = {
+    "no journal": ({"journal": None}, "keyed progress needs a journal object"),
+    "finished as a string": ({"finished": "yes"}, "finished must be true or false"),
+    "negative done": ({"done": -1}, "done must be a whole number >= 0"),
+    "done as a float": ({"done": 4.0}, "done must be a whole number >= 0"),
+    "failed item with a position": (
+        {"failed": [{**FAILED_ITEM, "key": None, "position": "b"}]},
+        "a failed item's position must be an int >= 0",
+    ),
+}
+
+JOURNAL_CASES: dict[str, tuple[dict[str, Any], str]] = {
+    "negative generation": ({"generation": -1}, "generation must be a whole number >= 0"),
+    "generation as a string": ({"generation": "0"}, "generation must be a whole number >= 0"),
+    "generation past the largest": ({"generation": 2**64 - 1}, "generation must be at most"),
+    "negative length": ({"length": -5}, "length must be a whole number >= 0"),
+    "first_generation as a bool": (
+        {"first_generation": False},
+        "first_generation must be a whole number >= 0",
+    ),
+}
+
+
+def refused(path: Path, document: dict[str, Any], problem: str) -> None:
+    """Written with a good checksum, the document is refused naming `problem`, no backup
+    stands in for it, and the file stays as it was."""
+    data = with_checksum(document)
+    path.write_bytes(data)
+    path.with_name(path.name + ".bak").unlink(missing_ok=True)
+    with pytest.raises(StateFileError, match="holds progress this version cannot use") as raised:
+        Resumable(path).__enter__()
+    assert problem in str(raised.value)
+    assert str(path) in str(raised.value)
+    assert path.read_bytes() == data
+
+
+@pytest.mark.parametrize("case", POSITION_CASES)
+def test_malformed_position_progress_with_a_good_checksum_is_refused(
+    state_path: Path, case: str
+) -> None:
+    change, problem = POSITION_CASES[case]
+    document = saved_job(state_path, keyed=False)
+    document["progress"] = {**document["progress"], **change}
+    refused(state_path, document, problem)
+
+
+@pytest.mark.parametrize("case", KEYED_CASES)
+def test_malformed_keyed_progress_with_a_good_checksum_is_refused(
+    state_path: Path, case: str
+) -> None:
+    change, problem = KEYED_CASES[case]
+    document = saved_job(state_path, keyed=True)
+    document["progress"] = {**document["progress"], **change}
+    refused(state_path, document, problem)
+
+
+@pytest.mark.parametrize("case", JOURNAL_CASES)
+def test_a_malformed_journal_reference_with_a_good_checksum_is_refused(
+    state_path: Path, case: str
+) -> None:
+    change, problem = JOURNAL_CASES[case]
+    document = saved_job(state_path, keyed=True)
+    progress = document["progress"]
+    document["progress"] = {**progress, "journal": {**progress["journal"], **change}}
+    refused(state_path, document, problem)
+
+
+def test_the_unchanged_documents_resume(state_path: Path, tmp_path: Path) -> None:
+    """The cases above differ from a good file by their change only: rewritten with the
+    same checksum computation and nothing changed, both jobs resume."""
+    for keyed in (False, True):
+        path = tmp_path / f"{keyed}" / "job.state"
+        path.parent.mkdir()
+        document = saved_job(path, keyed)
+        path.write_bytes(with_checksum(document))
+        with Resumable(path) as r:
+            assert r.position == (3 if keyed else 4)  # a failed key is not done
+            assert len(r.failed) == 1
