@@ -2,11 +2,15 @@
 
 Position-based progress means "the first N items are done", which holds only if the
 input is the same sequence on every run. The state records the input's length (when it
-has one) and a hash of the reprs of its first `HEAD_ITEMS` done items; a resume compares
-them with the input it is given. Only done items are fingerprinted, so checking never
-looks past the saved position. A repr that shows a memory address (``<Foo object at
-0x7f...>``) differs on every run, so an input whose first items print that way is not
-fingerprinted (its length is still compared).
+has one) and a hash of the fingerprints (`_item_fingerprint`) of its first `HEAD_ITEMS`
+done items; a resume compares them with the input it is given. Only done items are
+fingerprinted, so checking never looks past the saved position. An item that cannot be
+fingerprinted leaves the input's first items unrecorded (its length is still compared).
+
+The hash says how it was made: ``v2:blake2b:<hex>``. One without the ``v2:`` was written
+before version 2 (``blake2b:<hex>``, a hash of the items' reprs, which changed between
+interpreters for items holding sets): it cannot be compared, so such a record is compared
+by its length only, and the next save records the input anew.
 """
 
 from __future__ import annotations
@@ -16,9 +20,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from resumable._item_fingerprint import item_fingerprint
+
 T = TypeVar("T")
 
-HEAD_ITEMS = 16  # enough to tell a reordered or replaced input; cheap to repr and hash
+HEAD_ITEMS = 16  # enough to tell a reordered or replaced input; cheap to fingerprint
+HASH_PREFIX = "v2:blake2b:"  # how `head_hash` is made; other prefixes are not compared
 ON_CHANGE_CHOICES = ("raise", "restart", "continue")
 
 
@@ -36,7 +43,7 @@ class InputRecord:
 
     length: int | None
     head_items: int  # how many first items `head_hash` covers
-    head_hash: str | None  # None: not fingerprinted (unstable reprs)
+    head_hash: str | None  # None: not fingerprinted (an item could not be)
 
     def snapshot(self) -> dict[str, Any]:
         return {"length": self.length, "head_items": self.head_items, "head_hash": self.head_hash}
@@ -57,27 +64,33 @@ class InputRecord:
             raise ValueError(f"input head_hash must be a string or null, got {digest!r}")
         return cls(length, items, digest)
 
+    @property
+    def head_from_before(self) -> bool:
+        """Whether the first items' hash was made the way of an earlier version, which
+        cannot be compared with this version's."""
+        return self.head_hash is not None and not self.head_hash.startswith(HASH_PREFIX)
+
 
 class InputHead:
-    """The reprs of the input's first items, as this run sees them."""
+    """The fingerprints of the input's first items, as this run sees them."""
 
     def __init__(self) -> None:
-        self.reprs: list[str] = []
-        self.stable = True
+        self.fingerprints: list[bytes] = []
+        self.stable = True  # false once an item could not be fingerprinted
         # Whether it needs no more items: an attribute, as the loop asks at every check.
         self.full = False
-        self._digest: tuple[int, str] | None = None  # (items covered, their fingerprint)
+        self._digest: tuple[int, str] | None = None  # (items covered, their hash)
 
     def add(self, item: object) -> None:
         if self.full:
             return
-        text = repr(item)
-        if " at 0x" in text:  # a default repr: an address that changes every run
+        fingerprint = item_fingerprint(item)
+        if fingerprint is None:  # unknown: the head is not recorded, and not compared
             self.stable = False
             self.full = True
             return
-        self.reprs.append(text)
-        self.full = len(self.reprs) >= HEAD_ITEMS
+        self.fingerprints.append(fingerprint)
+        self.full = len(self.fingerprints) >= HEAD_ITEMS
 
     def tap(self, chunk: Iterator[T]) -> Iterator[T]:
         """`chunk`, noting its items until the head is full (Python code for those only)."""
@@ -94,29 +107,34 @@ class InputHead:
         """The record to save once `done` items are done."""
         if not self.stable:
             return InputRecord(length, 0, None)
-        covered = min(done, len(self.reprs))
+        covered = min(done, len(self.fingerprints))
         # Every save asks; once the head is complete the answer never changes.
         if self._digest is None or self._digest[0] != covered:
-            self._digest = (covered, fingerprint(self.reprs[:covered]))
+            self._digest = (covered, head_hash(self.fingerprints[:covered]))
         return InputRecord(length, covered, self._digest[1])
 
 
-def fingerprint(reprs: Iterable[str]) -> str:
+def head_hash(fingerprints: Iterable[bytes]) -> str:
+    """The hash of the first items' fingerprints, as recorded."""
     digest = hashlib.blake2b(digest_size=16)
-    for text in reprs:
-        digest.update(text.encode("utf-8", "surrogatepass"))
-        digest.update(b"\0")
-    return f"blake2b:{digest.hexdigest()}"
+    for fingerprint in fingerprints:
+        digest.update(fingerprint)
+    return HASH_PREFIX + digest.hexdigest()
 
 
 def what_changed(recorded: InputRecord, length: int | None, head: InputHead) -> str | None:
     """How the input differs from the recorded one, in words; None when it matches."""
     if recorded.length is not None and length is not None and length != recorded.length:
         return f"it had {recorded.length} items last time and has {length} now"
-    if recorded.head_hash is not None and head.stable and recorded.head_items:
-        if len(head.reprs) < recorded.head_items:
+    if (
+        recorded.head_hash is not None
+        and not recorded.head_from_before
+        and head.stable
+        and recorded.head_items
+    ):
+        if len(head.fingerprints) < recorded.head_items:
             return f"it has fewer than the {recorded.head_items} items it started with"
-        if fingerprint(head.reprs[: recorded.head_items]) != recorded.head_hash:
+        if head_hash(head.fingerprints[: recorded.head_items]) != recorded.head_hash:
             return (
                 f"its first {recorded.head_items} items differ from last time's "
                 "(reordered, replaced or new items at the front)"

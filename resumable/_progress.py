@@ -111,6 +111,13 @@ class PositionProgress:
         for item in pulled:
             self._head.add(item)
         changed = what_changed(self.input_record, length, self._head) if self.input_record else None
+        if self.input_record is not None and self.input_record.head_from_before:
+            logger.info(
+                "%s: its first items were recorded by an earlier version, in a form this one "
+                "cannot compare; this time only the input's length is checked, and the next "
+                "save records them anew",
+                describe,
+            )
         if changed is not None:
             self._on_changed_input(describe, changed, on_change)
         # Only now is this the job's input: a refused one must not be recorded in its place.

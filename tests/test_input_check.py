@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import subprocess
+import sys
+import tracemalloc
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -134,18 +139,165 @@ def test_only_done_items_are_fingerprinted(state_path: Path) -> None:
 
 
 class Opaque:
-    """An item whose repr shows its address: different on every run."""
+    """An item of a class with no known form: its repr shows its address, new every run."""
 
     def __init__(self, number: int) -> None:
         self.number = number
 
 
-def test_items_with_an_address_in_their_repr_are_not_fingerprinted(state_path: Path) -> None:
+class OtherOpaque(Opaque):
+    """Another such class."""
+
+
+def test_items_of_other_classes_are_fingerprinted_by_their_type(state_path: Path) -> None:
     run(state_path, [Opaque(n) for n in range(10)], stop_at=4)
-    assert recorded_input(state_path) == {"length": 10, "head_items": 0, "head_hash": None}
+    assert recorded_input(state_path)["head_items"] == 4
+    with pytest.raises(InputChangedError, match="its first 4 items differ"):
+        run(state_path, [OtherOpaque(n) for n in range(10)])
     assert len(run(state_path, [Opaque(n) for n in range(10)])) == 6  # no false alarm
-    with pytest.raises(InputChangedError, match="has 11 now"):
-        run(state_path, [Opaque(n) for n in range(11)])
+
+
+class DetachedRow:
+    """An item whose repr raises, as an ORM object detached from its session does."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+    def __repr__(self) -> str:
+        raise RuntimeError("DetachedInstanceError: the session is closed")
+
+
+def test_an_item_whose_repr_raises_runs_like_any_other(state_path: Path) -> None:
+    rows = [DetachedRow(n) for n in range(5)]
+    assert [row.number for row in run(state_path, rows, stop_at=2)] == [0, 1]  # type: ignore[attr-defined]
+    assert [row.number for row in run(state_path, rows)] == [2, 3, 4]  # type: ignore[attr-defined]
+
+
+class BrokenNumber:
+    """A number-like item whose conversion to an int raises."""
+
+    def __index__(self) -> int:
+        raise RuntimeError("no number today")
+
+    def __repr__(self) -> str:
+        return "BrokenNumber()"
+
+
+def test_an_item_that_cannot_be_fingerprinted_leaves_the_first_items_unchecked(
+    state_path: Path,
+) -> None:
+    items = [BrokenNumber() for _ in range(6)]
+    assert len(run(state_path, items, stop_at=3)) == 3
+    assert recorded_input(state_path) == {"length": 6, "head_items": 0, "head_hash": None}
+    assert len(run(state_path, items)) == 3  # the length still is compared, and matches
+
+
+def test_a_changed_set_inside_an_item_is_caught(state_path: Path) -> None:
+    run(state_path, [{"id": n, "tags": {"news", "sport"}} for n in range(5)], stop_at=3)
+    with pytest.raises(InputChangedError, match="its first 3 items differ"):
+        run(state_path, [{"id": n, "tags": {"news", "tech"}} for n in range(5)])
+
+
+CHILD_JOB = """
+import dataclasses, datetime, decimal, enum, pathlib, sys
+from resumable import Resumable
+
+class Color(enum.Enum):
+    RED = 1
+
+@dataclasses.dataclass
+class Page:
+    url: str
+    tags: set
+
+def record(n):
+    return {
+        "url": f"https://example.org/{n}",
+        "tags": {f"tag-{t}" for t in range(20)},
+        "seen": frozenset({n, "x", 2.5, None}),
+        "when": datetime.datetime(2026, 1, 1, n),
+        "path": pathlib.Path(f"/data/{n}"),
+        "price": decimal.Decimal("1.10"),
+        "color": Color.RED,
+        "page": Page(str(n), {"a", "b", "c", "d"}),
+        "row": (n, None, True, b"raw", 3j, [1.5, -0.0]),
+    }
+
+with Resumable(sys.argv[1]) as r:
+    for item in r.iterate([record(n) for n in range(10)]):
+        if item["url"].endswith(sys.argv[2]):
+            break
+        print(item["url"])
+"""
+
+
+def test_the_same_items_match_in_another_interpreter_with_other_string_hashing(
+    state_path: Path, tmp_path: Path
+) -> None:
+    """Items holding sets of strings: their order, and so their repr, changes with
+    PYTHONHASHSEED; their fingerprint does not."""
+    script = tmp_path / "job.py"
+    script.write_text(CHILD_JOB)
+
+    def run_child(seed: str, stop: str) -> list[str]:
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run(
+            [sys.executable, str(script), str(state_path), stop],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        return [line.rsplit("/", 1)[1] for line in done.stdout.splitlines()]
+
+    assert run_child("1", "/4") == ["0", "1", "2", "3"]
+    assert run_child("2", "never") == ["4", "5", "6", "7", "8", "9"]
+    assert inspect(state_path).finished
+
+
+BIG_ITEMS = {
+    "8 MB bytes": lambda: bytes(8_000_000),
+    "8 MB str": lambda: "x" * 8_000_000,
+    "a list of a million ints": lambda: list(range(1_000_000)),
+}
+
+
+@pytest.mark.parametrize("make", BIG_ITEMS.values(), ids=BIG_ITEMS)
+def test_fingerprinting_big_items_reads_a_bounded_part_of_them(
+    state_path: Path, make: Callable[[], object]
+) -> None:
+    items = [make()] * 3
+    tracemalloc.start()
+    try:
+        run(state_path, items)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, f"{peak:,} bytes"
+
+
+FROM_BEFORE = Path(__file__).parent / "data" / "v1-fingerprint.state"
+
+
+def test_a_record_of_an_earlier_version_is_compared_by_length_then_recorded_anew(
+    state_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """tests/data/v1-fingerprint.state was written before fingerprints had a version,
+    when they hashed the items' reprs: its first 4 of 10 URLs are done."""
+    shutil.copy(FROM_BEFORE, state_path)
+    urls = [f"https://example.org/page/{n}" for n in range(10)]
+    with pytest.raises(InputChangedError, match="it had 10 items last time and has 11 now"):
+        run(state_path, [*urls, "https://example.org/page/10"])
+    with caplog.at_level(logging.INFO, logger="resumable"):
+        assert run(state_path, urls, stop_at=2) == urls[4:6]
+    assert "recorded by an earlier version" in caplog.text
+    assert recorded_input(state_path)["head_items"] == 6
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="resumable"):
+        with pytest.raises(InputChangedError, match="its first 6 items differ"):
+            run(state_path, list(reversed(urls)))
+        assert run(state_path, urls) == urls[6:]
+    assert "earlier version" not in caplog.text
 
 
 def test_a_state_file_from_before_input_checks_resumes_and_starts_recording(

@@ -51,7 +51,7 @@ def test_the_file_holds_version_progress_state_times_and_a_checksum(state_path: 
     progress = document["progress"]
     assert progress == {"kind": "position", "position": 3, "finished": False, "input": ANY}
     assert progress["input"] == {"length": 10**6, "head_items": 3, "head_hash": ANY}
-    assert re.fullmatch(r"blake2b:[0-9a-f]{32}", progress["input"]["head_hash"])
+    assert re.fullmatch(r"v2:blake2b:[0-9a-f]{32}", progress["input"]["head_hash"])
     assert document["state"] == {"k": "v"}
     assert document["runs"] == 1
     assert document["checksum"].startswith("crc32:")
