@@ -393,17 +393,13 @@ class Resumable:
             failures = self._progress.failures
             failed = [failures.record(where, error, keyed=keyed) for where in wheres]
             self._item_failed = True
-            where = wheres[0]
+            first = describe_key(wheres[0]) if keyed else f"#{wheres[0]}"
             logger.warning(
                 "%s: %s failed (%s: %s), attempt %d of %d; recorded, going on",
                 self.path,
-                (
-                    f"item {describe_key(where) if keyed else f'#{where}'}"
-                    if len(wheres) == 1 and not self._batch_out
-                    else f"a batch of {len(wheres)} items from {describe_key(where)}"
-                    if keyed
-                    else f"a batch of {len(wheres)} items from #{where}"
-                ),
+                f"a batch of {counted(len(wheres), 'item')} from {first}"
+                if self._batch_out
+                else f"item {first}",
                 failed[0].error_type,
                 failed[0].message,
                 max(record.attempts for record in failed),

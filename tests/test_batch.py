@@ -154,7 +154,7 @@ def test_a_keyed_batch_that_raises_is_not_done(state_path: Path) -> None:
 
 @pytest.mark.parametrize("keyed", [False, True], ids=["position", "key"])
 def test_attempt_around_a_batch_records_every_item_of_it_and_a_later_run_retries_them(
-    state_path: Path, keyed: bool
+    state_path: Path, keyed: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     key = int if keyed else None
     with Resumable(state_path) as r:
@@ -163,6 +163,11 @@ def test_attempt_around_a_batch_records_every_item_of_it_and_a_later_run_retries
                 if 4 in batch:
                     raise ConnectionError("bulk insert refused")
     assert sorted(failed.where for failed in r.failed) == [3, 4, 5]
+    first = "3" if keyed else "#3"
+    assert (
+        f"a batch of 3 items from {first} failed (ConnectionError: bulk insert refused), "
+        "attempt 1 of 3; recorded, going on"
+    ) in caplog.text
     assert all(failed.error_type == "ConnectionError" for failed in r.failed)
     assert inspect(state_path).position == (7 if keyed else 10)
 
