@@ -214,6 +214,35 @@ def test_user_state_is_saved_with_the_progress_and_loaded_on_resume(state_path: 
     assert inspect(state_path).state["sum"] == 10
 
 
+def leave_in_item_3(path: Path, end: str) -> None:
+    """A loop that sets r.state at the start of each item and leaves inside item 3."""
+    with Resumable(path, quiet=True) as r:
+        for item in r.iterate(range(10)):
+            r.state["last_started"] = item
+            if item == 3:
+                if end == "break":
+                    break
+                if end == "exception":
+                    raise RuntimeError(item)
+                signal.raise_signal(signal.SIGINT)  # the first: the item would finish
+                signal.raise_signal(signal.SIGINT)  # the second raises here
+
+
+@pytest.mark.parametrize("end", ["break", "exception", "second ctrl+c"])
+def test_the_exit_save_holds_r_state_as_the_item_in_flight_left_it(
+    state_path: Path, end: str
+) -> None:
+    """r.state is saved as it is at the save: what item 3 changed before the loop left it
+    is in the file, though item 3 is not done (docs/guarantees.md, the item in flight)."""
+    if end == "break":
+        leave_in_item_3(state_path, end)
+    else:
+        with pytest.raises(RuntimeError if end == "exception" else KeyboardInterrupt):
+            leave_in_item_3(state_path, end)
+    snapshot = inspect(state_path)
+    assert (snapshot.position, snapshot.state) == (3, {"last_started": 3})
+
+
 def test_state_can_be_replaced_by_another_dict_only(state_path: Path) -> None:
     with Resumable(state_path) as r:
         r.state = {"a": 1}
