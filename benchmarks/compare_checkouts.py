@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -91,13 +92,17 @@ CHILD = textwrap.dedent(
 
 def measure(checkout: Path, items: int) -> dict[str, float]:
     env = dict(os.environ, PYTHONPATH=str(checkout))
-    result = subprocess.run(
-        [sys.executable, "-c", CHILD, str(items)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    # `python -c` puts its working directory first on sys.path: run in an empty one, or a
+    # checkout it was started from would be imported for both sides.
+    with tempfile.TemporaryDirectory() as empty:
+        result = subprocess.run(
+            [sys.executable, "-c", CHILD, str(items)],
+            env=env,
+            cwd=empty,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     return dict(json.loads(result.stdout))
 
 
