@@ -32,7 +32,7 @@ from resumable._inspect import StateSnapshot, inspect
 from resumable._journal import tagged_key
 from resumable._lock import LockHolder, lock_holder
 from resumable._reset import reset
-from resumable._store import backup_path, lock_path, require_state_file
+from resumable._store import backup_path, lock_path, require_state_file, resolve
 from resumable._text import counted, describe_key, printable, valid_unicode
 from resumable._version import __version__
 from resumable._watch import ENDED as WATCH_ENDED
@@ -204,7 +204,7 @@ def _look(path: Path) -> _Report:
                 warning.message, warning.category, warning.filename, warning.lineno
             )
     try:
-        report.holder = lock_holder(lock_path(path))
+        report.holder = lock_holder(lock_path(resolve(path)))  # a link's job's lock
     except OSError as error:
         report.lock_error = f"cannot tell whether a run holds {path}: {_describe(error)}"
     if report.missing and report.holder is not None:
@@ -241,7 +241,7 @@ def _as_text(report: _Report, now: datetime) -> str | None:
         running = "no"
     else:
         running = f"yes, {_process(report.holder)}"
-    backup = f"yes, from {backup_path(report.path)}" if snapshot.from_backup else "no"
+    backup = f"yes, from {backup_path(snapshot.path)}" if snapshot.from_backup else "no"
     rows = [
         ("items done", f"{snapshot.position:,} ({_finished(snapshot.finished)})"),
         ("last saved", _when(snapshot.saved_at, now)),
@@ -394,7 +394,7 @@ def _reset_path(path: Path, yes: bool) -> int:
     except FileNotFoundError:
         _error(f"cannot reset {path}: {NO_STATE_FILE}")
         return PROBLEM
-    holder = lock_holder(lock_path(path))
+    holder = lock_holder(lock_path(resolve(path)))
     if holder is not None:
         _error(
             f"cannot reset {path}: {_process(holder)} is running this job. Stop it or let "

@@ -12,7 +12,7 @@ from resumable._errors import StateFileError
 from resumable._failures import FailedItem
 from resumable._keyed import KeyProgress
 from resumable._progress import PositionProgress
-from resumable._store import read_state
+from resumable._store import read_state, resolve
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class StateSnapshot:
     """What a state file says, as `inspect` found it.
 
     Attributes:
-        path: the state file.
+        path: the state file (symlinks followed).
         position: items done.
         finished: whether the job ran to the end of its input.
         state: the user state saved with the progress.
@@ -55,9 +55,10 @@ def inspect(path: str | os.PathLike[str]) -> StateSnapshot:
 
     Raises `FileNotFoundError` when there is no state file, and `StateFileError` when
     neither it nor its backup can be read. When only the backup is readable, a
-    `ResumableWarning` says so and the snapshot has ``from_backup=True``.
+    `ResumableWarning` says so and the snapshot has ``from_backup=True``. A symlink is
+    followed as `Resumable` follows it: `path` of the snapshot is the file it points to.
     """
-    location = Path(os.fspath(path))
+    location = resolve(path)
     loaded = read_state(location)
     if loaded is None:
         raise FileNotFoundError(f"no state file at {location}")

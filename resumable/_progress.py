@@ -55,6 +55,10 @@ class PositionProgress:
         self._sized: Sized | None = None  # the input, when it has a length
         self._given_input = False  # whether this run's input replaced `input_record`
 
+    def copy(self) -> PositionProgress:
+        """A copy of the progress as loaded (before `feed`), for one `iterate` to work on."""
+        return PositionProgress.restore(self.snapshot())
+
     def snapshot(self) -> dict[str, Any]:
         """Return the progress as plain JSON-ready data."""
         data: dict[str, Any] = {
@@ -130,7 +134,9 @@ class PositionProgress:
                 found = item_at(source, p, _MISSING)
                 if found is not _MISSING:  # past the end of a shorter input: open_feed says so
                     retried.append((p, cast(T, found)))
-            if self.finished:  # nothing else to hand out
+            # Nothing else to hand out; but an input shorter than the position is another
+            # input, finished or not (open_feed says so).
+            if self.finished and (length is None or length >= self.position):
                 return open_feed((), 0, describe), retried
             return open_feed(items, self.position, describe), retried
         if self.position == 0:  # a new job, or one started over after pulling its head

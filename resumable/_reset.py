@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from resumable._store import FileStore, require_state_file
+from resumable._store import FileStore, require_state_file, resolve
 
 
 def reset(path: str | os.PathLike[str]) -> Path:
@@ -20,7 +20,7 @@ def reset(path: str | os.PathLike[str]) -> Path:
     `StateLockedError` when a run holds the job, `StateFileError` when `path` is a
     directory and `StateWriteError` when a file cannot be moved or the lock file created.
     """
-    location = Path(os.fspath(path))
+    location = resolve(path)  # through a link, the job's own files and lock
     require_state_file(location)  # before the lock: it would create a lock file
     store = FileStore(location)
     store.lock()

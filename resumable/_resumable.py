@@ -49,7 +49,7 @@ from resumable._keyed import KeyProgress, check_key_function
 from resumable._progress import PositionProgress, restore_progress
 from resumable._signals import SignalGuard, default_signals, defers_signals
 from resumable._state_file import StateDocument
-from resumable._store import FileStore
+from resumable._store import FileStore, resolve
 from resumable._text import counted, describe_key
 from resumable._version import __version__
 from resumable.policies import Policy, SinceLastSave, as_policy
@@ -148,7 +148,8 @@ class Resumable:
         # of the body (looked up when the loop starts): see _batches.
         self._loop_thread = 0
         self._readers: dict[CodeType, str] = {}
-        self._iterated = False
+        self._iterated = False  # whether iterate() made this run's loop
+        self._refused = False  # whether iterate() was refused, and nothing made up for it
         # Failure records of earlier runs at positions this run has not reached yet, the
         # nearest last: a check pops the ones passed, never looking at the rest.
         self._unreached_failures: list[tuple[int, FailedItem]] = []
@@ -198,7 +199,12 @@ class Resumable:
 
     @property
     def runs(self) -> int:
-        """How many runs this job has had, this one included."""
+        """How many runs this job has had, this one included.
+
+        A run counts once it starts its loop (`iterate` was not refused) or saves; one that
+        only opens the job and looks, or whose `iterate` was refused, leaves the file as
+        it was, and the next run gets the same number.
+        """
         return self._runs
 
     @overload
@@ -290,24 +296,27 @@ class Resumable:
                 "iterate() was already called on this Resumable: one loop per state file. "
                 "Give a second loop its own Resumable and state file."
             )
+        # Refused until the loop is ready: an exception on the way (a changed input, a bad
+        # argument) leaves this run as it was, so iterate() may be called again (with
+        # on_change="restart", say), and a run that ends refused writes nothing.
+        self._refused = True
         if progress is True:
             require_tqdm()  # before anything is consumed
         if on_error not in ON_ERROR_CHOICES:
             raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}")
         if type(max_attempts) is not int or max_attempts < 1:
             raise ValueError(f"max_attempts must be a whole number >= 1, got {max_attempts!r}")
-        check_on_change(on_change)  # before iterate() counts as called
+        check_on_change(on_change)
         size = check_batch(batch)
         self._on_error, self._max_attempts = on_error, max_attempts
         self._loop_thread = threading.get_ident()
-        positional = self._progress
-        if key is not None or isinstance(positional, KeyProgress):
+        if key is not None or isinstance(self._progress, KeyProgress):
             if key is not None:
                 check_key_function(key)  # before the job becomes keyed: a refusal changes nothing
             keyed = self._keyed_progress(key)
-            self._iterated = True
             self._report_failures(keyed.failures)
-            self._display = open_display(progress, items, keyed.position, self.path.name)
+            display = open_display(progress, items, keyed.position, self.path.name)
+            self._accept(keyed, display)
             key = check_key_function(key)
             if size is not None:
                 batches = self._keyed_batches(items, key, keyed, size)
@@ -316,7 +325,8 @@ class Resumable:
             loop = self._keyed_loop(items, key, keyed)
             self._loop = weakref.ref(loop)
             return loop
-        self._iterated = True
+        # A copy to work on: the loaded progress stays as it was until the loop is ready.
+        positional = self._progress.copy()
         # Skipping the done prefix runs the caller's iterable, so it happens here, outside
         # the library's signal-deferring code: ctrl+c during a long skip acts at once.
         retry = [
@@ -326,6 +336,19 @@ class Resumable:
         ]
         feed, retried = positional.feed(items, str(self.path), on_change, retry=retry)
         self._report_failures(positional.failures)
+        if positional.finished and not retried:
+            logger.warning(
+                "%s: this job already finished (%s); nothing to do. To run it again, pass "
+                "restart=True (at the shell: %s)",
+                self.path,
+                counted(positional.position, "item"),
+                reset_command(self.path),
+            )
+            self._accept(positional, None)
+            return iter(())
+        # Made once the done prefix is skipped, so a bar's clock starts with this run's work.
+        display = open_display(progress, items, positional.position, self.path.name)
+        self._accept(positional, display)
         self._unreached_failures = sorted(
             (
                 (position, failure)
@@ -335,20 +358,9 @@ class Resumable:
             key=operator.itemgetter(0),
             reverse=True,
         )
-        if positional.finished and not retried:
-            logger.warning(
-                "%s: this job already finished (%s); nothing to do. To run it again, pass "
-                "restart=True (at the shell: %s)",
-                self.path,
-                counted(positional.position, "item"),
-                reset_command(self.path),
-            )
-            return iter(())
         if positional.position != self._start_position:  # on_change="restart" went to 0
             self._start_position = self._saved_count = positional.position
             self._checked_count = positional.position
-        # Made once the done prefix is skipped, so a bar's clock starts with this run's work.
-        self._display = open_display(progress, items, positional.position, self.path.name)
         chunks = self._chunks(feed, positional, retried, size)
         self._loop = weakref.ref(chunks)
         if size is None:
@@ -357,6 +369,13 @@ class Resumable:
         # its items: a slow input stays interruptible. Empty ones (the input ended at a
         # batch's end, a stop) are dropped.
         return filter(None, map(list, chunks))
+
+    def _accept(
+        self, progress: PositionProgress | KeyProgress, display: LoopDisplay | None
+    ) -> None:
+        """The loop is ready: this run's progress from now on is `progress`."""
+        self._progress, self._display = progress, display
+        self._iterated, self._refused = True, False
 
     @property
     def failed(self) -> list[FailedItem]:
@@ -461,6 +480,7 @@ class Resumable:
         if isinstance(self._progress, PositionProgress):  # keyed progress counts as it goes
             self._progress.position = self.position
         self._save(now)
+        self._refused = False  # asked for: this run is recorded
         # A signal that waited for the write acts now, as it would have at once: outside
         # the loop, or a second signal inside an item.
         if self._signals.overdue:
@@ -573,18 +593,28 @@ class Resumable:
             chunks.close()
         self._settle_position()
         self._close_display()  # a loop never started has a bar no chunk closed
-        current = _state_file.fingerprint(self._progress.snapshot(), self._state)
-        # Skipped when it would change nothing; when a save found the lock file deleted
-        # or replaced (that save raised already, and any other would raise again); and when
+        # Skipped when it would change nothing; when the run was refused; when a save found
+        # the lock file deleted or replaced (that save raised already, and any other would
+        # raise again); and when
         # the error in flight is this run's failed save of an unserialisable state (or of
         # a counter the file cannot hold), which would fail the same way and show the
         # error twice.
-        unchanged = current is not None and current == self._last_saved
         failed_already = self._unsaveable is not None and leaving is self._unsaveable
-        if not (unchanged or self._store.lock_lost or failed_already):
+        if (
+            not (self._refused or self._store.lock_lost or failed_already)
+            and self._changed_anything()
+        ):
             self._save()
         self._report_stop()
         self._release_surely()
+
+    def _changed_anything(self) -> bool:
+        """Whether the file does not hold what this run would save: other progress or
+        state, or (once its loop started) not this run in `runs`."""
+        if self._iterated and not self.saves:
+            return True
+        current = _state_file.fingerprint(self._progress.snapshot(), self._state)
+        return current is None or current != self._last_saved
 
     def _close_journal(self) -> None:
         if isinstance(self._progress, KeyProgress):
@@ -828,7 +858,7 @@ class Resumable:
             self._display.close()
 
     def _keyed_progress(self, key: object) -> KeyProgress:
-        """The job's keyed progress: a new job becomes keyed; a job keeps its kind."""
+        """The job's keyed progress: a new job's is new; a job keeps its kind."""
         progress = self._progress
         if isinstance(progress, KeyProgress):
             if key is None:
@@ -845,9 +875,7 @@ class Resumable:
                 "over with Resumable(..., restart=True) (at the shell: "
                 f"{reset_command(self.path)})"
             )
-        keyed = KeyProgress.start(self.path)
-        self._progress = keyed
-        return keyed
+        return KeyProgress.start(self.path)
 
     def _keyed_loop(
         self, items: Iterable[T], key: Callable[[T], str | int], progress: KeyProgress
@@ -1059,9 +1087,8 @@ def _as_path(path: str | os.PathLike[str]) -> Path:
     given = Path(os.fspath(path))
     if not given.name:
         raise ValueError(f"Resumable(path) needs a file name, got {os.fspath(path)!r}")
-    # Symlinks followed: a job reached through a link and by its own name is one job, with
-    # one lock, and a save replaces the file the link points to, not the link.
-    return Path(os.path.realpath(given))
+    # Symlinks followed, as everywhere: a save replaces the file the link points to.
+    return resolve(given)
 
 
 def _signal_numbers(signals: object) -> tuple[int, ...]:

@@ -18,10 +18,14 @@ orjson with sorted keys. orjson writes every value it reads back byte for byte, 
 reader recomputes it from the parsed document.
 
 Versions: a reader reads every version up to its own and refuses a newer one
-(`NewerFormatError`), asking for an upgrade. Version 2 added the job id of keyed progress
+(`NotDamagedError`), asking for an upgrade. Version 2 added the job id of keyed progress
 (``progress.journal.job_id``) and the job record it puts at the start of the key journal,
 which a version 1 reader would take for damage; version 1 files are read as before (their
 keyed progress has no job id until its next save).
+
+Bounds: a state file holds at most `MAX_BYTES` bytes, and `r.state` nests at most
+`MAX_STATE_DEPTH` levels. A save beyond either is refused, so every file a save writes is
+one a reader accepts; a reader takes a larger or deeper file for damage.
 """
 
 from __future__ import annotations
@@ -42,6 +46,13 @@ import orjson
 from resumable._errors import StateFileError, StateNotSerializableError
 
 FORMAT_VERSION = 2  # what this version writes; it reads every version from 1 up to it
+# The most bytes a state file may hold. Saves refuse to write more (each save rewrites all
+# of it: a state this large costs seconds per save), and readers check a file's size
+# before they read it, so a sparse file or a device never fills the memory.
+MAX_BYTES = 256 * 2**20
+# orjson writes 254 levels of nesting (and reads 1,024); the document holds `r.state` one
+# level down, so `r.state` itself may nest 253 levels, counting its own.
+MAX_STATE_DEPTH = 253
 _REQUIRED = {
     "format_version": int,
     "progress": dict,
@@ -90,12 +101,17 @@ def encode(document: StateDocument, writer: str, where: str = "the state file") 
         raise _unserialisable(document.state, error) from error
     if b"null" in canonical:  # NaN and infinity come out as null: look for them only then
         _reject_non_finite(document.state, "")
+    if len(canonical) > MAX_BYTES - 64:  # room for the checksum
+        raise _too_large(document.state, len(canonical))
     checksum = f',"checksum":"crc32:{zlib.crc32(canonical):08x}"}}'.encode()
     return canonical[:-1] + checksum
 
 
-class NewerFormatError(StateFileError):
-    """A state file written by a newer resumable-loop: not damaged, so no backup stands in."""
+class NotDamagedError(StateFileError):
+    """A state file that cannot be used, though nothing shows it is damaged: a newer format
+    version, a file this user may not read, a FIFO or a device. No backup stands in for it
+    (the job would quietly go back to an older save, and the next save would set a good
+    file aside as damaged), and nothing is changed."""
 
 
 def decode(data: bytes, where: str) -> StateDocument:
@@ -110,7 +126,7 @@ def decode(data: bytes, where: str) -> StateDocument:
         raise StateFileError(f"{where} holds JSON of the wrong shape: not an object")
     version = parsed.get("format_version")
     if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
-        raise NewerFormatError(
+        raise NotDamagedError(
             f"{where} has format version {version}, written by a newer version of "
             f"resumable-loop ({parsed.get('writer', 'unknown')}); this one reads up to "
             f"version {FORMAT_VERSION}. Upgrade resumable-loop to resume this job."
@@ -125,11 +141,18 @@ def decode(data: bytes, where: str) -> StateDocument:
     if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
         raise StateFileError(f"{where} has unknown format version {version}")
     stored = parsed.pop("checksum")
-    expected = f"crc32:{zlib.crc32(orjson.dumps(parsed, option=orjson.OPT_SORT_KEYS)):08x}"
+    try:
+        canonical = orjson.dumps(parsed, option=orjson.OPT_SORT_KEYS)
+    except TypeError as error:  # read, but not writable again: no save made this file
+        raise StateFileError(
+            f"{where} is damaged: it nests data deeper than any save writes ({error})"
+        ) from None
+    expected = f"crc32:{zlib.crc32(canonical):08x}"
     if stored != expected:
         raise StateFileError(
             f"{where} is corrupt: its checksum is {stored}, its content gives {expected}"
         )
+    _check_values(parsed, where)
     return StateDocument(
         progress=parsed["progress"],
         state=parsed["state"],
@@ -138,6 +161,20 @@ def decode(data: bytes, where: str) -> StateDocument:
         saved_at=parsed["saved_at"],
         format_version=version,
     )
+
+
+def _check_values(parsed: dict[str, Any], where: str) -> None:
+    """Refuse values of the right type that no save writes: every reader checks them here,
+    so `Resumable`, `inspect` and ``resumable status`` accept the same files."""
+    if parsed["runs"] < 1:
+        raise StateFileError(f"{where} is damaged: runs is {parsed['runs']}, below 1")
+    for key in ("created_at", "saved_at"):
+        try:
+            datetime.fromisoformat(parsed[key])
+        except ValueError:
+            raise StateFileError(
+                f"{where} is damaged: {key} is {parsed[key][:40]!r}, not an ISO 8601 time"
+            ) from None
 
 
 def fingerprint(progress: dict[str, Any], state: dict[str, Any]) -> bytes | None:
@@ -155,6 +192,9 @@ def now_iso() -> str:
 
 
 def _unserialisable(state: dict[str, Any], error: TypeError) -> StateNotSerializableError:
+    deep = _too_deep(state)  # first: the search below recurses, one frame per level
+    if deep is not None:
+        return deep
     key, value = _find_unserialisable(state, "")
     return StateNotSerializableError(
         f"r.state{key} cannot be saved as JSON: {error}. Store JSON-ready values "
@@ -191,6 +231,52 @@ def _shown(value: Any) -> str:
         return f"an integer of {value.bit_length():,} bits"
     shown = repr(value)
     return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+def _too_deep(state: dict[str, Any]) -> StateNotSerializableError | None:
+    """The error for a `state` that nests deeper than `MAX_STATE_DEPTH` levels or contains
+    itself, naming its top-level key; None when it does neither. Walks without recursion."""
+    # A stack of (container, depth, top-level key); `open_` holds the containers on the
+    # current path, to tell a cycle from a deep tree.
+    stack: list[tuple[Any, int, str]] = [(state, 1, "")]
+    open_: dict[int, int] = {}  # id of a container on the path -> its depth
+    path: list[int] = []
+    while stack:
+        value, depth, top = stack.pop()
+        while path and open_[path[-1]] >= depth:  # left that container's subtree
+            del open_[path.pop()]
+        if id(value) in open_:
+            return StateNotSerializableError(
+                f"r.state{top} contains itself (a reference cycle), which JSON cannot hold. "
+                "Store a copy, or the name of what it refers to.",
+                key=top,
+            )
+        if depth > MAX_STATE_DEPTH:
+            return StateNotSerializableError(
+                f"r.state{top} nests deeper than the {MAX_STATE_DEPTH} levels a state file "
+                "holds (counting r.state itself). Flatten it, e.g. store a path as a list "
+                "of its keys, or keep it in a file of your own.",
+                key=top,
+            )
+        open_[id(value)] = depth
+        path.append(id(value))
+        children = value.items() if isinstance(value, dict) else enumerate(value)
+        for name, child in reversed(list(children)):
+            if isinstance(child, (dict, list, tuple)):
+                where = top or f"[{name!r}]"
+                stack.append((child, depth + 1, where))
+    return None
+
+
+def _too_large(state: dict[str, Any], size: int) -> StateNotSerializableError:
+    state_size = len(orjson.dumps(state))
+    return StateNotSerializableError(
+        f"the state file would be {size / 2**20:.1f} MiB, more than the "
+        f"{MAX_BYTES // 2**20} MiB a state file may hold; r.state makes "
+        f"{state_size / 2**20:.1f} MiB of it. Keep bulky data in files of your own and "
+        "put their names in r.state.",
+        key="",
+    )
 
 
 def _find_unserialisable(value: Any, path: str) -> tuple[str, Any]:

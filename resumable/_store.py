@@ -2,15 +2,29 @@
 
 For ``job.state`` the store uses ``job.state.bak`` (the previous generation),
 ``job.state.lock`` (held while a run is open) and short-lived ``.job.state.*.tmp`` files
-during a save. A state file that cannot be read is never overwritten or deleted: when the
-run resumes from the backup instead, the unreadable file is renamed to
-``job.state.corrupt-<time>`` at the first save, byte for byte as it was; `reset` moves
-the state file and its backup to ``job.state.reset-<time>`` and ``job.state.reset-<time>.bak``.
+during a save. A damaged state file is never overwritten or deleted: when the run resumes
+from the backup instead, the first save gives the damaged file a second name,
+``job.state.corrupt-<time>``, byte for byte as it was, before the new state replaces it;
+`reset` moves the state file and its backup to ``job.state.reset-<time>`` and
+``job.state.reset-<time>.bak``.
+
+What a reader checks before it trusts a file, in order:
+
+| check | when it fails |
+| --- | --- |
+| open without blocking; `fstat` the open file | any error: `NotDamagedError` |
+| a regular file (no FIFO, device, socket or directory) | `NotDamagedError` |
+| at most `MAX_BYTES` bytes, before one is read | damage |
+| what `_state_file.decode` checks | damage, or `NotDamagedError` for a newer format |
+
+Damage sends the job to the backup; `NotDamagedError` never does, because an error that
+stops the read says nothing about the bytes, and a newer file is no damaged one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import time
@@ -18,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resumable import _durable, _state_file
+from resumable._durable import close_fd
 from resumable._errors import (
     StateFileError,
     StateWriteError,
@@ -26,7 +41,7 @@ from resumable._errors import (
     warn,
 )
 from resumable._lock import FileLock
-from resumable._state_file import StateDocument
+from resumable._state_file import MAX_BYTES, NotDamagedError, StateDocument
 
 
 @dataclass(frozen=True)
@@ -35,6 +50,13 @@ class Loaded:
 
     document: StateDocument
     from_backup: bool
+
+
+def resolve(path: str | os.PathLike[str]) -> Path:
+    """The state file that `path` names, symlinks followed: `Resumable`, `reset`, `inspect`
+    and ``resumable status`` all use it, so that a job reached through a link and by its
+    own name is one job, with one lock and one backup."""
+    return Path(os.path.realpath(os.fspath(path)))
 
 
 def backup_path(path: Path) -> Path:
@@ -63,11 +85,12 @@ def aside_path(path: Path, reason: str) -> Path:
 
 
 def read_state(path: Path) -> Loaded | None:
-    """Read the state file at `path`, falling back to its backup when it is unreadable.
+    """Read the state file at `path`, falling back to its backup when it is damaged.
 
-    Returns None when there is no state file (a fresh job). Never writes anything.
+    Returns None when there is no state file (a fresh job). Raises `StateFileError` when
+    neither file can be used, and `NotDamagedError` when the state file cannot be used
+    though it may be intact. Never writes anything.
     """
-    refuse_directory(path)
     try:
         main_error = _decode_file(path)
     except FileNotFoundError:
@@ -79,9 +102,11 @@ def read_state(path: Path) -> Loaded | None:
         backup_result = _decode_file(backup)
     except FileNotFoundError:
         backup_result = StateFileError(f"there is no backup ({backup})")
+    except NotDamagedError as error:
+        backup_result = error
     if isinstance(backup_result, StateDocument):
         warn(
-            f"{main_error}; resuming from the backup {backup}. The unreadable file is kept "
+            f"{main_error}; resuming from the backup {backup}. The damaged file is kept "
             f"as {path.name}.corrupt-<time> at the first save.",
         )
         return Loaded(backup_result, from_backup=True)
@@ -95,10 +120,14 @@ def read_state(path: Path) -> Loaded | None:
 def refuse_directory(path: Path) -> None:
     """Raise `StateFileError` when `path` is a directory: never read, replaced or moved."""
     if path.is_dir():
-        raise StateFileError(
-            f"{path} is a directory, not a state file: pass the path of a file, "
-            f"e.g. {path / 'job.state'}"
-        )
+        raise _directory_error(path)
+
+
+def _directory_error(path: Path) -> StateFileError:
+    return NotDamagedError(
+        f"{path} is a directory, not a state file: pass the path of a file, "
+        f"e.g. {path / 'job.state'}"
+    )
 
 
 def require_state_file(path: Path) -> None:
@@ -110,20 +139,95 @@ def require_state_file(path: Path) -> None:
 
 
 def _decode_file(path: Path) -> StateDocument | StateFileError:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise
-    except OSError as error:
-        return StateFileError(f"{path} cannot be read: {error.strerror}")
+    """The document in the file at `path`, or the damage found in it. Raises
+    `FileNotFoundError` when there is none and `NotDamagedError` when it cannot be used
+    though it may be intact."""
+    data = _read(path)
+    if data is None:
+        return StateFileError(
+            f"{path} is larger than any state file ({MAX_BYTES // 2**20} MiB at most)"
+        )
     try:
         return _state_file.decode(data, str(path))
-    except _state_file.NewerFormatError:
-        # Falling back to the backup would quietly take the job back to an older save,
-        # and the next save would set the newer file aside as damaged: ask to upgrade.
+    except NotDamagedError:
         raise
     except StateFileError as error:
         return error
+
+
+# O_NONBLOCK: opening a FIFO must not wait for a writer (reads of a regular file ignore it).
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _read(path: Path) -> bytes | None:
+    """The bytes of the regular file at `path`; None when it holds more than `MAX_BYTES`.
+
+    The type and size are checked on the open file before a byte is read, so a FIFO, a
+    device or a huge sparse file costs no time and no memory. Any error from the system
+    (EACCES, EPERM, EIO, ELOOP, ...) raises `NotDamagedError`: it says nothing about the
+    bytes, which may well be intact, so it must never send the job to the backup.
+    """
+    # The descriptor is opened inside the try, and closed and forgotten in one line, so
+    # that an exception at any line (an interrupt) leaves it neither open nor closed twice.
+    fd: int | None = None
+    try:
+        fd = os.open(path, _READ_FLAGS)
+        data = _read_regular_file(path, fd)
+        fd = close_fd(fd)
+    except BaseException as error:
+        if fd is not None:
+            os.close(fd)
+        if isinstance(error, IsADirectoryError):
+            raise _directory_error(path) from None
+        if isinstance(error, OSError) and not isinstance(error, FileNotFoundError):
+            raise _cannot_read(path, error) from error
+        raise
+    return data
+
+
+def _read_regular_file(path: Path, fd: int) -> bytes | None:
+    found = os.fstat(fd)
+    if stat.S_ISDIR(found.st_mode):
+        raise _directory_error(path)
+    if not stat.S_ISREG(found.st_mode):
+        raise NotDamagedError(
+            f"{path} is {_file_kind(found.st_mode)}, not a state file, which is a regular "
+            "file. Nothing was read or changed: pass the path of a state file, or move this "
+            "one away."
+        )
+    if found.st_size > MAX_BYTES:
+        return None
+    chunks = []
+    left = MAX_BYTES + 1  # the file may have grown since fstat
+    while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks) if left > 0 else None
+
+
+def _cannot_read(path: Path, error: OSError) -> NotDamagedError:
+    if error.errno in (errno.EACCES, errno.EPERM):
+        fix = (
+            "Give this user read access to it (a run as another user, or under sudo, may "
+            "have left it so)"
+        )
+    else:
+        fix = "Fix what stops the read (the disk, the file system, the network share)"
+    return NotDamagedError(
+        f"{path} cannot be read: {describe_os_error(error)}. That says nothing about its "
+        f"content, so it is not taken for damage: the backup is not used and nothing was "
+        f"changed. {fix}, then run again."
+    )
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 class FileStore:
@@ -137,7 +241,7 @@ class FileStore:
         self._backup = os.fspath(self.backup)
         self._directory = os.fspath(path.parent)
         self._lock = FileLock(lock_path(path), job=path)
-        self._main_is_unreadable = False
+        self._main_is_damaged = False
         self._fresh = False  # a new job, whose first save moves an earlier job's files aside
         # The state file's permission bits as the run found them: every save keeps them, so
         # a file the user made private (r.state may hold secrets) stays private.
@@ -178,7 +282,7 @@ class FileStore:
     def load(self) -> Loaded | None:
         """Read the state (or its backup); None for a fresh job."""
         loaded = read_state(self.path)
-        self._main_is_unreadable = loaded is not None and loaded.from_backup
+        self._main_is_damaged = loaded is not None and loaded.from_backup
         if loaded is not None:
             with contextlib.suppress(OSError):  # gone since it was read: the umask decides
                 self._mode = stat.S_IMODE(os.stat(self._target).st_mode)
@@ -204,9 +308,15 @@ class FileStore:
                 self._set_aside_earlier_job()
                 _durable.replace_atomically(self._target, data, mode=self._mode)
                 self._fresh = False
-            elif self._main_is_unreadable:
-                self._set_aside_unreadable()
-                _durable.replace_atomically(self._target, data, mode=self._mode)
+            elif self._main_is_damaged:
+                # The damaged file gets its second name just before the new state replaces
+                # it, so that at every instant a run finds the damaged file beside the good
+                # backup (and resumes from the backup again), or the new state.
+                corrupt = os.fspath(aside_path(self.path, "corrupt"))
+                _durable.replace_atomically(
+                    self._target, data, keep_previous_as=corrupt, mode=self._mode
+                )
+                self._main_is_damaged = False
             else:
                 _durable.replace_atomically(
                     self._target, data, keep_previous_as=self._backup, mode=self._mode
@@ -227,11 +337,6 @@ class FileStore:
                 "previous save may come back, and items finished since it would run again.",
                 errno=error.errno,
             ) from error
-
-    def _set_aside_unreadable(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.replace(self.path, aside_path(self.path, "corrupt"))
-        self._main_is_unreadable = False
 
     def _set_aside_earlier_job(self) -> None:
         if not (self.path.exists() or self.backup.exists()):

@@ -434,3 +434,80 @@ def test_eio_on_the_directory_fsync_does_not_claim_a_replaced_state_file_is_inta
         f"the state file was replaced (it holds position {position}, not 1), yet the "
         f"error says: {report['message']}"
     )
+
+
+# -- kill -9 during the first save after a fallback to the backup ------------------------
+
+# The call that gives the damaged state file its name job.state.corrupt-<time>.
+NAME_DAMAGED = rf'(?:link|rename)(?:at2?)?\({_AT}"{{state}}", {_AT}"{{state}}\.corrupt-[0-9T-]+"'
+
+
+@dataclass(frozen=True)
+class FallbackKillPoint:
+    """A system call of the first save of a run that resumed from the backup, and what a
+    kill -9 there leaves for the next run: a position and whether it is the backup's."""
+
+    name: str
+    syscalls: str
+    when: int
+    call: str
+    position: int
+    from_backup: bool
+    on_directory: bool = False
+
+    def strace_options(self, job: Job) -> list[str]:
+        options = ["-e", f"trace={TRACED}"]
+        options += ["-e", f"inject={self.syscalls}:signal=SIGKILL:when={self.when}"]
+        return [*options, "-P", str(job.directory)] if self.on_directory else options
+
+
+FALLBACK_KILL_POINTS = [
+    FallbackKillPoint("fsync-temp", "fsync", 1, FSYNC_TEMP, 1, True),
+    FallbackKillPoint("name-damaged-file", f"{LINK},{RENAME}", 1, NAME_DAMAGED, 1, True),
+    # strace counts `when` per system call, not over the set.
+    FallbackKillPoint("rename-state", RENAME, 1, RENAME_STATE, 1, True),
+    FallbackKillPoint("fsync-directory", "fsync", 1, FSYNC_DIRECTORY, 2, False, True),
+]
+
+
+@pytest.mark.parametrize(
+    "point", FALLBACK_KILL_POINTS, ids=[point.name for point in FALLBACK_KILL_POINTS]
+)
+def test_kill9_in_the_first_save_after_a_fallback_never_loses_the_backup_s_progress(
+    tmp_path: Path, point: FallbackKillPoint
+) -> None:
+    """job.state damaged, job.state.bak at position 1: the run resumes from the backup and
+    is killed in its first save. At every call the next run finds the damaged file beside
+    the backup (and resumes from the backup again) or the new save, never no state file;
+    the damaged bytes are kept under some name; and the job then finishes."""
+    job = Job(tmp_path)
+    with resumable.Resumable(job.state, policy=resumable.NPolicy(1)) as r:
+        for item in r.iterate(range(ITEMS)):
+            if item == 2:
+                break  # saved positions 1 (now the backup) and 2
+    damaged = job.state.read_bytes().replace(b'"position":2', b'"position":9')
+    job.state.write_bytes(damaged)
+
+    traced = run_traced(job, point.strace_options(job))
+    assert traced.returncode == -signal.SIGKILL, traced.describe("the job was not killed")
+    assert traced.stdout == ["ready 1 2"], traced.describe("it did not resume from the backup")
+    traced.check_is_nth(traced.killed_call(), call_pattern(point.call, job), 1, "kill")
+
+    if point.from_backup:
+        with pytest.warns(resumable.ResumableWarning, match="resuming from the backup"):
+            snapshot = resumable.inspect(job.state)
+    else:
+        snapshot = resumable.inspect(job.state)
+    assert (snapshot.position, snapshot.from_backup) == (point.position, point.from_backup)
+    kept = [job.state, *tmp_path.glob("job.state.corrupt-*")]
+    assert damaged in [path.read_bytes() for path in kept], traced.describe("damage lost")
+
+    with Child("save_job.py", job.state, "--items", str(ITEMS)) as child:
+        line = child.read_line()
+        assert line is not None
+        assert line.startswith(f"ready {point.position} "), line
+        result = child.finish()
+    assert result.stdout == [f"done {ITEMS} True {ITEMS - point.position}"], result
+    snapshot = resumable.inspect(job.state)
+    assert (snapshot.position, snapshot.finished, snapshot.from_backup) == (ITEMS, True, False)
+    assert damaged in [path.read_bytes() for path in tmp_path.glob("job.state.corrupt-*")]
