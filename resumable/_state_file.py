@@ -331,16 +331,20 @@ def check_state(state: dict[str, Any]) -> None:
     more (a datetime as a str, a tuple as a list, an enum as its value, a dataclass as an
     object), and they would come back as those. Non-finite floats and ints beyond 64 bits
     are left to `encode`, which finds them in orjson's output. The walk keeps its own stack,
-    so a deep state gets orjson's depth error, not a RecursionError here; a container whose
+    so a deep state is no RecursionError here, and stops at `MAX_STATE_DEPTH`, where a
+    cycle or a deep tree gets its own error from `_too_deep`; a container whose
     values are all plain is checked in C (`issuperset` over `map(type, ...)`).
     """
     if type(state) is not dict:  # r.state = OrderedDict(...) would load as a dict
         raise _would_change("", state)
     # Each entry: a container, and its path as its parent's path and its own key or index,
     # joined only when needed (most containers turn out plain).
-    pending: list[tuple[dict[Any, Any] | list[Any], str, object]] = [(state, "", _TOP)]
+    # And its depth: the walk stops below MAX_STATE_DEPTH, where a cycle would never end.
+    pending: list[tuple[dict[Any, Any] | list[Any], str, object, int]] = [(state, "", _TOP, 1)]
     while pending:
-        container, parent, at = pending.pop()
+        container, parent, at, depth = pending.pop()
+        if depth > MAX_STATE_DEPTH:
+            raise _too_deep(state) or _would_change(_join(parent, at), container)
         if type(container) is dict:
             if not _STR_ONLY.issuperset(map(type, container)):
                 key = next(k for k in container if type(k) is not str)
@@ -359,7 +363,7 @@ def check_state(state: dict[str, Any]) -> None:
                 continue
             if kind not in _CONTAINERS:
                 raise _would_change(_join(path, where), value)
-            pending.append((value, path, where))
+            pending.append((value, path, where, depth + 1))
 
 
 _TOP = object()  # where r.state itself is: its path is ""
