@@ -96,6 +96,10 @@ def encode(document: StateDocument, writer: str, where: str = "the state file") 
     try:
         canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     except TypeError as error:  # orjson.JSONEncodeError is a TypeError
+        # Depth first: r.state at the limit passes alone and fails inside the document.
+        deep = _too_deep(document.state)
+        if deep is not None:
+            raise deep from error
         if _serialisable(document.state):
             raise _unsaveable_field(body, error, where) from error
         raise _unserialisable(document.state, error) from error
@@ -192,9 +196,6 @@ def now_iso() -> str:
 
 
 def _unserialisable(state: dict[str, Any], error: TypeError) -> StateNotSerializableError:
-    deep = _too_deep(state)  # first: the search below recurses, one frame per level
-    if deep is not None:
-        return deep
     key, value = _find_unserialisable(state, "")
     return StateNotSerializableError(
         f"r.state{key} cannot be saved as JSON: {error}. Store JSON-ready values "

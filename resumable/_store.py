@@ -197,11 +197,14 @@ def _read_regular_file(path: Path, fd: int) -> bytes | None:
         )
     if found.st_size > MAX_BYTES:
         return None
+    # One read of the size fstat gave (os.read allocates what it is asked for); more only
+    # if the file grew since, up to the bound.
     chunks = []
-    left = MAX_BYTES + 1  # the file may have grown since fstat
-    while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
+    left, want = MAX_BYTES + 1, found.st_size + 1
+    while left > 0 and (chunk := os.read(fd, min(left, want))):
         chunks.append(chunk)
         left -= len(chunk)
+        want = 1 << 16
     return b"".join(chunks) if left > 0 else None
 
 
