@@ -170,7 +170,8 @@ class SignalGuard:
         if _in_deferring_code(frame):
             self.overdue = True
             return
-        raise self.take_exception()
+        # What a traceback shows last when the stop does not wait for the item to end:
+        raise self.take_exception()  # resumable: stopped at once (a second signal, or no loop)
 
 
 def _restore_in_forked_child() -> None:

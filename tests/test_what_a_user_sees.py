@@ -30,6 +30,12 @@ from resumable import (
     inspect,
 )
 
+_JOBS = str(Path(__file__).resolve().parent / "jobs")
+if _JOBS not in sys.path:
+    sys.path.insert(0, _JOBS)
+
+from harness import Child  # noqa: E402
+
 # A job that writes its progress to the terminal and tells the test, on a pipe of its own,
 # when an item is under way; the test answers with SIGINT.
 PROGRESS_JOB = """
@@ -165,6 +171,41 @@ def test_a_ctrl_c_traceback_ends_at_a_line_that_says_the_progress_is_saved(
     )
     assert "_at_boundary" not in stderr
     assert "take_exception" not in stderr
+
+
+# Waits inside its third item, answering each "ping" with "pong" (the harness's proof that
+# a signal sent before it was handled).
+WAITING_JOB = """
+import sys
+from resumable import Resumable
+with Resumable(sys.argv[1]) as r:
+    for n in r.iterate(range(10)):
+        if n == 2:
+            print("waiting", flush=True)
+            while sys.stdin.readline() == "ping\\n":
+                print("pong", flush=True)
+"""
+
+
+def test_a_second_ctrl_c_traceback_ends_at_a_line_that_says_it_stopped_at_once(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "waiting_job.py"
+    script.write_text(WAITING_JOB)
+    with Child(script, tmp_path / "job.state") as child:
+        child.expect("waiting")
+        child.send_signal(signal.SIGINT)
+        child.ping()  # the first ctrl+c was handled: the item goes on
+        child.send_signal(signal.SIGINT)
+        ended = child.finish()
+    lines = [
+        line for line in ended.stderr.splitlines() if line.strip() and set(line.strip()) - set("^~")
+    ]
+    assert lines[-1] == "KeyboardInterrupt", ended.stderr
+    assert (
+        lines[-2].strip().endswith("# resumable: stopped at once (a second signal, or no loop)")
+    ), ended.stderr
+    assert "stopped by SIGINT after 2 items" in ended.stderr
 
 
 def test_an_unserialisable_state_is_raised_once_and_the_job_is_released(state_path: Path) -> None:
