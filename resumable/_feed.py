@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 from resumable._errors import InputChangedError
+from resumable._text import counted
 
 T = TypeVar("T")
 D = TypeVar("D")
@@ -252,9 +253,10 @@ def input_length(items: object) -> int | None:
 
 def shorter_input(describe: str, position: int, size: int | None) -> InputChangedError:
     """The error for an input with fewer items than the job has done."""
-    has = f"has only {size} items" if size is not None else "ran out before that"
+    has = f"has only {counted(size, 'item')}" if size is not None else "ran out before that"
+    are = "is" if position == 1 else "are"
     return InputChangedError(
-        f"{describe} says {position} items are done, but the input {has}. The input "
+        f"{describe} says {counted(position, 'item')} {are} done, but the input {has}. The input "
         "changed since the last run. Pass the same input as before, or start over with "
         "Resumable(..., restart=True)."
     )

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from resumable._item_fingerprint import item_fingerprint
+from resumable._text import counted
 
 T = TypeVar("T")
 
@@ -125,7 +126,7 @@ def head_hash(fingerprints: Iterable[bytes]) -> str:
 def what_changed(recorded: InputRecord, length: int | None, head: InputHead) -> str | None:
     """How the input differs from the recorded one, in words; None when it matches."""
     if recorded.length is not None and length is not None and length != recorded.length:
-        return f"it had {recorded.length} items last time and has {length} now"
+        return f"it had {counted(recorded.length, 'item')} last time and has {length:,} now"
     if (
         recorded.head_hash is not None
         and not recorded.head_from_before
@@ -133,12 +134,14 @@ def what_changed(recorded: InputRecord, length: int | None, head: InputHead) -> 
         and recorded.head_items
     ):
         if len(head.fingerprints) < recorded.head_items:
-            return f"it has fewer than the {recorded.head_items} items it started with"
+            return f"it has fewer than the {counted(recorded.head_items, 'item')} it started with"
         if head_hash(head.fingerprints[: recorded.head_items]) != recorded.head_hash:
-            return (
-                f"its first {recorded.head_items} items differ from last time's "
-                "(reordered, replaced or new items at the front)"
+            first = (
+                "its first item differs"
+                if recorded.head_items == 1
+                else f"its first {recorded.head_items:,} items differ"
             )
+            return f"{first} from last time's (reordered, replaced or new items at the front)"
     return None
 
 

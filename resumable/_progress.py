@@ -33,6 +33,7 @@ from resumable._input_check import (
     what_changed,
 )
 from resumable._keyed import KeyProgress
+from resumable._text import counted
 
 T = TypeVar("T")
 _MISSING = object()
@@ -165,8 +166,9 @@ class PositionProgress:
     def _on_changed_input(self, describe: str, changed: str, on_change: str) -> None:
         if on_change == "raise":
             raise InputChangedError(
-                f"{describe} was saved for another input: {changed}. Its {self.position} "
-                "done items may not be the first ones of this input. Pass the same input "
+                f"{describe} was saved for another input: {changed}. Its "
+                f"{counted(self.position, 'done item')} may not be the first of this input. "
+                "Pass the same input "
                 "as before; or iterate(..., on_change='restart') to start over, or "
                 "on_change='continue' to go on by position anyway; for inputs that change "
                 "between runs, track items by key: iterate(..., key=...)."

@@ -302,3 +302,13 @@ def test_an_error_shows_as_resumable_dot_its_name_and_pickles() -> None:
     again = pickle.loads(pickle.dumps(error))
     assert type(again) is InputChangedError
     assert str(again) == "the input changed"
+
+
+def test_counts_in_an_input_changed_error_read_as_people_write_them(state_path: Path) -> None:
+    with Resumable(state_path) as r:
+        for _ in r.iterate(list(range(1500))):
+            pass
+    with pytest.raises(InputChangedError) as raised, Resumable(state_path) as r:
+        list(r.iterate(list(range(1000))))
+    assert "it had 1,500 items last time and has 1,000 now" in str(raised.value)
+    assert "Its 1,500 done items may not be the first of this input" in str(raised.value)
