@@ -113,8 +113,8 @@ _UINT64_MAX = 2**64 - 1
 _BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 _RESTORE = (
-    "Restore the file from a backup, or pass restart=True to start the job over "
-    "(every item runs again)."
+    "Restore the file from a backup, or start the job over (every item runs again): "
+    "restart=True in Python, or `resumable reset` with the state file at the shell."
 )
 
 

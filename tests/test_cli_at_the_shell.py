@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from resumable import Resumable, inspect
+from resumable import Resumable, ResumableError, inspect
 
 
 def resumable_command(
@@ -122,3 +122,14 @@ def test_demo_of_one_item_without_delay_finishes(tmp_path: Path) -> None:
     assert (child.returncode, err) == (0, b"")
     assert "Done: 1 item over 1 run." in out.decode()
     assert inspect(tmp_path / "resumable-demo.state").finished
+
+
+def test_a_damaged_key_journal_says_how_to_start_over_at_the_shell(state_path: Path) -> None:
+    with Resumable(state_path) as r:
+        for _ in r.iterate(["a", "b", "c"], key=str):
+            pass
+    journal = next(state_path.parent.glob("job.state.keys-*"))
+    journal.write_bytes(journal.read_bytes()[:-1] + b"\xff")  # a flipped last byte
+    with pytest.raises(ResumableError) as raised, Resumable(state_path) as r:
+        list(r.iterate(["a", "b", "c"], key=str))
+    assert "restart=True in Python, or `resumable reset`" in str(raised.value)
