@@ -69,17 +69,19 @@ def item_fingerprint(item: object) -> bytes | None:
 
 
 class _Writer:
-    """Feeds a value's parts, each tagged and length-prefixed, into a hash."""
+    """Collects a value's parts, each tagged and length-prefixed, to be hashed at once."""
 
     def __init__(self, parts: int) -> None:
-        self._hash = hashlib.blake2b(digest_size=16)
+        self._text = bytearray()  # at most MAX_PARTS parts of at most 4 * MAX_CHARS bytes
         self.parts = parts  # values still to be read
 
     def digest(self) -> bytes:
-        return self._hash.digest()
+        return hashlib.blake2b(self._text, digest_size=16).digest()
 
     def write(self, tag: bytes, data: bytes = b"") -> None:
-        self._hash.update(tag + len(data).to_bytes(8, "little") + data)
+        self._text += tag
+        self._text += len(data).to_bytes(4, "little")
+        self._text += data
 
     def add(self, value: object) -> None:
         """Read `value` into the hash; a container's values while the budget lasts. The
