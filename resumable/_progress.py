@@ -198,7 +198,8 @@ def restore_progress(data: Mapping[str, Any], state: Path) -> PositionProgress |
         PositionProgress.kind: PositionProgress,
         KeyProgress.kind: KeyProgress,
     }
-    kind = kinds.get(data.get("kind"))
+    named = data.get("kind")
+    kind = kinds.get(named) if isinstance(named, str) else None  # a list is no dict key
     try:
         if kind is None:
             raise ValueError(f"unknown progress kind {data.get('kind')!r}")

@@ -569,7 +569,9 @@ class Resumable:
         self._state = document.state
         self._runs = document.runs + 1
         self._created_at = document.created_at
-        self._last_saved = _state_file.fingerprint(document.progress, document.state)
+        # As this version would write it: a file in another form is not rewritten by a run
+        # that only looks.
+        self._last_saved = _state_file.fingerprint(self._progress.snapshot(), document.state)
         logger.info(
             "%s: resuming at item %s (run %s)",
             self.path,

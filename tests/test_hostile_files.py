@@ -568,3 +568,26 @@ def test_the_limits_are_the_documented_ones() -> None:
     page = (Path(__file__).resolve().parents[1] / "docs" / "state-file.md").read_text()
     assert "256 MiB" in page
     assert f"{DEPTH_LIMIT} levels" in page
+
+
+def test_opening_a_file_in_another_form_without_iterating_writes_nothing(
+    state_path: Path,
+) -> None:
+    """An older writer's form (version 1, an input record of null): a run that only looks
+    leaves it byte for byte, and is not counted."""
+    progress = {"kind": "position", "position": 3, "finished": False, "input": None}
+    before = with_checksum(document(progress=progress, runs=4))
+    state_path.write_bytes(before)
+    with Resumable(state_path) as r:
+        assert (r.position, r.runs) == (3, 5)
+    assert state_path.read_bytes() == before
+
+
+@pytest.mark.parametrize("kind", [[], {}, None, 1, "rows"])
+def test_a_progress_kind_of_any_other_value_is_a_state_file_error(
+    state_path: Path, kind: object
+) -> None:
+    progress = {"kind": kind, "position": 3, "finished": False}
+    state_path.write_bytes(with_checksum(document(progress=progress)))
+    with pytest.raises(StateFileError, match="progress kind"), Resumable(state_path):
+        pass
