@@ -1,7 +1,8 @@
 """The command line: ``resumable status``, ``resumable reset`` and ``resumable demo``.
 
 Exit statuses: 0 when all went well; 1 for a problem with a state file (missing,
-unreadable, in use) or a reset the user declined; 2 for a usage error; 141 (128 +
+unreadable, in use) or a reset the user declined; 2 for a usage error; 3 when ``status
+--watch`` saw a run let go of its job unfinished (`resumable._watch`); 141 (128 +
 SIGPIPE, as for ``cat``) when the reader of the output went away (``| head``), quietly
 (the recipe of the Python docs' "Note on SIGPIPE"). An error is one
 line on stderr, ``resumable: error: ...``: a `ResumableError` or an `OSError` never shows
@@ -87,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="resumable",
         description="Look at and reset the state files of resumable loops.",
         epilog="exit status: 0 ok, 1 a problem with a state file, 2 a usage error, "
+        "3 status --watch saw a run end without finishing its job, "
         "141 the output's reader went away (| head)",
     )
     parser.add_argument("--version", action="version", version=f"resumable-loop {__version__}")
