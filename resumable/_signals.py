@@ -17,6 +17,7 @@ own: it gets the previous handlers back at once, so ``Process.terminate()`` stop
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import sys
@@ -40,8 +41,10 @@ Handler = Callable[[int, FrameType | None], Any] | int | None
 # that flag could be set.
 _DEFERRING_CODE: set[CodeType] = set()
 
-# The guards whose handlers are installed in this process, for `_restore_in_forked_child`.
+# The guards whose handlers are installed in this process, for `_restore_in_forked_child`,
+# and the count that orders their installs.
 _installed: weakref.WeakSet[SignalGuard] = weakref.WeakSet()
+_installs = itertools.count()
 
 
 def defers_signals(function: F) -> F:
@@ -81,6 +84,7 @@ class SignalGuard:
         self.overdue = False
         self._raised: BaseException | None = None
         self._previous: dict[int, Handler] = {}
+        self._installed_as = 0  # this guard's place in the order of installs
 
     def install(self) -> None:
         """Install the handlers (main thread only; elsewhere warn and do nothing)."""
@@ -91,6 +95,7 @@ class SignalGuard:
                 "Progress is still saved by the policy and when the with block exits.",
             )
             return
+        self._installed_as = next(_installs)
         for signum in self.signums:
             previous = signal.getsignal(signum)
             # An ignored signal stays ignored (nohup), and a handler installed from C
@@ -175,8 +180,12 @@ class SignalGuard:
 
 
 def _restore_in_forked_child() -> None:
-    """Run in the child after ``os.fork()``: the handlers that were there before come back."""
-    for guard in list(_installed):
+    """Run in the child after ``os.fork()``: the handlers that were there before come back.
+
+    Newest first: a guard installed over another (nested jobs) holds the other's handler
+    as its previous one, which must be in place when the other is undone.
+    """
+    for guard in sorted(_installed, key=lambda guard: guard._installed_as, reverse=True):
         guard.restore_where_still_ours()
 
 

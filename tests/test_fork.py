@@ -65,6 +65,21 @@ def test_a_fork_child_started_in_the_loop_has_the_previous_handlers_and_dies_by_
     assert job.snapshot().position == 1
 
 
+def test_a_fork_child_started_inside_nested_loops_has_the_handlers_from_before_every_job(
+    tmp_path: Path,
+) -> None:
+    """With three jobs open at once, each installed over the one before, a fork child gets
+    the handlers that were there before the outermost job, whatever order the jobs are
+    undone in, and Process.terminate() stops it."""
+    job = Job(tmp_path)
+    with fork_job("nested", job) as parent:
+        for _ in range(6):
+            parent.expect("child handlers default_int_handler SIG_DFL")
+            parent.expect(f"exitcode {-signal.SIGTERM}")
+        result = parent.finish()
+    assert (result.returncode, result.stderr) == (0, "")
+
+
 def test_a_fork_child_neither_frees_the_jobs_lock_nor_keeps_it_after_the_parent_died(
     tmp_path: Path,
 ) -> None:

@@ -1,6 +1,7 @@
 """Jobs that fork inside the loop, for the fork tests.
 
     python fork_job.py terminate STATE
+    python fork_job.py nested STATE
     python fork_job.py linger STATE
     python fork_job.py fall-through STATE
 
@@ -10,6 +11,9 @@ Each prints flushed lines for the test:
   SIGINT and SIGTERM handlers (``child handlers <SIGINT> <SIGTERM>``) and then blocks, calls
   ``Process.terminate()``, and prints ``exitcode <code>`` once the child ended (or
   ``alive`` when it did not within the harness timeout).
+- ``nested``: three jobs open at once, each loop in the body of the one before (STATE and
+  two files beside it); in each of the innermost loop's 6 items it does what ``terminate``
+  does, printing the same two lines.
 - ``linger``: a job saving after every item; in item 1 it starts a multiprocessing "fork"
   child that lets go of stdout and stderr and then waits for a signal, prints
   ``lingering <child pid>`` once that child runs, and waits for a line on stdin.
@@ -59,20 +63,36 @@ def report_and_block(connection: Connection) -> None:
     connection.recv()  # never sent: the child waits here for its terminate()
 
 
+def terminate_a_child() -> None:
+    """Start a fork child that reports its handlers, and terminate it."""
+    ours, theirs = FORK.Pipe()
+    child = FORK.Process(target=report_and_block, args=(theirs,))
+    child.start()
+    say(f"child handlers {ours.recv()}")
+    child.terminate()
+    child.join(TIMEOUT)
+    say("alive" if child.is_alive() else f"exitcode {child.exitcode}")
+    if child.is_alive():
+        child.kill()
+        child.join()
+
+
 def terminate(state: Path) -> None:
     """Terminate a fork child started inside the loop."""
     with resumable.Resumable(state) as r:
         for _ in r.iterate(range(1)):
-            ours, theirs = FORK.Pipe()
-            child = FORK.Process(target=report_and_block, args=(theirs,))
-            child.start()
-            say(f"child handlers {ours.recv()}")
-            child.terminate()
-            child.join(TIMEOUT)
-            say("alive" if child.is_alive() else f"exitcode {child.exitcode}")
-            if child.is_alive():
-                child.kill()
-                child.join()
+            terminate_a_child()
+
+
+def nested(state: Path) -> None:
+    """Terminate fork children started inside three nested loops."""
+    with resumable.Resumable(state) as outer:
+        for _ in outer.iterate(range(1)):
+            with resumable.Resumable(state.with_suffix(".middle")) as middle:
+                for _ in middle.iterate(range(1)):
+                    with resumable.Resumable(state.with_suffix(".inner")) as inner:
+                        for _ in inner.iterate(range(6)):
+                            terminate_a_child()
 
 
 def wait_for_a_signal(running: Event) -> None:
@@ -125,7 +145,12 @@ def main() -> None:
     """Run the job named on the command line."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    jobs = {"terminate": terminate, "linger": linger, "fall-through": fall_through}
+    jobs = {
+        "terminate": terminate,
+        "nested": nested,
+        "linger": linger,
+        "fall-through": fall_through,
+    }
     jobs[sys.argv[1]](Path(sys.argv[2]))
 
 
