@@ -813,10 +813,8 @@ class Resumable:
                     self._count_keyed_batch(progress, keys)
                 if stop := self._at_boundary(len(done)):
                     raise stop  # resumable: stopped between batches; the progress is saved
-            progress.finished = True
-            if progress.unsaved:  # as in _chunks: the flag alone waits for the exit
-                self._save()
-            logger.info("%s: finished; %s done", self.path, counted(progress.position, "item"))
+            if stop := self._keyed_input_ended(progress):
+                raise stop  # resumable: stopped after the last batch; the progress is saved
         finally:
             self._signals.loop_running = False
             self._batch_out = False
@@ -926,15 +924,21 @@ class Resumable:
                     if stop := self._at_boundary(len(done)):
                         raise stop  # resumable: stopped between items; the progress is saved
                     countdown = self._items_between_checks
-            progress.finished = True
-            if progress.unsaved:  # as in _chunks: the flag alone waits for the exit
-                self._save()
-            logger.info("%s: finished; %s done", self.path, counted(progress.position, "item"))
-            if stop := self._stop_asked():
+            if stop := self._keyed_input_ended(progress):
                 raise stop  # resumable: stopped after the last item; the progress is saved
         finally:
             self._signals.loop_running = False
             self._close_display()
+
+    def _keyed_input_ended(self, progress: KeyProgress) -> BaseException | None:
+        """The end of a keyed loop (by item or by batch): the job is finished, and the keys
+        done since the last save are saved at once. Returns the stop of a signal that came
+        meanwhile, for the loop to raise (see `_stop_asked`)."""
+        progress.finished = True
+        if progress.unsaved:  # as in _chunks: the flag alone waits for the exit
+            self._save()
+        logger.info("%s: finished; %s done", self.path, counted(progress.position, "item"))
+        return self._stop_asked()
 
     def _stop_asked(self) -> BaseException | None:
         """At the end of the loop, the boundary after its last item: the stop of a signal

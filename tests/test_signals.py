@@ -719,15 +719,19 @@ def test_second_signal_during_an_explicit_save_in_an_item_stops_inside_that_item
     assert_left_clean(job)
 
 
-@pytest.mark.parametrize("keyed", [False, True], ids=["positional", "keyed"])
+@pytest.mark.parametrize(
+    "loop",
+    [[], ["--key"], ["--batch", "2"], ["--key", "--batch", "2"]],
+    ids=["positional", "keyed", "positional-batches", "keyed-batches"],
+)
 def test_signal_during_the_save_at_the_end_of_the_loop_stops_as_the_loop_ends(
-    tmp_path: Path, keyed: bool
+    tmp_path: Path, loop: list[str]
 ) -> None:
-    """SIGTERM while the save after the last item writes: the save completes, and the stop
-    is raised as the loop ends, before the code after the loop runs."""
+    """SIGTERM while the save after the last item (or batch) writes: the save completes,
+    and the stop is raised as the loop ends, before the code after the loop runs."""
     job = Job(tmp_path)
     options = ["--items", "2", "--block-in-save", "--wait-after-loop"]
-    with job.stepped(*options, *(["--key"] if keyed else [])) as child:
+    with job.stepped(*options, *loop) as child:
         child.expect("ready 0 1")
         run_items(child, range(2))
         child.expect("fsync")  # the save of the loop's end

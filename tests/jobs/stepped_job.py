@@ -7,9 +7,10 @@ block; per item ``start <i>``, then it waits for a line on stdin, appends ``<i>`
 effects log (one O_APPEND write) and prints ``end <i>``; after the with block
 ``done <position> <finished>``. With ``--step-input`` the input itself waits too: before
 it hands out item ``<i>`` it prints ``pull <i>`` and waits for a line (a slow source);
-``--key`` tracks done items by key (``key=int``). Wherever it waits for stdin it answers
-a ``ping`` line with ``pong`` and goes on waiting (see `harness.Child.answers_ping`); end
-of stdin while waiting exits with status 1.
+``--key`` tracks done items by key (``key=int``); ``--batch N`` loops over batches of N
+items (``iterate(..., batch=N)``), each item of a batch stepped as above. Wherever it
+waits for stdin it answers a ``ping`` line with ``pong`` and goes on waiting (see
+`harness.Child.answers_ping`); end of stdin while waiting exits with status 1.
 
 SIGINT, SIGTERM and SIGHUP start at Python's defaults (``default_int_handler``,
 ``SIG_DFL``), whatever handlers the test runner passed down.
@@ -51,6 +52,7 @@ class Options:
     user_handler: bool
     report: bool
     key: bool
+    batch: int | None
     step_input: bool
 
 
@@ -113,6 +115,7 @@ def parse_options() -> Options:
         "'caught <name>', the handlers, and whether the job opens again; then re-raise",
     )
     parser.add_argument("--key", action="store_true", help="keyed progress, key=int")
+    parser.add_argument("--batch", type=int, help="loop over batches: iterate(batch=BATCH)")
     parser.add_argument(
         "--step-input",
         action="store_true",
@@ -136,6 +139,7 @@ def parse_options() -> Options:
         user_handler=bool(parsed.user_handler),
         report=bool(parsed.report),
         key=bool(parsed.key),
+        batch=None if parsed.batch is None else int(parsed.batch),
         step_input=bool(parsed.step_input),
     )
 
@@ -248,6 +252,15 @@ def stepped_input(count: int) -> Iterator[int]:
         yield item
 
 
+def step(job: resumable.Resumable, item: int, options: Options, effects: int) -> None:
+    """The body for one item: wait for its line, then record its effect."""
+    wait_for_line(f"start {item}")
+    if options.save_in_body:
+        job.save()
+    os.write(effects, f"{item}\n".encode())
+    say(f"end {item}")
+
+
 def run(options: Options) -> None:
     """The job itself."""
     effects = os.open(options.effects, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -260,14 +273,18 @@ def run(options: Options) -> None:
             items: Iterable[int] = range(options.items)
             if options.step_input:
                 items = stepped_input(options.items)
-            for item in job.iterate(items, key=int if options.key else None):
-                if item == options.break_at:
-                    break
-                wait_for_line(f"start {item}")
-                if options.save_in_body:
-                    job.save()
-                os.write(effects, f"{item}\n".encode())
-                say(f"end {item}")
+            key = int if options.key else None
+            if options.batch is None:
+                for item in job.iterate(items, key=key):
+                    if item == options.break_at:
+                        break
+                    step(job, item, options, effects)
+            else:
+                for batch in job.iterate(items, key=key, batch=options.batch):
+                    if options.break_at in batch:
+                        break
+                    for item in batch:
+                        step(job, item, options, effects)
             if options.wait_after_loop:
                 wait_for_line("waiting after-loop")
             if options.save_after_loop:
