@@ -364,6 +364,25 @@ def test_the_wrong_way_with_a_batcher_of_your_own_is_documented_not_caught(
     assert "Do not read ahead" in readme
 
 
+def test_a_generator_around_iterate_handed_to_executor_map_is_documented_not_caught(
+    state_path: Path,
+) -> None:
+    """Executor.map over a generator expression around r.iterate() asks the generator, not
+    the loop: it reads every item before the first runs, undetected. The README names the
+    case; this test pins the behaviour."""
+    with (
+        pytest.raises(ConnectionError),
+        ThreadPoolExecutor(2) as pool,
+        Resumable(state_path, policy=NPolicy(1)) as r,
+    ):
+        for _ in pool.map(abs, (item for item in r.iterate(range(100)))):
+            raise ConnectionError("upload failed")
+    finished = inspect(state_path)
+    assert (finished.position, finished.finished) == (100, True)  # none of them ran
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert "nor can a generator around `r.iterate()` handed to a pool" in readme
+
+
 def test_a_job_run_with_batches_resumes_without_them(state_path: Path) -> None:
     with Resumable(state_path) as r:
         for batch in r.iterate(range(10), batch=3):
