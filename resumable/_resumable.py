@@ -694,13 +694,9 @@ class Resumable:
         start = self._start_position  # the loop is entered once, where the run opened
         self._feed = feed
         self._signals.loop_running = True
-        # Who asks for the next chunk, checked once a chunk (locals: no call per chunk).
-        readers = self._readers = readers_ahead()
-        loop_thread, current_thread = self._loop_thread, threading.get_ident
+        self._readers = readers_ahead()  # who asks for the next chunk is checked once a chunk
         try:
-            caller = sys._getframe(1)
-            if current_thread() != loop_thread or caller.f_code in readers:
-                raise read_ahead_error(caller, readers)
+            self._refuse_read_ahead(sys._getframe(1))
             if batch is not None:
                 yield from self._retried_batches(progress, retried, batch)
                 retried = []
@@ -711,9 +707,7 @@ class Resumable:
             for position, item in retried:
                 self._in_flight, self._item_failed = position, False
                 yield iter((item,))
-                caller = sys._getframe(1)
-                if current_thread() != loop_thread or caller.f_code in readers:
-                    raise read_ahead_error(caller, readers)
+                self._refuse_read_ahead(sys._getframe(1))
                 if not self._item_failed:
                     progress.failures.succeeded(position)
                 self._in_flight = None
@@ -736,9 +730,7 @@ class Resumable:
                 else:
                     self._hand_out(None)
                 yield chunk
-                caller = sys._getframe(1)
-                if current_thread() != loop_thread or caller.f_code in readers:
-                    raise read_ahead_error(caller, readers)
+                self._refuse_read_ahead(sys._getframe(1))
                 if batch is None:
                     self._in_chunk = False
                 else:
