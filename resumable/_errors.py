@@ -82,6 +82,11 @@ class Interrupted(SystemExit):
     def __str__(self) -> str:
         return f"stopped by {signal_name(self.signum)}"
 
+    def __reduce__(self) -> tuple[type[Interrupted], tuple[int]]:
+        # Rebuilt from the signal, not from SystemExit's args (the exit status), which
+        # would make the status 128 + 128 + signum.
+        return (type(self), (self.signum,))
+
 
 class ResumableWarning(UserWarning):
     """A problem `resumable` worked around (for example, resuming from the backup file)."""

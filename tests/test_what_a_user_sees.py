@@ -312,3 +312,8 @@ def test_counts_in_an_input_changed_error_read_as_people_write_them(state_path: 
         list(r.iterate(list(range(1000))))
     assert "it had 1,500 items last time and has 1,000 now" in str(raised.value)
     assert "Its 1,500 done items may not be the first of this input" in str(raised.value)
+
+
+def test_a_pickled_interrupted_keeps_its_signal_and_exit_status() -> None:
+    again = pickle.loads(pickle.dumps(resumable.Interrupted(signal.SIGTERM)))
+    assert (again.signum, again.code) == (signal.SIGTERM, 128 + signal.SIGTERM)
