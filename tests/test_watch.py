@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pyte  # the test group installs it: a missing one must fail, never skip
 import pytest
 
 from resumable import Resumable
@@ -153,7 +154,6 @@ def test_watch_intervals_that_make_no_sense_are_usage_errors(
 
 
 def test_watch_on_a_terminal_redraws_in_place(tmp_path: Path) -> None:
-    pyte = pytest.importorskip("pyte")
     job = Job(tmp_path)
     controller, terminal = pty.openpty()
     with started_job(job, 3) as run:

@@ -18,6 +18,7 @@ import traceback
 import warnings
 from pathlib import Path
 
+import pyte  # the test group installs it: a missing one must fail, never skip
 import pytest
 
 import resumable
@@ -125,7 +126,6 @@ ROWS, COLUMNS = 40, 80
 def screen_lines(shown: bytes) -> list[str]:
     """What the terminal shows after `shown`, line by line, right-trimmed, up to its last
     line that is not blank."""
-    pyte = pytest.importorskip("pyte")
     screen = pyte.Screen(COLUMNS, ROWS)
     pyte.ByteStream(screen).feed(shown)
     lines = [line.rstrip() for line in screen.display]
