@@ -47,7 +47,7 @@ from resumable._input_check import check_on_change
 from resumable._journal import Key, check_keys
 from resumable._keyed import KeyProgress, check_key_function
 from resumable._progress import PositionProgress, restore_progress
-from resumable._signals import SignalGuard, default_signals, defers_signals
+from resumable._signals import SignalGuard, default_signals, defers_signals, take_overdue
 from resumable._state_file import StateDocument
 from resumable._store import FileStore, resolve
 from resumable._text import counted, describe_key
@@ -483,8 +483,8 @@ class Resumable:
         self._refused = False  # asked for: this run is recorded
         # A signal that waited for the write acts now, as it would have at once: outside
         # the loop, or a second signal inside an item.
-        if self._signals.overdue:
-            raise self._signals.take_exception()  # resumable: stopped once this save was done
+        if stop := take_overdue():
+            raise stop  # resumable: stopped once this save was done
 
     @defers_signals
     def __enter__(self) -> Resumable:

@@ -179,6 +179,19 @@ class SignalGuard:
         raise self.take_exception()  # resumable: stopped at once (a second signal, or no loop)
 
 
+def take_overdue() -> BaseException | None:
+    """The exception of a signal that would have raised at once but arrived in the
+    library's own code, to raise now that it is done; None when there is none.
+
+    Whichever job's guard received it: with jobs open inside one another, a signal goes to
+    the newest job's handler, also while an older job saves.
+    """
+    for guard in _installed:
+        if guard.overdue:
+            return guard.take_exception()
+    return None
+
+
 def _restore_in_forked_child() -> None:
     """Run in the child after ``os.fork()``: the handlers that were there before come back.
 

@@ -689,6 +689,31 @@ def test_signal_during_an_explicit_save_after_the_loop_raises_as_soon_as_the_sav
     assert_left_clean(job)
 
 
+def test_signal_during_an_explicit_save_raises_as_it_returns_while_another_job_is_open(
+    tmp_path: Path,
+) -> None:
+    """SIGINT while r.save() writes, inside the with block of a second job opened later
+    (whose handler received it): r.save() raises as it returns, as with one job open."""
+    job = Job(tmp_path)
+    options = ["--items", "2", "--save-after-loop", "--inner-job", "--block-in-save"]
+    with job.stepped(*options) as child:
+        child.expect("ready 0 1")
+        run_items(child, range(2))
+        child.expect("fsync")  # the save of the loop's end
+        child.send("go")
+        child.expect("fsync")  # the explicit save
+        child.send_signal(SIGINT)
+        child.ping()  # the handler ran and the save still waits
+        child.send("go")
+        line = child.read_line()
+        assert line == "fsync", "r.save() returned without raising the signal it held back"
+        child.send("go")  # the second job's save as KeyboardInterrupt leaves its with block
+        result = child.finish()
+    assert result.returncode == -SIGINT
+    assert "job.save()" in result.stderr  # raised where the save returned
+    assert_left_clean(job)
+
+
 def test_second_signal_during_an_explicit_save_in_an_item_stops_inside_that_item(
     tmp_path: Path,
 ) -> None:

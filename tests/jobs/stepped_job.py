@@ -19,6 +19,7 @@ SIGINT, SIGTERM and SIGHUP start at Python's defaults (``default_int_handler``,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -45,6 +46,7 @@ class Options:
     wait_after_loop: bool
     save_in_body: bool
     save_after_loop: bool
+    inner_job: bool
     block_in_save: bool
     block_after_backup: bool
     pause_after_restore: bool
@@ -79,6 +81,12 @@ def parse_options() -> Options:
         "--save-after-loop",
         action="store_true",
         help="after the loop, call job.save(), then print 'saved after loop' and wait",
+    )
+    parser.add_argument(
+        "--inner-job",
+        action="store_true",
+        help="make --save-after-loop's save inside the with block of a second job, "
+        "STATE.inner, whose handlers are installed over the job's",
     )
     parser.add_argument(
         "--block-in-save",
@@ -132,6 +140,7 @@ def parse_options() -> Options:
         wait_after_loop=bool(parsed.wait_after_loop),
         save_in_body=bool(parsed.save_in_body),
         save_after_loop=bool(parsed.save_after_loop),
+        inner_job=bool(parsed.inner_job),
         block_in_save=bool(parsed.block_in_save),
         block_after_backup=bool(parsed.block_after_backup),
         pause_after_restore=bool(parsed.pause_after_restore),
@@ -288,8 +297,10 @@ def run(options: Options) -> None:
             if options.wait_after_loop:
                 wait_for_line("waiting after-loop")
             if options.save_after_loop:
-                job.save()
-                wait_for_line("saved after loop")
+                inner = options.state.with_name(options.state.name + ".inner")
+                with resumable.Resumable(inner) if options.inner_job else contextlib.nullcontext():
+                    job.save()
+                    wait_for_line("saved after loop")
         say(f"done {job.position} {job.finished}")
     finally:
         os.close(effects)
