@@ -40,6 +40,18 @@ def torture(session: nox.Session) -> None:
     session.run("pytest", "-m", "slow", *session.posargs, success_codes=[0, 5])
 
 
+@nox.session(python="3.11", default=False)
+def coverage(session: nox.Session) -> None:
+    """Branch coverage of resumable/ by the non-slow tests and the processes they start."""
+    session.install(".", *group("coverage"))
+    # Absolute: children run in other folders, and each writes .coverage.<host>.<pid>.<n>.
+    session.env["COVERAGE_FILE"] = str(ROOT / ".coverage")
+    session.run("coverage", "erase")
+    session.run("coverage", "run", "-m", "pytest", "-m", "not slow", *session.posargs)
+    session.run("coverage", "combine", "--quiet")
+    session.run("coverage", "report", "--include=*/resumable/*")
+
+
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     """Check lint and formatting with ruff (posargs go to `ruff check`, e.g. --fix)."""

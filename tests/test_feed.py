@@ -320,11 +320,12 @@ def ask_cutting_at_line(feed: Feed[int], question: str, line: int) -> tuple[obje
                 feed.cut()
         return tracer
 
+    previous = sys.gettrace()  # coverage's tracer under nox -s coverage: put it back
     sys.settrace(tracer)
     try:
         answer = feed.chunk(10) if question == "chunk" else getattr(feed, question)()
     finally:
-        sys.settrace(None)
+        sys.settrace(previous)
     return answer, lines
 
 

@@ -119,12 +119,13 @@ def library_opcodes(state_path: Path, items: int) -> int:
         return trace
 
     with Resumable(state_path, policy=AskEveryItem(), signals=()) as r:
+        previous = sys.gettrace()  # coverage's tracer under nox -s coverage: put it back
         sys.settrace(trace)
         try:
             for _ in r.iterate(range(items)):
                 pass
         finally:
-            sys.settrace(None)
+            sys.settrace(previous)
     return opcodes
 
 
