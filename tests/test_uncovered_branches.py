@@ -1,0 +1,152 @@
+"""Branches of the open, save and lock paths that `nox -s coverage` found no test for.
+
+docs/reliability.md ("Coverage") lists every uncovered branch of those paths and why the
+rest cannot be reached here. Each test below takes one of them through the public API,
+with a real file put where the library looks: a lock file replaced by a socket, by a
+symlink loop or by text that is no pid, a state file of format version 0.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import zlib
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from resumable import (
+    Resumable,
+    StateFileError,
+    StateLockedError,
+    StateNotSerializableError,
+    StateWriteError,
+    inspect,
+)
+from resumable.policies import NPolicy
+
+
+def lock_file_of(state: Path) -> Path:
+    """Where docs/state-file.md says a job's lock file is."""
+    return state.with_name(state.name + ".lock")
+
+
+def digest(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def test_a_save_after_the_lock_file_became_a_socket_is_refused_naming_no_process(
+    tmp_path: Path,
+) -> None:
+    """A lock file replaced by something that cannot be opened to read a pid (a Unix
+    socket) still refuses the save; the error says the file was replaced, naming no pid."""
+    state = tmp_path / "job.state"
+    with (
+        pytest.raises(StateLockedError, match="was replaced by another file") as raised,
+        Resumable(state, policy=NPolicy(1)) as r,
+    ):
+        for item in r.iterate(range(4)):
+            if item == 1:
+                lock_file_of(state).unlink()
+                with socket.socket(socket.AF_UNIX) as server:
+                    server.bind(str(lock_file_of(state)))
+                    with pytest.raises(OSError, match="No such device") as opening:
+                        os.open(lock_file_of(state), os.O_RDONLY | os.O_NONBLOCK)
+                    assert opening.value.errno == errno.ENXIO  # what the test relies on
+                    r.save()
+    assert "written by process" not in str(raised.value)
+    assert inspect(state).position == 1
+
+
+def test_a_save_after_the_lock_file_was_replaced_by_text_that_is_no_pid_names_no_process(
+    tmp_path: Path,
+) -> None:
+    """A replacement lock file whose content is not a pid: the save is refused, and the
+    error names no process rather than a wrong one."""
+    state = tmp_path / "job.state"
+    with (
+        pytest.raises(StateLockedError, match="was replaced by another file") as raised,
+        Resumable(state, policy=NPolicy(1)) as r,
+    ):
+        for item in r.iterate(range(4)):
+            if item == 1:
+                replacement = tmp_path / "other"
+                replacement.write_text("not a pid\n")
+                os.replace(replacement, lock_file_of(state))
+                r.save()
+    assert "written by process" not in str(raised.value)
+    assert raised.value.pid is None
+    assert inspect(state).position == 1
+
+
+def test_a_save_whose_lock_file_cannot_be_checked_raises_state_write_error_and_keeps_the_file(
+    tmp_path: Path,
+) -> None:
+    """The lock file turned into a symlink loop: checking it fails (ELOOP), so the save
+    raises StateWriteError carrying the errno, and the state file stays as it was."""
+    state = tmp_path / "job.state"
+    with (
+        pytest.raises(StateWriteError, match="checking its lock file failed") as raised,
+        Resumable(state, policy=NPolicy(1)) as r,
+    ):
+        for item in r.iterate(range(4)):
+            if item == 1:
+                before = digest(state)
+                lock_file_of(state).unlink()
+                lock_file_of(state).symlink_to(lock_file_of(state).name)
+                r.save()
+    assert raised.value.errno == errno.ELOOP
+    assert digest(state) == before
+
+
+def test_a_big_integer_inside_a_list_of_r_state_is_named_by_its_index(tmp_path: Path) -> None:
+    """An int beyond 64 bits passes the state check but not the JSON encoder: the error
+    names where it is, down to its index in the list, and no file is written."""
+    state = tmp_path / "job.state"
+    with (
+        pytest.raises(StateNotSerializableError, match=r"r\.state\['rows'\]\[1\] cannot be"),
+        Resumable(state) as r,
+    ):
+        r.state = {"rows": [1, 2**70]}
+        r.save()
+    assert not state.exists()
+
+
+def with_checksum(document: dict[str, Any]) -> bytes:
+    """`document` as a state file, with the checksum docs/state-file.md describes."""
+    body = {key: value for key, value in document.items() if key != "checksum"}
+    checksum = f"crc32:{zlib.crc32(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)):08x}"
+    return orjson.dumps({**body, "checksum": checksum})
+
+
+def test_a_state_file_of_format_version_0_is_refused_and_left_unchanged(tmp_path: Path) -> None:
+    """Format versions start at 1: version 0, checksum and all, is refused by name."""
+    state = tmp_path / "job.state"
+    with Resumable(state) as r:
+        for _ in r.iterate(range(3)):
+            pass
+    document = orjson.loads(state.read_bytes())
+    state.write_bytes(with_checksum({**document, "format_version": 0}))
+    before = digest(state)
+    with pytest.raises(StateFileError, match="unknown format version 0"), Resumable(state):
+        pass
+    assert digest(state) == before
+
+
+@pytest.mark.parametrize(
+    ("path", "error", "message"),
+    [
+        (3, TypeError, "takes a str or PathLike, got int"),
+        ("/", ValueError, "needs a file name, got '/'"),
+    ],
+)
+def test_a_path_that_names_no_file_is_refused_before_anything_is_touched(
+    tmp_path: Path, path: Any, error: type[Exception], message: str
+) -> None:
+    """Resumable(path) refuses what is not a path, and a path with no file name in it."""
+    with pytest.raises(error, match=message):
+        Resumable(path)
+    assert list(tmp_path.iterdir()) == []
