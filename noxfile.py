@@ -52,6 +52,15 @@ def coverage(session: nox.Session) -> None:
     session.run("coverage", "report", "--include=*/resumable/*")
 
 
+@nox.session(python="3.11", default=False)
+def mutants(session: nox.Session) -> None:
+    """Mutation testing of the core modules with cosmic-ray (posargs: modules, --jobs N)."""
+    # The package is installed for its dependencies and console script; the tests and their
+    # children import the mutated copy that tools/mutants.py puts first on PYTHONPATH.
+    session.install(".", *group("mutants"))
+    session.run("python", "tools/mutants.py", *session.posargs)
+
+
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     """Check lint and formatting with ruff (posargs go to `ruff check`, e.g. --fix)."""
