@@ -55,6 +55,27 @@ def test_timepolicy_overdue_asks_at_the_next_item() -> None:
     assert TimePolicy(60).items_until_check(since) == 1
 
 
+def test_npolicy_two_items_before_its_count_asks_again_after_two() -> None:
+    """The boundary of the gap: two items left is a gap of two, one left a gap of one."""
+    assert NPolicy(10).items_until_check(SinceLastSave(items=8, seconds=0.0)) == 2
+    assert NPolicy(10).items_until_check(SinceLastSave(items=9, seconds=0.0)) == 1
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [
+        (60.5, 1),  # overdue by less than a second: still the next item, never a negative gap
+        (59.5, 5),  # less than a second left: as many items as fit in it
+        (59.95, 1),  # less than one item's time left: the next item, never a gap of 0
+    ],
+)
+def test_timepolicy_near_the_end_of_its_interval_asks_at_the_last_item_that_fits(
+    seconds: float, expected: int
+) -> None:
+    since = SinceLastSave(items=5, seconds=seconds, seconds_per_item=0.1)
+    assert TimePolicy(60).items_until_check(since) == expected
+
+
 def test_or_builds_a_switch_and_chains_flatten() -> None:
     combined = NPolicy(10) | TimePolicy(60) | NPolicy(3)
     assert isinstance(combined, PolicySwitch)

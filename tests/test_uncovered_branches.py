@@ -11,6 +11,10 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import stat
+import sys
+import threading
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,7 @@ import pytest
 
 from resumable import (
     Resumable,
+    ResumableWarning,
     StateFileError,
     StateLockedError,
     StateNotSerializableError,
@@ -27,6 +32,12 @@ from resumable import (
     inspect,
 )
 from resumable.policies import NPolicy
+
+_JOBS = str(Path(__file__).resolve().parent / "jobs")
+if _JOBS not in sys.path:
+    sys.path.insert(0, _JOBS)
+
+from harness import Job  # noqa: E402
 
 
 def lock_file_of(state: Path) -> Path:
@@ -150,3 +161,75 @@ def test_a_path_that_names_no_file_is_refused_before_anything_is_touched(
     with pytest.raises(error, match=message):
         Resumable(path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_save_after_the_lock_file_became_a_fifo_is_refused_without_waiting_for_a_writer(
+    tmp_path: Path,
+) -> None:
+    """Reading the pid of a replaced lock file that is a FIFO must not wait for a writer
+    (O_NONBLOCK): the save is refused at once. The run goes in a thread so that a hang
+    fails this test instead of the suite."""
+    state = tmp_path / "job.state"
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with warnings.catch_warnings():
+                # Off the main thread Resumable warns that it cannot catch signals: expected.
+                warnings.simplefilter("ignore", ResumableWarning)
+                with Resumable(state, policy=NPolicy(1)) as r:
+                    for item in r.iterate(range(4)):
+                        if item == 1:
+                            lock_file_of(state).unlink()
+                            os.mkfifo(lock_file_of(state))
+                            r.save()
+        except BaseException as error:
+            outcome.append(error)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(timeout=30)
+    if worker.is_alive():  # let the reader go: open the FIFO's other end
+        os.close(os.open(lock_file_of(state), os.O_WRONLY | os.O_NONBLOCK))
+        worker.join()
+        pytest.fail("the save waited for a writer of the FIFO that replaced the lock file")
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], StateLockedError)
+    assert "was replaced by another file" in str(outcome[0])
+
+
+def test_the_lock_file_gets_the_usual_permission_bits_less_the_umask(tmp_path: Path) -> None:
+    """The lock file is created 0o666 less the umask, as open() makes any file: readable
+    by whoever may read the state file, so `resumable status` can name its holder."""
+    state = tmp_path / "job.state"
+    previous = os.umask(0o002)
+    try:
+        with Resumable(state):
+            pass
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(lock_file_of(state).stat().st_mode) == 0o664
+
+
+def open_descriptors() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+def test_a_run_refused_for_a_lock_held_by_another_process_leaves_no_descriptor_open(
+    tmp_path: Path,
+) -> None:
+    """StateLockedError closes the lock file it opened: a process that retries a held
+    job must not gain a descriptor per try."""
+    job = Job(tmp_path)
+    with job.stepped("--every", "1") as holder:
+        holder.expect("ready 0 1")
+        holder.expect("start 0")
+        before = open_descriptors()
+        for _ in range(3):
+            with pytest.raises(StateLockedError), Resumable(job.state):
+                pass
+        after = open_descriptors()
+        holder.send("go")
+        holder.expect("end 0")
+    assert after == before
