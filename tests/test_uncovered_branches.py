@@ -12,6 +12,7 @@ import errno
 import os
 import socket
 import stat
+import subprocess
 import sys
 import threading
 import warnings
@@ -233,3 +234,37 @@ def test_a_run_refused_for_a_lock_held_by_another_process_leaves_no_descriptor_o
         holder.send("go")
         holder.expect("end 0")
     assert after == before
+
+
+def test_files_named_like_the_job_s_temp_files_but_not_one_are_left_alone(tmp_path: Path) -> None:
+    """A start removes only the temp files a save makes (.NAME.PID.TOKEN.tmp): other files
+    that merely begin with the job's name and a dot stay."""
+    state = tmp_path / "job.state"
+    with Resumable(state) as r:
+        for _ in r.iterate(range(3)):
+            pass
+    others = [".job.state.notes", ".job.state.4242.tmp", ".job.state.bak.copy"]
+    for name in others:
+        (tmp_path / name).write_bytes(b"the user's")
+    with Resumable(state):
+        pass
+    assert sorted(name for name in others if (tmp_path / name).exists()) == sorted(others)
+
+
+def test_status_of_a_job_whose_lock_file_is_a_fifo_answers_without_waiting_for_a_writer(
+    tmp_path: Path,
+) -> None:
+    """`resumable status` opens the lock file with O_NONBLOCK: a FIFO in its place (put
+    there by mistake or malice) makes it answer, not wait forever for a writer."""
+    state = tmp_path / "job.state"
+    with Resumable(state) as r:
+        for _ in r.iterate(range(3)):
+            pass
+    lock_file_of(state).unlink()
+    os.mkfifo(lock_file_of(state))
+    command = [sys.executable, "-m", "resumable", "status", str(state)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail("resumable status waited for a writer of the FIFO in the lock file's place")
+    assert str(state) in done.stdout, done.stderr
