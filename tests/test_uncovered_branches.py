@@ -30,6 +30,7 @@ from resumable import (
     StateLockedError,
     StateNotSerializableError,
     StateWriteError,
+    UsageError,
     inspect,
 )
 from resumable.policies import NPolicy
@@ -268,3 +269,55 @@ def test_status_of_a_job_whose_lock_file_is_a_fifo_answers_without_waiting_for_a
     except subprocess.TimeoutExpired:
         pytest.fail("resumable status waited for a writer of the FIFO in the lock file's place")
     assert str(state) in done.stdout, done.stderr
+
+
+class BrokenRepr:
+    """A key whose repr() raises."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def test_a_bad_key_whose_repr_raises_is_still_named_by_its_type(tmp_path: Path) -> None:
+    """A key function returning neither str nor int raises UsageError naming the type,
+    even when the key's own __repr__ raises."""
+    with (
+        pytest.raises(UsageError, match="BrokenRepr"),
+        Resumable(tmp_path / "job.state") as r,
+    ):
+        for _ in r.iterate(["a", "b"], key=lambda item: BrokenRepr()):
+            pass
+
+
+def test_a_key_journal_replaced_by_a_directory_is_refused_as_unreadable(tmp_path: Path) -> None:
+    """The journal a state file counts on cannot be read (a directory in its place): the
+    next run stops with StateFileError saying so, and the state file is left as it was."""
+    state = tmp_path / "job.state"
+    with Resumable(state, policy=NPolicy(1)) as r:
+        for index, _ in enumerate(r.iterate(["a", "b", "c", "d"], key=str)):
+            if index == 2:
+                break
+    (journal,) = tmp_path.glob("job.state.keys-*")
+    journal.unlink()
+    journal.mkdir()
+    before = digest(state)
+    with (
+        pytest.raises(StateFileError, match="cannot be read: Is a directory"),
+        Resumable(state) as r,
+    ):
+        for _ in r.iterate(["a", "b", "c", "d"], key=str):
+            pass
+    assert digest(state) == before
+
+
+def test_a_save_after_the_state_file_was_deleted_mid_run_writes_it_anew(tmp_path: Path) -> None:
+    """The state file deleted while the run holds the lock: the next save has nothing to
+    keep as the backup and writes the state file again."""
+    state = tmp_path / "job.state"
+    with Resumable(state, policy=NPolicy(1)) as r:
+        for item in r.iterate(range(4)):
+            if item == 2:
+                state.unlink()
+                backup = state.with_name("job.state.bak")
+                backup.unlink(missing_ok=True)
+    assert inspect(state).position == 4
