@@ -213,6 +213,20 @@ def test_the_lock_file_gets_the_usual_permission_bits_less_the_umask(tmp_path: P
     assert stat.S_IMODE(lock_file_of(state).stat().st_mode) == 0o664
 
 
+def test_a_new_state_file_gets_the_usual_permission_bits_less_the_umask(tmp_path: Path) -> None:
+    """The first save of a job creates its state file 0o666 less the umask, as open()
+    makes any file (later saves keep whatever bits it has then)."""
+    state = tmp_path / "job.state"
+    previous = os.umask(0o002)
+    try:
+        with Resumable(state) as r:
+            for _ in r.iterate(range(2)):
+                pass
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o664
+
+
 def open_descriptors() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
