@@ -292,6 +292,11 @@ class BrokenRepr:
         raise RuntimeError("no repr")
 
 
+def broken_key(item: str) -> Any:
+    """A key function that breaks its contract: it returns neither str nor int."""
+    return BrokenRepr()
+
+
 def test_a_bad_key_whose_repr_raises_is_still_named_by_its_type(tmp_path: Path) -> None:
     """A key function returning neither str nor int raises UsageError naming the type,
     even when the key's own __repr__ raises."""
@@ -299,7 +304,7 @@ def test_a_bad_key_whose_repr_raises_is_still_named_by_its_type(tmp_path: Path) 
         pytest.raises(UsageError, match="BrokenRepr"),
         Resumable(tmp_path / "job.state") as r,
     ):
-        for _ in r.iterate(["a", "b"], key=lambda item: BrokenRepr()):
+        for _ in r.iterate(["a", "b"], key=broken_key):
             pass
 
 
