@@ -42,7 +42,12 @@ ROOT = Path(__file__).resolve().parent.parent
 # Each core module and the tests that exercise it, fastest first: pytest -x stops at the
 # first failure, so a killed mutant usually costs only the first file.
 TESTS: dict[str, list[str]] = {
-    "_durable": ["test_durability", "test_uncovered_branches", "test_state_file"],
+    "_durable": [
+        "test_durability",
+        "test_uncovered_branches",
+        "test_state_file",
+        "test_faults_strace",
+    ],
     "_store": ["test_uncovered_branches", "test_state_file", "test_durability", "test_cli"],
     "_state_file": ["test_malformed_progress", "test_uncovered_branches", "test_state_file"],
     "_lock": [
@@ -236,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--per-module",
         type=int,
-        default=60,
-        help="mutants run per module, spread over its lines (default 60; 0: all)",
+        default=40,
+        help="mutants run per module, spread over its lines (default 40; 0: all)",
     )
     args = parser.parse_args(argv)
     modules: list[str] = args.modules or list(TESTS)
