@@ -139,13 +139,14 @@ class SignalGuard:
         raised as `Interrupted` is delivered too, so SIGTERM with its default handler ends
         the process by SIGTERM. A `KeyboardInterrupt` already is what the default SIGINT
         handler would raise, so it just propagates, unless the program had a SIGINT
-        handler of its own: that one gets the signal.
+        handler of its own: that one gets the signal (not an enclosing job's handler:
+        the propagating `KeyboardInterrupt` leaves that job too).
         """
         signum: int | None = None
         if exception is not None and exception is self._raised:
             if isinstance(exception, Interrupted):
                 signum = exception.signum
-            elif signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            elif not _raises_keyboard_interrupt(signal.getsignal(signal.SIGINT)):
                 signum = signal.SIGINT
         elif self.pending is not None:
             signum = self.pending
@@ -190,6 +191,14 @@ def take_overdue() -> BaseException | None:
         if guard.overdue:
             return guard.take_exception()
     return None
+
+
+def _raises_keyboard_interrupt(handler: Handler) -> bool:
+    """Whether the SIGINT `handler` amounts to the KeyboardInterrupt already raised:
+    Python's default, or the handler of a job this one was opened inside, which that
+    KeyboardInterrupt leaves as well (delivered to it, it would raise a second one)."""
+    owner = getattr(handler, "__self__", None)
+    return handler is signal.default_int_handler or isinstance(owner, SignalGuard)
 
 
 def _restore_in_forked_child() -> None:

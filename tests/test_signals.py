@@ -604,6 +604,40 @@ def test_a_stop_stands_when_the_body_swallows_the_second_signal(tmp_path: Path, 
     assert (snapshot.position, snapshot.finished) == (4, False)
 
 
+NESTED_JOBS = """
+import os, signal, sys
+from resumable import Resumable
+with Resumable(sys.argv[1], quiet=True) as outer:
+    for item in outer.iterate(range(3)):
+        with Resumable(sys.argv[1] + ".inner", quiet=True) as inner:
+            if item == 1:
+                os.kill(os.getpid(), signal.SIGINT)  # outside the inner job's loop: at once
+            print("item", item, flush=True)
+"""
+
+
+def test_ctrl_c_inside_a_job_opened_in_another_jobs_loop_raises_one_keyboard_interrupt(
+    tmp_path: Path,
+) -> None:
+    """A ctrl+c the inner job raises at once leaves both with blocks as one
+    KeyboardInterrupt, as without the library: one traceback, not a second ctrl+c delivered
+    to the outer job's handler and raised while the first is handled."""
+    job = Job(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", NESTED_JOBS, str(job.state)],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.stdout == "item 0\n"
+    assert result.returncode == -signal.SIGINT  # as an uncaught KeyboardInterrupt ends
+    assert result.stderr.count("Traceback") == 1, result.stderr
+    assert result.stderr.endswith("KeyboardInterrupt\n")
+    assert (job.snapshot().position, job.snapshot().finished) == (1, False)
+
+
 # -- ctrl+c at a terminal: the whole foreground process group ------------------------------
 
 
