@@ -208,7 +208,7 @@ def open_feed(items: Iterable[T], start: int, describe: str, skipped: int = 0) -
         if len(sequence) < start:
             raise shorter_input(describe, start, len(sequence))
         return _SequenceFeed(sequence, source, start)
-    if jumps(source):
+    if jumps(items, source):
         # The last done item is read, to tell an input that ends there from a shorter one.
         if start and item_at(source, start - 1, _MISSING) is _MISSING:
             raise shorter_input(describe, skipped + start, None)
@@ -229,13 +229,17 @@ def iterator_of(items: Iterable[T]) -> Iterator[T]:
     return iter(items)
 
 
-def jumps(source: Iterator[object]) -> bool:
-    """Whether `source` reads its input by index and can be moved to an index (`item_at`)."""
-    return type(source) in _JUMPING_ITERATORS
+def jumps(items: Iterable[object], source: Iterator[object]) -> bool:
+    """Whether `source`, made by `iterator_of(items)`, reads `items` by index and can be
+    moved to an index (`item_at`). An iterator passed in as the input never jumps: it may
+    have been advanced already, and a for loop goes on from where it is."""
+    return source is not items and type(source) in _JUMPING_ITERATORS
 
 
 def item_at(source: Iterator[T], index: int, default: D) -> T | D:
-    """Move an iterator that `jumps` to `index` and take that item (`default` past the end)."""
+    """Take the item at `index` (`default` past the end) from a *fresh* iterator that
+    `jumps`. Fresh, because moving is not absolute everywhere: from Python 3.12 on, a
+    range iterator's ``__setstate__`` moves it on from where it is."""
     source.__setstate__(index)  # type: ignore[attr-defined]
     return next(source, default)
 

@@ -129,10 +129,10 @@ class PositionProgress:
         self._given_input = True
         self._sized = cast(Sized, items) if length is not None else None
         positions = sorted(p for p in retry if p < self.position)
-        if jumps(source):
+        if jumps(items, source):
             retried = []
             for p in positions:
-                found = item_at(source, p, _MISSING)
+                found = item_at(iterator_of(items), p, _MISSING)
                 if found is not _MISSING:  # past the end of a shorter input: open_feed says so
                     retried.append((p, cast(T, found)))
             # Nothing else to hand out; but an input shorter than the position is another

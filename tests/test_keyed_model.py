@@ -57,6 +57,8 @@ def play(path: Path, run: Run, completed: set[str]) -> list[str]:
     if run.end == "crash":
         job.__enter__()  # and no exit: `body` leaves it as kill -9 would
         body(job, run, handed, completed, ended)
+        if not ended:  # the input ran out first: the crash comes after the loop
+            crash(job)
         return handed
     escaped: BaseException | None = None
     try:
@@ -67,6 +69,16 @@ def play(path: Path, run: Run, completed: set[str]) -> list[str]:
     expected = ESCAPES.get(ended[0]) if ended else None
     assert (type(escaped) if escaped else None) is expected, (run, escaped)
     return handed
+
+
+def crash(job: Resumable) -> None:
+    """Leave `job` as kill -9 would: no exit, and the kernel frees the lock. (Not left to
+    the garbage collector: from Python 3.12 on, a failure recorded by attempt() leaves a
+    reference cycle, so the abandoned job would hold its lock until a collection.)"""
+    job._store.unlock()
+    job._signals.restore()
+    if job._abandoned is not None:
+        job._abandoned.detach()
 
 
 def body(
@@ -84,11 +96,7 @@ def body(
             if run.end == "ctrl+c":
                 signal.raise_signal(signal.SIGINT)  # first signal: the item finishes
             if run.end == "crash":
-                # As kill -9 would leave it: no exit, the kernel frees the lock.
-                job._store.unlock()
-                job._signals.restore()
-                if job._abandoned is not None:
-                    job._abandoned.detach()
+                crash(job)
                 return
         ran_to_the_end = False
         with job.attempt():
