@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tracemalloc
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -349,3 +349,19 @@ def test_a_refused_on_change_leaves_iterate_to_be_called_again(state_path: Path)
         with pytest.raises(ValueError, match="on_change must be one of"):
             r.iterate([1, 2], on_change="maybe")  # type: ignore[call-overload]
         assert list(r.iterate([1, 2])) == [1, 2]
+
+
+@pytest.mark.parametrize("make", [list, tuple, lambda r: r], ids=["list", "tuple", "range"])
+def test_an_iterator_passed_in_goes_on_from_where_it_is(
+    state_path: Path, make: Callable[[range], Iterable[int]]
+) -> None:
+    """An iterator handed to iterate() may have been advanced already: a resume skips the
+    done items from where it is, as a for loop would go on, never from its input's start."""
+
+    def advanced() -> Iterator[int]:
+        source = iter(make(range(10)))
+        next(source)  # the caller took item 0 for itself
+        return source
+
+    assert run(state_path, advanced(), stop_at=3) == [1, 2, 3]
+    assert run(state_path, advanced()) == [4, 5, 6, 7, 8, 9]
