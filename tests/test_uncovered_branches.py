@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -340,3 +341,71 @@ def test_a_save_after_the_state_file_was_deleted_mid_run_writes_it_anew(tmp_path
                 backup = state.with_name("job.state.bak")
                 backup.unlink(missing_ok=True)
     assert inspect(state).position == 4
+
+
+@pytest.mark.parametrize(
+    ("done", "shown"),
+    [
+        (-5, "got -5"),  # a small int is shown as itself
+        ("x" * 58, "got '" + "x" * 58 + "'"),  # a repr of 60 characters is shown whole
+        ("x" * 100, "got '" + "x" * 56 + "..."),  # a longer one is cut to 57 and '...'
+    ],
+)
+def test_a_keyed_state_file_with_a_bad_done_count_is_refused_showing_the_value(
+    tmp_path: Path, done: object, shown: str
+) -> None:
+    """A keyed state file whose checksum is right but whose count of done keys is not a
+    whole number >= 0: StateFileError shows the value found, cut to 60 characters."""
+    state = tmp_path / "job.state"
+    with Resumable(state, policy=NPolicy(1)) as r:
+        for index, _ in enumerate(r.iterate(["a", "b", "c"], key=str)):
+            if index == 2:
+                break
+    document = orjson.loads(state.read_bytes())
+    document["progress"]["done"] = done
+    state.write_bytes(with_checksum(document))
+    before = digest(state)
+    with pytest.raises(StateFileError) as raised, Resumable(state) as r:
+        for _ in r.iterate(["a", "b", "c"], key=str):
+            pass
+    assert f"done must be a whole number >= 0, {shown}" in str(raised.value)
+    assert digest(state) == before
+
+
+@pytest.mark.parametrize("number", ["4294967296", "99999999999"])
+def test_a_journal_file_numbered_just_past_the_largest_generation_is_passed_over(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, number: str
+) -> None:
+    """2**32, ten digits like the largest generation, is passed over with a warning as a
+    longer number is; the job runs and finishes as if the file were not there."""
+    state = tmp_path / "job.state"
+    stray = tmp_path / f"job.state.keys-{number}"
+    stray.write_bytes(b"not a journal")
+    with caplog.at_level("WARNING", logger="resumable"), Resumable(state) as r:
+        for _ in r.iterate(["a", "b", "c"], key=str):
+            pass
+    assert f"ignoring {stray.name}: its number is above 4294967295" in caplog.text
+    assert inspect(state).finished
+    assert stray.read_bytes() == b"not a journal"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_inside_the_with_block_gets_back_the_handlers_from_before(
+    tmp_path: Path,
+) -> None:
+    """The job stays its parent's: in a child made by os.fork() the signal handlers that
+    were there before the with block are back, so ctrl+c and SIGTERM act as they did."""
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    read, write = os.pipe()
+    with Resumable(tmp_path / "job.state"):
+        assert signal.getsignal(signal.SIGTERM) != before[signal.SIGTERM]  # ours, inside
+        pid = os.fork()
+        if pid == 0:  # the child: report, and leave without running pytest's exit
+            back = all(signal.getsignal(signum) == handler for signum, handler in before.items())
+            os.write(write, b"1" if back else b"0")
+            os._exit(0)
+        os.close(write)
+        answer = os.read(read, 1)
+        os.close(read)
+        os.waitpid(pid, 0)
+    assert answer == b"1"
