@@ -409,3 +409,20 @@ def test_a_child_forked_inside_the_with_block_gets_back_the_handlers_from_before
         os.close(read)
         os.waitpid(pid, 0)
     assert answer == b"1"
+
+
+def test_a_keyed_job_resumed_as_saved_logs_no_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The warning that the state file's count of done keys disagrees with its journal is
+    for damage only: a job resumed as it was saved logs no warning at all."""
+    state = tmp_path / "job.state"
+    with Resumable(state, policy=NPolicy(1)) as r:
+        for index, _ in enumerate(r.iterate(["a", "b", "c", "d"], key=str)):
+            if index == 2:
+                break
+    with caplog.at_level("WARNING", logger="resumable"), Resumable(state) as r:
+        for _ in r.iterate(["a", "b", "c", "d"], key=str):
+            pass
+    assert [record.getMessage() for record in caplog.records] == []
+    assert inspect(state).finished
