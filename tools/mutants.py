@@ -74,7 +74,13 @@ TESTS: dict[str, list[str]] = {
         "test_journal",
     ],
     "_feed": ["test_loop", "test_batch", "test_feed"],
-    "_progress": ["test_loop", "test_save_schedule", "test_what_a_user_sees"],
+    "_progress": [
+        "test_loop",
+        "test_malformed_progress",
+        "test_save_schedule",
+        "test_what_a_user_sees",
+        "test_failures",
+    ],
     "_resumable": [
         "test_loop",
         "test_uncovered_branches",
@@ -82,6 +88,9 @@ TESTS: dict[str, list[str]] = {
         "test_batch",
         "test_keyed",
         "test_signal_promises",
+        "test_malformed_progress",
+        "test_fork",
+        "test_failures",
     ],
     "policies": ["test_policies", "test_save_schedule"],
 }
