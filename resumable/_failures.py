@@ -1,21 +1,52 @@
 """Items that failed: what `iterate(on_error="record")` remembers, and retries next run.
 
 A failure is recorded for the item in flight when an exception (an `Exception`, never
-ctrl+c or SIGTERM) leaves a ``with r.attempt():`` block. The record is part of the
-progress, so it is saved with it, atomically: a crash leaves the records of the last save.
+ctrl+c or SIGTERM) leaves a ``with r.attempt():`` block. The records are kept as the keys
+of keyed progress are: in a journal beside the state file, ``job.state.failed-<g>``
+(`resumable._journal`, records of the kind `FAILURES`), which each save appends the
+changes since the previous save to, before the state file commits them. So a save costs
+time in proportion to the failures and successes since the last save, not to every record.
+
+Each journal entry is one JSON object:
+
+    a failure        the item's record: {"position": 3, "error_type": ..., "message": ...,
+                     "attempts": 2, "failed_at": ...} ({"key": ...} with keyed progress)
+    a success        {"position": 3, "cleared": true}: the item's record goes
+
+Reading replays the entries in order; the last one for an item wins. The state file names
+the generation, the committed length, the job id the journal starts with, how many entries
+and records it holds there, and how many items are failed (``"failed": {...}`` in the
+progress). When superseded entries outnumber the records, or the journal has many small
+records, a save writes the records into a new generation instead (a fold). A job saved by
+format version 1 kept the records in the state file itself (``"failed": [...]``); its
+first save writes them into a journal.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
-from resumable._journal import key_from_tagged, tagged_key
+from resumable import _journal
+from resumable._errors import StateFileError
+from resumable._journal import FAILURES, JournalWriter, key_from_tagged, tagged_key
 
 MESSAGE_LIMIT = 500  # characters of an exception's message kept in the state file
 ON_ERROR_CHOICES = ("raise", "record")
+# A save writes the records into a new generation once the journal holds more than this
+# many entries and more than twice as many as there are records: superseded entries then
+# make up half of it, and the rewrite, which writes each record once, comes at most once
+# per as many appended entries as there are records.
+REWRITE_MIN_ENTRIES = 1_000
+logger = logging.getLogger("resumable")
+_RESTORE = (
+    "Restore the file from a backup, or pass restart=True to start the job over "
+    "(every item runs again)."
+)
 
 
 @dataclass(frozen=True)
@@ -97,30 +128,58 @@ def _message_of(error: BaseException) -> str:
 
 
 class Failures:
-    """The failed items of a job, by key or position."""
+    """The failed items of a job, by key or position, and the journal that keeps them."""
 
-    def __init__(self, items: Iterable[FailedItem] = ()) -> None:
+    def __init__(self, items: Iterable[FailedItem] = (), *, keyed: bool = False) -> None:
+        self.keyed = keyed
         self.items: dict[str | int, FailedItem] = {item.where: item for item in items}
+        # The items recorded or cleared since the last save, in order: what the next save
+        # appends. (A dict as an ordered set: replayed, the records come back in order.)
+        self.changed: dict[str | int, None] = {}
+        self.journal: FailureJournal | None = None  # until the first record is saved
+        # Whether the next save writes all records into a new generation: records read
+        # from the state file itself (format version 1), or all dropped by a restart.
+        self._rewrite = bool(self.items)
 
-    def record(self, where: str | int, error: BaseException, keyed: bool) -> FailedItem:
+    def record(self, where: str | int, error: BaseException) -> FailedItem:
         """Count one more failure of the item at `where`; return its record."""
         earlier = self.items.get(where)
         kind = type(error)
         module = "" if kind.__module__ == "builtins" else f"{kind.__module__}."
         failed = FailedItem(
-            key=where if keyed else None,
-            position=None if keyed else int(where),
+            key=where if self.keyed else None,
+            position=None if self.keyed else int(where),
             error_type=f"{module}{kind.__qualname__}",
             message=_message_of(error),
             attempts=(earlier.attempts if earlier else 0) + 1,
             failed_at=datetime.now(timezone.utc),
         )
         self.items[where] = failed
+        self.changed[where] = None
         return failed
 
     def succeeded(self, where: str | int) -> None:
         """The item at `where` ran to its end: it is no longer failed."""
-        self.items.pop(where, None)
+        if self.items.pop(where, None) is not None:
+            self.changed[where] = None
+
+    def clear(self) -> None:
+        """Drop every record, as the job starts over."""
+        self.items.clear()
+        self.changed.clear()
+        self._rewrite = self.journal is not None
+
+    def copy(self) -> Failures:
+        """A copy to work on, with the same journal: only one of the two goes on to save."""
+        copied = Failures(keyed=self.keyed)
+        copied.items, copied.changed = dict(self.items), dict(self.changed)
+        copied.journal, copied._rewrite = self.journal, self._rewrite
+        return copied
+
+    @property
+    def unsaved(self) -> bool:
+        """Whether the next save writes to the journal."""
+        return bool(self.changed) or self._rewrite
 
     def given_up(self, max_attempts: int) -> list[FailedItem]:
         """The items that failed `max_attempts` times: left recorded, and skipped."""
@@ -130,17 +189,266 @@ class Failures:
         """The other failed items: tried again."""
         return [item for item in self.items.values() if item.attempts < max_attempts]
 
-    def snapshot(self) -> list[dict[str, Any]]:
-        return [item.snapshot() for item in self.items.values()]
+    def snapshot(self) -> dict[str, Any] | None:
+        """What the state file records (None: nothing, as no item ever failed).
+
+        Unsaved changes count among the entries, so that a change shows.
+        """
+        journal = self.journal
+        if journal is None and not self.items:
+            return None
+        pending = len(self.items) if self._rewrite else len(self.changed)
+        return {
+            **(journal.snapshot() if journal is not None else {}),
+            "entries": (journal.entries if journal is not None else 0) + pending,
+            "items": len(self.items),
+        }
 
     @classmethod
-    def restore(cls, data: object) -> Failures:
-        """Rebuild from `snapshot` data (None when absent); ValueError when malformed."""
+    def restore(cls, data: object, *, keyed: bool) -> Failures:
+        """Rebuild from `snapshot` data (None when absent), or from the list of records of
+        format version 1; ValueError when malformed. `load` then reads the journal."""
         if data is None:
-            return cls()
-        if not isinstance(data, list):
-            raise ValueError(f"failed items must be a list, got {data!r}")
-        return cls(FailedItem.restore(entry) for entry in data)
+            return cls(keyed=keyed)
+        if isinstance(data, list):
+            return cls((_record_of(entry, keyed) for entry in data), keyed=keyed)
+        if not isinstance(data, Mapping):
+            raise ValueError(
+                "failed must be an object naming the failure journal (or, in format version "
+                f"1, a list of failed items), got {_shown(data)}"
+            )
+        failures = cls(keyed=keyed)
+        failures.journal = FailureJournal.restore(data)
+        return failures
+
+    def load(self, state: Path) -> None:
+        """Replay the journal's entries; `StateFileError` when it is damaged or short, or
+        holds an entry that is no record of this job's kind."""
+        journal = self.journal
+        if journal is None:
+            return
+        entries = journal.read(state)
+        for number, entry in enumerate(entries, 1):
+            try:
+                where, record = _replay(entry, self.keyed)
+            except ValueError as error:
+                raise StateFileError(
+                    f"the failure journal {journal.path(state)} holds a bad entry (number "
+                    f"{number:,}): {error}. {_RESTORE}"
+                ) from None
+            if record is None:
+                self.items.pop(where, None)
+            else:
+                self.items[where] = record
+
+    def prepare_save(self, state: Path, mode: int | None = None) -> None:
+        """Put the changes since the last save into the journal, flushed to the disk, so
+        that the state file can commit them; or all records into a new generation when
+        that is due. A journal file this creates gets the permission bits `mode`."""
+        journal = self.journal
+        if journal is None:
+            if not self.items:  # nothing failed, or what failed succeeded before a save
+                self.changed.clear()
+                return
+            journal = self.journal = FailureJournal.start(state)
+        if self._rewrite or journal.rewrite_is_due(len(self.changed), len(self.items)):
+            journal.rewrite(state, [item.snapshot() for item in self.items.values()], mode)
+            self._rewrite = False
+        elif self.changed:
+            journal.append(state, [self._entry(where) for where in self.changed], mode)
+        self.changed.clear()
+
+    def _entry(self, where: str | int) -> dict[str, Any]:
+        record = self.items.get(where)
+        if record is not None:
+            return record.snapshot()
+        place = {"key": tagged_key(where)} if self.keyed else {"position": where}
+        return {**place, "cleared": True}
+
+    def resumed_from_backup(self) -> None:
+        """Read from the backup, as the state file was damaged: the journal files that file
+        may name stay, and the first save writes a new generation."""
+        if self.journal is not None:
+            self.journal.from_backup = True
+            self._rewrite = True
+
+    def remove_retired_journals(self, state: Path) -> None:
+        """Delete this job's failure journals that no state file names; hold the lock."""
+        if self.journal is not None:
+            self.journal.remove_retired(state)
+
+    def close(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
 
     def __len__(self) -> int:
         return len(self.items)
+
+
+class FailureJournal:
+    """Which journal file holds the records, how much of it the state file commits, and
+    the writer that appends to it."""
+
+    def __init__(
+        self,
+        generation: int,
+        job_id: str,
+        length: int = 0,
+        first_generation: int | None = None,
+    ) -> None:
+        self.generation = generation
+        self.job_id = job_id  # every generation starts with this job record
+        self.length = length  # bytes the state file commits
+        # Generations from this one on are this job's own; lower ones may be an earlier
+        # job's at the same path (moved aside by reset), and are never deleted.
+        self.first_generation = generation if first_generation is None else first_generation
+        self.entries = 0  # in the committed bytes
+        self.records = 0
+        self.from_backup = False
+        self._writer: JournalWriter | None = None
+
+    @classmethod
+    def start(cls, state: Path) -> FailureJournal:
+        """The journal of a job's first failure record: a generation above every file."""
+        return cls(_journal.next_generation(state, kind=FAILURES), _journal.new_job_id())
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "length": self.length,
+            "first_generation": self.first_generation,
+            "job_id": self.job_id,
+        }
+
+    @classmethod
+    def restore(cls, data: Mapping[str, Any]) -> FailureJournal:
+        journal = cls(
+            _generation(data, "generation"),
+            _journal.check_job_id(data.get("job_id")),
+            _count(data, "length"),
+            _generation(data, "first_generation"),
+        )
+        journal.entries = _count(data, "entries")
+        _count(data, "items")
+        return journal
+
+    def path(self, state: Path) -> Path:
+        return _journal.journal_path(state, self.generation, kind=FAILURES)
+
+    def read(self, state: Path) -> list[Any]:
+        """The entries in the committed bytes, in order."""
+        contents = _journal.read_entries(self.path(state), self.length, self.job_id, FAILURES)
+        self.entries, self.records = len(contents.entries), contents.records
+        return contents.entries
+
+    def rewrite_is_due(self, changes: int, items: int) -> bool:
+        entries = self.entries + changes
+        return entries > max(REWRITE_MIN_ENTRIES, 2 * items) or _journal.fold_is_due(
+            self.records + 1, entries
+        )
+
+    def append(self, state: Path, entries: list[dict[str, Any]], mode: int | None) -> None:
+        writer = self._writer
+        if writer is None:
+            writer = JournalWriter.open(
+                self.path(state), self.length, mode, self.job_id, kind=FAILURES
+            )
+            self._writer = writer
+        try:
+            self.length = writer.append_entries(entries)
+        except BaseException:
+            # A writer refuses appends after a failure; the next save opens the journal
+            # again at the committed length, which cuts off what this one left.
+            self.close()
+            raise
+        self.entries += len(entries)
+        self.records += 1
+
+    def rewrite(self, state: Path, records: list[dict[str, Any]], mode: int | None) -> None:
+        """Write `records` into a new generation (the old one stays while the backup may
+        name it: the next run deletes it)."""
+        generation = _journal.next_generation(state, self.generation, kind=FAILURES)
+        path = _journal.journal_path(state, generation, kind=FAILURES)
+        length = _journal.fold_entries(path, records, mode, self.job_id, FAILURES)
+        self.close()
+        self.generation, self.length = generation, length
+        self.entries, self.records = len(records), 1
+        if self.from_backup:
+            # The files below it may be named by the damaged state file set aside: they
+            # are not this job's to delete any more.
+            self.from_backup = False
+            self.first_generation = generation
+
+    def remove_retired(self, state: Path) -> None:
+        """As the key journal's (`KeyProgress.remove_retired_journals`): the current
+        generation stays, and the newest below it (the backup may name it); after a resume
+        from the backup, every generation from the backup's up stays."""
+        generations = _journal.journal_generations(state, kind=FAILURES)
+        keep = {g for g in generations if g < self.first_generation}
+        if self.from_backup:
+            keep |= {g for g in generations if g >= self.generation}
+        else:
+            older = [g for g in generations if self.first_generation <= g < self.generation]
+            keep |= {self.generation, *([max(older)] if older else [])}
+        _journal.remove_stale_journals(state, keep=keep, kind=FAILURES)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _replay(entry: object, keyed: bool) -> tuple[str | int, FailedItem | None]:
+    """The item an entry is about, and its record (None: the entry clears it)."""
+    if isinstance(entry, Mapping) and entry.get("cleared") is True:
+        where = _where(entry, keyed)
+        if set(entry) != {"key" if keyed else "position", "cleared"}:
+            raise ValueError(f"a cleared item has its key or position only, got {_shown(entry)}")
+        return where, None
+    record = _record_of(entry, keyed)
+    return record.where, record
+
+
+def _record_of(entry: object, keyed: bool) -> FailedItem:
+    """The failed item `entry` holds, checked to be of the job's kind of progress."""
+    record = FailedItem.restore(entry)
+    if (record.key is not None) != keyed:
+        raise ValueError(
+            f"a failed item of {'keyed' if keyed else 'positional'} progress needs a "
+            f"{'key' if keyed else 'position'}, got {_shown(entry)}"
+        )
+    return record
+
+
+def _where(entry: Mapping[str, Any], keyed: bool) -> str | int:
+    if keyed:
+        return key_from_tagged(entry.get("key"))
+    position = entry.get("position")
+    if type(position) is not int or position < 0:
+        raise ValueError(f"a position must be an int >= 0, got {_shown(position)}")
+    return position
+
+
+def _generation(data: Mapping[str, Any], name: str) -> int:
+    value = _count(data, name)
+    if value > _journal.MAX_GENERATION:
+        raise ValueError(
+            f"failed {name} must be at most {_journal.MAX_GENERATION}, the largest journal "
+            f"generation, got {_shown(value)}"
+        )
+    return value
+
+
+def _count(data: Mapping[str, Any], name: str) -> int:
+    value = data.get(name)
+    if type(value) is not int or value < 0:
+        raise ValueError(f"failed {name} must be a whole number >= 0, got {_shown(value)}")
+    return value
+
+
+def _shown(value: object) -> str:
+    """`value` for a message, cut to 60 characters (an int too long to print, by size)."""
+    if type(value) is int and value.bit_length() > 128:
+        return f"an integer of {value.bit_length():,} bits"
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."

@@ -76,6 +76,8 @@ def inspect(path: str | os.PathLike[str]) -> StateSnapshot:
             position = progress.position
             if progress.input_record is not None:
                 input_length = progress.input_record.length
+        # Beside the file the path leads to, as a run finds them.
+        progress.failures.load(Path(os.path.realpath(location)))
         created_at = datetime.fromisoformat(document.created_at)
         saved_at = datetime.fromisoformat(document.saved_at)
     except ValueError as error:

@@ -23,6 +23,11 @@ The file is a sequence of records, each a 9-byte header and then its payload::
     9       n     payload, written by orjson: a JSON array of keys, or for the job
                   record {"job_id": "<32 lowercase hex digits>"}
 
+Another `Kind` of journal has the same files and records under another name and magic
+byte: the failure journal (`FAILURES`, ``job.state.failed-<g>``, records 0x46 "F", see
+`resumable._failures`), whose payloads are JSON arrays of objects, which its reader
+checks (`read_entries`, `JournalWriter.append_entries`, `fold_entries`).
+
 The job record ties a journal to its job: the job id is random, made when the job
 starts, and kept in the state file beside the generation. Every generation written by
 format version 2 starts with the job record, and only there; a reader given the state
@@ -68,7 +73,7 @@ import re
 import secrets
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -119,6 +124,29 @@ _RESTORE = (
 
 
 @dataclass(frozen=True)
+class Kind:
+    """A kind of journal: what its files are called, and the magic byte of its records."""
+
+    suffix: str  # the journal of generation g is <state file>.<suffix>-<g>
+    magic: int
+    name: str  # in messages
+
+
+KEYS = Kind("keys", MAGIC, "key journal")
+# The records of items that failed (`resumable._failures`): a payload is a JSON array of
+# objects, each a failure record or a success that clears one.
+FAILURES = Kind("failed", 0x46, "failure journal")  # 0x46: "F"
+
+
+@dataclass(frozen=True)
+class JournalEntries:
+    """The entries in the committed part of a journal of objects, in order."""
+
+    entries: list[Any]
+    records: int
+
+
+@dataclass(frozen=True)
 class JournalContents:
     """The keys in the committed part of a journal, and how many records held them."""
 
@@ -126,27 +154,28 @@ class JournalContents:
     records: int
 
 
-def journal_path(state: Path, generation: int) -> Path:
-    """The journal of `generation` for the state file `state`: ``<state>.keys-<generation>``."""
+def journal_path(state: Path, generation: int, kind: Kind = KEYS) -> Path:
+    """The journal of `generation` for the state file `state`: ``<state>.keys-<generation>``
+    (``.failed-`` for the failure journal)."""
     if type(generation) is not int or not 0 <= generation <= MAX_GENERATION:
         raise ValueError(
             f"a journal generation is an int >= 0 and <= {MAX_GENERATION}, got {generation!r}"
         )
-    return state.with_name(f"{state.name}.keys-{generation}")
+    return state.with_name(f"{state.name}.{kind.suffix}-{generation}")
 
 
-def journal_generations(state: Path) -> dict[int, Path]:
+def journal_generations(state: Path, kind: Kind = KEYS) -> dict[int, Path]:
     """The journal files beside `state` that exist now, by generation.
 
     A name with a generation above `MAX_GENERATION` is no journal: it is left out (see
     `next_generation`), and nothing deletes it.
     """
-    return _scan_generations(state)[0]
+    return _scan_generations(state, kind)[0]
 
 
-def _scan_generations(state: Path) -> tuple[dict[int, Path], list[Path]]:
+def _scan_generations(state: Path, kind: Kind) -> tuple[dict[int, Path], list[Path]]:
     """The journal files beside `state` by generation, and the names beyond the bound."""
-    prefix = f"{state.name}.keys-"
+    prefix = f"{state.name}.{kind.suffix}-"
     pattern = re.compile(rf"{re.escape(prefix)}(0|[1-9][0-9]*)")
     found: dict[int, Path] = {}
     beyond: list[Path] = []
@@ -166,13 +195,13 @@ def _scan_generations(state: Path) -> tuple[dict[int, Path], list[Path]]:
     return found, beyond
 
 
-def next_generation(state: Path, *in_use: int) -> int:
+def next_generation(state: Path, *in_use: int, kind: Kind = KEYS) -> int:
     """A generation above those of every journal file beside `state` and of `in_use`.
 
     Files named beyond `MAX_GENERATION` are passed over, with a warning: no job writes
     them. `StateFileError` when the next generation would be beyond it.
     """
-    found, beyond = _scan_generations(state)
+    found, beyond = _scan_generations(state, kind)
     for path in beyond:
         logger.warning(
             "%s: ignoring %s: its number is above %d, the largest journal generation, so "
@@ -183,9 +212,9 @@ def next_generation(state: Path, *in_use: int) -> int:
         )
     highest = max([*found, *in_use], default=-1)
     if highest >= MAX_GENERATION:
-        taken = found.get(highest, journal_path(state, highest))
+        taken = found.get(highest, journal_path(state, highest, kind))
         raise StateFileError(
-            f"no new key journal generation is left for {state}: {taken.name} has the "
+            f"no new {kind.name} generation is left for {state}: {taken.name} has the "
             f"largest one, {MAX_GENERATION:,}, which no job reaches by counting. Move that "
             "file away if the state file does not name it; otherwise start the job over "
             "with restart=True."
@@ -208,7 +237,7 @@ def fold_is_due(records: int, keys: int) -> bool:
     return records > max(FOLD_MIN_RECORDS, keys // FOLD_KEYS_PER_RECORD)
 
 
-def remove_stale_journals(state: Path, keep: Iterable[int]) -> list[Path]:
+def remove_stale_journals(state: Path, keep: Iterable[int], kind: Kind = KEYS) -> list[Path]:
     """Delete the journals of `state` whose generation is not in `keep`; return them.
 
     Keep every generation a state file still names: that of ``job.state`` and that of
@@ -218,7 +247,7 @@ def remove_stale_journals(state: Path, keep: Iterable[int]) -> list[Path]:
     """
     kept = set(keep)
     removed: list[Path] = []
-    for generation, path in sorted(journal_generations(state).items()):
+    for generation, path in sorted(journal_generations(state, kind).items()):
         if generation in kept:
             continue
         try:
@@ -275,17 +304,36 @@ def encode_records(
     return b"".join(_records(batch, record_bytes, max_payload))
 
 
-def _records(keys: list[Key], record_bytes: int, max_payload: int) -> Iterator[bytes]:
+def encode_entries(entries: list[Any], kind: Kind) -> bytes:
+    """The records of a journal of `kind` that hold `entries`, JSON-ready objects, split
+    as keys are."""
+    return b"".join(_records(entries, RECORD_BYTES, MAX_PAYLOAD, orjson.dumps, kind.magic))
+
+
+def _records(
+    keys: list[Any],
+    record_bytes: int,
+    max_payload: int,
+    encode: Callable[[list[Any]], bytes] | None = None,
+    magic: int = MAGIC,
+) -> Iterator[bytes]:
     for start in range(0, len(keys), RECORD_KEYS):
-        yield from _split_records(keys[start : start + RECORD_KEYS], record_bytes, max_payload)
+        batch = keys[start : start + RECORD_KEYS]
+        yield from _split_records(batch, record_bytes, max_payload, encode or _payload, magic)
 
 
-def _split_records(keys: list[Key], record_bytes: int, max_payload: int) -> Iterator[bytes]:
-    payload = _payload(keys)
+def _split_records(
+    keys: list[Any],
+    record_bytes: int,
+    max_payload: int,
+    encode: Callable[[list[Any]], bytes],
+    magic: int,
+) -> Iterator[bytes]:
+    payload = encode(keys)
     if len(payload) > record_bytes and len(keys) > 1:
         middle = len(keys) // 2
-        yield from _split_records(keys[:middle], record_bytes, max_payload)
-        yield from _split_records(keys[middle:], record_bytes, max_payload)
+        yield from _split_records(keys[:middle], record_bytes, max_payload, encode, magic)
+        yield from _split_records(keys[middle:], record_bytes, max_payload, encode, magic)
         return
     if len(payload) > max_payload:
         raise UsageError(
@@ -293,7 +341,7 @@ def _split_records(keys: list[Key], record_bytes: int, max_payload: int) -> Iter
             f"most {max_payload:,} bytes). Return a shorter key from the key function, "
             "e.g. a hash of the long value."
         )
-    yield _record(payload)
+    yield _record(payload, magic)
 
 
 def _payload(keys: list[Key]) -> bytes:
@@ -357,19 +405,41 @@ def read_journal(path: Path, length: int, job_id: str | None = None) -> JournalC
     With the state file's `job_id`, the journal must start with the job record of that
     id; without one (a job saved by format version 1), it must hold no job record.
     """
-    _check_length(length)
     keys: set[Key] = set()
+    records = _read_records(
+        path, length, job_id, KEYS, lambda payload: keys.update(_decode_payload(payload))
+    )
+    return JournalContents(keys, records)
+
+
+def read_entries(path: Path, length: int, job_id: str | None, kind: Kind) -> JournalEntries:
+    """The entries in the first `length` bytes of the journal of objects at `path`, in
+    order; checked and refused as `read_journal` does, but for the types of the entries,
+    which the caller checks."""
+    entries: list[Any] = []
+    records = _read_records(
+        path, length, job_id, kind, lambda payload: entries.extend(_decode_entries(payload))
+    )
+    return JournalEntries(entries, records)
+
+
+def _read_records(
+    path: Path, length: int, job_id: str | None, kind: Kind, take: Callable[[bytes], None]
+) -> int:
+    """Hand each payload in the first `length` bytes of the journal at `path` to `take`,
+    once its record is checked; return how many there were (the job record aside)."""
+    _check_length(length)
     if length == 0:
-        return JournalContents(keys, 0)
+        return 0
     try:
         file = open(path, "rb")  # noqa: SIM115 - closed by the with block below
     except FileNotFoundError:
         raise StateFileError(
-            f"the key journal {path} is missing, but the state file counts {length:,} bytes "
+            f"the {kind.name} {path} is missing, but the state file counts {length:,} bytes "
             f"of it as saved progress. {_RESTORE}"
         ) from None
     except OSError as error:
-        raise StateFileError(f"the key journal {path} cannot be read: {error.strerror}") from None
+        raise StateFileError(f"the {kind.name} {path} cannot be read: {error.strerror}") from None
     records = 0
     offset = 0
     with file:
@@ -377,55 +447,56 @@ def read_journal(path: Path, length: int, job_id: str | None = None) -> JournalC
             size = os.fstat(file.fileno()).st_size
             if size < length:
                 raise StateFileError(
-                    f"the key journal {path} holds {size:,} bytes, fewer than the {length:,} "
+                    f"the {kind.name} {path} holds {size:,} bytes, fewer than the {length:,} "
                     f"that the state file counts as saved progress: it was truncated or "
                     f"replaced. {_RESTORE}"
                 )
             while offset < length:
-                magic, payload = _read_record(file, length - offset)
+                magic, payload = _read_record(file, length - offset, kind.magic)
                 if magic == JOB_MAGIC:
-                    _check_job(path, offset, _decode_job(payload), job_id)
+                    _check_job(path, offset, _decode_job(payload), job_id, kind)
                 else:
                     if offset == 0 and job_id is not None:
-                        raise _foreign(path, job_id, None)
-                    keys.update(_decode_payload(payload))
+                        raise _foreign(path, job_id, None, kind)
+                    take(payload)
                     records += 1
                 offset += HEADER_SIZE + len(payload)
         except _DamageError as damage:
             raise StateFileError(
-                f"the key journal {path} is damaged at byte {offset:,}: {damage}. The state "
+                f"the {kind.name} {path} is damaged at byte {offset:,}: {damage}. The state "
                 f"file counts its first {length:,} bytes as saved progress. {_RESTORE}"
             ) from None
         except OSError as error:
             raise StateFileError(
-                f"the key journal {path} cannot be read: {error.strerror}"
+                f"the {kind.name} {path} cannot be read: {error.strerror}"
             ) from None
-    return JournalContents(keys, records)
+    return records
 
 
-def _check_job(path: Path, offset: int, found: str, job_id: str | None) -> None:
+def _check_job(path: Path, offset: int, found: str, job_id: str | None, kind: Kind) -> None:
     """The job record `found` at `offset`: only the first record, and of the state's job."""
     if offset:
         raise _DamageError("a job record stands here, and one may only start the journal")
     if found != job_id:
-        raise _foreign(path, job_id, found)
+        raise _foreign(path, job_id, found, kind)
 
 
-def _foreign(path: Path, expected: str | None, found: str | None) -> StateFileError:
+def _foreign(path: Path, expected: str | None, found: str | None, kind: Kind) -> StateFileError:
     """The journal at `path` is tied to job `found`, not to the state file's `expected`."""
-    state = path.with_name(path.name.rpartition(".keys-")[0])
+    state = path.with_name(path.name.rpartition(f".{kind.suffix}-")[0])
     journal_says = f"its job id is {found}" if found else "it names no job"
     state_says = f"job id {expected}" if expected else "no job id (format version 1)"
     return StateFileError(
-        f"the key journal {path} is not the journal of the state file {state}: "
+        f"the {kind.name} {path} is not the journal of the state file {state}: "
         f"{journal_says}, and the state file has {state_says}. It was copied or moved here "
         f"from another job. {_RESTORE}"
     )
 
 
-def _read_record(file: io.BufferedReader, left: int) -> tuple[int, bytes]:
+def _read_record(file: io.BufferedReader, left: int, expected: int = MAGIC) -> tuple[int, bytes]:
     """The magic byte and payload of the record at the file's position, CRC checked;
-    `left` committed bytes remain."""
+    `left` committed bytes remain, and `expected` is the magic byte of the journal's own
+    records (the job record's may stand there too)."""
     if left < HEADER_SIZE:
         raise _DamageError(f"the last {left} committed bytes are too few for a record header")
     header = file.read(HEADER_SIZE)
@@ -434,9 +505,9 @@ def _read_record(file: io.BufferedReader, left: int) -> tuple[int, bytes]:
     magic: int
     size: int
     magic, size = _PREFIX.unpack_from(header)
-    if magic != MAGIC and magic != JOB_MAGIC:
+    if magic != expected and magic != JOB_MAGIC:
         raise _DamageError(
-            f"no record starts here (byte 0x{magic:02x}, not 0x{MAGIC:02x} or 0x{JOB_MAGIC:02x})"
+            f"no record starts here (byte 0x{magic:02x}, not 0x{expected:02x} or 0x{JOB_MAGIC:02x})"
         )
     # Both checked before a byte of the payload is read, so a damaged length field never
     # makes the reader take more memory than the largest record needs.
@@ -493,6 +564,16 @@ def _decode_job(payload: bytes) -> str:
         return check_job_id(decoded[_JOB_KEY])
     except ValueError as error:
         raise _DamageError(f"its job record holds no job id: {error}") from None
+
+
+def _decode_entries(payload: bytes) -> list[Any]:
+    try:
+        decoded = orjson.loads(payload)
+    except orjson.JSONDecodeError as error:
+        raise _DamageError(f"its payload is not valid JSON ({error})") from None
+    if type(decoded) is not list:
+        raise _DamageError(f"its payload is a JSON {type(decoded).__name__}, not an array")
+    return decoded
 
 
 def _decode_payload(payload: bytes) -> list[Key]:
@@ -554,10 +635,18 @@ class JournalWriter:
     """
 
     def __init__(
-        self, path: Path, fd: int, length: int, *, new_file: bool, job_id: str | None = None
+        self,
+        path: Path,
+        fd: int,
+        length: int,
+        *,
+        new_file: bool,
+        job_id: str | None = None,
+        kind: Kind = KEYS,
     ) -> None:
         """Use `JournalWriter.open`: it checks and positions the file."""
         self.path = path
+        self.kind = kind
         self._fd: int | None = fd
         self._length = length
         self._job_id = job_id
@@ -566,7 +655,12 @@ class JournalWriter:
 
     @classmethod
     def open(
-        cls, path: Path, length: int, mode: int | None = None, job_id: str | None = None
+        cls,
+        path: Path,
+        length: int,
+        mode: int | None = None,
+        job_id: str | None = None,
+        kind: Kind = KEYS,
     ) -> JournalWriter:
         """Open the journal at `path` whose committed length is `length`, for appending.
 
@@ -587,14 +681,14 @@ class JournalWriter:
             except FileNotFoundError:
                 if length:
                     raise StateFileError(
-                        f"the key journal {path} is missing, but the state file counts "
+                        f"the {kind.name} {path} is missing, but the state file counts "
                         f"{length:,} bytes of it as saved progress. {_RESTORE}"
                     ) from None
                 fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o666)
                 new_file = True
         except OSError as error:
             raise StateWriteError(
-                f"cannot open the key journal {path} for writing: {describe_os_error(error)}. "
+                f"cannot open the {kind.name} {path} for writing: {describe_os_error(error)}. "
                 "Check that this user may write to it and to its directory.",
                 errno=error.errno,
             ) from error
@@ -604,7 +698,7 @@ class JournalWriter:
             size = os.fstat(fd).st_size
             if size < length:
                 raise StateFileError(
-                    f"the key journal {path} holds {size:,} bytes, fewer than the {length:,} "
+                    f"the {kind.name} {path} holds {size:,} bytes, fewer than the {length:,} "
                     f"that the state file counts as saved progress: it was truncated or "
                     f"replaced. {_RESTORE}"
                 )
@@ -614,14 +708,14 @@ class JournalWriter:
         except OSError as error:
             os.close(fd)
             raise StateWriteError(
-                f"cannot cut the key journal {path} back to its committed {length:,} bytes: "
+                f"cannot cut the {kind.name} {path} back to its committed {length:,} bytes: "
                 f"{describe_os_error(error)}",
                 errno=error.errno,
             ) from error
         except BaseException:
             os.close(fd)
             raise
-        return cls(path, fd, length, new_file=new_file, job_id=job_id)
+        return cls(path, fd, length, new_file=new_file, job_id=job_id, kind=kind)
 
     @property
     def length(self) -> int:
@@ -639,19 +733,34 @@ class JournalWriter:
         fsync could report success for bytes that never reached the disk ("fsyncgate").
         """
         batch = keys if type(keys) is list else list(keys)
-        fd = self._fd
-        if fd is None:
-            raise UsageError(f"the key journal {self.path} is closed: open it again to append")
-        if self._failure is not None:
-            raise StateWriteError(
-                f"the key journal {self.path} takes no more keys after an earlier append "
-                f"failed ({describe_os_error(self._failure)}): its bytes past the last commit "
-                "cannot be trusted. Open it again at its committed length to go on.",
-                errno=getattr(self._failure, "errno", None),
-            )
+        fd = self._writable("keys")
         if not batch:
             return self._length
-        data = encode_records(batch)
+        return self._append(fd, encode_records(batch), f"{len(batch):,} finished keys", "keys")
+
+    def append_entries(self, entries: list[Any]) -> int:
+        """Append `entries`, JSON-ready objects, as `append` appends keys, to a journal of
+        objects (such as `FAILURES`); return the new length."""
+        fd = self._writable("records")
+        if not entries:
+            return self._length
+        data = encode_entries(entries, self.kind)
+        return self._append(fd, data, f"{len(entries):,} entries", "records")
+
+    def _writable(self, things: str) -> int:
+        fd = self._fd
+        if fd is None:
+            raise UsageError(f"the {self.kind.name} {self.path} is closed: open it again to append")
+        if self._failure is not None:
+            raise StateWriteError(
+                f"the {self.kind.name} {self.path} takes no more {things} after an earlier "
+                f"append failed ({describe_os_error(self._failure)}): its bytes past the last "
+                "commit cannot be trusted. Open it again at its committed length to go on.",
+                errno=getattr(self._failure, "errno", None),
+            )
+        return fd
+
+    def _append(self, fd: int, data: bytes, what: str, things: str) -> int:
         if self._length == 0 and self._job_id is not None:
             data = job_record(self._job_id) + data
         try:
@@ -664,9 +773,8 @@ class JournalWriter:
             self._failure = error
             if isinstance(error, OSError):
                 raise StateWriteError(
-                    f"could not record {len(batch):,} finished keys in the key journal "
-                    f"{self.path}: {describe_os_error(error)}. The keys of earlier saves are "
-                    "intact.",
+                    f"could not record {what} in the {self.kind.name} {self.path}: "
+                    f"{describe_os_error(error)}. The {things} of earlier saves are intact.",
                     errno=error.errno,
                 ) from error
             raise
@@ -707,6 +815,20 @@ def fold(
     """
     batch = keys if type(keys) is list else list(keys)
     check_keys(batch)
+    return _fold_records(path, _records(batch, RECORD_BYTES, MAX_PAYLOAD), mode, job_id, KEYS)
+
+
+def fold_entries(
+    path: Path, entries: list[Any], mode: int | None, job_id: str | None, kind: Kind
+) -> int:
+    """Write `entries` into a new journal file of `kind` at `path`, as `fold` writes keys."""
+    records = _records(entries, RECORD_BYTES, MAX_PAYLOAD, orjson.dumps, kind.magic)
+    return _fold_records(path, records, mode, job_id, kind)
+
+
+def _fold_records(
+    path: Path, records: Iterator[bytes], mode: int | None, job_id: str | None, kind: Kind
+) -> int:
     first = b"" if job_id is None else job_record(job_id)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _BINARY, 0o666)
@@ -718,7 +840,7 @@ def fold(
             else describe_os_error(error)
         )
         raise StateWriteError(
-            f"cannot write the folded key journal {path}: {reason}", errno=error.errno
+            f"cannot write the folded {kind.name} {path}: {reason}", errno=error.errno
         ) from error
     length = 0
     try:
@@ -727,7 +849,7 @@ def fold(
             _write_all(fd, first)
             length = len(first)
             # Record by record, so the whole journal never sits in memory as bytes.
-            for record in _records(batch, RECORD_BYTES, MAX_PAYLOAD):
+            for record in records:
                 _write_all(fd, record)
                 length += len(record)
             fsync_file(fd)
@@ -739,8 +861,8 @@ def fold(
             os.unlink(path)
         if isinstance(error, OSError):
             raise StateWriteError(
-                f"could not write the folded key journal {path}: {describe_os_error(error)}. The "
-                "journal in use is unchanged.",
+                f"could not write the folded {kind.name} {path}: {describe_os_error(error)}. "
+                "The journal in use is unchanged.",
                 errno=error.errno,
             ) from error
         raise

@@ -56,7 +56,7 @@ class KeyProgress:
         self.unsaved: list[Key] = []  # finished since the last save, in order
         self._records = 0
         self._writer: JournalWriter | None = None
-        self.failures = Failures()
+        self.failures = Failures(keyed=True)
 
     @classmethod
     def start(cls, state: Path) -> KeyProgress:
@@ -81,7 +81,7 @@ class KeyProgress:
             },
             "done": len(self.done),
             "finished": self.finished,
-            **({"failed": self.failures.snapshot()} if self.failures else {}),
+            **({"failed": failed} if (failed := self.failures.snapshot()) is not None else {}),
         }
 
     @classmethod
@@ -102,7 +102,7 @@ class KeyProgress:
             first_generation=_generation(journal, "first_generation"),
             job_id=None if job_id is None else _journal.check_job_id(job_id),
         )
-        progress.failures = Failures.restore(data.get("failed"))
+        progress.failures = Failures.restore(data.get("failed"), keyed=True)
         return progress
 
     def load(self, state: Path) -> None:

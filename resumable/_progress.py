@@ -51,14 +51,18 @@ class PositionProgress:
         self.position = position
         self.finished = finished
         self.input_record = input_record  # what the state file says about the input
-        self.failures = Failures()
+        self.failures = Failures(keyed=False)
         self._head = InputHead()
         self._sized: Sized | None = None  # the input, when it has a length
         self._given_input = False  # whether this run's input replaced `input_record`
 
     def copy(self) -> PositionProgress:
         """A copy of the progress as loaded (before `feed`), for one `iterate` to work on."""
-        return PositionProgress.restore(self.snapshot())
+        data = self.snapshot()
+        data.pop("failed", None)  # a reference to the journal, read already: copied as read
+        copied = PositionProgress.restore(data)
+        copied.failures = self.failures.copy()
+        return copied
 
     def snapshot(self) -> dict[str, Any]:
         """Return the progress as plain JSON-ready data."""
@@ -73,8 +77,9 @@ class PositionProgress:
             record = self._head.record(length, self.position)
         if record is not None:
             data["input"] = record.snapshot()
-        if self.failures:
-            data["failed"] = self.failures.snapshot()
+        failed = self.failures.snapshot()
+        if failed is not None:
+            data["failed"] = failed
         return data
 
     @classmethod
@@ -88,7 +93,7 @@ class PositionProgress:
         if not isinstance(finished, bool):
             raise ValueError(f"progress finished must be true or false, got {finished!r}")
         progress = cls(position, finished, InputRecord.restore(data.get("input")))
-        progress.failures = Failures.restore(data.get("failed"))
+        progress.failures = Failures.restore(data.get("failed"), keyed=False)
         return progress
 
     def feed(
@@ -177,7 +182,7 @@ class PositionProgress:
             logger.warning("%s: the input changed (%s); starting over", describe, changed)
             self.position, self.finished = 0, False
             self._head = InputHead()
-            self.failures = Failures()  # their positions were in the other input
+            self.failures.clear()  # their positions were in the other input
         else:
             self.finished = False  # the new input may hold items past the position
             logger.warning(
@@ -191,8 +196,8 @@ class PositionProgress:
 def restore_progress(data: Mapping[str, Any], state: Path) -> PositionProgress | KeyProgress:
     """The progress a state file at `state` holds, of the kind it names, ready to resume.
 
-    Raises `StateFileError` when it is malformed, of an unknown kind, or (keyed) when its
-    key journal is damaged.
+    Raises `StateFileError` when it is malformed, of an unknown kind, or when its key
+    journal or failure journal is damaged.
     """
     kinds: dict[object, type[PositionProgress] | type[KeyProgress]] = {
         PositionProgress.kind: PositionProgress,
@@ -208,4 +213,5 @@ def restore_progress(data: Mapping[str, Any], state: Path) -> PositionProgress |
         raise StateFileError(f"{state} holds progress this version cannot use: {error}") from None
     if isinstance(progress, KeyProgress):
         progress.load(state)
+    progress.failures.load(state)
     return progress

@@ -410,7 +410,7 @@ class Resumable:
                 raise
             keyed = isinstance(self._progress, KeyProgress)
             failures = self._progress.failures
-            failed = [failures.record(where, error, keyed=keyed) for where in wheres]
+            failed = [failures.record(where, error) for where in wheres]
             self._item_failed = True
             first = describe_key(wheres[0]) if keyed else f"#{wheres[0]}"
             logger.warning(
@@ -550,6 +550,7 @@ class Resumable:
         self._load()
         if isinstance(self._progress, KeyProgress):
             self._progress.remove_retired_journals(self.path)
+        self._progress.failures.remove_retired_journals(self.path)
         self._signals.install()
         self._start_position = self._progress.position
         self._saved_count = self._checked_count = self._progress.position
@@ -564,8 +565,10 @@ class Resumable:
             return
         document = loaded.document
         self._progress = restore_progress(document.progress, self.path)
-        if loaded.from_backup and isinstance(self._progress, KeyProgress):
-            self._progress.resumed_from_backup()
+        if loaded.from_backup:
+            if isinstance(self._progress, KeyProgress):
+                self._progress.resumed_from_backup()
+            self._progress.failures.resumed_from_backup()
         self._state = document.state
         self._runs = document.runs + 1
         self._created_at = document.created_at
@@ -621,6 +624,7 @@ class Resumable:
     def _close_journal(self) -> None:
         if isinstance(self._progress, KeyProgress):
             self._progress.close()
+        self._progress.failures.close()
 
     @defers_signals
     def _release_surely(self) -> None:
@@ -833,10 +837,10 @@ class Resumable:
             return
         progress.done.update(keys)
         progress.unsaved.extend(keys)
-        failed = progress.failures.items
-        if failed:
+        failures = progress.failures
+        if failures:
             for item_key in keys:
-                failed.pop(item_key, None)  # it failed before; now it ran
+                failures.succeeded(item_key)  # it failed before; now it ran
 
     def _refuse_read_ahead(self, caller: FrameType) -> None:
         """Raise when the loop's items are asked for by a reader that takes them ahead of
@@ -878,7 +882,8 @@ class Resumable:
         # Locals, not attributes or method calls, on the per-item path: each of these saves
         # tens of nanoseconds an item. The containers are never replaced, only changed.
         done, done_add, unsaved_add = progress.done, progress.done.add, progress.unsaved.append
-        failed = progress.failures.items
+        failures = progress.failures
+        failed = failures.items
         max_attempts = self._max_attempts
         self._readers = readers_ahead()
         self._signals.loop_running = True
@@ -908,8 +913,8 @@ class Resumable:
                 else:
                     done_add(item_key)
                     unsaved_add(item_key)
-                    if failed:
-                        failed.pop(item_key, None)  # it failed before; now it ran
+                    if failed and item_key in failed:
+                        failures.succeeded(item_key)  # it failed before; now it ran
                 countdown -= 1
                 if countdown <= 0 or self._stop_soon:
                     self._refuse_read_ahead(sys._getframe(1))
@@ -1028,12 +1033,14 @@ class Resumable:
     def _save(self, now: float | None = None) -> None:
         self._require_opening_process()
         self._store.check_lock()  # before the journal too: a second run may own the job
-        if isinstance(self._progress, KeyProgress):
-            # A state that cannot be saved is refused before the journal is written to.
+        if isinstance(self._progress, KeyProgress) or self._progress.failures.unsaved:
+            # A state that cannot be saved is refused before a journal is written to.
             _state_file.check_state(self._state)
+        if isinstance(self._progress, KeyProgress):
             # The keys first: the state file commits them. Journal files it creates get
             # the state file's permissions.
             self._progress.prepare_save(self.path, self._store.mode)
+        self._progress.failures.prepare_save(self.path, self._store.mode)
         progress = self._progress.snapshot()
         document = StateDocument(
             progress=progress,
@@ -1062,12 +1069,7 @@ class Resumable:
             self._display.saved()
         if len(data) > _LARGE_STATE_BYTES and not self._warned_large_state:
             self._warned_large_state = True
-            logger.warning(
-                "%s: the state file is %.1f MB, and every save writes all of it. Keep bulky "
-                "data in files of your own and put their names in r.state.",
-                self.path,
-                len(data) / 1e6,
-            )
+            self._warn_large_state(len(data))
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "%s: saved position %d (%d bytes, %d state keys) in %.1f ms",
@@ -1077,6 +1079,32 @@ class Resumable:
                 len(self._state),
                 (time.perf_counter() - started) * 1000,
             )
+
+    def _warn_large_state(self, size: int) -> None:
+        """Say once that saves write a big file, and what makes it big."""
+        state = _state_bytes(self._state)
+        if state * 2 >= size:
+            logger.warning(
+                "%s: the state file is %.1f MB, %.1f MB of it r.state, and every save writes "
+                "all of it. Keep bulky data in files of your own and put their names in "
+                "r.state.",
+                self.path,
+                size / 1e6,
+                state / 1e6,
+            )
+        else:
+            logger.warning(
+                "%s: the state file is %.1f MB (r.state only %.1f MB of it), and every save "
+                "writes all of it.",
+                self.path,
+                size / 1e6,
+                state / 1e6,
+            )
+
+
+def _state_bytes(state: dict[str, Any]) -> int:
+    """How many bytes of the state file `r.state` takes."""
+    return len(_state_file.fingerprint({}, state) or b"")
 
 
 def _as_path(path: str | os.PathLike[str]) -> Path:

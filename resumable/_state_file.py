@@ -21,7 +21,10 @@ Versions: a reader reads every version up to its own and refuses a newer one
 (`NotDamagedError`), asking for an upgrade. Version 2 added the job id of keyed progress
 (``progress.journal.job_id``) and the job record it puts at the start of the key journal,
 which a version 1 reader would take for damage; version 1 files are read as before (their
-keyed progress has no job id until its next save).
+keyed progress has no job id until its next save). Version 2 also keeps the records of
+failed items in a journal beside the state file (`resumable._failures`), which the
+progress names, ``"failed": {"generation": ...}``; version 1 kept them in the progress
+itself, ``"failed": [{...}, ...]``, and its first save moves them into a journal.
 
 Bounds: a state file holds at most `MAX_BYTES` bytes, and `r.state` nests at most
 `MAX_STATE_DEPTH` levels. A save beyond either is refused, so every file a save writes is

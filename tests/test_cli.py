@@ -675,7 +675,18 @@ def test_dates_beyond_the_years_1_to_9999_in_utc_or_local_time_are_shown_as_stor
 
     def change(document: dict[str, Any]) -> None:
         if field == "failed_at":
-            document["progress"]["failed"][0]["failed_at"] = stored
+            # A record as format version 1 held it, in the state file itself (version 2
+            # keeps records in the failure journal beside it).
+            document["format_version"] = 1
+            document["progress"]["failed"] = [
+                {
+                    "position": 1,
+                    "error_type": "ValueError",
+                    "message": "no",
+                    "attempts": 1,
+                    "failed_at": stored,
+                }
+            ]
         else:
             document[field] = stored
 

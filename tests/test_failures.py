@@ -5,17 +5,29 @@ from __future__ import annotations
 import logging
 import random
 import signal
+import struct
 import sys
+import zlib
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 import pytest
 from freezegun import freeze_time
 
-from resumable import FailedItem, Interrupted, NPolicy, Resumable, UsageError, inspect
+from resumable import (
+    FailedItem,
+    Interrupted,
+    NPolicy,
+    Resumable,
+    ResumableWarning,
+    StateFileError,
+    StateNotSerializableError,
+    UsageError,
+    inspect,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "jobs"))
 from harness import Job, campaign_seed
@@ -224,10 +236,48 @@ def test_failures_json_cannot_hold_as_such_are_recorded_and_saved(state_path: Pa
     assert not inspect(state_path).failed
 
 
-def test_failure_records_in_the_file_are_checked(state_path: Path) -> None:
-    run(state_path, ITEMS, {"page-1"})
-    document = orjson.loads(state_path.read_bytes())
-    assert document["progress"]["failed"][0]["position"] == 1
+def journal_entries(path: Path, length: int) -> list[dict[str, Any]]:
+    """The entries of a failure journal's first `length` bytes, read as docs/state-file.md
+    describes the records: magic byte, length, CRC-32, payload; the job record first."""
+    data = path.read_bytes()[:length]
+    entries: list[dict[str, Any]] = []
+    magics = []
+    while data:
+        magic, size, crc = struct.unpack_from("<BII", data)
+        payload = data[9 : 9 + size]
+        assert crc == zlib.crc32(payload, zlib.crc32(data[:5]))
+        magics.append(magic)
+        if magic == 0x46:
+            entries.extend(orjson.loads(payload))
+        data = data[9 + size :]
+    assert magics[0] == 0x4A  # the job record
+    assert set(magics[1:]) == {0x46}  # then entries
+    return entries
+
+
+def test_failure_records_are_appended_to_a_journal_the_state_file_names(
+    state_path: Path,
+) -> None:
+    run(state_path, ITEMS, {"page-1", "page-4"}, stop_at="page-6")
+    failed = orjson.loads(state_path.read_bytes())["progress"]["failed"]
+    assert failed == {
+        "generation": 0,
+        "first_generation": 0,
+        "length": failed["length"],
+        "job_id": failed["job_id"],
+        "entries": 2,
+        "items": 2,
+    }
+    journal = state_path.with_name("job.state.failed-0")
+    assert [entry["position"] for entry in journal_entries(journal, failed["length"])] == [1, 4]
+    # The next run retries both: page-1 succeeds, page-4 fails again. The journal gains
+    # one entry for each, in that order; the first two stay as they were.
+    assert run(state_path, ITEMS, {"page-4"}) == ["page-1", "page-4", "page-6", "page-7"]
+    failed = orjson.loads(state_path.read_bytes())["progress"]["failed"]
+    assert (failed["entries"], failed["items"]) == (4, 1)
+    cleared, again = journal_entries(journal, failed["length"])[2:]
+    assert cleared == {"position": 1, "cleared": True}
+    assert (again["position"], again["attempts"]) == (4, 2)
 
 
 Mode = Literal["positional", "keyed"]
@@ -368,3 +418,153 @@ def test_failed_keys_count_as_finished_items_for_the_policy(state_path: Path) ->
         saves_in_loop = r.saves
     assert saves_in_loop == 4
     assert failed(state_path) == dict.fromkeys(ITEMS, 1)
+
+
+def job_files(directory: Path) -> dict[str, int]:
+    """The job's files in `directory` and their sizes (the lock file left out)."""
+    return {
+        path.name: path.stat().st_size
+        for path in directory.iterdir()
+        if path.name.startswith("job.state") and not path.name.endswith(".lock")
+    }
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["positional", "keyed"])
+def test_many_failure_records_keep_the_state_file_small_and_a_save_appends_the_change(
+    state_path: Path, keyed: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outage: 10,000 items fail. Their records do not go into the state file, which a
+    save rewrites whole, but into the failure journal, which a save appends to."""
+    urls = [f"https://example.org/item/{n}" for n in range(10_000)]
+    items = [*urls, "https://example.org/last"]
+    message = "connection refused: the service is down " + "x" * 400
+    key = str if keyed else None
+
+    def outage(max_attempts: int) -> None:
+        with Resumable(state_path) as r:
+            for item in r.iterate(items, key=key, on_error="record", max_attempts=max_attempts):
+                if item == items[-1] and r.runs == 1:
+                    break
+                with r.attempt():
+                    raise ConnectionError(message)
+
+    with caplog.at_level(logging.WARNING, logger="resumable"):
+        outage(max_attempts=3)
+    assert "MB" not in caplog.text  # no word of a big state file
+    assert len(inspect(state_path).failed) == 10_000
+    assert state_path.stat().st_size < 2_000
+    before = job_files(state_path.parent)
+    # The next run skips those (given up) and records the last item's failure: its save
+    # writes one record, not 10,001.
+    outage(max_attempts=1)
+    after = job_files(state_path.parent)
+    assert after["job.state"] < 2_000
+    journal = next(name for name in after if name.startswith("job.state.failed-"))
+    assert 0 < after[journal] - before[journal] < 1_000
+    assert len(inspect(state_path).failed) == 10_001
+
+
+def state_document(path: Path) -> dict[str, Any]:
+    document: dict[str, Any] = orjson.loads(path.read_bytes())
+    return document
+
+
+def test_a_journal_of_mostly_cleared_records_is_rewritten_into_a_new_generation(
+    state_path: Path,
+) -> None:
+    """600 items fail, then all 600 succeed: the journal's 1,200 entries hold no record,
+    so the save writes a new generation holding just the records left (none)."""
+    keys = [f"item-{n}" for n in range(600)]
+    run(state_path, keys, set(keys), keyed=True)
+    assert state_document(state_path)["progress"]["failed"]["generation"] == 0
+    run(state_path, keys, set(), keyed=True)
+    failed = state_document(state_path)["progress"]["failed"]
+    assert (failed["generation"], failed["entries"], failed["items"]) == (1, 0, 0)
+    assert inspect(state_path).failed == ()
+    assert inspect(state_path).position == 600
+    # The old generation stays while the backup names it.
+    assert (
+        state_document(state_path.with_name("job.state.bak"))["progress"]["failed"]["generation"]
+        == 0
+    )
+    assert state_path.with_name("job.state.failed-0").exists()
+
+
+def test_a_damaged_failure_journal_is_refused_and_left_as_it_is(state_path: Path) -> None:
+    run(state_path, ITEMS, {"page-1", "page-4"})
+    journal = state_path.with_name("job.state.failed-0")
+    journal.write_bytes(journal.read_bytes()[:-1])  # one byte short of what was committed
+    damaged = journal.read_bytes()
+    saved = state_path.read_bytes()
+    with pytest.raises(StateFileError, match=r"failure journal .*job\.state\.failed-0"):
+        inspect(state_path)
+    with pytest.raises(StateFileError, match=r"failure journal .*job\.state\.failed-0"):
+        Resumable(state_path).__enter__()
+    assert (journal.read_bytes(), state_path.read_bytes()) == (damaged, saved)
+
+
+def test_a_resume_from_the_backup_leaves_the_failure_journal_the_damaged_file_names(
+    state_path: Path,
+) -> None:
+    """The damaged state file committed more of the journal than the backup: those bytes
+    stay, for it to be repaired, and the run goes on in a new generation."""
+    with Resumable(state_path, policy=NPolicy(1)) as r:
+        for item in r.iterate(ITEMS, on_error="record"):
+            with r.attempt():
+                if item in ("page-1", "page-7"):
+                    raise UnavailableError(item)
+    journal = state_path.with_name("job.state.failed-0")
+    committed = journal.read_bytes()
+    backup = state_document(state_path.with_name("job.state.bak"))["progress"]["failed"]
+    assert backup["length"] < len(committed)  # the backup saw page-1's failure only
+    state_path.write_bytes(state_path.read_bytes()[:-5])  # damaged
+    with pytest.warns(ResumableWarning, match="resuming from the backup"):
+        # The backup's failure first, then its undone item.
+        assert run(state_path, ITEMS, set()) == ["page-1", "page-7"]
+    assert journal.read_bytes() == committed
+    failed = state_document(state_path)["progress"]["failed"]
+    assert failed["generation"] > 0
+    assert failed["first_generation"] == failed["generation"]
+    assert inspect(state_path).failed == ()
+
+
+def test_a_failure_journal_copied_from_another_job_is_refused(tmp_path: Path) -> None:
+    ours, theirs = tmp_path / "ours" / "job.state", tmp_path / "theirs" / "job.state"
+    for path in (ours, theirs):
+        path.parent.mkdir()
+        run(path, ITEMS, {"page-1", "page-2"})  # the same records: only the job tells
+    journal = ours.with_name("job.state.failed-0")
+    journal.write_bytes(theirs.with_name("job.state.failed-0").read_bytes())
+    with pytest.raises(StateFileError, match="is not the journal of the state file"):
+        inspect(ours)
+
+
+def test_a_state_that_cannot_be_saved_leaves_the_failure_journal_unwritten(
+    state_path: Path,
+) -> None:
+    with pytest.raises(StateNotSerializableError), Resumable(state_path) as r:
+        for item in r.iterate(ITEMS, on_error="record"):
+            if item == "page-1":
+                r.state["when"] = datetime.now(timezone.utc)  # no JSON value
+                r.save()
+            with r.attempt():
+                raise UnavailableError("503")  # page-0's failure waits for a save
+    assert sorted(path.name for path in state_path.parent.iterdir()) == ["job.state.lock"]
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["positional", "keyed"])
+def test_a_batch_that_succeeds_on_retry_clears_its_records_for_good(
+    state_path: Path, keyed: bool
+) -> None:
+    def batches(failing: str | None) -> None:
+        with Resumable(state_path) as r:
+            key = str if keyed else None
+            for batch in r.iterate(ITEMS[:4], key=key, batch=2, on_error="record"):
+                with r.attempt():
+                    if failing in batch:
+                        raise UnavailableError("503")
+
+    batches(failing="page-2")
+    assert set(failed(state_path)) == ({"page-2", "page-3"} if keyed else {2, 3})
+    batches(failing=None)
+    assert failed(state_path) == {}  # read back from the journal

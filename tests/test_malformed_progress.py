@@ -1,6 +1,7 @@
 """A state file whose checksum is right but whose progress or failure records are not:
 every malformed field is refused with `StateFileError` naming it, and the file is left
-byte-identical.
+byte-identical. (Failure records are written to the failure journal; the cases give them
+as format version 1 kept them, in the progress itself, which is still read.)
 
 A checksum catches damage, not a file written wrong (by hand, by another tool, by a bug
 of an older version): these files pass it, as docs/state-file.md says how to compute it,
@@ -43,7 +44,7 @@ def saved_job(path: Path, keyed: bool) -> dict[str, Any]:
                 if index == 1:
                     raise FlakyError(item)
     document: dict[str, Any] = orjson.loads(path.read_bytes())
-    assert len(document["progress"]["failed"]) == 1
+    assert document["progress"]["failed"]["items"] == 1  # in the failure journal
     return document
 
 
@@ -77,7 +78,11 @@ POSITION_CASES: dict[str, tuple[dict[str, Any], str]] = {
         {"input": {"length": 6, "head_items": 1, "head_hash": 5}},
         "input head_hash must be a string or null",
     ),
-    "failed not a list": ({"failed": {"position": 1}}, "failed items must be a list"),
+    "failed neither a journal nor a list": ({"failed": 5}, "failed must be an object naming"),
+    "failed item of keyed progress": (
+        {"failed": [{**FAILED_ITEM, "key": "b"}]},
+        "a failed item of positional progress needs a position",
+    ),
     "failed item not an object": ({"failed": [1]}, "a failed item must be an object"),
     "failed item with neither key nor position": (
         {"failed": [FAILED_ITEM]},
@@ -148,6 +153,17 @@ JOURNAL_CASES: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 
+FAILURE_JOURNAL_CASES: dict[str, tuple[dict[str, Any], str]] = {
+    "negative generation": ({"generation": -1}, "failed generation must be a whole number"),
+    "generation past the largest": ({"generation": 2**64 - 1}, "generation must be at most"),
+    "length as a string": ({"length": "9"}, "failed length must be a whole number >= 0"),
+    "no first_generation": ({"first_generation": None}, "failed first_generation must be"),
+    "job id not hex": ({"job_id": "x" * 32}, "a job id is 32 lowercase hex digits"),
+    "negative entries": ({"entries": -1}, "failed entries must be a whole number >= 0"),
+    "items as a float": ({"items": 1.0}, "failed items must be a whole number >= 0"),
+}
+
+
 def refused(path: Path, document: dict[str, Any], problem: str) -> None:
     """Written with a good checksum, the document is refused naming `problem`, no backup
     stands in for it, and the file stays as it was."""
@@ -189,6 +205,18 @@ def test_a_malformed_journal_reference_with_a_good_checksum_is_refused(
     document = saved_job(state_path, keyed=True)
     progress = document["progress"]
     document["progress"] = {**progress, "journal": {**progress["journal"], **change}}
+    refused(state_path, document, problem)
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["positional", "keyed"])
+@pytest.mark.parametrize("case", FAILURE_JOURNAL_CASES)
+def test_a_malformed_failure_journal_reference_with_a_good_checksum_is_refused(
+    state_path: Path, case: str, keyed: bool
+) -> None:
+    change, problem = FAILURE_JOURNAL_CASES[case]
+    document = saved_job(state_path, keyed=keyed)
+    progress = document["progress"]
+    document["progress"] = {**progress, "failed": {**progress["failed"], **change}}
     refused(state_path, document, problem)
 
 
