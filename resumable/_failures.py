@@ -215,7 +215,7 @@ class Failures:
         if not isinstance(data, Mapping):
             raise ValueError(
                 "failed must be an object naming the failure journal (or, in format version "
-                f"1, a list of failed items), got {_shown(data)}"
+                f"1, a list of failed items), got {_journal.shown(data)}"
             )
         failures = cls(keyed=keyed)
         failures.journal = FailureJournal.restore(data)
@@ -323,13 +323,13 @@ class FailureJournal:
     @classmethod
     def restore(cls, data: Mapping[str, Any]) -> FailureJournal:
         journal = cls(
-            _generation(data, "generation"),
+            _journal.generation_field(data, "generation", "failed"),
             _journal.check_job_id(data.get("job_id")),
-            _count(data, "length"),
-            _generation(data, "first_generation"),
+            _journal.count_field(data, "length", "failed"),
+            _journal.generation_field(data, "first_generation", "failed"),
         )
-        journal.entries = _count(data, "entries")
-        _count(data, "items")
+        journal.entries = _journal.count_field(data, "entries", "failed")
+        _journal.count_field(data, "items", "failed")
         return journal
 
     def path(self, state: Path) -> Path:
@@ -403,7 +403,9 @@ def _replay(entry: object, keyed: bool) -> tuple[str | int, FailedItem | None]:
     if isinstance(entry, Mapping) and entry.get("cleared") is True:
         where = _where(entry, keyed)
         if set(entry) != {"key" if keyed else "position", "cleared"}:
-            raise ValueError(f"a cleared item has its key or position only, got {_shown(entry)}")
+            raise ValueError(
+                f"a cleared item has its key or position only, got {_journal.shown(entry)}"
+            )
         return where, None
     record = _record_of(entry, keyed)
     return record.where, record
@@ -415,7 +417,7 @@ def _record_of(entry: object, keyed: bool) -> FailedItem:
     if (record.key is not None) != keyed:
         raise ValueError(
             f"a failed item of {'keyed' if keyed else 'positional'} progress needs a "
-            f"{'key' if keyed else 'position'}, got {_shown(entry)}"
+            f"{'key' if keyed else 'position'}, got {_journal.shown(entry)}"
         )
     return record
 
@@ -425,30 +427,5 @@ def _where(entry: Mapping[str, Any], keyed: bool) -> str | int:
         return key_from_tagged(entry.get("key"))
     position = entry.get("position")
     if type(position) is not int or position < 0:
-        raise ValueError(f"a position must be an int >= 0, got {_shown(position)}")
+        raise ValueError(f"a position must be an int >= 0, got {_journal.shown(position)}")
     return position
-
-
-def _generation(data: Mapping[str, Any], name: str) -> int:
-    value = _count(data, name)
-    if value > _journal.MAX_GENERATION:
-        raise ValueError(
-            f"failed {name} must be at most {_journal.MAX_GENERATION}, the largest journal "
-            f"generation, got {_shown(value)}"
-        )
-    return value
-
-
-def _count(data: Mapping[str, Any], name: str) -> int:
-    value = data.get(name)
-    if type(value) is not int or value < 0:
-        raise ValueError(f"failed {name} must be a whole number >= 0, got {_shown(value)}")
-    return value
-
-
-def _shown(value: object) -> str:
-    """`value` for a message, cut to 60 characters (an int too long to print, by size)."""
-    if type(value) is int and value.bit_length() > 128:
-        return f"an integer of {value.bit_length():,} bits"
-    shown = repr(value)
-    return shown if len(shown) <= 60 else shown[:57] + "..."

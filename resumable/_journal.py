@@ -73,7 +73,7 @@ import re
 import secrets
 import struct
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -566,23 +566,18 @@ def _decode_job(payload: bytes) -> str:
         raise _DamageError(f"its job record holds no job id: {error}") from None
 
 
-def _decode_entries(payload: bytes) -> list[Any]:
+def _decode_entries(payload: bytes, expected: str = "an array") -> list[Any]:
     try:
         decoded = orjson.loads(payload)
     except orjson.JSONDecodeError as error:
         raise _DamageError(f"its payload is not valid JSON ({error})") from None
     if type(decoded) is not list:
-        raise _DamageError(f"its payload is a JSON {type(decoded).__name__}, not an array")
+        raise _DamageError(f"its payload is a JSON {type(decoded).__name__}, not {expected}")
     return decoded
 
 
 def _decode_payload(payload: bytes) -> list[Key]:
-    try:
-        decoded = orjson.loads(payload)
-    except orjson.JSONDecodeError as error:
-        raise _DamageError(f"its payload is not valid JSON ({error})") from None
-    if type(decoded) is not list:
-        raise _DamageError(f"its payload is a JSON {type(decoded).__name__}, not an array of keys")
+    decoded = _decode_entries(payload, "an array of keys")
     try:
         # Joining checks in C that every element is a str, the common case, several times
         # faster than collecting the types; the joined string is shorter than the payload.
@@ -606,17 +601,20 @@ def key_from_tagged(value: object) -> Key:
         return value
     if type(value) is dict and len(value) == 1:
         tag, digits = next(iter(value.items()))
+        key: Key | None = None
         if type(digits) is str:
             try:
                 if tag == _INT_TAG:
-                    return int(digits, 16)
-                if tag == _STR_TAG:
-                    return bytes.fromhex(digits).decode("utf-8", "surrogatepass")
+                    key = int(digits, 16)
+                elif tag == _STR_TAG:
+                    key = bytes.fromhex(digits).decode("utf-8", "surrogatepass")
             except ValueError:  # UnicodeDecodeError is a ValueError
                 pass
-    shown = repr(value)
-    shown = shown if len(shown) <= 60 else shown[:57] + "..."
-    raise ValueError(f"{shown}, which is not a key")
+        # Only the form tagged_key writes: a tag around a key JSON holds as it is
+        # ({"str": ""}, {"int": "5"}) was written by no save, so it is damage.
+        if key is not None and tagged_key(key) == value:
+            return key
+    raise ValueError(f"{shown(value)}, which is not a key")
 
 
 def _check_length(length: int) -> None:
@@ -874,3 +872,32 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def generation_field(data: Mapping[str, Any], name: str, owner: str) -> int:
+    """``data[name]`` as a journal generation (0 to `MAX_GENERATION`), or a ValueError
+    naming the field as ``f"{owner} {name}"``."""
+    value = count_field(data, name, owner)
+    if value > MAX_GENERATION:
+        raise ValueError(
+            f"{owner} {name} must be at most {MAX_GENERATION}, the largest journal "
+            f"generation, got {shown(value)}"
+        )
+    return value
+
+
+def count_field(data: Mapping[str, Any], name: str, owner: str) -> int:
+    """``data[name]`` as a whole number >= 0, or a ValueError naming the field."""
+    value = data.get(name)
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{owner} {name} must be a whole number >= 0, got {shown(value)}")
+    return value
+
+
+def shown(value: object) -> str:
+    """`value` for a message: an int too long to print (Python refuses str() of more than
+    4,300 digits) by its size, anything else cut to 60 characters."""
+    if type(value) is int and value.bit_length() > 128:
+        return f"an integer of {value.bit_length():,} bits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

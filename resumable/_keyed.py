@@ -95,11 +95,13 @@ class KeyProgress:
             raise ValueError(f"progress finished must be true or false, got {finished!r}")
         job_id = journal.get("job_id")
         progress = cls(
-            generation=_generation(journal, "generation"),
-            length=_count(journal, "length"),
+            generation=_journal.generation_field(journal, "generation", "keyed progress"),
+            length=_journal.count_field(journal, "length", "keyed progress"),
             finished=finished,
-            done=_count(data, "done"),
-            first_generation=_generation(journal, "first_generation"),
+            done=_journal.count_field(data, "done", "keyed progress"),
+            first_generation=_journal.generation_field(
+                journal, "first_generation", "keyed progress"
+            ),
             job_id=None if job_id is None else _journal.check_job_id(job_id),
         )
         progress.failures = Failures.restore(data.get("failed"), keyed=True)
@@ -221,29 +223,3 @@ def check_key_function(key: object) -> Callable[[Any], Key]:
             f"int (for example key=str, or key=lambda row: row['id']); got {type(key).__name__}"
         )
     return key
-
-
-def _generation(data: Mapping[str, Any], name: str) -> int:
-    value = _count(data, name)
-    if value > _journal.MAX_GENERATION:
-        raise ValueError(
-            f"keyed progress {name} must be at most {_journal.MAX_GENERATION}, the largest "
-            f"journal generation, got {_shown(value)}"
-        )
-    return value
-
-
-def _count(data: Mapping[str, Any], name: str) -> int:
-    value = data.get(name)
-    if type(value) is not int or value < 0:
-        raise ValueError(f"keyed progress {name} must be a whole number >= 0, got {_shown(value)}")
-    return value
-
-
-def _shown(value: object) -> str:
-    """`value` for a message: an int too long to print (Python refuses str() of more than
-    4,300 digits) by its size, anything else cut to 60 characters."""
-    if type(value) is int and value.bit_length() > 128:
-        return f"an integer of {value.bit_length():,} bits"
-    shown = repr(value)
-    return shown if len(shown) <= 60 else shown[:57] + "..."

@@ -343,6 +343,10 @@ def test_every_single_bit_flip_in_committed_data_is_detected(journal: Path) -> N
         (b"[18446744073709551616]", "which is not a key"),  # orjson reads it as a float
         (b'[{"int":"zz"}]', "which is not a key"),
         (b'[{"int":"1","str":"2"}]', "which is not a key"),
+        # Tags around keys JSON holds as they are: no save writes them (found by the fuzzer).
+        (b'[{"str":""}]', "which is not a key"),
+        (b'[{"str":"41"}]', "which is not a key"),
+        (b'[{"int":"5"}]', "which is not a key"),
         (b"[[1]]", "which is not a key"),
         (b'{"a":1}', "a JSON dict, not an array of keys"),
         (b"[1,", "not valid JSON"),
