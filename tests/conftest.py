@@ -17,6 +17,23 @@ def state_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(autouse=True, scope="session")
+def outside_the_source_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The tests, and the processes they start, work in an empty folder of their own.
+
+    ``python -c`` and ``python -m`` put the working directory first on the child's
+    ``sys.path``: started from the repository root, such a child would import the source
+    tree beside the tests instead of the package installed for `sys.executable`, which
+    the test process imports (under nox, a copy in site-packages).
+    """
+    previous = Path.cwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+@pytest.fixture(autouse=True, scope="session")
 def ctrl_c_as_at_a_terminal() -> Iterator[None]:
     """SIGINT handled as Python handles it at a terminal, however the run was started.
 

@@ -29,11 +29,7 @@ import resumable
 from resumable import Resumable, StateFileError, StateLockedError, _lock, inspect
 from resumable._cli import main
 
-_JOBS = str(Path(__file__).resolve().parent / "jobs")
-if _JOBS not in sys.path:
-    sys.path.insert(0, _JOBS)
-
-from harness import Child, Job  # noqa: E402
+from jobs.harness import Child, Job
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 NO_STATE_FILE = "no state file: the job has not started, or it was reset"

@@ -11,18 +11,13 @@ from __future__ import annotations
 import random
 import re
 import signal
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-_JOBS = str(Path(__file__).resolve().parent / "jobs")
-if _JOBS not in sys.path:
-    sys.path.insert(0, _JOBS)
-
-from harness import Child, Job, campaign_seed  # noqa: E402
+from jobs.harness import Child, Job, campaign_seed
 
 _READY = re.compile(r"ready (\d+) \d+")
 _END = re.compile(r"end (\d+)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -10,15 +9,10 @@ from pathlib import Path
 
 import resumable
 
-# Run the same package the tests import, installed or not.
-ENV = {**os.environ, "PYTHONPATH": str(Path(resumable.__file__).resolve().parents[1])}
-
 
 def demo(state: Path, *options: str) -> subprocess.Popen[str]:
     command = [sys.executable, "-m", "resumable", "demo", "--state", str(state), *options]
-    return subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
-    )
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_the_demo_stops_on_ctrl_c_and_continues_where_it_stopped(state_path: Path) -> None:

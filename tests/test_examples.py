@@ -15,7 +15,6 @@ import random
 import re
 import shutil
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,24 +27,14 @@ import pytest
 
 import resumable
 
-_JOBS = str(Path(__file__).resolve().parent / "jobs")
-if _JOBS not in sys.path:
-    sys.path.insert(0, _JOBS)
-
-from harness import TIMEOUT, Child, Finished  # noqa: E402
+from jobs.harness import TIMEOUT, Child, Finished, child_env
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 OUT = "out.txt"
 STATE = "job.state"
 
-# The examples import the package these tests import (under nox, the installed one), and
-# reach the test's server directly even where a proxy is configured.
-ENV = {
-    **os.environ,
-    "PYTHONPATH": str(Path(resumable.__file__).resolve().parents[1]),
-    "no_proxy": "127.0.0.1",
-    "NO_PROXY": "127.0.0.1",
-}
+# The examples reach the test's server directly even where a proxy is configured.
+ENV = {**child_env(), "no_proxy": "127.0.0.1", "NO_PROXY": "127.0.0.1"}
 
 STOPS = [
     pytest.param(signal.SIGINT, 130, id="SIGINT"),  # the examples catch KeyboardInterrupt

@@ -6,7 +6,6 @@ import logging
 import random
 import signal
 import struct
-import sys
 import zlib
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
@@ -29,8 +28,7 @@ from resumable import (
     inspect,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "jobs"))
-from harness import Job, campaign_seed
+from jobs.harness import Job, campaign_seed
 
 
 class UnavailableError(Exception):

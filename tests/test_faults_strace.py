@@ -33,7 +33,6 @@ import hashlib
 import json
 import re
 import signal
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,11 +42,7 @@ import pytest
 
 import resumable
 
-_JOBS = str(Path(__file__).resolve().parent / "jobs")
-if _JOBS not in sys.path:
-    sys.path.insert(0, _JOBS)
-
-from harness import Child, Job, Traced, child_env, run_script  # noqa: E402
+from jobs.harness import Child, Job, Traced, child_env, run_script
 
 pytestmark = pytest.mark.strace  # skipped without strace, failed under CI=true
 

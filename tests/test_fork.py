@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-_JOBS = str(Path(__file__).resolve().parent / "jobs")
-if _JOBS not in sys.path:
-    sys.path.insert(0, _JOBS)
+import resumable
 
-from harness import TIMEOUT, Child, Job  # noqa: E402
-
-import resumable  # noqa: E402
+from jobs.harness import TIMEOUT, Child, Job
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 

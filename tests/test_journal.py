@@ -15,7 +15,6 @@ import random
 import re
 import signal
 import struct
-import sys
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,12 +40,8 @@ from resumable._journal import (
     remove_stale_journals,
 )
 
-_JOBS = str(Path(__file__).resolve().parent / "jobs")
-if _JOBS not in sys.path:
-    sys.path.insert(0, _JOBS)
-
-from harness import Child, Traced, campaign_seed, run_script  # noqa: E402
-from journal_job import batch_keys  # noqa: E402
+from jobs.harness import Child, Traced, campaign_seed, run_script
+from jobs.journal_job import batch_keys
 
 needs_strace = pytest.mark.strace  # skipped without strace, failed under CI=true
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sys
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -29,11 +28,7 @@ from resumable import (
     inspect,
 )
 
-_JOBS = str(Path(__file__).resolve().parent / "jobs")
-if _JOBS not in sys.path:
-    sys.path.insert(0, _JOBS)
-
-from documents import (  # noqa: E402
+from jobs.documents import (
     JOB_ID,
     MAX_PAYLOAD,
     OTHER_JOB_ID,

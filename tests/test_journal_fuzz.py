@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import signal
 import struct
-import sys
 import tempfile
 import tracemalloc
 import zlib
@@ -36,11 +35,7 @@ from hypothesis import strategies as st
 
 from resumable import Resumable, StateFileError
 
-_JOBS = str(Path(__file__).resolve().parent / "jobs")
-if _JOBS not in sys.path:
-    sys.path.insert(0, _JOBS)
-
-from documents import (  # noqa: E402
+from jobs.documents import (
     JOB,
     JOB_ID,
     KEYS,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sys
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,8 +23,7 @@ from resumable import (
     inspect,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "jobs"))
-from harness import Job, campaign_seed
+from jobs.harness import Job, campaign_seed
 
 
 def run(

@@ -10,15 +10,10 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
-_JOBS = str(Path(__file__).resolve().parent / "jobs")
-if _JOBS not in sys.path:
-    sys.path.insert(0, _JOBS)
-
-from harness import Child, Job  # noqa: E402
+from jobs.harness import Child, Job
 
 
 def probe(job: Job) -> dict[str, Any]:

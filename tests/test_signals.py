@@ -22,11 +22,7 @@ from pathlib import Path
 
 import pytest
 
-_JOBS = str(Path(__file__).resolve().parent / "jobs")
-if _JOBS not in sys.path:
-    sys.path.insert(0, _JOBS)
-
-from harness import Child, Finished, Job, campaign_seed, child_env  # noqa: E402
+from jobs.harness import Child, Finished, Job, campaign_seed, child_env
 
 SIGINT, SIGTERM, SIGHUP = signal.SIGINT, signal.SIGTERM, signal.SIGHUP
 DEFAULT_HANDLERS = "handlers SIGINT=default_int_handler SIGTERM=SIG_DFL SIGHUP=SIG_DFL"

@@ -16,7 +16,6 @@ examples run by default, thousands under the ``slow`` marker (``nox -s torture``
 from __future__ import annotations
 
 import signal
-import sys
 import tempfile
 import warnings
 import zlib
@@ -34,11 +33,7 @@ from hypothesis import strategies as st
 
 from resumable import Resumable, ResumableWarning, StateFileError, inspect
 
-_JOBS = str(Path(__file__).resolve().parent / "jobs")
-if _JOBS not in sys.path:
-    sys.path.insert(0, _JOBS)
-
-from documents import checksummed, document, files_in  # noqa: E402
+from jobs.documents import checksummed, document, files_in
 
 SECONDS_BEFORE_A_HANG = 30
 FIELDS = ["format_version", "progress", "state", "runs", "created_at", "saved_at", "writer"]

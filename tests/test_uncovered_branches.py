@@ -36,11 +36,7 @@ from resumable import (
 )
 from resumable.policies import NPolicy
 
-_JOBS = str(Path(__file__).resolve().parent / "jobs")
-if _JOBS not in sys.path:
-    sys.path.insert(0, _JOBS)
-
-from harness import Job  # noqa: E402
+from jobs.harness import Job
 
 
 def lock_file_of(state: Path) -> Path:

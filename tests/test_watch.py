@@ -19,11 +19,7 @@ import pytest
 
 from resumable import Resumable
 
-_JOBS = str(Path(__file__).resolve().parent / "jobs")
-if _JOBS not in sys.path:
-    sys.path.insert(0, _JOBS)
-
-from harness import Child, Job  # noqa: E402
+from jobs.harness import Child, Job
 
 # The command line, run by a script path as `Child` runs its jobs.
 COMMAND_LINE = """

@@ -31,11 +31,7 @@ from resumable import (
     inspect,
 )
 
-_JOBS = str(Path(__file__).resolve().parent / "jobs")
-if _JOBS not in sys.path:
-    sys.path.insert(0, _JOBS)
-
-from harness import Child  # noqa: E402
+from jobs.harness import Child
 
 # A job that writes its progress to the terminal and tells the test, on a pipe of its own,
 # when an item is under way; the test answers with SIGINT.

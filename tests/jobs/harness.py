@@ -1,6 +1,7 @@
 """Run the job scripts of this directory as child processes and follow them line by line.
 
-A `Child` runs one job script with the repository root on ``PYTHONPATH``. A thread reads
+A `Child` runs one job script by its path with `sys.executable`, so that it imports the
+``resumable`` installed in that environment, as the test process does. A thread reads
 its stdout into a queue and another collects its stderr, so the test always knows the last
 thing the child reported and never blocks on a full pipe. Synchronisation goes through
 those lines and the child's stdin only: no sleep ever stands in for it. The one bounded
@@ -8,8 +9,8 @@ poll, `Child.wait_not_pending`, watches a real condition (a signal leaving the p
 set in ``/proc``).
 
 `Job` names the files of one job (state file, effects log) inside a test's ``tmp_path``.
-The test modules put this directory on ``sys.path`` to import this module, because
-pytest's ``--import-mode=importlib`` puts no test directory there.
+The test modules import this module as ``jobs.harness``: pytest's ``pythonpath`` option
+(pyproject.toml) puts ``tests/`` on ``sys.path``, as ``--import-mode=importlib`` does not.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from types import TracebackType
 import resumable
 
 JOBS_DIR = Path(__file__).resolve().parent
-REPO_ROOT = JOBS_DIR.parents[1]
 
 # How long a healthy child may take to reach its next line before the test fails instead
 # of hanging. A deadline on a wait, never a substitute for the wait.
@@ -43,10 +43,13 @@ _POLL_PAUSE = 0.001
 
 
 def child_env() -> dict[str, str]:
-    """The environment of a child: ours, with the repository root first on PYTHONPATH."""
-    inherited = os.environ.get("PYTHONPATH")
-    pythonpath = str(REPO_ROOT) if not inherited else f"{REPO_ROOT}{os.pathsep}{inherited}"
-    return {**os.environ, "PYTHONPATH": pythonpath}
+    """The environment of a child: ours, as it is.
+
+    Nothing is added to ``PYTHONPATH``: the child imports the package installed for
+    `sys.executable`, or the copy a caller put first on ``PYTHONPATH`` (tools/mutants.py
+    names its mutated tree there), the same one the test process imports.
+    """
+    return dict(os.environ)
 
 
 def campaign_seed() -> int:
