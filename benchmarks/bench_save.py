@@ -33,8 +33,10 @@ from _timing import (
     target_line,
 )
 
-from resumable import Resumable, _durable, _state_file
-from resumable._state_file import StateDocument
+from resumable import Resumable
+from resumable._store import document as state_document
+from resumable._store import durable
+from resumable._store.document import StateDocument
 
 LIMIT = 1.25  # ours at most this times the bare calls, by the medians
 WRITER = "resumable-loop bench"
@@ -116,8 +118,8 @@ def main() -> None:
                         linked_target, data, linked_target.with_name("linked.state.bak")
                     )
                 ),
-                "_durable.replace_durably(..., keep_previous_as=...)": call_timer(
-                    lambda: _durable.replace_durably(
+                "durable.replace_durably(..., keep_previous_as=...)": call_timer(
+                    lambda: durable.replace_durably(
                         durable_target, data, durable_target.with_name("durable.state.bak")
                     )
                 ),
@@ -127,7 +129,7 @@ def main() -> None:
             # The CPU-only parts of r.save(), timed on their own.
             progress = {"kind": "position", "position": 123_456, "finished": False}
             document = StateDocument(
-                progress, r.state, 3, _state_file.now_iso(), _state_file.now_iso()
+                progress, r.state, 3, state_document.now_iso(), state_document.now_iso()
             )
             link_source = directory / "link-source"
             link_source.write_bytes(data)
@@ -140,15 +142,15 @@ def main() -> None:
 
             calls = 2_000 if args.quick else 20_000
             parts = {
-                "serialise: _state_file.encode(document)": cpu_part(
-                    lambda: _state_file.encode(document, WRITER), calls
+                "serialise: state_document.encode(document)": cpu_part(
+                    lambda: state_document.encode(document, WRITER), calls
                 ),
-                "fingerprint: _state_file.fingerprint(progress, state)": cpu_part(
-                    lambda: _state_file.fingerprint(progress, r.state), calls
+                "fingerprint: state_document.fingerprint(progress, state)": cpu_part(
+                    lambda: state_document.fingerprint(progress, r.state), calls
                 ),
-                "timestamp: _state_file.now_iso()": cpu_part(_state_file.now_iso, calls),
-                "temp name: _durable.temp_name(path)": cpu_part(
-                    lambda: _durable.temp_name(state_path), calls
+                "timestamp: state_document.now_iso()": cpu_part(state_document.now_iso, calls),
+                "temp name: durable.temp_name(path)": cpu_part(
+                    lambda: durable.temp_name(state_path), calls
                 ),
                 "backup alone: os.unlink + os.link (no fsync)": cpu_part(keep_backup, calls // 10),
             }

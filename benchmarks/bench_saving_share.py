@@ -29,7 +29,7 @@ from _timing import (
 )
 
 from resumable import NPolicy, Policy, Resumable
-from resumable._store import FileStore
+from resumable._store.file import FileStore
 
 LIMIT = 0.01  # under 1 % of the loop's time spent in FileStore.save
 

@@ -31,9 +31,9 @@ from resumable._errors import ResumableError, ResumableWarning, StateFileError
 from resumable._failures import FailedItem
 from resumable._inspect import StateSnapshot, inspect
 from resumable._journal import tagged_key
-from resumable._lock import LockHolder, lock_holder
 from resumable._reset import reset
-from resumable._store import backup_path, lock_path, require_state_file, resolve
+from resumable._store.file import backup_path, lock_path, require_state_file, resolve
+from resumable._store.flock import LockHolder, lock_holder
 from resumable._text import counted, describe_key, printable, valid_unicode
 from resumable._version import __version__
 from resumable._watch import ENDED as WATCH_ENDED

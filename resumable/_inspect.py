@@ -12,7 +12,7 @@ from resumable._errors import StateFileError
 from resumable._failures import FailedItem
 from resumable._keyed import KeyProgress
 from resumable._progress import PositionProgress
-from resumable._store import read_state, resolve
+from resumable._store.file import read_state, resolve
 
 
 @dataclass(frozen=True)

@@ -81,8 +81,8 @@ from typing import Any, TypeAlias
 
 import orjson
 
-from resumable._durable import fsync_directory, fsync_file, set_mode
 from resumable._errors import StateFileError, StateWriteError, UsageError, describe_os_error
+from resumable._store.durable import fsync_directory, fsync_file, set_mode
 
 Key: TypeAlias = str | int
 logger = logging.getLogger("resumable")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from resumable._store import FileStore, require_state_file, resolve
+from resumable._store.file import FileStore, require_state_file, resolve
 
 
 def reset(path: str | os.PathLike[str]) -> Path:

@@ -18,7 +18,6 @@ from pathlib import Path
 from types import CodeType, FrameType, TracebackType
 from typing import Any, Literal, TypeVar, overload
 
-from resumable import _state_file
 from resumable._batches import (
     check_batch,
     grouped,
@@ -48,8 +47,9 @@ from resumable._journal import Key, check_keys
 from resumable._keyed import KeyProgress, check_key_function
 from resumable._progress import PositionProgress, restore_progress
 from resumable._signals import SignalGuard, default_signals, defers_signals, take_overdue
-from resumable._state_file import StateDocument
-from resumable._store import FileStore, resolve
+from resumable._store import document as _state_file  # the state file's format
+from resumable._store.document import StateDocument
+from resumable._store.file import FileStore, resolve
 from resumable._text import counted, describe_key
 from resumable._version import __version__
 from resumable.policies import Policy, SinceLastSave, as_policy

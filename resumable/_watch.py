@@ -34,8 +34,8 @@ from typing import IO
 
 from resumable._errors import ResumableWarning, StateFileError
 from resumable._inspect import StateSnapshot, inspect
-from resumable._lock import lock_holder
-from resumable._store import lock_path
+from resumable._store.file import lock_path
+from resumable._store.flock import lock_holder
 from resumable._text import counted, printable, valid_unicode
 
 FINISHED = 0

@@ -26,8 +26,9 @@ import pytest
 from freezegun import freeze_time
 
 import resumable
-from resumable import Resumable, StateFileError, StateLockedError, _lock, inspect
+from resumable import Resumable, StateFileError, StateLockedError, inspect
 from resumable._cli import main
+from resumable._store import flock
 
 from jobs.harness import Child, Job
 
@@ -320,11 +321,11 @@ def test_a_lock_file_that_cannot_be_probed_is_an_error_line(
 
 def test_lock_holder_needs_no_lock_file_and_creates_none(state_path: Path) -> None:
     lock = state_path.with_name("job.state.lock")
-    assert _lock.lock_holder(lock) is None
+    assert flock.lock_holder(lock) is None
     assert not lock.exists()
     with Resumable(state_path):
-        assert _lock.lock_holder(lock) == _lock.LockHolder(os.getpid())
-    assert _lock.lock_holder(lock) is None
+        assert flock.lock_holder(lock) == flock.LockHolder(os.getpid())
+    assert flock.lock_holder(lock) is None
 
 
 def test_a_run_refused_while_the_lock_is_probed_tries_again(
@@ -343,17 +344,17 @@ def test_a_run_refused_while_the_lock_is_probed_tries_again(
 
     try:
         fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        monkeypatch.setattr(_lock, "_wait_before_retry", probe_ends)
+        monkeypatch.setattr(flock, "_wait_before_retry", probe_ends)
         with Resumable(state_path) as r:
             assert r.position == 0
-        assert pauses == [_lock._RETRY_PAUSES[0]]
+        assert pauses == [flock._RETRY_PAUSES[0]]
 
         pauses.clear()
         fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        monkeypatch.setattr(_lock, "_wait_before_retry", pauses.append)
+        monkeypatch.setattr(flock, "_wait_before_retry", pauses.append)
         with pytest.raises(StateLockedError), Resumable(state_path):
             pass
-        assert pauses == list(_lock._RETRY_PAUSES)
+        assert pauses == list(flock._RETRY_PAUSES)
     finally:
         os.close(probe)
 

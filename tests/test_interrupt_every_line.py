@@ -33,8 +33,8 @@ import pytest
 
 import resumable
 from resumable import NPolicy, Policy, Resumable, StateLockedError, inspect
-from resumable._durable import TEMP_SUFFIX
 from resumable._signals import Handler, default_signals
+from resumable._store.durable import TEMP_SUFFIX
 
 N = 10  # the input: range(N)
 RESUMED_AT = 2  # the earlier run of every trial broke on this item, so it was saved here

@@ -30,7 +30,7 @@ from resumable import (
     StateWriteError,
     inspect,
 )
-from resumable._state_file import FORMAT_VERSION
+from resumable._store.document import FORMAT_VERSION
 
 
 def make_job(path: Path, stop: int, state: dict[str, object] | None = None) -> bytes:

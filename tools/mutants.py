@@ -17,7 +17,8 @@ per site say what the others would (OPERATORS).
 
     python tools/mutants.py [MODULE ...] [--jobs N] [--out DIR]
 
-MODULE is a core module's file name without .py (_lock, policies, ...); default: all.
+MODULE is a core module's dotted name below resumable (_store.flock, policies, ...); default:
+all.
 Writes DIR/report.md (the score and every surviving mutant with its diff) and prints it.
 """
 
@@ -42,15 +43,15 @@ ROOT = Path(__file__).resolve().parent.parent
 # Each core module and the tests that exercise it, fastest first: pytest -x stops at the
 # first failure, so a killed mutant usually costs only the first file.
 TESTS: dict[str, list[str]] = {
-    "_durable": [
+    "_store.durable": [
         "test_durability",
         "test_uncovered_branches",
         "test_state_file",
         "test_faults_strace",
     ],
-    "_store": ["test_uncovered_branches", "test_state_file", "test_durability", "test_cli"],
-    "_state_file": ["test_malformed_progress", "test_uncovered_branches", "test_state_file"],
-    "_lock": [
+    "_store.file": ["test_uncovered_branches", "test_state_file", "test_durability", "test_cli"],
+    "_store.document": ["test_malformed_progress", "test_uncovered_branches", "test_state_file"],
+    "_store.flock": [
         "test_uncovered_branches",
         "test_fork",
         "test_loop",
@@ -179,6 +180,11 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
     return done.stdout
 
 
+def source(module: str) -> str:
+    """The file of `module`, a dotted name below resumable: ``resumable/_store/flock.py``."""
+    return "resumable/" + module.replace(".", "/") + ".py"
+
+
 def test_command(module: str) -> str:
     files = " ".join(f"tests/{name}.py" for name in TESTS[module])
     return f"python -m pytest -x -q -p no:cacheprovider -m 'not slow' {files}"
@@ -195,7 +201,7 @@ def prepare(module: str, tree: Path, env: dict[str, str], cap: int) -> tuple[Pat
     config = tree / f"cr-{module}.toml"
     config.write_text(
         "[cosmic-ray]\n"
-        f'module-path = "resumable/{module}.py"\n'
+        f'module-path = "{source(module)}"\n'
         f"timeout = {max(60.0, 4 * baseline):.0f}\n"
         "excluded-modules = []\n"
         f"test-command = {json.dumps(test_command(module))}\n"
@@ -204,7 +210,7 @@ def prepare(module: str, tree: Path, env: dict[str, str], cap: int) -> tuple[Pat
     db = tree / f"cr-{module}.sqlite"
     db.unlink(missing_ok=True)
     run(["cosmic-ray", "init", config.name, db.name], tree, env)
-    kept = skip_filtered(db, (tree / "resumable" / f"{module}.py").read_text(), cap)
+    kept = skip_filtered(db, (tree / source(module)).read_text(), cap)
     return db, kept, baseline
 
 
@@ -341,7 +347,7 @@ def summarise(found: dict[str, list[dict[str, object]]], seconds: float) -> str:
             for line in str(row["diff"]).splitlines()
             if line[:1] in "+-" and line[:3] not in ("+++", "---")
         ]
-        lines += [f"- {module}.py:{row['line']} {row['operator']} ({row['function']})"]
+        lines += [f"- {source(module)}:{row['line']} {row['operator']} ({row['function']})"]
         lines += [f"      {line}" for line in changed]
     return "\n".join(lines) + "\n"
 

@@ -29,8 +29,8 @@ from pathlib import Path
 from types import FrameType
 
 import resumable
-from resumable import _durable
 from resumable._signals import SignalGuard
+from resumable._store import durable
 
 
 @dataclass(frozen=True)
@@ -184,22 +184,22 @@ def handler_name(handler: object) -> str:
 def install_test_points(options: Options) -> None:
     """Patch the library so the test can hold it at a chosen point of a save or an exit."""
     if options.block_in_save:
-        flush_file = _durable.fsync_file
+        flush_file = durable.fsync_file
 
         def blocking_fsync(fd: int) -> None:
             wait_for_line("fsync")  # the temp file is written, not yet flushed or renamed
             flush_file(fd)
 
-        _durable.fsync_file = blocking_fsync
+        durable.fsync_file = blocking_fsync
 
     if options.block_after_backup:
-        keep_backup = _durable._keep_as_backup
+        keep_backup = durable._keep_as_backup
 
-        def keep_backup_then_block(source: _durable.StrPath, backup: _durable.StrPath) -> None:
+        def keep_backup_then_block(source: durable.StrPath, backup: durable.StrPath) -> None:
             keep_backup(source, backup)
             wait_for_line("backup kept")
 
-        _durable._keep_as_backup = keep_backup_then_block
+        durable._keep_as_backup = keep_backup_then_block
 
     if options.pause_after_restore:
         restore = SignalGuard.restore

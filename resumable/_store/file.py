@@ -15,7 +15,7 @@ What a reader checks before it trusts a file, in order:
 | open without blocking; `fstat` the open file | any error: `NotDamagedError` |
 | a regular file (no FIFO, device, socket or directory) | `NotDamagedError` |
 | at most `MAX_BYTES` bytes, before one is read | damage |
-| what `_state_file.decode` checks | damage, or `NotDamagedError` for a newer format |
+| what `document.decode` checks | damage, or `NotDamagedError` for a newer format |
 
 Damage sends the job to the backup; `NotDamagedError` never does, because an error that
 stops the read says nothing about the bytes, and a newer file is no damaged one.
@@ -31,8 +31,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from resumable import _durable, _state_file
-from resumable._durable import close_fd
 from resumable._errors import (
     StateFileError,
     StateWriteError,
@@ -40,8 +38,10 @@ from resumable._errors import (
     reset_command,
     warn,
 )
-from resumable._lock import FileLock
-from resumable._state_file import MAX_BYTES, NotDamagedError, StateDocument
+from resumable._store import document, durable
+from resumable._store.document import MAX_BYTES, NotDamagedError, StateDocument
+from resumable._store.durable import close_fd
+from resumable._store.flock import FileLock
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ def _decode_file(path: Path) -> StateDocument | StateFileError:
             f"{path} is larger than any state file ({MAX_BYTES // 2**20} MiB at most)"
         )
     try:
-        return _state_file.decode(data, str(path))
+        return document.decode(data, str(path))
     except NotDamagedError:
         raise
     except StateFileError as error:
@@ -309,19 +309,19 @@ class FileStore:
                 # state file was deleted must not become this job's backup: were this
                 # job's file damaged, the fallback would resume the other job.
                 self._set_aside_earlier_job()
-                _durable.replace_atomically(self._target, data, mode=self._mode)
+                durable.replace_atomically(self._target, data, mode=self._mode)
                 self._fresh = False
             elif self._main_is_damaged:
                 # The damaged file gets its second name just before the new state replaces
                 # it, so that at every instant a run finds the damaged file beside the good
                 # backup (and resumes from the backup again), or the new state.
                 corrupt = os.fspath(aside_path(self.path, "corrupt"))
-                _durable.replace_atomically(
+                durable.replace_atomically(
                     self._target, data, keep_previous_as=corrupt, mode=self._mode
                 )
                 self._main_is_damaged = False
             else:
-                _durable.replace_atomically(
+                durable.replace_atomically(
                     self._target, data, keep_previous_as=self._backup, mode=self._mode
                 )
         except OSError as error:
@@ -332,7 +332,7 @@ class FileStore:
                 errno=error.errno,
             ) from error
         try:
-            _durable.fsync_directory(self._directory)
+            durable.fsync_directory(self._directory)
         except OSError as error:
             raise StateWriteError(
                 f"saved progress to {self.path}, but flushing its directory failed: "
@@ -367,7 +367,7 @@ class FileStore:
             with contextlib.suppress(FileNotFoundError):
                 os.replace(self.backup, backup_path(aside))
             os.replace(self.path, aside)
-            _durable.fsync_directory(self.path.parent)
+            durable.fsync_directory(self.path.parent)
         except OSError as error:
             raise StateWriteError(
                 f"could not move {self.path} aside to {aside.name}: {describe_os_error(error)}. "
@@ -383,7 +383,7 @@ class FileStore:
         prefix = f".{self.path.name}."
         with contextlib.suppress(OSError), os.scandir(self.path.parent) as entries:
             for entry in entries:
-                if entry.name.startswith(prefix) and _durable.is_temp_of(
+                if entry.name.startswith(prefix) and durable.is_temp_of(
                     self.path, Path(entry.path)
                 ):
                     with contextlib.suppress(OSError):

@@ -29,8 +29,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from resumable._durable import close_fd
 from resumable._errors import StateLockedError
+from resumable._store.durable import close_fd
 
 if sys.platform == "win32":  # pragma: no cover - Windows only
     import msvcrt
