@@ -35,7 +35,9 @@ from _timing import (
     target_line,
 )
 
-from resumable._journal import JournalWriter, Key, encode_records, fold, read_journal
+from resumable._keys import Key
+from resumable._store.journal_codec import encode_records
+from resumable._store.journal_files import JournalWriter, fold, read_journal
 
 APPEND_LIMIT = 2.0  # an append with 1,000,000 keys done, at most this times one with 1,000
 READ_LIMIT_S = 2.0  # reading 1,000,000 keys
@@ -96,7 +98,7 @@ def memory_per_key(path: Path, length: int, count: int) -> tuple[float, float]:
 RSS_CHILD = """
 import sys
 from pathlib import Path
-from resumable._journal import read_journal
+from resumable._store.journal_files import read_journal
 
 def rss_kib():
     with open("/proc/self/status") as status:

@@ -29,7 +29,7 @@ from types import CodeType, FrameType
 from typing import Any, TypeVar
 
 from resumable._errors import UsageError
-from resumable._journal import Key, check_keys
+from resumable._keys import Key, check_keys
 
 T = TypeVar("T")
 

@@ -30,7 +30,7 @@ from resumable._demo import run_demo
 from resumable._errors import ResumableError, ResumableWarning, StateFileError
 from resumable._failures import FailedItem
 from resumable._inspect import StateSnapshot, inspect
-from resumable._journal import tagged_key
+from resumable._keys import tagged_key
 from resumable._reset import reset
 from resumable._store.file import backup_path, lock_path, require_state_file, resolve
 from resumable._store.flock import LockHolder, lock_holder

@@ -3,8 +3,8 @@
 A failure is recorded for the item in flight when an exception (an `Exception`, never
 ctrl+c or SIGTERM) leaves a ``with r.attempt():`` block. The records are kept as the keys
 of keyed progress are: in a journal beside the state file, ``job.state.failed-<g>``
-(`resumable._journal`, records of the kind `FAILURES`), which each save appends the
-changes since the previous save to, before the state file commits them. So a save costs
+(`resumable._store.journal_files`, records of the kind `FAILURES`), which each save
+appends the changes since the previous save to, before the state file commits them. So a save costs
 time in proportion to the failures and successes since the last save, not to every record.
 
 Each journal entry is one JSON object:
@@ -31,9 +31,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from resumable import _journal
 from resumable._errors import StateFileError
-from resumable._journal import FAILURES, JournalWriter, key_from_tagged, tagged_key
+from resumable._keys import key_from_tagged, tagged_key
+from resumable._store import journal_codec, journal_files
+from resumable._store.journal_codec import FAILURES
+from resumable._store.journal_files import JournalWriter
+from resumable._text import shown
 
 MESSAGE_LIMIT = 500  # characters of an exception's message kept in the state file
 ON_ERROR_CHOICES = ("raise", "record")
@@ -215,7 +218,7 @@ class Failures:
         if not isinstance(data, Mapping):
             raise ValueError(
                 "failed must be an object naming the failure journal (or, in format version "
-                f"1, a list of failed items), got {_journal.shown(data)}"
+                f"1, a list of failed items), got {shown(data)}"
             )
         failures = cls(keyed=keyed)
         failures.journal = FailureJournal.restore(data)
@@ -310,7 +313,7 @@ class FailureJournal:
     @classmethod
     def start(cls, state: Path) -> FailureJournal:
         """The journal of a job's first failure record: a generation above every file."""
-        return cls(_journal.next_generation(state, kind=FAILURES), _journal.new_job_id())
+        return cls(journal_files.next_generation(state, kind=FAILURES), journal_codec.new_job_id())
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -323,27 +326,27 @@ class FailureJournal:
     @classmethod
     def restore(cls, data: Mapping[str, Any]) -> FailureJournal:
         journal = cls(
-            _journal.generation_field(data, "generation", "failed"),
-            _journal.check_job_id(data.get("job_id")),
-            _journal.count_field(data, "length", "failed"),
-            _journal.generation_field(data, "first_generation", "failed"),
+            journal_files.generation_field(data, "generation", "failed"),
+            journal_codec.check_job_id(data.get("job_id")),
+            journal_files.count_field(data, "length", "failed"),
+            journal_files.generation_field(data, "first_generation", "failed"),
         )
-        journal.entries = _journal.count_field(data, "entries", "failed")
-        _journal.count_field(data, "items", "failed")
+        journal.entries = journal_files.count_field(data, "entries", "failed")
+        journal_files.count_field(data, "items", "failed")
         return journal
 
     def path(self, state: Path) -> Path:
-        return _journal.journal_path(state, self.generation, kind=FAILURES)
+        return journal_files.journal_path(state, self.generation, kind=FAILURES)
 
     def read(self, state: Path) -> list[Any]:
         """The entries in the committed bytes, in order."""
-        contents = _journal.read_entries(self.path(state), self.length, self.job_id, FAILURES)
+        contents = journal_files.read_entries(self.path(state), self.length, self.job_id, FAILURES)
         self.entries, self.records = len(contents.entries), contents.records
         return contents.entries
 
     def rewrite_is_due(self, changes: int, items: int) -> bool:
         entries = self.entries + changes
-        return entries > max(REWRITE_MIN_ENTRIES, 2 * items) or _journal.fold_is_due(
+        return entries > max(REWRITE_MIN_ENTRIES, 2 * items) or journal_files.fold_is_due(
             self.records + 1, entries
         )
 
@@ -367,9 +370,9 @@ class FailureJournal:
     def rewrite(self, state: Path, records: list[dict[str, Any]], mode: int | None) -> None:
         """Write `records` into a new generation (the old one stays while the backup may
         name it: the next run deletes it)."""
-        generation = _journal.next_generation(state, self.generation, kind=FAILURES)
-        path = _journal.journal_path(state, generation, kind=FAILURES)
-        length = _journal.fold_entries(path, records, mode, self.job_id, FAILURES)
+        generation = journal_files.next_generation(state, self.generation, kind=FAILURES)
+        path = journal_files.journal_path(state, generation, kind=FAILURES)
+        length = journal_files.fold_entries(path, records, mode, self.job_id, FAILURES)
         self.close()
         self.generation, self.length = generation, length
         self.entries, self.records = len(records), 1
@@ -383,14 +386,14 @@ class FailureJournal:
         """As the key journal's (`KeyProgress.remove_retired_journals`): the current
         generation stays, and the newest below it (the backup may name it); after a resume
         from the backup, every generation from the backup's up stays."""
-        generations = _journal.journal_generations(state, kind=FAILURES)
+        generations = journal_files.journal_generations(state, kind=FAILURES)
         keep = {g for g in generations if g < self.first_generation}
         if self.from_backup:
             keep |= {g for g in generations if g >= self.generation}
         else:
             older = [g for g in generations if self.first_generation <= g < self.generation]
             keep |= {self.generation, *([max(older)] if older else [])}
-        _journal.remove_stale_journals(state, keep=keep, kind=FAILURES)
+        journal_files.remove_stale_journals(state, keep=keep, kind=FAILURES)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -403,9 +406,7 @@ def _replay(entry: object, keyed: bool) -> tuple[str | int, FailedItem | None]:
     if isinstance(entry, Mapping) and entry.get("cleared") is True:
         where = _where(entry, keyed)
         if set(entry) != {"key" if keyed else "position", "cleared"}:
-            raise ValueError(
-                f"a cleared item has its key or position only, got {_journal.shown(entry)}"
-            )
+            raise ValueError(f"a cleared item has its key or position only, got {shown(entry)}")
         return where, None
     record = _record_of(entry, keyed)
     return record.where, record
@@ -417,7 +418,7 @@ def _record_of(entry: object, keyed: bool) -> FailedItem:
     if (record.key is not None) != keyed:
         raise ValueError(
             f"a failed item of {'keyed' if keyed else 'positional'} progress needs a "
-            f"{'key' if keyed else 'position'}, got {_journal.shown(entry)}"
+            f"{'key' if keyed else 'position'}, got {shown(entry)}"
         )
     return record
 
@@ -427,5 +428,5 @@ def _where(entry: Mapping[str, Any], keyed: bool) -> str | int:
         return key_from_tagged(entry.get("key"))
     position = entry.get("position")
     if type(position) is not int or position < 0:
-        raise ValueError(f"a position must be an int >= 0, got {_journal.shown(position)}")
+        raise ValueError(f"a position must be an int >= 0, got {shown(position)}")
     return position

@@ -2,16 +2,16 @@
 
 `KeyProgress` remembers the key of every finished item (``key(item)``, a str or an int) and
 skips items whose key is done, wherever they now are in the input. The keys live in the
-key journal (`resumable._journal`): each save appends the keys finished since the previous
-one, so a save costs time in proportion to those, not to every key ever done. The state
-file records the journal's generation and the length that save commits to; `fold`
+key journal (`resumable._store.journal_files`): each save appends the keys finished since
+the previous one, so a save costs time in proportion to those, not to every key ever done.
+The state file records the journal's generation and the length that save commits to; `fold`
 rewrites a journal of many small records as a compact new generation now and then.
 
 A save writes a new generation instead of appending in two more cases: when the run
 resumed from the backup (the damaged state file may name the backup's generation past
-its length, or a later one: see `resumable._journal` for what is kept), and when the job
-was saved by format version 1 and has no job id yet (the new generation starts with the
-job record).
+its length, or a later one: see `resumable._store.journal_files` for what is kept), and
+when the job was saved by format version 1 and has no job id yet (the new generation
+starts with the job record).
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from resumable import _journal
 from resumable._failures import Failures
-from resumable._journal import JournalWriter, Key
+from resumable._keys import Key
+from resumable._store import journal_codec, journal_files
+from resumable._store.journal_files import JournalWriter
 
 logger = logging.getLogger("resumable")
 
@@ -62,7 +63,9 @@ class KeyProgress:
     def start(cls, state: Path) -> KeyProgress:
         """The progress of a new keyed job at `state`: a new job id, and a generation above
         every journal file there (an earlier job's files stay as they are)."""
-        return cls(generation=_journal.next_generation(state), job_id=_journal.new_job_id())
+        return cls(
+            generation=journal_files.next_generation(state), job_id=journal_codec.new_job_id()
+        )
 
     @property
     def position(self) -> int:
@@ -95,22 +98,22 @@ class KeyProgress:
             raise ValueError(f"progress finished must be true or false, got {finished!r}")
         job_id = journal.get("job_id")
         progress = cls(
-            generation=_journal.generation_field(journal, "generation", "keyed progress"),
-            length=_journal.count_field(journal, "length", "keyed progress"),
+            generation=journal_files.generation_field(journal, "generation", "keyed progress"),
+            length=journal_files.count_field(journal, "length", "keyed progress"),
             finished=finished,
-            done=_journal.count_field(data, "done", "keyed progress"),
-            first_generation=_journal.generation_field(
+            done=journal_files.count_field(data, "done", "keyed progress"),
+            first_generation=journal_files.generation_field(
                 journal, "first_generation", "keyed progress"
             ),
-            job_id=None if job_id is None else _journal.check_job_id(job_id),
+            job_id=None if job_id is None else journal_codec.check_job_id(job_id),
         )
         progress.failures = Failures.restore(data.get("failed"), keyed=True)
         return progress
 
     def load(self, state: Path) -> None:
         """Read the committed keys; `StateFileError` when the journal is damaged or short."""
-        path = _journal.journal_path(state, self.generation)
-        contents = _journal.read_journal(path, self.length, self.job_id)
+        path = journal_files.journal_path(state, self.generation)
+        contents = journal_files.read_journal(path, self.length, self.job_id)
         self.done = contents.keys
         self._records = contents.records
         if len(self.done) != self.recorded_done:
@@ -140,7 +143,7 @@ class KeyProgress:
         backup: then the damaged state file may name them. Earlier jobs' files, below
         `first_generation`, are not this job's to delete. Call it holding the lock.
         """
-        generations = _journal.journal_generations(state)
+        generations = journal_files.journal_generations(state)
         keep = {g for g in generations if g < self.first_generation}
         if self._from_backup:
             # The backup names this generation, the damaged file this one or a later one,
@@ -149,7 +152,7 @@ class KeyProgress:
         else:
             older = [g for g in generations if self.first_generation <= g < self.generation]
             keep |= {self.generation, *([max(older)] if older else [])}
-        _journal.remove_stale_journals(state, keep=keep)
+        journal_files.remove_stale_journals(state, keep=keep)
 
     def prepare_save(self, state: Path, mode: int | None = None) -> None:
         """Put the keys finished since the last save into the journal, flushed to disk.
@@ -167,12 +170,12 @@ class KeyProgress:
             return
         if not self.unsaved:
             return
-        if _journal.fold_is_due(self._records + 1, len(self.done)):
+        if journal_files.fold_is_due(self._records + 1, len(self.done)):
             self._fold(state, mode)
             return
         writer = self._writer
         if writer is None:
-            path = _journal.journal_path(state, self.generation)
+            path = journal_files.journal_path(state, self.generation)
             writer = JournalWriter.open(path, self.length, mode, self.job_id)
             self._writer = writer
         try:
@@ -186,10 +189,10 @@ class KeyProgress:
         self.unsaved.clear()  # in place: the loop holds this list's append
 
     def _fold(self, state: Path, mode: int | None) -> None:
-        generation = _journal.next_generation(state, self.generation)
-        job_id = self.job_id if self.job_id is not None else _journal.new_job_id()
-        path = _journal.journal_path(state, generation)
-        length = _journal.fold(path, list(self.done), mode, job_id)
+        generation = journal_files.next_generation(state, self.generation)
+        job_id = self.job_id if self.job_id is not None else journal_codec.new_job_id()
+        path = journal_files.journal_path(state, generation)
+        length = journal_files.fold(path, list(self.done), mode, job_id)
         self.close()
         # The old generation stays until a later run opens the job: the backup may name it.
         self.generation, self.length, self.job_id = generation, length, job_id

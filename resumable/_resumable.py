@@ -43,8 +43,8 @@ from resumable._errors import (
 from resumable._failures import ON_ERROR_CHOICES, FailedItem, Failures
 from resumable._feed import MAX_CHUNK, Feed
 from resumable._input_check import check_on_change
-from resumable._journal import Key, check_keys
 from resumable._keyed import KeyProgress, check_key_function
+from resumable._keys import Key, check_keys
 from resumable._progress import PositionProgress, restore_progress
 from resumable._signals import SignalGuard, default_signals, defers_signals, take_overdue
 from resumable._store import document as _state_file  # the state file's format

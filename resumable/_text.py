@@ -81,3 +81,12 @@ def _escape(char: str) -> str:
 
 def _is_surrogate(char: str) -> bool:
     return 0xD800 <= ord(char) <= 0xDFFF
+
+
+def shown(value: object) -> str:
+    """`value` for a message: an int too long to print (Python refuses str() of more than
+    4,300 digits) by its size, anything else cut to 60 characters."""
+    if type(value) is int and value.bit_length() > 128:
+        return f"an integer of {value.bit_length():,} bits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

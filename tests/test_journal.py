@@ -25,12 +25,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resumable._errors import StateFileError, StateWriteError, UsageError
-from resumable._journal import (
-    HEADER_SIZE,
-    RECORD_KEYS,
+from resumable._keys import Key
+from resumable._store.journal_codec import HEADER_SIZE, RECORD_KEYS, encode_records
+from resumable._store.journal_files import (
     JournalWriter,
-    Key,
-    encode_records,
     fold,
     fold_is_due,
     journal_generations,

@@ -59,7 +59,9 @@ TESTS: dict[str, list[str]] = {
         "test_cli",
     ],
     "_signals": ["test_uncovered_branches", "test_signal_promises", "test_fork", "test_signals"],
-    "_journal": [
+    "_store.journal_codec": ["test_journal", "test_journal_fuzz", "test_hostile_files"],
+    "_keys": ["test_journal", "test_keyed", "test_key_display"],
+    "_store.journal_files": [
         "test_journal_files",
         "test_uncovered_branches",
         "test_keyed",

@@ -74,7 +74,7 @@ def replace_atomically(
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         set_mode(fd, mode)
-        _write_all(fd, data)
+        write_all(fd, data)
         fsync_file(fd)
         fd = close_fd(fd)
         if keep_previous_as is not None:
@@ -131,7 +131,8 @@ def fsync_directory(directory: StrPath) -> None:
             raise
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` to `fd`: os.write may write less than it is given."""
     view = memoryview(data)
     while view:
         written = os.write(fd, view)

@@ -28,7 +28,8 @@ import signal
 from pathlib import Path
 
 from resumable._errors import StateWriteError
-from resumable._journal import JournalWriter, Key, fold
+from resumable._keys import Key
+from resumable._store.journal_files import JournalWriter, fold
 
 
 def batch_keys(batch: int, size: int) -> list[Key]:
