@@ -1,1 +1,91 @@
-"""Where a job's progress is kept: the state file, its backup, its lock and its journals."""
+"""Where a job's progress is kept: the `Store` protocol, and `open_store`, which picks one.
+
+A store keeps a job's state document and its previous generation (the backup), holds the
+job's lock while a run has the job open, tells who holds it, and sets the job aside when
+it is reset. `Resumable`, `inspect`, `reset` and the command line reach the job's files
+through a store, never by their names.
+
+| module | what it answers |
+| --- | --- |
+| `document` | the state file's format: encode, decode, `check_state`, `fingerprint` |
+| `file` | the local file store: state file, backup, lock file, temp files, set aside |
+| `durable` | an atomic, durable replace of a file (temp file, fsync, rename) |
+| `flock` | one run per job: the OS lock on the lock file, and who holds it |
+| `journal_codec` | the record format of the key and failure journals, over bytes |
+| `journal_files` | the journal files: generations, read, append, fold |
+
+The journals are still written by the progress that owns them (`resumable._keyed`,
+`resumable._failures`) through `journal_files`, beside the state file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+from resumable._store.document import Loaded
+from resumable._store.file import FileStore, resolve
+from resumable._store.flock import LockHolder
+
+
+class Store(Protocol):
+    """Where one job is kept: its state document, the backup, and the job's lock."""
+
+    @property
+    def path(self) -> Path:
+        """The job's state file, symlinks followed: what messages name."""
+
+    @property
+    def backup(self) -> Path:
+        """Where the previous save is kept, which a run resumes from when needed."""
+
+    @property
+    def lock_lost(self) -> bool:
+        """Whether `check_lock` found the lock taken away while it was held."""
+
+    @property
+    def mode(self) -> int | None:
+        """The permission bits saves give the job's files (None: the umask's)."""
+
+    def read(self) -> Loaded | None:
+        """The saved state (or the backup's) without the lock; None for a fresh job."""
+
+    def check_exists(self) -> None:
+        """Raise `FileNotFoundError` unless the job has saved state."""
+
+    def holder(self) -> LockHolder | None:
+        """Who holds the job's lock right now; None when nobody does."""
+
+    def lock(self) -> None:
+        """Take the job's lock, or raise `StateLockedError` naming its holder."""
+
+    def unlock(self) -> None:
+        """Release the job's lock."""
+
+    def check_lock(self) -> None:
+        """Raise `StateLockedError` unless the lock is still held: call it before a save."""
+
+    def remove_stale_temp_files(self) -> None:
+        """Remove what an interrupted save left; call it while holding the lock."""
+
+    def load(self) -> Loaded | None:
+        """Read the saved state for a run holding the lock; None for a fresh job."""
+
+    def start_fresh(self) -> None:
+        """This run is a new job: its first save sets any earlier job's state aside."""
+
+    def save(self, data: bytes) -> None:
+        """Replace the saved state with `data`, atomically; the old one becomes the backup."""
+
+    def set_aside(self) -> Path:
+        """Move the saved state and its backup aside, under the lock; return where it went."""
+
+
+def open_store(path: str | os.PathLike[str]) -> Store:
+    """The store of the job at `path`, symlinks followed (`resolve`).
+
+    Today every job is kept in local files (`FileStore`). Here is where the path would
+    choose another store: a URL scheme (``s3://...``) would pick its own module.
+    """
+    return FileStore(resolve(path))

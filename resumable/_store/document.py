@@ -114,6 +114,14 @@ def encode(document: StateDocument, writer: str, where: str = "the state file") 
     return canonical[:-1] + checksum
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """A state document and where it came from: the state file, or its backup."""
+
+    document: StateDocument
+    from_backup: bool
+
+
 class NotDamagedError(StateFileError):
     """A state file that cannot be used, though nothing shows it is damaged: a newer format
     version, a file this user may not read, a FIFO or a device. No backup stands in for it

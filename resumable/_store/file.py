@@ -28,7 +28,6 @@ import errno
 import os
 import stat
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from resumable._errors import (
@@ -39,17 +38,9 @@ from resumable._errors import (
     warn,
 )
 from resumable._store import document, durable
-from resumable._store.document import MAX_BYTES, NotDamagedError, StateDocument
+from resumable._store.document import MAX_BYTES, Loaded, NotDamagedError, StateDocument
 from resumable._store.durable import close_fd
-from resumable._store.flock import FileLock
-
-
-@dataclass(frozen=True)
-class Loaded:
-    """A state document and where it came from."""
-
-    document: StateDocument
-    from_backup: bool
+from resumable._store.flock import FileLock, LockHolder, lock_holder
 
 
 def resolve(path: str | os.PathLike[str]) -> Path:
@@ -249,6 +240,20 @@ class FileStore:
         # The state file's permission bits as the run found them: every save keeps them, so
         # a file the user made private (r.state may hold secrets) stays private.
         self._mode: int | None = None
+
+    def read(self) -> Loaded | None:
+        """Read the state (or its backup) without the lock and without changing anything
+        (`read_state`); None for a fresh job."""
+        return read_state(self.path)
+
+    def check_exists(self) -> None:
+        """Raise `FileNotFoundError` unless there is a state file (`StateFileError` when
+        the path is a directory)."""
+        require_state_file(self.path)
+
+    def holder(self) -> LockHolder | None:
+        """Who holds the job's lock right now (`lock_holder`); None when nobody does."""
+        return lock_holder(lock_path(self.path))
 
     def lock(self) -> None:
         """Take the job's lock."""
