@@ -32,8 +32,8 @@ from resumable._failures import FailedItem
 from resumable._inspect import StateSnapshot, inspect
 from resumable._keys import tagged_key
 from resumable._reset import reset
-from resumable._store.file import backup_path, lock_path, require_state_file, resolve
-from resumable._store.flock import LockHolder, lock_holder
+from resumable._store import open_store
+from resumable._store.flock import LockHolder
 from resumable._text import counted, describe_key, printable, valid_unicode
 from resumable._version import __version__
 from resumable._watch import ENDED as WATCH_ENDED
@@ -152,6 +152,7 @@ class _Report:
     """What `status` found out about one path."""
 
     path: Path
+    backup: Path  # where the job's backup is kept, named when the state came from it
     snapshot: StateSnapshot | None = None
     missing: bool = False
     error: str | None = None  # why the state could not be shown
@@ -185,7 +186,8 @@ def _status(arguments: argparse.Namespace) -> int:
 
 
 def _look(path: Path) -> _Report:
-    report = _Report(path)
+    store = open_store(path)  # a link's job: its own lock and backup
+    report = _Report(path, store.backup)
     try:
         # inspect() warns when it read the backup; that is part of the answer, a note.
         with warnings.catch_warnings(record=True) as caught:
@@ -206,7 +208,7 @@ def _look(path: Path) -> _Report:
                 warning.message, warning.category, warning.filename, warning.lineno
             )
     try:
-        report.holder = lock_holder(lock_path(resolve(path)))  # a link's job's lock
+        report.holder = store.holder()
     except OSError as error:
         report.lock_error = f"cannot tell whether a run holds {path}: {_describe(error)}"
     if report.missing and report.holder is not None:
@@ -243,7 +245,7 @@ def _as_text(report: _Report, now: datetime) -> str | None:
         running = "no"
     else:
         running = f"yes, {_process(report.holder)}"
-    backup = f"yes, from {backup_path(snapshot.path)}" if snapshot.from_backup else "no"
+    backup = f"yes, from {report.backup}" if snapshot.from_backup else "no"
     rows = [
         ("items done", f"{snapshot.position:,} ({_finished(snapshot.finished)})"),
         ("last saved", _when(snapshot.saved_at, now)),
@@ -391,12 +393,13 @@ def _reset_one(path: Path, yes: bool) -> int:
 
 def _reset_path(path: Path, yes: bool) -> int:
     # Refuse what cannot succeed before asking, so nobody confirms a reset for nothing.
+    store = open_store(path)
     try:
-        require_state_file(path)
+        store.check_exists()
     except FileNotFoundError:
         _error(f"cannot reset {path}: {NO_STATE_FILE}")
         return PROBLEM
-    holder = lock_holder(lock_path(resolve(path)))
+    holder = store.holder()
     if holder is not None:
         _error(
             f"cannot reset {path}: {_process(holder)} is running this job. Stop it or let "
@@ -415,8 +418,9 @@ def _reset_path(path: Path, yes: bool) -> int:
             return PROBLEM
     aside = reset(path)  # takes the lock: a run that started meanwhile is refused there
     kept = f"{aside}"
-    if backup_path(aside).exists():
-        kept += f" (its backup: {backup_path(aside)})"
+    # What was set aside is a state file and backup under other names: a store of its own.
+    if (aside_backup := open_store(aside).backup).exists():
+        kept += f" (its backup: {aside_backup})"
     print(printable(f"Reset {path}: its old state is now {kept}. The next run starts over."))
     return OK
 

@@ -12,7 +12,7 @@ from resumable._errors import StateFileError
 from resumable._failures import FailedItem
 from resumable._keyed import KeyProgress
 from resumable._progress import PositionProgress
-from resumable._store.file import read_state, resolve
+from resumable._store import open_store
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,9 @@ def inspect(path: str | os.PathLike[str]) -> StateSnapshot:
     `ResumableWarning` says so and the snapshot has ``from_backup=True``. A symlink is
     followed as `Resumable` follows it: `path` of the snapshot is the file it points to.
     """
-    location = resolve(path)
-    loaded = read_state(location)
+    store = open_store(path)
+    location = store.path
+    loaded = store.read()
     if loaded is None:
         raise FileNotFoundError(f"no state file at {location}")
     document = loaded.document

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from resumable._store.file import FileStore, require_state_file, resolve
+from resumable._store import open_store
 
 
 def reset(path: str | os.PathLike[str]) -> Path:
@@ -20,9 +20,8 @@ def reset(path: str | os.PathLike[str]) -> Path:
     `StateLockedError` when a run holds the job, `StateFileError` when `path` is a
     directory and `StateWriteError` when a file cannot be moved or the lock file created.
     """
-    location = resolve(path)  # through a link, the job's own files and lock
-    require_state_file(location)  # before the lock: it would create a lock file
-    store = FileStore(location)
+    store = open_store(path)  # through a link, the job's own files and lock
+    store.check_exists()  # before the lock: it would create a lock file
     store.lock()
     try:
         return store.set_aside()
