@@ -34,8 +34,7 @@ from typing import IO
 
 from resumable._errors import ResumableWarning, StateFileError
 from resumable._inspect import StateSnapshot, inspect
-from resumable._store.file import lock_path
-from resumable._store.flock import lock_holder
+from resumable._store import open_store
 from resumable._text import counted, printable, valid_unicode
 
 FINISHED = 0
@@ -86,7 +85,7 @@ class Watched:
         error = None
         holder_known = True
         try:
-            holder = lock_holder(lock_path(self.path))
+            holder = open_store(self.path).holder()  # a link's job: its own lock
         except OSError as problem:
             holder, holder_known = None, False
             error = f"cannot tell whether a run holds {self.path}: {problem}"

@@ -94,6 +94,20 @@ def test_watch_follows_a_running_job_and_exits_0_when_it_finishes(tmp_path: Path
         assert watcher.process.wait() == 0
 
 
+def test_watch_through_a_symlink_sees_the_run_holding_the_job_it_leads_to(
+    tmp_path: Path,
+) -> None:
+    job = Job(tmp_path)
+    link = tmp_path / "link.state"
+    link.symlink_to(job.state)
+    with (
+        started_job(job, 4) as run,
+        command(tmp_path, "status", "--watch", "--json", "--interval", "0.05", link) as watcher,
+    ):
+        first = next_reading(watcher, at_position(1))
+        assert (first["running"], first["pid"]) == (True, run.pid)
+
+
 def test_watch_exits_3_when_the_run_holding_the_job_is_killed(tmp_path: Path) -> None:
     job = Job(tmp_path)
     with (
