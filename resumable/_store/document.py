@@ -47,6 +47,7 @@ from uuid import UUID
 import orjson
 
 from resumable._errors import StateFileError, StateNotSerializableError
+from resumable._text import shown
 
 FORMAT_VERSION = 2  # what this version writes; it reads every version from 1 up to it
 # The most bytes a state file may hold. Saves refuse to write more (each save rewrites all
@@ -229,20 +230,11 @@ def _unsaveable_field(body: dict[str, Any], error: TypeError, where: str) -> Sta
     name = next(name for name, value in body.items() if not _serialisable(value))
     field, value = _find_unserialisable(body[name], name)
     return StateFileError(
-        f"cannot save {where}: its field {field} is {_shown(value)}, which the state file "
+        f"cannot save {where}: its field {field} is {shown(value)}, which the state file "
         f"cannot hold ({error}). No save writes such a value: it came from the state file "
         "this run resumed from, which was edited or damaged. Restore it from a backup, or "
         "start the job over with restart=True."
     )
-
-
-def _shown(value: Any) -> str:
-    """`value` for a message, never too long: Python refuses str() of an int of more than
-    4,300 digits."""
-    if type(value) is int and value.bit_length() > 128:
-        return f"an integer of {value.bit_length():,} bits"
-    shown = repr(value)
-    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 def _too_deep(state: dict[str, Any]) -> StateNotSerializableError | None:
