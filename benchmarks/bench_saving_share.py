@@ -1,7 +1,7 @@
 """The share of a loop's time spent saving, under the default policy and others.
 
 The timing wrappers are put around ``FileStore.save`` (the durable write) and around
-``Resumable._save`` (the whole save: snapshot, serialisation, write, book-keeping) in this
+``Checkpoint.save`` (the whole save: snapshot, serialisation, write, book-keeping) in this
 process only; the library's code is not changed. The target is on ``FileStore.save``; the
 whole save is shown beside it.
 
@@ -29,6 +29,7 @@ from _timing import (
 )
 
 from resumable import NPolicy, Policy, Resumable
+from resumable._checkpoint import Checkpoint
 from resumable._store.file import FileStore
 
 LIMIT = 0.01  # under 1 % of the loop's time spent in FileStore.save
@@ -69,9 +70,9 @@ class Scenario:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         store, whole = Stopwatch(), Stopwatch()
-        original_store, original_whole = FileStore.save, Resumable._save
+        original_store, original_whole = FileStore.save, Checkpoint.save
         FileStore.save = store.wrap(original_store)  # type: ignore[method-assign]
-        Resumable._save = whole.wrap(original_whole)  # type: ignore[method-assign]
+        Checkpoint.save = whole.wrap(original_whole)  # type: ignore[method-assign]
         try:
             start = time.perf_counter_ns()
             with Resumable(state, policy=self.policy()) as r:
@@ -80,7 +81,7 @@ class Scenario:
             total = time.perf_counter_ns() - start
         finally:
             FileStore.save = original_store  # type: ignore[method-assign]
-            Resumable._save = original_whole  # type: ignore[method-assign]
+            Checkpoint.save = original_whole  # type: ignore[method-assign]
         self.totals.append(total)
         self.store.append(store)
         self.whole.append(whole)

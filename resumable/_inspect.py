@@ -10,8 +10,7 @@ from typing import Any
 
 from resumable._errors import StateFileError
 from resumable._failures import FailedItem
-from resumable._keyed import KeyProgress
-from resumable._progress import PositionProgress
+from resumable._progress import KeyProgress, PositionProgress
 from resumable._store import open_store
 
 

@@ -390,9 +390,9 @@ def release_as_process_death_would(t: Trial, handlers: dict[int, Handler]) -> No
     a problem, and it is closed so that the next trial starts clean.
     """
     for run in t.opened:
-        run._store.unlock()
-        if run._abandoned is not None:
-            run._abandoned.detach()  # its process is gone: no garbage collector runs later
+        run._session.store.unlock()
+        if run._session._abandoned is not None:
+            run._session._abandoned.detach()  # its process is gone: no garbage collector runs later
     for signum, previous in handlers.items():
         signal.signal(signum, previous)
     for error in (t.cut.interrupt, t.body_error):
@@ -626,7 +626,7 @@ def test_a_dropped_resumable_leaves_the_handlers_of_a_later_one_alone(tmp_path: 
     before = signal.getsignal(signal.SIGINT)
     first = Resumable(tmp_path / "first.state", quiet=True)
     first.__enter__()
-    first._store.unlock()  # free its job, as if only its handlers were left behind
+    first._session.store.unlock()  # free its job, as if only its handlers were left behind
     with Resumable(tmp_path / "second.state", quiet=True) as second:
         installed = signal.getsignal(signal.SIGINT)
         del first

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resumable import NPolicy, Resumable, inspect
-from resumable._keyed import KeyProgress
+from resumable._progress import KeyProgress
 
 UNIVERSE = [f"k{n}" for n in range(12)]
 
@@ -75,10 +75,10 @@ def crash(job: Resumable) -> None:
     """Leave `job` as kill -9 would: no exit, and the kernel frees the lock. (Not left to
     the garbage collector: from Python 3.12 on, a failure recorded by attempt() leaves a
     reference cycle, so the abandoned job would hold its lock until a collection.)"""
-    job._store.unlock()
-    job._signals.restore()
-    if job._abandoned is not None:
-        job._abandoned.detach()
+    job._session.store.unlock()
+    job._session.signals.restore()
+    if job._session._abandoned is not None:
+        job._session._abandoned.detach()
 
 
 def body(
@@ -136,8 +136,8 @@ def check(plan: list[Run]) -> None:
                 continue
             snapshot = inspect(path)
             with Resumable(path) as r:  # what a next run would skip
-                assert isinstance(r._progress, KeyProgress)
-                done = set(r._progress.done)
+                assert isinstance(r._session.progress, KeyProgress)
+                done = set(r._session.progress.done)
             # Saved progress never exceeds completed work.
             assert done <= completed, (done - completed, run)
             assert snapshot.position == len(done)

@@ -406,7 +406,7 @@ class JobModel(RuleBasedStateMachine):
             oldest = self.checked_clock - self.spec.seconds
             stale = [item for item in redo if self.ended_at[item] <= oldest]
             assert not stale, f"{stale} ended {self.spec.seconds} s before the last check"
-        r._store.unlock()
+        r._session.store.unlock()
         self.restore_handlers()
         self.end_run_bookkeeping()
 
@@ -457,7 +457,7 @@ class JobModel(RuleBasedStateMachine):
     def teardown(self) -> None:
         try:
             if self.r is not None:
-                self.r._store.unlock()
+                self.r._session.store.unlock()
                 self.restore_handlers()
             self.forget_run()
         finally:

@@ -18,7 +18,7 @@ from resumable import (
     TimePolicy,
     inspect,
 )
-from resumable._resumable import MAX_ITEMS_BETWEEN_CHECKS
+from resumable._checkpoint import MAX_ITEMS_BETWEEN_CHECKS
 
 
 def save_positions(

@@ -550,7 +550,7 @@ def test_a_restart_stopped_before_its_first_save_leaves_the_earlier_job(state_pa
     earlier = make_job(state_path, 5)
     run = Resumable(state_path, restart=True)
     run.__enter__()
-    run._store.unlock()  # as if killed: the kernel frees the lock, no exit runs
-    run._signals.restore()
+    run._session.store.unlock()  # as if killed: the kernel frees the lock, no exit runs
+    run._session.signals.restore()
     assert state_path.read_bytes() == earlier
     assert not list(state_path.parent.glob("job.state.reset-*"))

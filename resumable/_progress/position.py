@@ -1,9 +1,8 @@
-"""What is done: progress measured as a position in the input.
+"""What is done, by position: the first `position` items of the input.
 
-A progress object answers one question, which items are already done, and turns itself
-into plain data (`snapshot`) and back (`restore`) so the store never needs to know what
-kind of progress it is writing. Position-based progress assumes the input is the same
-sequence on every run; the first `position` items are done.
+Position-based progress assumes the input is the same sequence on every run. It checks
+that on resume (the input's length and a fingerprint of its first items, `_input_check`)
+and opens the input at the saved position (`feed`).
 """
 
 from __future__ import annotations
@@ -12,9 +11,9 @@ import itertools
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sized
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
-from resumable._errors import InputChangedError, StateFileError
+from resumable._errors import InputChangedError
 from resumable._failures import Failures
 from resumable._feed import (
     Feed,
@@ -32,7 +31,6 @@ from resumable._input_check import (
     check_on_change,
     what_changed,
 )
-from resumable._keyed import KeyProgress
 from resumable._text import counted
 
 T = TypeVar("T")
@@ -43,7 +41,7 @@ logger = logging.getLogger("resumable")
 class PositionProgress:
     """The first `position` items of the input are done; `finished` once it ran out."""
 
-    kind = "position"
+    kind: ClassVar[str] = "position"
 
     def __init__(
         self, position: int = 0, finished: bool = False, input_record: InputRecord | None = None
@@ -95,6 +93,43 @@ class PositionProgress:
         progress = cls(position, finished, InputRecord.restore(data.get("input")))
         progress.failures = Failures.restore(data.get("failed"), keyed=False)
         return progress
+
+    @property
+    def recorded_position(self) -> int:
+        """Items done as the state file records them (what `inspect` shows)."""
+        return self.position
+
+    @property
+    def input_length(self) -> int | None:
+        """The input's length as the state file records it, when it had one."""
+        return self.input_record.length if self.input_record is not None else None
+
+    # The journals: position progress has none of its own, only its failure records'.
+
+    def load(self, state: Path) -> None:
+        """Read the journals the restored progress names (beside the state file `state`)."""
+        self.failures.load(state)
+
+    def resumed_from_backup(self) -> None:
+        """This progress was read from the backup, as the state file was damaged."""
+        self.failures.resumed_from_backup()
+
+    def remove_retired_journals(self, state: Path) -> None:
+        """Delete journal files no state file needs any more; hold the lock."""
+        self.failures.remove_retired_journals(state)
+
+    @property
+    def journal_pending(self) -> bool:
+        """Whether the next save writes to a journal (before the state file)."""
+        return self.failures.unsaved
+
+    def prepare_save(self, state: Path, mode: int | None = None) -> None:
+        """Write what the next save commits to the journals, flushed to the disk."""
+        self.failures.prepare_save(state, mode)
+
+    def close(self) -> None:
+        """Close the journals' open files."""
+        self.failures.close()
 
     def feed(
         self,
@@ -191,27 +226,3 @@ class PositionProgress:
                 changed,
                 self.position,
             )
-
-
-def restore_progress(data: Mapping[str, Any], state: Path) -> PositionProgress | KeyProgress:
-    """The progress a state file at `state` holds, of the kind it names, ready to resume.
-
-    Raises `StateFileError` when it is malformed, of an unknown kind, or when its key
-    journal or failure journal is damaged.
-    """
-    kinds: dict[object, type[PositionProgress] | type[KeyProgress]] = {
-        PositionProgress.kind: PositionProgress,
-        KeyProgress.kind: KeyProgress,
-    }
-    named = data.get("kind")
-    kind = kinds.get(named) if isinstance(named, str) else None  # a list is no dict key
-    try:
-        if kind is None:
-            raise ValueError(f"unknown progress kind {data.get('kind')!r}")
-        progress = kind.restore(data)
-    except ValueError as error:
-        raise StateFileError(f"{state} holds progress this version cannot use: {error}") from None
-    if isinstance(progress, KeyProgress):
-        progress.load(state)
-    progress.failures.load(state)
-    return progress

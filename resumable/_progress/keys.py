@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from resumable._failures import Failures
 from resumable._keys import Key
@@ -32,7 +32,7 @@ logger = logging.getLogger("resumable")
 class KeyProgress:
     """The keys of the finished items, and which part of them the state file commits."""
 
-    kind = "keys"
+    kind: ClassVar[str] = "keys"
 
     def __init__(
         self,
@@ -110,8 +110,24 @@ class KeyProgress:
         progress.failures = Failures.restore(data.get("failed"), keyed=True)
         return progress
 
+    @property
+    def recorded_position(self) -> int:
+        """Items done as the state file records them (what `inspect` shows, without reading
+        a journal of millions of keys to count them again)."""
+        return self.recorded_done
+
+    @property
+    def input_length(self) -> None:
+        """Keyed progress records no input length: its input may change between runs."""
+        return None
+
     def load(self, state: Path) -> None:
-        """Read the committed keys; `StateFileError` when the journal is damaged or short."""
+        """Read the committed keys and the failure records; `StateFileError` when a journal
+        is damaged or short."""
+        self._load_keys(state)
+        self.failures.load(state)
+
+    def _load_keys(self, state: Path) -> None:
         path = journal_files.journal_path(state, self.generation)
         contents = journal_files.read_journal(path, self.length, self.job_id)
         self.done = contents.keys
@@ -133,6 +149,7 @@ class KeyProgress:
         becomes the job's first (so the files below it are never deleted either).
         """
         self._from_backup = True
+        self.failures.resumed_from_backup()
 
     def remove_retired_journals(self, state: Path) -> None:
         """Delete this job's journal files that no state file needs any more.
@@ -153,8 +170,20 @@ class KeyProgress:
             older = [g for g in generations if self.first_generation <= g < self.generation]
             keep |= {self.generation, *([max(older)] if older else [])}
         journal_files.remove_stale_journals(state, keep=keep)
+        self.failures.remove_retired_journals(state)
+
+    @property
+    def journal_pending(self) -> bool:
+        """Whether the next save writes to a journal: always, as the keys live there."""
+        return True
 
     def prepare_save(self, state: Path, mode: int | None = None) -> None:
+        """Write what the next save commits to the journals (the keys first), flushed to
+        the disk."""
+        self._save_keys(state, mode)
+        self.failures.prepare_save(state, mode)
+
+    def _save_keys(self, state: Path, mode: int | None) -> None:
         """Put the keys finished since the last save into the journal, flushed to disk.
 
         Then the state file can commit them. When the journal has become many small
@@ -183,7 +212,7 @@ class KeyProgress:
         except BaseException:
             # A writer refuses appends after a failure; the next save opens the journal
             # again at the committed length, which cuts off what this one left.
-            self.close()
+            self._close_keys()
             raise
         self._records += 1
         self.unsaved.clear()  # in place: the loop holds this list's append
@@ -193,7 +222,7 @@ class KeyProgress:
         job_id = self.job_id if self.job_id is not None else journal_codec.new_job_id()
         path = journal_files.journal_path(state, generation)
         length = journal_files.fold(path, list(self.done), mode, job_id)
-        self.close()
+        self._close_keys()
         # The old generation stays until a later run opens the job: the backup may name it.
         self.generation, self.length, self.job_id = generation, length, job_id
         self.unsaved.clear()
@@ -213,6 +242,11 @@ class KeyProgress:
             logger.info("%s: folded the key journal into generation %d", state, generation)
 
     def close(self) -> None:
+        """Close the journals' open files."""
+        self._close_keys()
+        self.failures.close()
+
+    def _close_keys(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None

@@ -1,0 +1,229 @@
+"""When to save, and the save: the one place that reads the clock.
+
+Every loop calls `Checkpoint.reached` at an item boundary with the number of items done;
+the checkpoint reads the monotonic clock, measures the pace, asks the policy (which never
+reads a clock) whether to save, saves when it should and `min_interval` allows, and says
+how many items may pass before the next check. A save writes the session's progress and
+state through its store.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import time
+
+from resumable._display import LoopDisplay, items_until_refresh
+from resumable._errors import CalledTooOftenError, StateFileError, StateNotSerializableError
+from resumable._feed import MAX_CHUNK
+from resumable._session import Session
+from resumable._signals import defers_signals
+from resumable._store import document as _state_file  # the state file's format
+from resumable._store.document import StateDocument
+from resumable._version import __version__
+from resumable.policies import Policy, SinceLastSave
+
+# The loop consults the policy at most every this many items. Between checks no Python
+# code of the library runs, so this bounds how late a check can come when items suddenly
+# become slow.
+MAX_ITEMS_BETWEEN_CHECKS = MAX_CHUNK
+# Above this a save is no longer "small": say so once, since each save rewrites it all.
+_LARGE_STATE_BYTES = 1_000_000
+_WRITER = f"resumable-loop {__version__}"
+logger = logging.getLogger("resumable")
+
+
+class Checkpoint:
+    """The clock, the policy, `min_interval`, the pace, and the save."""
+
+    def __init__(self, session: Session, policy: Policy, min_interval: float) -> None:
+        self._session = session
+        self.policy = policy
+        self._min_interval = min_interval
+        self.saves = 0
+        self.items_between_checks = 1
+        # The policy counts every item the body finished: the position (or the done keys)
+        # plus the items this run finished that move neither, retried positions and failed
+        # keys. A save records those too (a success clears a record, a failure counts).
+        self.uncounted = 0
+        self.display: LoopDisplay | None = None  # the loop's bar, told of saves
+        self._saved_clock = 0.0
+        self._saved_count = 0
+        self._checked_clock = 0.0
+        self._checked_count = 0
+        self._warned_large_state = False
+        # This run's failed encoding of the state (or of a counter it loaded: StateFileError).
+        self.unsaveable: StateNotSerializableError | StateFileError | None = None
+
+    def start(self, count: int) -> None:
+        """The run opened with `count` items done: the time to the first save counts from
+        now."""
+        self._saved_count = self._checked_count = count
+        self._saved_clock = self._checked_clock = time.monotonic()
+
+    def count_from(self, count: int) -> None:
+        """The loop starts with `count` items done, not those the run opened with (the
+        job started over): the policy counts from there."""
+        self._saved_count = self._checked_count = count
+
+    def now(self) -> float:
+        """The monotonic clock, looked up at call time so that freezegun's frozen clock is
+        the one read. A clock that went back (freezegun's move_to) takes the last save's
+        reading back with it: the jump counts as no time, and time counts again from here,
+        not from when the clock catches up."""
+        now = time.monotonic()
+        if now < self._saved_clock:
+            self._saved_clock = now
+        return now
+
+    def unsaved_items(self, position: int) -> bool:
+        """Whether items were finished since the last save, with `position` done."""
+        return position + self.uncounted != self._saved_count
+
+    @defers_signals
+    def reached(self, position: int) -> None:
+        """Book-keep at an item boundary, `position` items done: the display, the policy,
+        a save, and the number of items to the next check (`items_between_checks`)."""
+        display = self.display
+        if display is not None:
+            display.advance_to(position)
+        now = self.now()
+        count = position + self.uncounted
+        checked = count - self._checked_count
+        pace = max(0.0, now - self._checked_clock) / checked if checked > 0 else None
+        self._checked_clock, self._checked_count = now, count
+        since = self._since_last_save(now, count, pace)
+        policy = self.policy
+        if not policy.should_save(since):
+            gap = policy.items_until_check(since)
+        elif since.seconds < self._min_interval:
+            gap = 1  # too soon: ask again after one item
+        else:
+            self.save(now)
+            gap = policy.items_until_check(self._since_last_save(now, count, pace))
+        if type(gap) is not int:  # a custom policy's answer; checked before it sizes a chunk
+            gap = _whole_number_of_items(gap, policy)
+        if display is not None:
+            gap = min(gap, items_until_refresh(pace))
+        # Growing the gap at most twofold per check keeps a wrong guess (a frozen or
+        # coarse clock that measured no time) from jumping straight to the maximum.
+        # (Comparisons rather than min() and max(): this runs every check.)
+        limit = 2 * self.items_between_checks
+        if limit > MAX_ITEMS_BETWEEN_CHECKS:
+            limit = MAX_ITEMS_BETWEEN_CHECKS
+        self.items_between_checks = gap if 1 <= gap <= limit else (1 if gap < 1 else limit)
+
+    def _since_last_save(self, now: float, count: int, pace: float | None) -> SinceLastSave:
+        seconds = now - self._saved_clock  # never negative: `now` read the clock
+        # tuple.__new__ is what the named tuple's own __new__ calls, without its Python
+        # frame: a third of the cost of a check.
+        return tuple.__new__(SinceLastSave, (count - self._saved_count, seconds, pace))
+
+    def check_interval(self, now: float) -> None:
+        """An explicit save at `now`: `CalledTooOftenError` when `min_interval` has not
+        passed since the last save."""
+        waited = now - self._saved_clock
+        if self._min_interval and self.saves and waited < self._min_interval:
+            raise CalledTooOftenError(
+                f"save() came {waited:.3f} s after the previous save, sooner than "
+                f"min_interval={self._min_interval:g} s. Save less often, or lower "
+                "min_interval."
+            )
+
+    def changed_anything(self) -> bool:
+        """Whether the file does not hold what this run would save: other progress or
+        state, or (once its loop started) not this run in `runs`."""
+        session = self._session
+        if session.iterated and not self.saves:
+            return True
+        current = _state_file.fingerprint(session.progress.snapshot(), session.state)
+        return current is None or current != session.saved_fingerprint
+
+    @defers_signals
+    def save(self, now: float | None = None) -> None:
+        """Save the session's progress and state now; `now` is the clock's reading, if
+        the caller took one."""
+        session = self._session
+        session.require_opening_process()
+        store, progress, state = session.store, session.progress, session.state
+        store.check_lock()  # before the journal too: a second run may own the job
+        if progress.journal_pending:
+            # A state that cannot be saved is refused before a journal is written to.
+            _state_file.check_state(state)
+        # The journals first: the state file commits them. Journal files a save creates get
+        # the state file's permissions.
+        progress.prepare_save(session.path, store.mode)
+        snapshot = progress.snapshot()
+        document = StateDocument(
+            progress=snapshot,
+            state=state,
+            runs=session.runs,
+            created_at=session.created_at,
+            saved_at=_state_file.now_iso(),
+        )
+        started = time.perf_counter()
+        try:
+            data = _state_file.encode(document, _WRITER, str(session.path))
+        except (StateNotSerializableError, StateFileError) as error:
+            self.unsaveable = error  # the exit does not try again and raise it twice
+            raise
+        # What the save records is worked out before the disk is touched: after sleeping in
+        # fsync the process runs with cold caches, and the same Python code takes several
+        # times longer there (benchmarks/bench_save.py).
+        fingerprint = _state_file.fingerprint(snapshot, state)
+        position = progress.position
+        store.save(data)
+        self.saves += 1
+        session.saved_fingerprint = fingerprint
+        self._saved_clock = time.monotonic() if now is None else now
+        self._saved_count = position + self.uncounted
+        if self.display is not None:
+            self.display.saved()
+        if len(data) > _LARGE_STATE_BYTES and not self._warned_large_state:
+            self._warned_large_state = True
+            _warn_large_state(session, len(data))
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s: saved position %d (%d bytes, %d state keys) in %.1f ms",
+                session.path,
+                position,
+                len(data),
+                len(state),
+                (time.perf_counter() - started) * 1000,
+            )
+
+
+def _warn_large_state(session: Session, size: int) -> None:
+    """Say once that saves write a big file, and what makes it big."""
+    state = len(_state_file.fingerprint({}, session.state) or b"")  # r.state's bytes
+    if state * 2 >= size:
+        logger.warning(
+            "%s: the state file is %.1f MB, %.1f MB of it r.state, and every save writes "
+            "all of it. Keep bulky data in files of your own and put their names in "
+            "r.state.",
+            session.path,
+            size / 1e6,
+            state / 1e6,
+        )
+    else:
+        logger.warning(
+            "%s: the state file is %.1f MB (r.state only %.1f MB of it), and every save "
+            "writes all of it.",
+            session.path,
+            size / 1e6,
+            state / 1e6,
+        )
+
+
+def _whole_number_of_items(gap: object, policy: Policy) -> int:
+    """A policy's `items_until_check` answer as an int, or a TypeError that says so."""
+    try:
+        return operator.index(gap)  # type: ignore[arg-type]
+    except TypeError:
+        own_repr = type(policy).__repr__ is not object.__repr__
+        name = repr(policy) if own_repr else type(policy).__qualname__ + "()"
+        raise TypeError(
+            f"{name}: items_until_check() returned {gap!r}; it must return a whole "
+            "number of items (an int). Round a computed count down, e.g. with int() or "
+            "math.floor(), so that the next check does not come late."
+        ) from None

@@ -1,0 +1,110 @@
+"""What is done: the `Progress` protocol, and the registry of its kinds.
+
+A progress object answers one question, which items are already done, and turns itself
+into plain data (`snapshot`) and back (`restore`), so that the state file never needs to
+know what kind of progress it holds. The kinds:
+
+- ``"position"`` (`PositionProgress`): the first `position` items of the input.
+- ``"keys"`` (`KeyProgress`): the items whose key is done, wherever they are in the input.
+
+A new kind is a new module with a class that implements `Progress`, plus one line in
+`KINDS`. The loops (`resumable._drivers`) mark items done through the kind's own
+containers, on their per-item path; everything else goes through this protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from resumable._errors import StateFileError
+from resumable._failures import Failures
+from resumable._progress.keys import KeyProgress
+from resumable._progress.position import PositionProgress
+
+__all__ = ["KINDS", "KeyProgress", "PositionProgress", "Progress", "restore_progress"]
+
+
+class Progress(Protocol):
+    """What every kind of progress offers the session, the checkpoint and `inspect`."""
+
+    kind: ClassVar[str]  # the name the state file records
+    finished: bool  # whether the input ran out
+    failures: Failures  # the failed items, by the kind's place (position or key)
+
+    @property
+    def position(self) -> int:
+        """How many items are done, counting earlier runs."""
+
+    @property
+    def recorded_position(self) -> int:
+        """How many items are done as the state file records them, without reading more."""
+
+    @property
+    def input_length(self) -> int | None:
+        """The input's length as the state file records it, when it does."""
+
+    def snapshot(self) -> dict[str, Any]:
+        """The progress as plain JSON-ready data; what the state file's "progress" holds."""
+
+    def load(self, state: Path) -> None:
+        """Read the journals the restored progress names; `StateFileError` if damaged."""
+
+    def resumed_from_backup(self) -> None:
+        """The progress came from the backup: keep every file the damaged one may name."""
+
+    def remove_retired_journals(self, state: Path) -> None:
+        """Delete journal files no state file needs any more; hold the lock."""
+
+    @property
+    def journal_pending(self) -> bool:
+        """Whether the next save writes to a journal before it writes the state file."""
+
+    def prepare_save(self, state: Path, mode: int | None = None) -> None:
+        """Write what the next save commits to the journals, flushed to the disk."""
+
+    def close(self) -> None:
+        """Close the journals' open files."""
+
+
+KINDS: dict[str, type[PositionProgress] | type[KeyProgress]] = {
+    PositionProgress.kind: PositionProgress,
+    KeyProgress.kind: KeyProgress,
+}
+
+
+def restore(data: Mapping[str, Any]) -> Progress:
+    """The progress `data` (a state file's "progress") holds, of the kind it names, its
+    journals not read yet; ValueError says what is malformed or unknown."""
+    named = data.get("kind")
+    kind = KINDS.get(named) if isinstance(named, str) else None  # a list is no dict key
+    if kind is None:
+        raise ValueError(f"unknown progress kind {data.get('kind')!r}")
+    return kind.restore(data)
+
+
+def restore_progress(data: Mapping[str, Any], state: Path) -> Progress:
+    """The progress a state file at `state` holds, of the kind it names, ready to resume.
+
+    Raises `StateFileError` when it is malformed, of an unknown kind, or when its key
+    journal or failure journal is damaged.
+    """
+    try:
+        progress = restore(data)
+    except ValueError as error:
+        raise StateFileError(f"{state} holds progress this version cannot use: {error}") from None
+    progress.load(state)
+    return progress
+
+
+def as_positional(progress: Progress) -> PositionProgress:
+    """`progress`, which the caller knows to be by position, typed as such."""
+    assert isinstance(progress, PositionProgress)
+    return progress
+
+
+def as_keyed(progress: Progress) -> KeyProgress:
+    """`progress`, which the caller knows to be by key, typed as such."""
+    assert isinstance(progress, KeyProgress)
+    return progress
