@@ -27,10 +27,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import resumable
-from resumable._signals import SignalGuard
-from resumable._store import durable
 
 
 @dataclass(frozen=True)
@@ -182,36 +181,49 @@ def handler_name(handler: object) -> str:
 
 
 def install_test_points(options: Options) -> None:
-    """Patch the library so the test can hold it at a chosen point of a save or an exit."""
+    """Hold the library at a chosen point of a save or an exit, for the test.
+
+    Each point is found by what the process does (the system calls a save makes, the
+    handlers in place), never by the library's own functions, so that moving code inside
+    the library moves no point.
+    """
     if options.block_in_save:
-        flush_file = durable.fsync_file
+        fsync = os.fsync
 
-        def blocking_fsync(fd: int) -> None:
-            wait_for_line("fsync")  # the temp file is written, not yet flushed or renamed
-            flush_file(fd)
+        def blocking_fsync(fd: Any) -> None:
+            if is_temp_file(fd):  # not a journal's fsync, nor the directory's
+                wait_for_line("fsync")  # the temp file is written, not yet flushed or renamed
+            fsync(fd)
 
-        durable.fsync_file = blocking_fsync
+        os.fsync = blocking_fsync
 
     if options.block_after_backup:
-        keep_backup = durable._keep_as_backup
+        link = os.link
 
-        def keep_backup_then_block(source: durable.StrPath, backup: durable.StrPath) -> None:
-            keep_backup(source, backup)
+        def link_then_block(source: Any, backup: Any, **keywords: Any) -> None:
+            link(source, backup, **keywords)  # a save links the previous file as the backup
             wait_for_line("backup kept")
 
-        durable._keep_as_backup = keep_backup_then_block
+        os.link = link_then_block  # type: ignore[assignment]
 
     if options.pause_after_restore:
-        restore = SignalGuard.restore
-        paused: list[bool] = []
+        set_handler = signal.signal
+        signums = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # as `main` set them
+        before: dict[int, Any] = {signum: signal.getsignal(signum) for signum in signums}
+        moments: list[str] = []  # "installed" once the job's handlers are in, then "paused"
 
-        def restore_then_pause(guard: SignalGuard) -> None:
-            restore(guard)
-            if not paused:  # the first with block only, not the report's reopening
-                paused.append(True)
-                wait_for_line("restored")
+        def pause_once_all_are_back(signum: int, handler: Any) -> Any:
+            previous = set_handler(signum, handler)
+            if not moments and handler != before.get(signum):
+                moments.append("installed")
+            elif moments == ["installed"] and all(
+                signal.getsignal(s) == h for s, h in before.items()
+            ):
+                moments.append("paused")  # the first with block only, not the report's
+                pause_on_return(sys._getframe(1), "restored")
+            return previous
 
-        SignalGuard.restore = restore_then_pause  # type: ignore[method-assign, assignment]
+        signal.signal = pause_once_all_are_back  # type: ignore[assignment]
 
     if options.pause_entering_exit:
         exit_code = resumable.Resumable.__exit__.__code__
@@ -225,6 +237,25 @@ def install_test_points(options: Options) -> None:
                 wait_for_line("exiting")
 
         sys.setprofile(pause_at_exit)
+
+
+def is_temp_file(fd: Any) -> bool:
+    """Whether `fd` is open on a save's temp file, ``.<name>.<pid>.<token>.tmp``."""
+    fd = fd if isinstance(fd, int) else fd.fileno()
+    name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def pause_on_return(frame: FrameType, label: str) -> None:
+    """Wait for a line as `frame` returns: where its caller goes on, which is where Python
+    also runs signal handlers (a signal's exception comes out of the call to `frame`)."""
+
+    def hook(current: FrameType, event: str, arg: object) -> None:
+        if event == "return" and current is frame:
+            sys.setprofile(None)
+            wait_for_line(label)
+
+    sys.setprofile(hook)
 
 
 def install_user_handler(options: Options) -> Callable[[int, FrameType | None], None]:
