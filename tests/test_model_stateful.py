@@ -33,6 +33,7 @@ the saved position (the items the next run does again):
 
 from __future__ import annotations
 
+import gc
 import shutil
 import signal
 import tempfile
@@ -55,10 +56,11 @@ from hypothesis.stateful import (
 )
 
 from resumable import NPolicy, Policy, Resumable, SinceLastSave, StateSnapshot, TimePolicy, inspect
-from resumable._signals import Handler, default_signals
+
+from jobs.harness import DEFAULT_SIGNALS, Handler
 
 N = 50
-SIGNALS = default_signals()
+SIGNALS = DEFAULT_SIGNALS
 T = TypeVar("T")
 
 
@@ -391,9 +393,9 @@ class JobModel(RuleBasedStateMachine):
 
         This stands in for process death (tests/test_crash_kill9.py kills real processes
         with SIGKILL): the kernel would release the lock and the process's handlers would
-        die with it, so the test releases the lock and puts the previous handlers back.
+        die with it. Here the Resumable is dropped without its exit, and its safety net
+        (run by the garbage collector) releases the lock and puts the handlers back.
         """
-        r = self.run
         ended_in_flight = body_ended and self.current is not None
         if ended_in_flight:
             self.end_body()  # the body ended; the loop had not asked for the next item yet
@@ -406,9 +408,9 @@ class JobModel(RuleBasedStateMachine):
             oldest = self.checked_clock - self.spec.seconds
             stale = [item for item in redo if self.ended_at[item] <= oldest]
             assert not stale, f"{stale} ended {self.spec.seconds} s before the last check"
-        r._session.store.unlock()
-        self.restore_handlers()
-        self.end_run_bookkeeping()
+        self.end_run_bookkeeping()  # drops the Resumable: its exit never runs
+        gc.collect()  # its safety net frees the lock and puts the handlers back
+        assert {s: signal.getsignal(s) for s in SIGNALS} == self.handlers
 
     @rule(seconds=st.sampled_from([1, 2, 5, 13, 60]))
     def time_passes(self, seconds: int) -> None:
@@ -457,7 +459,8 @@ class JobModel(RuleBasedStateMachine):
     def teardown(self) -> None:
         try:
             if self.r is not None:
-                self.r._session.store.unlock()
+                self.forget_run()
+                gc.collect()  # an open run: its safety net frees the lock and handlers
                 self.restore_handlers()
             self.forget_run()
         finally:

@@ -38,8 +38,8 @@ def test_the_checker_sees_an_unguarded_import() -> None:
 def test_no_module_imports_a_platform_only_module_unguarded() -> None:
     package = Path(resumable.__file__).parent
     offenders = {
-        path.name: names
-        for path in sorted(package.glob("*.py"))
+        str(path.relative_to(package)): names
+        for path in sorted(package.rglob("*.py"))
         if (names := unguarded_platform_imports(path.read_text()))
     }
     assert offenders == {}

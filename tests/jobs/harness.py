@@ -27,14 +27,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
+from typing import Any
 
 import resumable
 
 JOBS_DIR = Path(__file__).resolve().parent
+
+# The signals a Resumable handles when no `signals=` is given (its documented default),
+# and what `signal.getsignal` returns for one.
+DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+Handler = Callable[[int, FrameType | None], Any] | int | None
 
 # How long a healthy child may take to reach its next line before the test fails instead
 # of hanging. A deadline on a wait, never a substitute for the wait.
