@@ -139,6 +139,24 @@ class Checkpoint:
         current = _state_file.fingerprint(session.progress.snapshot(), session.state)
         return current is None or current != session.saved_fingerprint
 
+    def save_at_exit(self, leaving: BaseException | None) -> None:
+        """The with block ends, with `leaving` the exception that leaves it, if any: save
+        what the run changed.
+
+        Skipped when it would change nothing; when the run was refused; when a save found
+        the lock file deleted or replaced (that save raised already, and any other would
+        raise again); and when the error in flight is this run's failed save of an
+        unserialisable state (or of a counter the file cannot hold), which would fail the
+        same way and show the error twice.
+        """
+        session = self._session
+        failed_already = self.unsaveable is not None and leaving is self.unsaveable
+        if (
+            not (session.refused or session.store.lock_lost or failed_already)
+            and self.changed_anything()
+        ):
+            self.save()
+
     @defers_signals
     def save(self, now: float | None = None) -> None:
         """Save the session's progress and state now; `now` is the clock's reading, if

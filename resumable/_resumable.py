@@ -17,17 +17,15 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
 from resumable._checkpoint import Checkpoint
-from resumable._display import ProgressDisplay, require_tqdm
-from resumable._drivers.batches import check_batch
+from resumable._display import ProgressDisplay
 from resumable._drivers.chunked import ChunkedLoop
 from resumable._drivers.keyed import KeyedLoop
 from resumable._drivers.loop import Loop, LoopOptions, not_in_a_body
 from resumable._errors import UsageError
-from resumable._failures import ON_ERROR_CHOICES, FailedItem
-from resumable._input_check import check_on_change
+from resumable._failures import FailedItem
 from resumable._progress import KeyProgress
 from resumable._session import Session
-from resumable._signals import default_signals, defers_signals, take_overdue
+from resumable._signals import default_signals, defers_signals, signal_numbers, take_overdue
 from resumable._store.file import resolve
 from resumable.policies import Policy, as_policy
 
@@ -78,8 +76,8 @@ class Resumable:
         for name, flag in (("restart", restart), ("quiet", quiet)):
             if not isinstance(flag, bool):  # restart="no" would be true
                 raise TypeError(f"{name} takes True or False, got {flag!r}")
-        signal_numbers = default_signals() if signals is None else _signal_numbers(signals)
-        self._session = Session(self.path, signal_numbers, restart=restart, quiet=quiet)
+        numbers = default_signals() if signals is None else signal_numbers(signals)
+        self._session = Session(self.path, numbers, restart=restart, quiet=quiet)
         self._checkpoint = Checkpoint(self._session, checked_policy, float(min_interval))
         self._driver: Loop | None = None  # the loop iterate() made
 
@@ -219,14 +217,7 @@ class Resumable:
         # argument) leaves this run as it was, so iterate() may be called again (with
         # on_change="restart", say), and a run that ends refused writes nothing.
         session.refused = True
-        if progress is True:
-            require_tqdm()  # before anything is consumed
-        if on_error not in ON_ERROR_CHOICES:
-            raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}")
-        if type(max_attempts) is not int or max_attempts < 1:
-            raise ValueError(f"max_attempts must be a whole number >= 1, got {max_attempts!r}")
-        check_on_change(on_change)
-        options = LoopOptions(key, check_batch(batch), progress, on_change, on_error, max_attempts)
+        options = LoopOptions.checked(key, batch, progress, on_change, on_error, max_attempts)
         keyed = key is not None or session.progress.kind == KeyProgress.kind
         driver = (KeyedLoop if keyed else ChunkedLoop)(session, self._checkpoint, options)
         loop = driver.start(items)
@@ -340,17 +331,7 @@ class Resumable:
         session.lifecycle = "closed"
         if driver is not None:
             driver.close()
-        # Skipped when it would change nothing; when the run was refused; when a save found
-        # the lock file deleted or replaced (that save raised already, and any other would
-        # raise again); and when the error in flight is this run's failed save of an
-        # unserialisable state (or of a counter the file cannot hold), which would fail the
-        # same way and show the error twice.
-        failed_already = checkpoint.unsaveable is not None and leaving is checkpoint.unsaveable
-        if (
-            not (session.refused or session.store.lock_lost or failed_already)
-            and checkpoint.changed_anything()
-        ):
-            checkpoint.save()
+        checkpoint.save_at_exit(leaving)
         session.report_stop(driver.display if driver is not None else None)
         session.release_surely()
 
@@ -363,17 +344,3 @@ def _as_path(path: str | os.PathLike[str]) -> Path:
         raise ValueError(f"Resumable(path) needs a file name, got {os.fspath(path)!r}")
     # Symlinks followed, as everywhere: a save replaces the file the link points to.
     return resolve(given)
-
-
-def _signal_numbers(signals: object) -> tuple[int, ...]:
-    """`signals=` as signal numbers, or a TypeError that says what it takes."""
-    wrong = TypeError(
-        "signals= takes signal numbers, e.g. signals=(signal.SIGTERM,) or signals=() for "
-        f"none; got {signals!r}"
-    )
-    if isinstance(signals, (str, bytes)) or not isinstance(signals, Iterable):
-        raise wrong
-    numbers = tuple(signals)
-    if not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
-        raise wrong
-    return numbers

@@ -59,6 +59,20 @@ def default_signals() -> tuple[int, ...]:
     return tuple(getattr(signal, name) for name in names if hasattr(signal, name))
 
 
+def signal_numbers(signals: object) -> tuple[int, ...]:
+    """`signals=` as signal numbers, or a TypeError that says what it takes."""
+    wrong = TypeError(
+        "signals= takes signal numbers, e.g. signals=(signal.SIGTERM,) or signals=() for "
+        f"none; got {signals!r}"
+    )
+    if isinstance(signals, (str, bytes)) or not isinstance(signals, Iterable):
+        raise wrong
+    numbers = tuple(signals)
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
+        raise wrong
+    return numbers
+
+
 def exception_for(signum: int) -> BaseException:
     """The exception a stop by `signum` raises: what Python raises for ctrl+c, or Interrupted."""
     return KeyboardInterrupt() if signum == signal.SIGINT else Interrupted(signum)

@@ -19,10 +19,12 @@ from types import CodeType, FrameType
 from typing import Any, Literal
 
 from resumable._checkpoint import Checkpoint
-from resumable._display import LoopDisplay, ProgressDisplay
+from resumable._display import LoopDisplay, ProgressDisplay, require_tqdm
+from resumable._drivers.batches import check_batch
 from resumable._drivers.read_ahead import read_ahead_error
 from resumable._errors import UsageError
-from resumable._failures import Failures
+from resumable._failures import ON_ERROR_CHOICES, Failures
+from resumable._input_check import check_on_change
 from resumable._progress import Progress
 from resumable._session import Session
 from resumable._signals import defers_signals
@@ -41,6 +43,27 @@ class LoopOptions:
     on_change: Literal["raise", "restart", "continue"] = "raise"
     on_error: Literal["raise", "record"] = "raise"
     max_attempts: int = 3
+
+    @classmethod
+    def checked(
+        cls,
+        key: Callable[[Any], str | int] | None,
+        batch: int | None,
+        progress: bool | ProgressDisplay,
+        on_change: Literal["raise", "restart", "continue"],
+        on_error: Literal["raise", "record"],
+        max_attempts: int,
+    ) -> LoopOptions:
+        """The options, or the error that says which argument is wrong (the key function
+        is checked by the keyed loop, as it may refuse a job's kind of progress first)."""
+        if progress is True:
+            require_tqdm()  # before anything is consumed
+        if on_error not in ON_ERROR_CHOICES:
+            raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}")
+        if type(max_attempts) is not int or max_attempts < 1:
+            raise ValueError(f"max_attempts must be a whole number >= 1, got {max_attempts!r}")
+        check_on_change(on_change)
+        return cls(key, check_batch(batch), progress, on_change, on_error, max_attempts)
 
 
 def not_in_a_body() -> UsageError:
