@@ -27,10 +27,9 @@ from freezegun import freeze_time
 
 import resumable
 from resumable import Resumable, StateFileError, StateLockedError, inspect
-from resumable._cli import main
 from resumable._store import flock
 
-from jobs.harness import Child, Job
+from jobs.harness import Child, Job, resumable_command
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 NO_STATE_FILE = "no state file: the job has not started, or it was reset"
@@ -53,6 +52,8 @@ JSON_KEYS = {
     "pid",
     "notes",
 }
+
+main = resumable_command()  # what the installed `resumable` command runs
 
 
 def make_job(

@@ -16,8 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resumable import InputChangedError, Resumable, _feed, inspect
-from resumable._feed import MAX_CHUNK, Feed, open_feed
+from resumable import InputChangedError, Resumable, inspect
+from resumable._feed import MAX_CHUNK, Feed, open_feed  # the unit under test
+
+FEED_FILE = sys.modules[Feed.__module__].__file__  # the lines a cut may land on
 
 
 class IndexOnly(Sequence[int]):
@@ -312,7 +314,7 @@ def ask_cutting_at_line(feed: Feed[int], question: str, line: int) -> tuple[obje
 
     def tracer(frame: FrameType, event: str, arg: object) -> Any:
         nonlocal lines
-        if frame.f_code.co_filename != _feed.__file__:
+        if frame.f_code.co_filename != FEED_FILE:
             return None
         if event == "line":
             lines += 1

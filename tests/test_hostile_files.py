@@ -36,6 +36,8 @@ from resumable import (
     reset,
 )
 
+from jobs.harness import RESUMABLE_COMMAND
+
 TIMEOUT = 30  # seconds a child may take; a hang fails the test instead of the suite
 STATE_LIMIT = 256 * 2**20  # the largest state file, as docs/state-file.md says
 DEPTH_LIMIT = 253  # the deepest r.state, counting its own level, as docs/state-file.md says
@@ -153,7 +155,7 @@ except Exception as error:
                       "state_file_error": isinstance(error, resumable.StateFileError)}))
 """
 
-STATUS = "import sys; from resumable._cli import main; sys.exit(main(sys.argv[1:]))"
+STATUS = RESUMABLE_COMMAND
 
 
 def reported(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:

@@ -24,8 +24,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resumable._errors import StateFileError, StateWriteError, UsageError
-from resumable._keys import Key
+from resumable import StateFileError, StateWriteError, UsageError
 from resumable._store.journal_codec import HEADER_SIZE, RECORD_KEYS, encode_records
 from resumable._store.journal_files import (
     JournalWriter,
@@ -39,7 +38,7 @@ from resumable._store.journal_files import (
 )
 
 from jobs.harness import Child, Traced, campaign_seed, run_script
-from jobs.journal_job import batch_keys
+from jobs.journal_job import Key, batch_keys
 
 needs_strace = pytest.mark.strace  # skipped without strace, failed under CI=true
 

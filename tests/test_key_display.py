@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from resumable import Resumable
-from resumable._cli import main
+
+from jobs.harness import resumable_command
 
 BIG = 10**5000 + 12345  # 5,001 digits
+main = resumable_command()  # what the installed `resumable` command runs
 
 
 def keyed_job_failing_on(path: Path, keys: list[str | int], *bad: str | int) -> list[str | int]:

@@ -21,8 +21,9 @@ from resumable import (
     UsageError,
     inspect,
 )
-from resumable._store import journal_codec, journal_files
+from resumable._store import journal_files
 
+from jobs.documents import journal_file, journal_generations, journal_keys, key_frames
 from jobs.harness import Job, campaign_seed
 
 
@@ -43,10 +44,9 @@ def run(
 
 
 def done_keys(path: Path) -> set[str | int]:
-    """The keys the state file commits, read from its journal as a new run would."""
+    """The keys the state file commits, read from its journal as docs/state-file.md says."""
     journal = orjson.loads(path.read_bytes())["progress"]["journal"]
-    located = journal_files.journal_path(path, journal["generation"])
-    return journal_files.read_journal(located, journal["length"], journal.get("job_id")).keys
+    return journal_keys(journal_file(path, journal["generation"]), journal["length"])
 
 
 def test_new_items_run_done_ones_are_skipped_wherever_they_are(state_path: Path) -> None:
@@ -130,33 +130,31 @@ def test_a_save_appends_only_the_new_keys_and_the_state_file_stays_small(
         for item in r.iterate(range(1000), key=int):
             if item == 500:
                 size = state_path.stat().st_size
-                journal = journal_files.journal_path(state_path, 0).stat().st_size
+                journal = journal_file(state_path, 0).stat().st_size
             if item == 600:
                 assert state_path.stat().st_size == size  # the state file does not grow
-                grown = journal_files.journal_path(state_path, 0).stat().st_size - journal
-                record = len(journal_codec.encode_records(list(range(500, 600))))
+                grown = journal_file(state_path, 0).stat().st_size - journal
+                record = len(b"".join(key_frames([range(500, 600)])))
                 assert grown == record  # one record of the 100 new keys, nothing else
 
 
 def test_a_torn_journal_tail_is_ignored_and_cut_off(state_path: Path) -> None:
     run(state_path, ["a", "b", "c"], stop_at="c")
-    journal = journal_files.journal_path(state_path, 0)
+    journal = journal_file(state_path, 0)
     committed = journal.read_bytes()
     with journal.open("ab") as handle:  # what kill -9 in the middle of an append leaves
-        handle.write(journal_codec.encode_records(["never", "committed"])[:-3])
+        handle.write(key_frames([["never", "committed"]])[0][:-3])
     assert run(state_path, ["c", "never", "committed"]) == ["c", "never", "committed"]
     assert done_keys(state_path) == {"a", "b", "c", "never", "committed"}
     # The torn bytes were cut off before the new record went in after the committed ones.
-    assert journal.read_bytes() == committed + journal_codec.encode_records(
-        ["c", "never", "committed"]
-    )
+    assert journal.read_bytes() == committed + key_frames([["c", "never", "committed"]])[0]
 
 
 def test_a_damaged_committed_journal_is_an_error_and_nothing_is_overwritten(
     state_path: Path,
 ) -> None:
     run(state_path, ["a", "b", "c"], stop_at="c")
-    journal = journal_files.journal_path(state_path, 0)
+    journal = journal_file(state_path, 0)
     data = bytearray(journal.read_bytes())
     data[-2] ^= 0x01
     journal.write_bytes(bytes(data))
@@ -206,10 +204,10 @@ def test_a_journal_of_many_records_is_folded_into_a_new_generation(
     generation = orjson.loads(state_path.read_bytes())["progress"]["journal"]["generation"]
     assert generation >= 2  # folded more than once
     assert done_keys(state_path) == set(range(8))
-    assert set(journal_files.journal_generations(state_path)) == set(range(generation + 1))
+    assert set(journal_generations(state_path)) == set(range(generation + 1))
     assert run(state_path, range(10), key=int) == [8, 9]
     # That run deleted the job's retired generations, all but the one its backup may name.
-    assert set(journal_files.journal_generations(state_path)) == {generation - 1, generation}
+    assert set(journal_generations(state_path)) == {generation - 1, generation}
 
 
 def test_journal_files_get_the_state_file_s_permissions(
@@ -223,7 +221,7 @@ def test_journal_files_get_the_state_file_s_permissions(
         for item in r.iterate(range(10), key=int):
             if item == 8:
                 break
-    generations = journal_files.journal_generations(state_path)
+    generations = journal_generations(state_path)
     assert len(generations) >= 2  # at least one journal file written by the private job
     newest = generations[max(generations)]
     assert newest.stat().st_mode & 0o777 == 0o600
@@ -251,11 +249,11 @@ def test_the_first_journal_file_of_a_private_keyed_job_is_private(state_path: Pa
 def test_journal_files_of_an_unfinished_fold_and_of_an_earlier_job_are_handled(
     state_path: Path,
 ) -> None:
-    earlier = journal_files.journal_path(state_path, 0)
+    earlier = journal_file(state_path, 0)
     earlier.write_bytes(b"an earlier job's journal, moved aside by reset")
     run(state_path, ["a", "b"], stop_at="b")  # a new job: generation 1, above the earlier
     assert orjson.loads(state_path.read_bytes())["progress"]["journal"]["generation"] == 1
-    unfinished = journal_files.journal_path(state_path, 5)
+    unfinished = journal_file(state_path, 5)
     unfinished.write_bytes(b"a fold that a crash cut short")
     assert run(state_path, ["a", "b"]) == ["b"]
     assert not unfinished.exists()  # this job's, named by no state file: deleted

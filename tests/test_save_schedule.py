@@ -18,7 +18,10 @@ from resumable import (
     TimePolicy,
     inspect,
 )
-from resumable._checkpoint import MAX_ITEMS_BETWEEN_CHECKS
+
+# The loop checks the policy at least every this many items (docs/policies.md): a time
+# policy's save can come up to that many items late.
+MAX_ITEMS_BETWEEN_CHECKS = 1024
 
 
 def save_positions(

@@ -31,7 +31,8 @@ from resumable import (
     StateWriteError,
     inspect,
 )
-from resumable._store.document import FORMAT_VERSION
+
+FORMAT_VERSION = 2  # the state file format this release writes (docs/state-file.md)
 
 
 def make_job(path: Path, stop: int, state: dict[str, object] | None = None) -> bytes:

@@ -7,6 +7,7 @@ the documented format.
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from collections.abc import Sequence
@@ -79,6 +80,36 @@ def keyed(
         journal["job_id"] = job_id
     progress = {"kind": "keys", "journal": journal, "done": done, "finished": finished}
     return document(progress, version=1 if job_id is None else 2)
+
+
+def journal_file(state: Path, generation: int, kind: str = "keys") -> Path:
+    """The journal file of `generation` beside the state file `state`:
+    ``<name>.keys-<g>``, or ``<name>.failed-<g>`` for the failure journal."""
+    return state.with_name(f"{state.name}.{kind}-{generation}")
+
+
+def journal_generations(state: Path, kind: str = "keys") -> dict[int, Path]:
+    """The journal files beside `state`, by generation."""
+    name = re.compile(rf"{re.escape(state.name)}\.{kind}-(0|[1-9][0-9]*)")
+    return {
+        int(found[1]): path
+        for path in state.parent.iterdir()
+        if (found := name.fullmatch(path.name)) is not None
+    }
+
+
+def journal_keys(journal: Path, length: int) -> set[str | int]:
+    """The keys of the records in the first `length` bytes of `journal`, read as the format
+    says (plain keys only: no tagged ones, no checks of the CRC or the job record)."""
+    data = journal.read_bytes()[:length]
+    keys: set[str | int] = set()
+    at = 0
+    while at < len(data):
+        magic, size = struct.unpack_from("<BI", data, at)
+        if magic == KEYS:
+            keys.update(orjson.loads(data[at + 9 : at + 9 + size]))
+        at += 9 + size
+    return keys
 
 
 def files_in(directory: Path) -> dict[str, object]:

@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
@@ -46,6 +47,22 @@ Handler = Callable[[int, FrameType | None], Any] | int | None
 # of hanging. A deadline on a wait, never a substitute for the wait.
 TIMEOUT = 30.0
 _POLL_PAUSE = 0.001
+
+
+def resumable_command() -> Callable[[list[str]], int]:
+    """The function the installed ``resumable`` command calls with its arguments: found
+    through its entry point (``[project.scripts]`` in pyproject.toml), wherever it lives."""
+    (entry,) = entry_points(group="console_scripts", name="resumable")
+    main: Callable[[list[str]], int] = entry.load()
+    return main
+
+
+# `resumable_command` for ``python -c``: the command with the child's arguments.
+RESUMABLE_COMMAND = (
+    "import sys; from importlib.metadata import entry_points; "
+    "(entry,) = entry_points(group='console_scripts', name='resumable'); "
+    "sys.exit(entry.load()(sys.argv[1:]))"
+)
 
 
 def child_env() -> dict[str, str]:

@@ -27,9 +27,10 @@ import resource
 import signal
 from pathlib import Path
 
-from resumable._errors import StateWriteError
-from resumable._keys import Key
+from resumable import StateWriteError
 from resumable._store.journal_files import JournalWriter, fold
+
+Key = str | int  # what a key function returns (docs/state-file.md, Key journal)
 
 
 def batch_keys(batch: int, size: int) -> list[Key]:
