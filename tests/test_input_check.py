@@ -276,13 +276,13 @@ def test_fingerprinting_big_items_reads_a_bounded_part_of_them(
     assert peak < 1_000_000, f"{peak:,} bytes"
 
 
-FROM_BEFORE = Path(__file__).parent / "data" / "v1-fingerprint.state"
+FROM_BEFORE = Path(__file__).parent / "fixtures" / "v1-fingerprint.state"
 
 
 def test_a_record_of_an_earlier_version_is_compared_by_length_then_recorded_anew(
     state_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """tests/data/v1-fingerprint.state was written before fingerprints had a version,
+    """tests/fixtures/v1-fingerprint.state was written before fingerprints had a version,
     when they hashed the items' reprs: its first 4 of 10 URLs are done."""
     shutil.copy(FROM_BEFORE, state_path)
     urls = [f"https://example.org/page/{n}" for n in range(10)]

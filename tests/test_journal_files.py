@@ -41,7 +41,7 @@ from jobs.documents import (
     keyed,
 )
 
-V1_JOB = Path(__file__).resolve().parent / "data" / "v1-keyed-job"
+V1_JOB = Path(__file__).resolve().parent / "fixtures" / "v1-keyed-journal"
 MIB = 1 << 20
 
 
@@ -357,7 +357,7 @@ def test_a_journal_whose_job_record_does_not_match_its_state_file_is_refused(
 def test_a_format_1_keyed_job_loads_and_is_tied_to_its_journal_at_its_next_save(
     tmp_path: Path,
 ) -> None:
-    """tests/data/v1-keyed-job, saved by resumable-loop 0.1.0 (no job id, no job
+    """tests/fixtures/v1-keyed-journal, saved by resumable-loop 0.1.0 (no job id, no job
     record), resumes with its keys and failure; its next save writes a new generation
     that starts with the job record, and the format-1 file, now the backup, still loads
     when the new state file is damaged."""

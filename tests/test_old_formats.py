@@ -15,7 +15,13 @@ from resumable import FailedItem, Resumable, inspect
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 UNDECODABLE_NAME = b"caf\xe9.txt".decode("utf-8", "surrogateescape")
-SECOND_RUN = datetime(2026, 11, 22, 12, tzinfo=timezone.utc)
+# When each format's fixtures had their second run (tests/fixtures/README.md).
+SECOND_RUN = {
+    1: datetime(2026, 11, 22, 12, tzinfo=timezone.utc),
+    2: datetime(2026, 12, 2, 12, tzinfo=timezone.utc),
+}
+STATE = {1: {}, 2: {"note": "written by format version 2"}}  # r.state, as saved
+VERSIONS = [pytest.param(version, id=f"version {version}") for version in SECOND_RUN]
 KEYS: list[str | int] = ["a", "b", "c", 2**70, UNDECODABLE_NAME, 7]
 
 
@@ -25,10 +31,12 @@ def job_from(fixture: str, tmp_path: Path) -> Path:
     return tmp_path / fixture / "job.state"
 
 
-def test_a_version_1_positional_job_with_failures_is_read_and_resumed(tmp_path: Path) -> None:
-    state = job_from("v1-positional-failures", tmp_path)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_positional_job_with_failures_is_read_and_resumed(tmp_path: Path, version: int) -> None:
+    state = job_from(f"v{version}-positional-failures", tmp_path)
     snapshot = inspect(state)
-    assert (snapshot.format_version, snapshot.position, snapshot.finished) == (1, 8, False)
+    assert (snapshot.format_version, snapshot.position, snapshot.finished) == (version, 8, False)
+    assert snapshot.state == STATE[version]
     assert snapshot.failed == tuple(
         FailedItem(
             key=None,
@@ -36,7 +44,7 @@ def test_a_version_1_positional_job_with_failures_is_read_and_resumed(tmp_path: 
             error_type="__main__.Unavailable",
             message=f"item {position}: 503 Service Unavailable",
             attempts=2,
-            failed_at=SECOND_RUN,
+            failed_at=SECOND_RUN[version],
         )
         for position in (2, 5)
     )
@@ -57,19 +65,23 @@ def test_a_version_1_positional_job_with_failures_is_read_and_resumed(tmp_path: 
     assert b"still down" not in state.read_bytes()  # kept in the failure journal
 
 
-def test_a_version_1_keyed_job_with_failures_is_read_and_resumed(tmp_path: Path) -> None:
-    state = job_from("v1-keyed-failures", tmp_path)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_keyed_job_with_a_journal_and_failures_is_read_and_resumed(
+    tmp_path: Path, version: int
+) -> None:
+    state = job_from(f"v{version}-keyed-failures", tmp_path)
     expected = {
         "c": "cannot read 'c'",
         2**70: f"cannot read {2**70}",
         UNDECODABLE_NAME: "cannot read 'caf\\udce9.txt'",
     }
     snapshot = inspect(state)
-    assert (snapshot.format_version, snapshot.position, snapshot.finished) == (1, 3, True)
+    assert (snapshot.format_version, snapshot.position, snapshot.finished) == (version, 3, True)
+    assert snapshot.state == STATE[version]
     assert {item.key: (item.message, item.attempts) for item in snapshot.failed} == {
         key: (message, 2) for key, message in expected.items()
     }
-    assert {item.failed_at for item in snapshot.failed} == {SECOND_RUN}
+    assert {item.failed_at for item in snapshot.failed} == {SECOND_RUN[version]}
     ran: list[str | int] = []
     with Resumable(state) as r:
         for item in r.iterate(KEYS, key=lambda item: item, on_error="record"):
@@ -84,8 +96,16 @@ def test_a_version_1_keyed_job_with_failures_is_read_and_resumed(tmp_path: Path)
     assert [(item.key, item.attempts) for item in upgraded.failed] == [("c", 3)]
 
 
-@pytest.mark.parametrize("fixture", ["v1-positional-failures", "v1-keyed-failures"])
-def test_a_version_1_job_opened_without_a_loop_keeps_its_failure_records(
+@pytest.mark.parametrize(
+    "fixture",
+    [
+        "v1-positional-failures",
+        "v1-keyed-failures",
+        "v2-positional-failures",
+        "v2-keyed-failures",
+    ],
+)
+def test_an_old_job_opened_without_a_loop_keeps_its_failure_records(
     tmp_path: Path, fixture: str
 ) -> None:
     state = job_from(fixture, tmp_path)
