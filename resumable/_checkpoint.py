@@ -10,6 +10,7 @@ state through its store.
 from __future__ import annotations
 
 import logging
+import math
 import operator
 import time
 
@@ -51,30 +52,39 @@ class Checkpoint:
         self._saved_count = 0
         self._checked_clock = 0.0
         self._checked_count = 0
+        self._pace: float | None = None  # seconds per item, as last measured
+        # The clock's last reading, and how far it went back in all: added to its readings.
+        self._last_reading = -math.inf
+        self._went_back = 0.0
+        self._checked_went_back = 0.0  # as it was at the last check
         self._warned_large_state = False
         # This run's failed encoding of the state (or of a counter it loaded: StateFileError).
         self.unsaveable: StateNotSerializableError | StateFileError | None = None
 
     def start(self, count: int) -> None:
-        """The run opened with `count` items done: the time to the first save counts from
-        now."""
+        """The run opened with `count` items done (what an explicit save counts from)."""
         self._saved_count = self._checked_count = count
-        self._saved_clock = self._checked_clock = time.monotonic()
 
-    def count_from(self, count: int) -> None:
-        """The loop starts with `count` items done, not those the run opened with (the
-        job started over): the policy counts from there."""
+    def start_loop(self, count: int) -> None:
+        """The loop starts with `count` items done: the policy's time and items count from
+        now, not from the opening of the with block (setup before `iterate` is no time of
+        the loop's, and a frozen clock entered after the opening is the one counted)."""
+        now = self.now()
+        self._saved_clock = self._checked_clock = now
         self._saved_count = self._checked_count = count
 
     def now(self) -> float:
-        """The monotonic clock, looked up at call time so that freezegun's frozen clock is
-        the one read. A clock that went back (freezegun's move_to) takes the last save's
-        reading back with it: the jump counts as no time, and time counts again from here,
-        not from when the clock catches up."""
-        now = time.monotonic()
-        if now < self._saved_clock:
-            self._saved_clock = now
-        return now
+        """The loop's clock: the monotonic clock, looked up at call time so that
+        freezegun's frozen clock is the one read, with a move back counted as no time.
+
+        A reading below the previous one (freezegun's move_to) moves every later reading
+        up by the difference: the time measured before the jump is kept, none is taken
+        away, and time counts on from the new reading."""
+        reading = time.monotonic()
+        if reading < self._last_reading:
+            self._went_back += self._last_reading - reading
+        self._last_reading = reading
+        return reading + self._went_back
 
     def unsaved_items(self, position: int) -> bool:
         """Whether items were finished since the last save, with `position` done."""
@@ -90,14 +100,20 @@ class Checkpoint:
         now = self.now()
         count = position + self.uncounted
         checked = count - self._checked_count
-        pace = max(0.0, now - self._checked_clock) / checked if checked > 0 else None
+        if checked <= 0:
+            pace = None
+        elif self._went_back == self._checked_went_back:
+            pace = self._pace = (now - self._checked_clock) / checked
+        else:  # the clock went back since the last check: this interval measured nothing
+            pace = self._pace
         self._checked_clock, self._checked_count = now, count
+        self._checked_went_back = self._went_back
         since = self._since_last_save(now, count, pace)
         policy = self.policy
         if not policy.should_save(since):
             gap = policy.items_until_check(since)
-        elif since.seconds < self._min_interval:
-            gap = 1  # too soon: ask again after one item
+        elif self.saves and since.seconds < self._min_interval:
+            gap = 1  # too soon after this run's last save: ask again after one item
         else:
             self.save(now)
             gap = policy.items_until_check(self._since_last_save(now, count, pace))
@@ -114,7 +130,7 @@ class Checkpoint:
         self.items_between_checks = gap if 1 <= gap <= limit else (1 if gap < 1 else limit)
 
     def _since_last_save(self, now: float, count: int, pace: float | None) -> SinceLastSave:
-        seconds = now - self._saved_clock  # never negative: `now` read the clock
+        seconds = now - self._saved_clock  # never negative: see `now`
         # tuple.__new__ is what the named tuple's own __new__ calls, without its Python
         # frame: a third of the cost of a check.
         return tuple.__new__(SinceLastSave, (count - self._saved_count, seconds, pace))
@@ -193,7 +209,7 @@ class Checkpoint:
         store.save(data)
         self.saves += 1
         session.saved_fingerprint = fingerprint
-        self._saved_clock = time.monotonic() if now is None else now
+        self._saved_clock = self.now() if now is None else now
         self._saved_count = position + self.uncounted
         if self.display is not None:
             self.display.saved()

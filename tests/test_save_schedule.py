@@ -112,7 +112,9 @@ def test_after_the_clock_went_back_time_counts_again_from_the_next_check(
     state_path: Path,
 ) -> None:
     """Items of 1 s, the clock set back 1000 s during item 10: the jump is noticed at the
-    check after item 15, and the next save comes 60 s later, not 1000 s later."""
+    check after item 16, the 8 s measured up to the check before it are kept, and the next
+    save comes 60 s of measured time after the loop started: 52 items later, not 1000 s
+    later, and not 60 s after the jump was noticed (which threw away what was measured)."""
     positions: list[int] = []
     with (
         freeze_time("2026-01-01 12:00:00", tick=False) as frozen,
@@ -125,7 +127,32 @@ def test_after_the_clock_went_back_time_counts_again_from_the_next_check(
                 frozen.tick(1)
             if r.saves > len(positions):
                 positions.append(r.position)
-    assert positions == [75, 135, 195]
+    assert positions == [68, 128, 188]
+
+
+class CheckEveryItem(Policy):
+    """Never saves; asks after every item, so that every item boundary reads the clock."""
+
+    def should_save(self, since: SinceLastSave) -> bool:
+        return False
+
+
+def test_a_small_move_back_of_the_clock_counts_as_no_time_not_as_negative_time(
+    state_path: Path,
+) -> None:
+    """Items of 1 s, with a check at every item; during item 10 the clock goes back 5 s
+    instead of moving on. That item took no time: the minute is full after item 61 (it was
+    counted as -5 s, and the save came at item 66)."""
+    positions: list[int] = []
+    with (
+        freeze_time("2026-01-01 12:00:00", tick=False) as frozen,
+        Resumable(state_path, policy=TimePolicy(60) | CheckEveryItem()) as r,
+    ):
+        for index in r.iterate(range(130)):
+            frozen.tick(-5 if index == 10 else 1)
+            if r.saves > len(positions):
+                positions.append(r.position)
+    assert positions == [61, 121]
 
 
 def test_an_explicit_save_after_the_clock_went_back_counts_the_jump_as_no_time(
@@ -145,8 +172,52 @@ def test_an_explicit_save_after_the_clock_went_back_counts_the_jump_as_no_time(
 
 
 def test_min_interval_defers_a_policy_save_to_the_next_check(state_path: Path) -> None:
+    """The first policy save is never held (there is no save to be too close to); the
+    next ones wait for min_interval, and come at the next check after it."""
     positions = save_positions(state_path, NPolicy(1), 12, 1.0, min_interval=5)
-    assert positions == [5, 10]
+    assert positions == [1, 6, 11]
+
+
+def test_min_interval_does_not_hold_the_first_policy_save_from_the_opening(
+    state_path: Path,
+) -> None:
+    """As for an explicit save: min_interval is the time between two saves. The first
+    policy save of NPolicy(1), items of 1 s, min_interval=5, comes after item 1 (it was
+    held 5 s from the opening of the with block: no save in 3 items)."""
+    assert save_positions(state_path, NPolicy(1), 3, 1.0, min_interval=5) == [1]
+
+
+def test_setup_before_the_loop_is_no_time_of_the_loop(state_path: Path) -> None:
+    """The policy's time counts from the start of the loop, not from the opening of the
+    with block: 50 s of setup before iterate() bring no save at item 10 of 1 s items."""
+    positions: list[int] = []
+    with (
+        freeze_time("2026-01-01", tick=False) as frozen,
+        Resumable(state_path, policy=TimePolicy(60)) as r,
+    ):
+        frozen.tick(50)
+        for _ in r.iterate(range(130)):
+            frozen.tick(1)
+            if r.saves > len(positions):
+                positions.append(r.position)
+    assert positions == [60, 120]
+
+
+def test_a_frozen_clock_entered_inside_the_with_block_is_the_one_counted(
+    state_path: Path,
+) -> None:
+    """freeze_time entered after the opening: the loop's time starts on the frozen clock
+    (the opening's reading was the real clock's, and the first item looked decades long)."""
+    positions: list[int] = []
+    with (
+        Resumable(state_path, policy=TimePolicy(60)) as r,
+        freeze_time("2026-01-01", tick=False) as frozen,
+    ):
+        for _ in r.iterate(range(130)):
+            frozen.tick(1)
+            if r.saves > len(positions):
+                positions.append(r.position)
+    assert positions == [60, 120]
 
 
 def test_an_explicit_save_too_soon_raises(state_path: Path) -> None:
@@ -189,7 +260,7 @@ def test_exit_and_completion_saves_ignore_min_interval(state_path: Path) -> None
         for index in r.iterate(range(5)):
             if index == 3:
                 break
-        assert r.saves == 0
+        assert r.saves == 1  # the first policy save, after item 1; the next wait an hour
     assert inspect(state_path).position == 3
     with freeze_time("2026-01-01", tick=False), Resumable(state_path, min_interval=3600) as r:
         list(r.iterate(range(5)))

@@ -83,7 +83,6 @@ class ChunkedLoop(Loop):
         )
         if positional.position != session.start_position:  # on_change="restart" went to 0
             session.start_position = positional.position
-            self._checkpoint.count_from(positional.position)
         chunks = self._chunks(feed, positional, retried, options.batch)
         self._keep(chunks)
         if options.batch is None:

@@ -177,6 +177,7 @@ class Loop:
         session = self._session
         session.progress = progress
         self.display = self._checkpoint.display = display
+        self._checkpoint.start_loop(progress.position)
         session.iterated, session.refused = True, False
 
     def _keep(self, generator: Generator[Any, None, None]) -> None:
