@@ -9,6 +9,7 @@
             save(fetch(url))
 """
 
+from resumable._checkpoint import SaveRecord
 from resumable._display import ProgressDisplay
 from resumable._errors import (
     CalledTooOftenError,
@@ -41,6 +42,7 @@ __all__ = [
     "Resumable",
     "ResumableError",
     "ResumableWarning",
+    "SaveRecord",
     "SinceLastSave",
     "StateFileError",
     "StateLockedError",

@@ -13,6 +13,9 @@ import logging
 import math
 import operator
 import time
+from collections import deque
+from datetime import datetime
+from typing import Literal, NamedTuple
 
 from resumable._display import LoopDisplay, items_until_refresh
 from resumable._errors import CalledTooOftenError, StateFileError, StateNotSerializableError
@@ -22,7 +25,7 @@ from resumable._signals import defers_signals
 from resumable._store import document as _state_file  # the state file's format
 from resumable._store.document import StateDocument
 from resumable._version import __version__
-from resumable.policies import Policy, SinceLastSave
+from resumable.policies import Policy, PolicySwitch, SinceLastSave
 
 # The loop consults the policy at most every this many items. Between checks no Python
 # code of the library runs, so this bounds how late a check can come when items suddenly
@@ -31,7 +34,37 @@ MAX_ITEMS_BETWEEN_CHECKS = MAX_CHUNK
 # Above this a save is no longer "small": say so once, since each save rewrites it all.
 _LARGE_STATE_BYTES = 1_000_000
 _WRITER = f"resumable-loop {__version__}"
+# `Resumable.save_log` keeps this run's latest saves, no more: bounded memory however long
+# the run.
+SAVE_LOG_LENGTH = 1000
 logger = logging.getLogger("resumable")
+
+SaveReason = Literal["policy", "explicit", "completion", "exit", "signal"]
+
+
+class SaveRecord(NamedTuple):
+    """One save of this run, as `Resumable.save_log` lists it (in memory only: the state
+    file does not keep it).
+
+    Attributes:
+        number: which save of the run it was: 1 for the first (`r.saves` counts them).
+        position: the items done that it saved (keyed progress: the keys done).
+        seconds: when, by the loop's clock (the `clock` given to `Resumable`), in seconds
+            since the loop started; ``0.0`` for a save before the loop started.
+        saved_at: when, by the wall clock: the state file's ``saved_at`` (UTC).
+        reason: ``"policy"`` (the policy asked), ``"explicit"`` (`r.save()`),
+            ``"completion"`` (the input ran out), ``"exit"`` (the with block ended with
+            unsaved work) or ``"signal"`` (a signal stopped the run; the exit saved).
+        fired: for a policy save, the member of the policy that asked for it (the policy
+            itself unless it is a `PolicySwitch`); ``None`` for the other reasons.
+    """
+
+    number: int
+    position: int
+    seconds: float
+    saved_at: datetime
+    reason: SaveReason
+    fired: Policy | None = None
 
 
 class Checkpoint:
@@ -57,6 +90,8 @@ class Checkpoint:
         self._last_reading = -math.inf
         self._went_back = 0.0
         self._checked_went_back = 0.0  # as it was at the last check
+        self._loop_started: float | None = None  # the loop's clock when the loop started
+        self.save_log: deque[SaveRecord] = deque(maxlen=SAVE_LOG_LENGTH)
         self._warned_large_state = False
         # This run's failed encoding of the state (or of a counter it loaded: StateFileError).
         self.unsaveable: StateNotSerializableError | StateFileError | None = None
@@ -69,7 +104,7 @@ class Checkpoint:
         """The loop starts with `count` items done: the policy's time and items count from
         now, not from the opening of the with block (setup before `iterate` is no time of
         the loop's, and a frozen clock entered after the opening is the one counted)."""
-        now = self.now()
+        now = self._loop_started = self.now()
         self._saved_clock = self._checked_clock = now
         self._saved_count = self._checked_count = count
 
@@ -115,7 +150,7 @@ class Checkpoint:
         elif self.saves and since.seconds < self._min_interval:
             gap = 1  # too soon after this run's last save: ask again after one item
         else:
-            self.save(now)
+            self.save("policy", now, _member_that_fired(policy, since))
             gap = policy.items_until_check(self._since_last_save(now, count, pace))
         if type(gap) is not int:  # a custom policy's answer; checked before it sizes a chunk
             gap = _whole_number_of_items(gap, policy)
@@ -171,12 +206,14 @@ class Checkpoint:
             not (session.refused or session.store.lock_lost or failed_already)
             and self.changed_anything()
         ):
-            self.save()
+            self.save("exit" if session.signals.stop_requested is None else "signal")
 
     @defers_signals
-    def save(self, now: float | None = None) -> None:
-        """Save the session's progress and state now; `now` is the clock's reading, if
-        the caller took one."""
+    def save(
+        self, reason: SaveReason, now: float | None = None, fired: Policy | None = None
+    ) -> None:
+        """Save the session's progress and state now, for `reason`; `now` is the loop's
+        clock, if the caller read it; `fired` the member of the policy that asked."""
         session = self._session
         session.require_opening_process()
         store, progress, state = session.store, session.progress, session.state
@@ -209,8 +246,22 @@ class Checkpoint:
         store.save(data)
         self.saves += 1
         session.saved_fingerprint = fingerprint
-        self._saved_clock = self.now() if now is None else now
+        if now is None:
+            now = self.now()
+        loop_started = self._loop_started
+        seconds = 0.0 if loop_started is None else now - loop_started
+        self._saved_clock = now
         self._saved_count = position + self.uncounted
+        self.save_log.append(
+            SaveRecord(
+                self.saves,
+                position,
+                seconds,
+                datetime.fromisoformat(document.saved_at),
+                reason,
+                fired,
+            )
+        )
         if self.display is not None:
             self.display.saved()
         if len(data) > _LARGE_STATE_BYTES and not self._warned_large_state:
@@ -218,13 +269,25 @@ class Checkpoint:
             _warn_large_state(session, len(data))
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
-                "%s: saved position %d (%d bytes, %d state keys) in %.1f ms",
+                "%s: saved position %d at %.3f s (%s; %d bytes, %d state keys) in %.1f ms",
                 session.path,
                 position,
+                seconds,
+                reason if fired is None else f"{reason}: {fired!r}",
                 len(data),
                 len(state),
                 (time.perf_counter() - started) * 1000,
             )
+
+
+def _member_that_fired(policy: Policy, since: SinceLastSave) -> Policy:
+    """The member of `policy` that asked for the save `since` describes (asked again:
+    this runs once per policy save, and keeps the members' check free of book-keeping)."""
+    if isinstance(policy, PolicySwitch):
+        for member in policy.policies:
+            if member.should_save(since):
+                return member
+    return policy
 
 
 def _warn_large_state(session: Session, size: int) -> None:

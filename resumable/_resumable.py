@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
-from resumable._checkpoint import Checkpoint
+from resumable._checkpoint import Checkpoint, SaveRecord
 from resumable._display import ProgressDisplay
 from resumable._drivers.chunked import ChunkedLoop
 from resumable._drivers.keyed import KeyedLoop
@@ -122,6 +122,14 @@ class Resumable:
     def saves(self) -> int:
         """How many times this run saved."""
         return self._checkpoint.saves
+
+    @property
+    def save_log(self) -> list[SaveRecord]:
+        """This run's saves, oldest first, each a `SaveRecord`: where, when (by the loop's
+        clock and the wall clock), why, and for a policy save which member of the policy
+        asked. Only the latest 1000 are kept (``number`` counts from the run's first);
+        it is not saved in the state file."""
+        return list(self._checkpoint.save_log)
 
     @overload
     def iterate(
@@ -271,7 +279,7 @@ class Resumable:
         self._checkpoint.check_interval(now)
         if self._driver is not None:
             self._driver.note_position()  # keyed progress counts as it goes
-        self._checkpoint.save(now)
+        self._checkpoint.save("explicit", now)
         self._session.refused = False  # asked for: this run is recorded
         # A signal that waited for the write acts now, as it would have at once: outside
         # the loop, or a second signal inside an item.

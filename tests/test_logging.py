@@ -31,8 +31,8 @@ def test_a_run_logs_its_start_saves_and_end_and_prints_nothing(
     saves = [text for level, text in logged if level == "DEBUG"]
     assert len(saves) == 2  # after 2 items, and when the input ran out
     assert re.fullmatch(
-        rf"{re.escape(str(state_path))}: saved position 2 \(\d+ bytes, 1 state keys\) in "
-        r"\d+\.\d ms",
+        rf"{re.escape(str(state_path))}: saved position 2 at \d+\.\d{{3}} s \(policy: "
+        r"NPolicy\(2\); \d+ bytes, 1 state keys\) in \d+\.\d ms",
         saves[0],
     ), saves[0]
     assert ("INFO", f"{state_path}: finished after 3 items") in logged
