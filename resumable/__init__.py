@@ -28,10 +28,21 @@ from resumable._inspect import StateSnapshot, inspect
 from resumable._reset import reset
 from resumable._resumable import Resumable
 from resumable._version import __version__
-from resumable.policies import NPolicy, Policy, PolicySwitch, SinceLastSave, TimePolicy
+from resumable.policies import (
+    AllOf,
+    ExactChecks,
+    NPolicy,
+    Policy,
+    PolicySwitch,
+    QuantityPolicy,
+    SinceLastSave,
+    TimePolicy,
+)
 
 __all__ = [
+    "AllOf",
     "CalledTooOftenError",
+    "ExactChecks",
     "FailedItem",
     "InputChangedError",
     "Interrupted",
@@ -39,6 +50,7 @@ __all__ = [
     "Policy",
     "PolicySwitch",
     "ProgressDisplay",
+    "QuantityPolicy",
     "Resumable",
     "ResumableError",
     "ResumableWarning",

@@ -14,6 +14,7 @@ import math
 import operator
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime
 from typing import Literal, NamedTuple
 
@@ -70,8 +71,15 @@ class SaveRecord(NamedTuple):
 class Checkpoint:
     """The clock, the policy, `min_interval`, the pace, and the save."""
 
-    def __init__(self, session: Session, policy: Policy, min_interval: float) -> None:
+    def __init__(
+        self,
+        session: Session,
+        policy: Policy,
+        min_interval: float,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self._session = session
+        self._clock = clock  # None: time.monotonic, looked up at every reading
         self.policy = policy
         self._min_interval = min_interval
         self.saves = 0
@@ -104,18 +112,22 @@ class Checkpoint:
         """The loop starts with `count` items done: the policy's time and items count from
         now, not from the opening of the with block (setup before `iterate` is no time of
         the loop's, and a frozen clock entered after the opening is the one counted)."""
+        if self._clock is not None:
+            _check_reading(self._clock)
         now = self._loop_started = self.now()
         self._saved_clock = self._checked_clock = now
         self._saved_count = self._checked_count = count
 
     def now(self) -> float:
-        """The loop's clock: the monotonic clock, looked up at call time so that
-        freezegun's frozen clock is the one read, with a move back counted as no time.
+        """The loop's clock: the clock given to `Resumable`, or else the monotonic clock
+        looked up at call time (so that freezegun's frozen clock is the one read, and a
+        call per check is all it costs), with a move back counted as no time.
 
         A reading below the previous one (freezegun's move_to) moves every later reading
         up by the difference: the time measured before the jump is kept, none is taken
         away, and time counts on from the new reading."""
-        reading = time.monotonic()
+        clock = self._clock
+        reading = time.monotonic() if clock is None else clock()
         if reading < self._last_reading:
             self._went_back += self._last_reading - reading
         self._last_reading = reading
@@ -244,14 +256,18 @@ class Checkpoint:
         fingerprint = _state_file.fingerprint(snapshot, state)
         position = progress.position
         store.save(data)
-        self.saves += 1
-        session.saved_fingerprint = fingerprint
         if now is None:
             now = self.now()
         loop_started = self._loop_started
         seconds = 0.0 if loop_started is None else now - loop_started
+        count = position + self.uncounted
+        if loop_started is None and not self.saves:  # no time to count from yet
+            self._saved_clock = now
+        covered = self._since_last_save(now, count, self._pace)
+        self.saves += 1
+        session.saved_fingerprint = fingerprint
         self._saved_clock = now
-        self._saved_count = position + self.uncounted
+        self._saved_count = count
         self.save_log.append(
             SaveRecord(
                 self.saves,
@@ -262,6 +278,7 @@ class Checkpoint:
                 fired,
             )
         )
+        self.policy.on_save(covered)
         if self.display is not None:
             self.display.saved()
         if len(data) > _LARGE_STATE_BYTES and not self._warned_large_state:
@@ -278,6 +295,16 @@ class Checkpoint:
                 len(state),
                 (time.perf_counter() - started) * 1000,
             )
+
+
+def _check_reading(clock: Callable[[], float]) -> None:
+    """Raise TypeError, naming `clock`, when it does not return a number of seconds."""
+    reading: object = clock()
+    if isinstance(reading, bool) or not isinstance(reading, (int, float)):
+        raise TypeError(
+            f"Resumable(clock={clock!r}): the clock returned {reading!r}; it must return "
+            "the time in seconds as a number, as time.monotonic does"
+        )
 
 
 def _member_that_fired(policy: Policy, since: SinceLastSave) -> Policy:

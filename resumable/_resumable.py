@@ -55,6 +55,12 @@ class Resumable:
         restart: ignore any saved progress and start the job over. The old state file
             and its backup are moved aside to ``<path>.reset-<time>`` at the first save.
         quiet: do not print the one line on stderr when a signal stops the loop.
+        clock: the clock the loop's time policies count by: a function that returns
+            seconds and never goes back, called at each check (not per item). Default:
+            ``time.monotonic``, looked up at each call, so that freezegun's frozen clock
+            is the one read. Pass a fake clock to move time by hand in a test
+            (``resumable.testing``), or ``time.time`` under time-machine, which does not
+            control ``time.monotonic``.
     """
 
     def __init__(
@@ -66,6 +72,7 @@ class Resumable:
         min_interval: float = 0.0,
         restart: bool = False,
         quiet: bool = False,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.path = _as_path(path)
         checked_policy = as_policy(policy)
@@ -76,9 +83,14 @@ class Resumable:
         for name, flag in (("restart", restart), ("quiet", quiet)):
             if not isinstance(flag, bool):  # restart="no" would be true
                 raise TypeError(f"{name} takes True or False, got {flag!r}")
+        if clock is not None and not callable(clock):
+            raise TypeError(
+                f"clock takes a function that returns seconds, such as time.monotonic, got "
+                f"{clock!r}"
+            )
         numbers = default_signals() if signals is None else signal_numbers(signals)
         self._session = Session(self.path, numbers, restart=restart, quiet=quiet)
-        self._checkpoint = Checkpoint(self._session, checked_policy, float(min_interval))
+        self._checkpoint = Checkpoint(self._session, checked_policy, float(min_interval), clock)
         self._driver: Loop | None = None  # the loop iterate() made
 
     # -- the public surface -------------------------------------------------------------

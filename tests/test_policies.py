@@ -6,7 +6,17 @@ import math
 
 import pytest
 
-from resumable import NPolicy, Policy, PolicySwitch, SinceLastSave, TimePolicy
+from resumable import (
+    AllOf,
+    ExactChecks,
+    NPolicy,
+    Policy,
+    PolicySwitch,
+    QuantityPolicy,
+    SinceLastSave,
+    TimePolicy,
+)
+from resumable.policies import NO_LIMIT
 
 
 class Count:
@@ -159,3 +169,99 @@ def test_switch_rejects_non_policies_and_emptiness() -> None:
 def test_or_with_a_non_policy_is_a_type_error() -> None:
     with pytest.raises(TypeError):
         NPolicy(1) | 5  # type: ignore[operator]
+
+
+def test_and_builds_an_all_of_that_saves_when_every_member_says_so() -> None:
+    both = NPolicy(10) & TimePolicy(60)
+    assert isinstance(both, AllOf)
+    assert not both.should_save(SinceLastSave(items=10, seconds=59.0))
+    assert not both.should_save(SinceLastSave(items=9, seconds=600.0))
+    assert both.should_save(SinceLastSave(items=10, seconds=60.0))
+
+
+def test_all_of_asks_again_when_the_last_member_could_be_due() -> None:
+    since = SinceLastSave(items=5, seconds=10.0, seconds_per_item=1.0)
+    assert (NPolicy(10) & TimePolicy(60)).items_until_check(since) == 50
+    assert (NPolicy(100) & TimePolicy(60)).items_until_check(since) == 95
+    # One member due already: the other decides.
+    due = SinceLastSave(items=20, seconds=10.0, seconds_per_item=1.0)
+    assert (NPolicy(10) & TimePolicy(60)).items_until_check(due) == 50
+
+
+def test_and_chains_flatten_and_bind_tighter_than_or() -> None:
+    chained = NPolicy(1) & NPolicy(2) & NPolicy(3)
+    assert len(chained.policies) == 3
+    mixed = NPolicy(5) | NPolicy(10) & TimePolicy(60)
+    assert isinstance(mixed, PolicySwitch)
+    assert repr(mixed) == "NPolicy(5) | NPolicy(10) & TimePolicy(60)"
+    assert (
+        repr((NPolicy(5) | NPolicy(6)) & TimePolicy(60))
+        == "(NPolicy(5) | NPolicy(6)) & TimePolicy(60)"
+    )
+
+
+def test_and_with_a_non_policy_is_a_type_error() -> None:
+    with pytest.raises(TypeError):
+        NPolicy(1) & 5  # type: ignore[operator]
+    with pytest.raises(TypeError, match="AllOf takes Policy objects"):
+        AllOf(NPolicy(1), 5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least one"):
+        AllOf()
+
+
+def test_no_limit_is_a_named_answer() -> None:
+    frozen = SinceLastSave(items=5, seconds=1.0, seconds_per_item=0.0)
+    assert TimePolicy(60).items_until_check(frozen) == NO_LIMIT
+    assert repr(TimePolicy(60).items_until_check(frozen)) == "NO_LIMIT"
+    assert (TimePolicy(60) | TimePolicy(30)).items_until_check(frozen) == NO_LIMIT
+    assert (NPolicy(9) | TimePolicy(30)).items_until_check(frozen) == 4
+
+
+def test_on_save_reaches_every_member_of_a_combination() -> None:
+    heard: list[tuple[str, SinceLastSave]] = []
+
+    class Listening(Policy):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def should_save(self, since: SinceLastSave) -> bool:
+            return False
+
+        def on_save(self, since: SinceLastSave) -> None:
+            heard.append((self.name, since))
+
+    since = SinceLastSave(items=3, seconds=2.0)
+    (Listening("a") | Listening("b") & Listening("c")).on_save(since)
+    assert heard == [("a", since), ("b", since), ("c", since)]
+    NPolicy(3).on_save(since)  # the built-in policies need not hear of it
+
+
+def test_a_quantity_policy_counts_what_it_is_given_until_a_save() -> None:
+    written = QuantityPolicy(1000)
+    written.add(400)
+    assert not written.should_save(SinceLastSave(items=2, seconds=0.0))
+    # 200 a item so far, 600 to go: three more items at the earliest.
+    assert written.items_until_check(SinceLastSave(items=2, seconds=0.0)) == 3
+    written.add(600)
+    assert written.should_save(SinceLastSave(items=3, seconds=0.0))
+    written.on_save(SinceLastSave(items=3, seconds=0.0))
+    assert written.unsaved == 0
+    assert not written.should_save(SinceLastSave(items=0, seconds=0.0))
+    assert written.items_until_check(SinceLastSave(items=0, seconds=0.0)) == 1
+    assert repr(written) == "QuantityPolicy(1000)"
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"), [("5", TypeError), (True, TypeError), (0, ValueError), (math.inf, ValueError)]
+)
+def test_a_quantity_policy_rejects_what_is_no_limit(bad: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match=r"QuantityPolicy\(limit\)"):
+        QuantityPolicy(bad)  # type: ignore[arg-type]
+
+
+def test_exact_checks_never_saves_and_asks_after_every_item() -> None:
+    exact = ExactChecks()
+    since = SinceLastSave(items=10**6, seconds=10**6, seconds_per_item=1.0)
+    assert not exact.should_save(since)
+    assert exact.items_until_check(since) == 1
+    assert (TimePolicy(60) | exact).items_until_check(SinceLastSave(0, 0.0, 0.001)) == 1
