@@ -235,7 +235,7 @@ class Checkpoint:
             _state_file.check_state(state)
         # The journals first: the state file commits them. Journal files a save creates get
         # the state file's permissions.
-        progress.prepare_save(session.path, store.mode)
+        progress.save(store)
         snapshot = progress.snapshot()
         document = StateDocument(
             progress=snapshot,

@@ -6,6 +6,8 @@ of keyed progress are: in a journal beside the state file, ``job.state.failed-<g
 (`resumable._store.journal_files`, records of the kind `FAILURES`), which each save
 appends the changes since the previous save to, before the state file commits them. So a save costs
 time in proportion to the failures and successes since the last save, not to every record.
+`Failures` holds the records and a reference to the journal; the store reads and writes
+the journal (`resumable._store.journal_api`).
 
 Each journal entry is one JSON object:
 
@@ -28,23 +30,22 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from resumable._errors import StateFileError
 from resumable._keys import key_from_tagged, tagged_key
-from resumable._store import journal_codec, journal_files
-from resumable._store.journal_codec import FAILURES
-from resumable._store.journal_files import JournalWriter
+from resumable._store.journal_api import (
+    JournalChange,
+    JournalReference,
+    Journals,
+    count_field,
+    generation_field,
+)
+from resumable._store.journal_codec import FAILURES, check_job_id
 from resumable._text import shown
 
 MESSAGE_LIMIT = 500  # characters of an exception's message kept in the state file
 ON_ERROR_CHOICES = ("raise", "record")
-# A save writes the records into a new generation once the journal holds more than this
-# many entries and more than twice as many as there are records: superseded entries then
-# make up half of it, and the rewrite, which writes each record once, comes at most once
-# per as many appended entries as there are records.
-REWRITE_MIN_ENTRIES = 1_000
 logger = logging.getLogger("resumable")
 _RESTORE = (
     "Restore the file from a backup, or pass restart=True to start the job over "
@@ -139,7 +140,7 @@ class Failures:
         # The items recorded or cleared since the last save, in order: what the next save
         # appends. (A dict as an ordered set: replayed, the records come back in order.)
         self.changed: dict[str | int, None] = {}
-        self.journal: FailureJournal | None = None  # until the first record is saved
+        self.journal: JournalReference | None = None  # until the first record is saved
         # Whether the next save writes all records into a new generation: records read
         # from the state file itself (format version 1), or all dropped by a restart.
         self._rewrite = bool(self.items)
@@ -221,22 +222,28 @@ class Failures:
                 f"1, a list of failed items), got {shown(data)}"
             )
         failures = cls(keyed=keyed)
-        failures.journal = FailureJournal.restore(data)
+        generation = generation_field(data, "generation", "failed")
+        job_id = check_job_id(data.get("job_id"))
+        length = count_field(data, "length", "failed")
+        first_generation = generation_field(data, "first_generation", "failed")
+        entries = count_field(data, "entries", "failed")
+        count_field(data, "items", "failed")
+        failures.journal = JournalReference(generation, length, first_generation, job_id, entries)
         return failures
 
-    def load(self, state: Path) -> None:
+    def load(self, journals: Journals) -> None:
         """Replay the journal's entries; `StateFileError` when it is damaged or short, or
         holds an entry that is no record of this job's kind."""
-        journal = self.journal
-        if journal is None:
+        if self.journal is None:
             return
-        entries = journal.read(state)
-        for number, entry in enumerate(entries, 1):
+        read = journals.read_journal(FAILURES, self.journal)
+        self.journal = read.reference
+        for number, entry in enumerate(read.entries, 1):
             try:
                 where, record = _replay(entry, self.keyed)
             except ValueError as error:
                 raise StateFileError(
-                    f"the failure journal {journal.path(state)} holds a bad entry (number "
+                    f"the failure journal {read.source} holds a bad entry (number "
                     f"{number:,}): {error}. {_RESTORE}"
                 ) from None
             if record is None:
@@ -244,21 +251,26 @@ class Failures:
             else:
                 self.items[where] = record
 
-    def prepare_save(self, state: Path, mode: int | None = None) -> None:
+    def save(self, journals: Journals) -> None:
         """Put the changes since the last save into the journal, flushed to the disk, so
         that the state file can commit them; or all records into a new generation when
-        that is due. A journal file this creates gets the permission bits `mode`."""
+        that is due."""
         journal = self.journal
         if journal is None:
             if not self.items:  # nothing failed, or what failed succeeded before a save
                 self.changed.clear()
                 return
-            journal = self.journal = FailureJournal.start(state)
-        if self._rewrite or journal.rewrite_is_due(len(self.changed), len(self.items)):
-            journal.rewrite(state, [item.snapshot() for item in self.items.values()], mode)
-            self._rewrite = False
-        elif self.changed:
-            journal.append(state, [self._entry(where) for where in self.changed], mode)
+            journal = self.journal = journals.new_journal(FAILURES)
+        change = JournalChange(
+            kind=FAILURES,
+            reference=journal,
+            appended=[self._entry(where) for where in self.changed],
+            everything=lambda: [item.snapshot() for item in self.items.values()],
+            count=len(self.items),
+            rewrite=self._rewrite,
+        )
+        self.journal = journals.write_journal(change)
+        self._rewrite = False
         self.changed.clear()
 
     def _entry(self, where: str | int) -> dict[str, Any]:
@@ -269,136 +281,13 @@ class Failures:
         return {**place, "cleared": True}
 
     def resumed_from_backup(self) -> None:
-        """Read from the backup, as the state file was damaged: the journal files that file
-        may name stay, and the first save writes a new generation."""
+        """Read from the backup, as the state file was damaged: the first save writes a
+        new generation (the store keeps the files the damaged one may name)."""
         if self.journal is not None:
-            self.journal.from_backup = True
             self._rewrite = True
-
-    def remove_retired_journals(self, state: Path) -> None:
-        """Delete this job's failure journals that no state file names; hold the lock."""
-        if self.journal is not None:
-            self.journal.remove_retired(state)
-
-    def close(self) -> None:
-        if self.journal is not None:
-            self.journal.close()
 
     def __len__(self) -> int:
         return len(self.items)
-
-
-class FailureJournal:
-    """Which journal file holds the records, how much of it the state file commits, and
-    the writer that appends to it."""
-
-    def __init__(
-        self,
-        generation: int,
-        job_id: str,
-        length: int = 0,
-        first_generation: int | None = None,
-    ) -> None:
-        self.generation = generation
-        self.job_id = job_id  # every generation starts with this job record
-        self.length = length  # bytes the state file commits
-        # Generations from this one on are this job's own; lower ones may be an earlier
-        # job's at the same path (moved aside by reset), and are never deleted.
-        self.first_generation = generation if first_generation is None else first_generation
-        self.entries = 0  # in the committed bytes
-        self.records = 0
-        self.from_backup = False
-        self._writer: JournalWriter | None = None
-
-    @classmethod
-    def start(cls, state: Path) -> FailureJournal:
-        """The journal of a job's first failure record: a generation above every file."""
-        return cls(journal_files.next_generation(state, kind=FAILURES), journal_codec.new_job_id())
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "generation": self.generation,
-            "length": self.length,
-            "first_generation": self.first_generation,
-            "job_id": self.job_id,
-        }
-
-    @classmethod
-    def restore(cls, data: Mapping[str, Any]) -> FailureJournal:
-        journal = cls(
-            journal_files.generation_field(data, "generation", "failed"),
-            journal_codec.check_job_id(data.get("job_id")),
-            journal_files.count_field(data, "length", "failed"),
-            journal_files.generation_field(data, "first_generation", "failed"),
-        )
-        journal.entries = journal_files.count_field(data, "entries", "failed")
-        journal_files.count_field(data, "items", "failed")
-        return journal
-
-    def path(self, state: Path) -> Path:
-        return journal_files.journal_path(state, self.generation, kind=FAILURES)
-
-    def read(self, state: Path) -> list[Any]:
-        """The entries in the committed bytes, in order."""
-        contents = journal_files.read_entries(self.path(state), self.length, self.job_id, FAILURES)
-        self.entries, self.records = len(contents.entries), contents.records
-        return contents.entries
-
-    def rewrite_is_due(self, changes: int, items: int) -> bool:
-        entries = self.entries + changes
-        return entries > max(REWRITE_MIN_ENTRIES, 2 * items) or journal_files.fold_is_due(
-            self.records + 1, entries
-        )
-
-    def append(self, state: Path, entries: list[dict[str, Any]], mode: int | None) -> None:
-        writer = self._writer
-        if writer is None:
-            writer = JournalWriter.open(
-                self.path(state), self.length, mode, self.job_id, kind=FAILURES
-            )
-            self._writer = writer
-        try:
-            self.length = writer.append_entries(entries)
-        except BaseException:
-            # A writer refuses appends after a failure; the next save opens the journal
-            # again at the committed length, which cuts off what this one left.
-            self.close()
-            raise
-        self.entries += len(entries)
-        self.records += 1
-
-    def rewrite(self, state: Path, records: list[dict[str, Any]], mode: int | None) -> None:
-        """Write `records` into a new generation (the old one stays while the backup may
-        name it: the next run deletes it)."""
-        generation = journal_files.next_generation(state, self.generation, kind=FAILURES)
-        path = journal_files.journal_path(state, generation, kind=FAILURES)
-        length = journal_files.fold_entries(path, records, mode, self.job_id, FAILURES)
-        self.close()
-        self.generation, self.length = generation, length
-        self.entries, self.records = len(records), 1
-        if self.from_backup:
-            # The files below it may be named by the damaged state file set aside: they
-            # are not this job's to delete any more.
-            self.from_backup = False
-            self.first_generation = generation
-
-    def remove_retired(self, state: Path) -> None:
-        """As the key journal's (`KeyProgress.remove_retired_journals`): the current
-        generation stays, and the newest below it (the backup may name it); after a resume
-        from the backup, every generation from the backup's up stays."""
-        generations = journal_files.journal_generations(state, kind=FAILURES)
-        keep = {g for g in generations if g < self.first_generation}
-        if self.from_backup:
-            keep |= {g for g in generations if g >= self.generation}
-        else:
-            older = [g for g in generations if self.first_generation <= g < self.generation]
-            keep |= {self.generation, *([max(older)] if older else [])}
-        journal_files.remove_stale_journals(state, keep=keep, kind=FAILURES)
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
 
 
 def _replay(entry: object, keyed: bool) -> tuple[str | int, FailedItem | None]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from resumable._errors import StateFileError
 from resumable._failures import FailedItem
-from resumable._progress import KeyProgress, PositionProgress
+from resumable._progress import restore
 from resumable._store import open_store
 
 
@@ -64,27 +64,18 @@ def inspect(path: str | os.PathLike[str]) -> StateSnapshot:
         raise FileNotFoundError(f"no state file at {location}")
     document = loaded.document
     try:
-        progress: PositionProgress | KeyProgress
-        input_length = None
-        if document.progress.get("kind") == KeyProgress.kind:
-            # The count the state file records: reading a journal of millions of keys to
-            # count them again is not what a quick look is for.
-            progress = KeyProgress.restore(document.progress)
-            position = progress.recorded_done
-        else:
-            progress = PositionProgress.restore(document.progress)
-            position = progress.position
-            if progress.input_record is not None:
-                input_length = progress.input_record.length
-        # Beside the file the path leads to, as a run finds them.
-        progress.failures.load(Path(os.path.realpath(location)))
+        progress = restore(document.progress)
+        # The failure records, read through the store; the keys are not: the count the
+        # state file records is what a quick look shows, not a journal of millions of
+        # keys read to count them again.
+        progress.failures.load(store)
         created_at = datetime.fromisoformat(document.created_at)
         saved_at = datetime.fromisoformat(document.saved_at)
     except ValueError as error:
         raise StateFileError(f"{location} holds data this version cannot use: {error}") from None
     return StateSnapshot(
         path=location,
-        position=position,
+        position=progress.recorded_position,
         finished=progress.finished,
         state=document.state,
         runs=document.runs,
@@ -94,5 +85,5 @@ def inspect(path: str | os.PathLike[str]) -> StateSnapshot:
         from_backup=loaded.from_backup,
         progress_kind=progress.kind,
         failed=tuple(progress.failures.items.values()),
-        input_length=input_length,
+        input_length=progress.input_length,
     )

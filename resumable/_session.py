@@ -91,7 +91,7 @@ class Session:
         self.store.lock()
         self.store.remove_stale_temp_files()
         self._load()
-        self.progress.remove_retired_journals(self.path)
+        self.store.remove_retired_journals()
         self.signals.install()
         self.start_position = self.progress.position
 
@@ -103,7 +103,7 @@ class Session:
             logger.info("%s: starting a new job", self.path)
             return
         document = loaded.document
-        self.progress = restore_progress(document.progress, self.path)
+        self.progress = restore_progress(document.progress, self.store, str(self.path))
         if loaded.from_backup:
             self.progress.resumed_from_backup()
         self.state = document.state
@@ -178,7 +178,7 @@ class Session:
     @defers_signals
     def _release(self) -> None:
         try:
-            self.progress.close()
+            self.store.close_journals()
             self.store.unlock()
         finally:
             # Last: from here on a signal goes to the previous handler, which may raise at

@@ -69,7 +69,7 @@ class KeyedLoop(Loop):
                 "over with Resumable(..., restart=True) (at the shell: "
                 f"{reset_command(session.path)})"
             )
-        return KeyProgress.start(session.path)
+        return KeyProgress.start(session.store)
 
     def _describe(self, where: str | int) -> str:
         return describe_key(where)

@@ -15,13 +15,13 @@ containers, on their per-item path; everything else goes through this protocol.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from resumable._errors import StateFileError
 from resumable._failures import Failures
 from resumable._progress.keys import KeyProgress
 from resumable._progress.position import PositionProgress
+from resumable._store.journal_api import Journals
 
 __all__ = ["KINDS", "KeyProgress", "PositionProgress", "Progress", "restore_progress"]
 
@@ -48,24 +48,20 @@ class Progress(Protocol):
     def snapshot(self) -> dict[str, Any]:
         """The progress as plain JSON-ready data; what the state file's "progress" holds."""
 
-    def load(self, state: Path) -> None:
-        """Read the journals the restored progress names; `StateFileError` if damaged."""
+    def load(self, journals: Journals, describe: str) -> None:
+        """Read, through the store, the journals the restored progress names;
+        `StateFileError` if damaged. `describe` names the job in a warning."""
 
     def resumed_from_backup(self) -> None:
-        """The progress came from the backup: keep every file the damaged one may name."""
-
-    def remove_retired_journals(self, state: Path) -> None:
-        """Delete journal files no state file needs any more; hold the lock."""
+        """The progress came from the backup: the first save writes new generations."""
 
     @property
     def journal_pending(self) -> bool:
         """Whether the next save writes to a journal before it writes the state file."""
 
-    def prepare_save(self, state: Path, mode: int | None = None) -> None:
-        """Write what the next save commits to the journals, flushed to the disk."""
-
-    def close(self) -> None:
-        """Close the journals' open files."""
+    def save(self, journals: Journals) -> None:
+        """Hand the store what the next save commits to the journals, and take back the
+        references the state file records: written and flushed before the state file."""
 
 
 KINDS: dict[str, type[PositionProgress] | type[KeyProgress]] = {
@@ -84,8 +80,9 @@ def restore(data: Mapping[str, Any]) -> Progress:
     return kind.restore(data)
 
 
-def restore_progress(data: Mapping[str, Any], state: Path) -> Progress:
-    """The progress a state file at `state` holds, of the kind it names, ready to resume.
+def restore_progress(data: Mapping[str, Any], journals: Journals, describe: str) -> Progress:
+    """The progress a state file holds, of the kind it names, its journals read through
+    the store (`journals`): ready to resume. `describe` names the state file in messages.
 
     Raises `StateFileError` when it is malformed, of an unknown kind, or when its key
     journal or failure journal is damaged.
@@ -93,8 +90,10 @@ def restore_progress(data: Mapping[str, Any], state: Path) -> Progress:
     try:
         progress = restore(data)
     except ValueError as error:
-        raise StateFileError(f"{state} holds progress this version cannot use: {error}") from None
-    progress.load(state)
+        raise StateFileError(
+            f"{describe} holds progress this version cannot use: {error}"
+        ) from None
+    progress.load(journals, describe)
     return progress
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sized
-from pathlib import Path
 from typing import Any, ClassVar, TypeVar, cast
 
 from resumable._errors import InputChangedError
@@ -31,6 +30,7 @@ from resumable._input_check import (
     check_on_change,
     what_changed,
 )
+from resumable._store.journal_api import Journals
 from resumable._text import counted
 
 T = TypeVar("T")
@@ -106,30 +106,22 @@ class PositionProgress:
 
     # The journals: position progress has none of its own, only its failure records'.
 
-    def load(self, state: Path) -> None:
-        """Read the journals the restored progress names (beside the state file `state`)."""
-        self.failures.load(state)
+    def load(self, journals: Journals, describe: str) -> None:
+        """Read the journals the restored progress names."""
+        self.failures.load(journals)
 
     def resumed_from_backup(self) -> None:
         """This progress was read from the backup, as the state file was damaged."""
         self.failures.resumed_from_backup()
-
-    def remove_retired_journals(self, state: Path) -> None:
-        """Delete journal files no state file needs any more; hold the lock."""
-        self.failures.remove_retired_journals(state)
 
     @property
     def journal_pending(self) -> bool:
         """Whether the next save writes to a journal (before the state file)."""
         return self.failures.unsaved
 
-    def prepare_save(self, state: Path, mode: int | None = None) -> None:
+    def save(self, journals: Journals) -> None:
         """Write what the next save commits to the journals, flushed to the disk."""
-        self.failures.prepare_save(state, mode)
-
-    def close(self) -> None:
-        """Close the journals' open files."""
-        self.failures.close()
+        self.failures.save(journals)
 
     def feed(
         self,

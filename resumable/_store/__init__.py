@@ -11,11 +11,14 @@ through a store, never by their names.
 | `file` | the local file store: state file, backup, lock file, temp files, set aside |
 | `durable` | an atomic, durable replace of a file (temp file, fsync, rename) |
 | `flock` | one run per job: the OS lock on the lock file, and who holds it |
+| `journal_api` | what progress and store say about a journal: reference, change, read |
+| `journal` | a job's journals as the file store keeps them: generations, writers |
 | `journal_codec` | the record format of the key and failure journals, over bytes |
-| `journal_files` | the journal files: generations, read, append, fold |
+| `journal_files` | the journal files: names, generations, read, append, fold |
 
-The journals are still written by the progress that owns them (`resumable._keyed`,
-`resumable._failures`) through `journal_files`, beside the state file.
+A progress that keeps a journal (the done keys, the failure records) holds only a
+reference to it: the store reads it, and at a save writes what changed, before the state
+document that commits it.
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ from typing import Protocol
 from resumable._store.document import Loaded
 from resumable._store.file import FileStore, resolve
 from resumable._store.flock import LockHolder
+from resumable._store.journal_api import Journals
 
 
-class Store(Protocol):
-    """Where one job is kept: its state document, the backup, and the job's lock."""
+class Store(Journals, Protocol):
+    """Where one job is kept: its state document, the backup, its journals, and the
+    job's lock."""
 
     @property
     def path(self) -> Path:
@@ -80,6 +85,13 @@ class Store(Protocol):
 
     def set_aside(self) -> Path:
         """Move the saved state and its backup aside, under the lock; return where it went."""
+
+    def remove_retired_journals(self) -> None:
+        """Delete what no saved state names any more of the journals `read_journal` read;
+        call it while holding the lock."""
+
+    def close_journals(self) -> None:
+        """Close the journals' open files; safe to call twice."""
 
 
 def open_store(path: str | os.PathLike[str]) -> Store:

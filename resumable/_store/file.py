@@ -8,6 +8,10 @@ from the backup instead, the first save gives the damaged file a second name,
 `reset` moves the state file and its backup to ``job.state.reset-<time>`` and
 ``job.state.reset-<time>.bak``.
 
+The journals beside the state file (``job.state.keys-<g>``, ``job.state.failed-<g>``)
+are kept by `resumable._store.journal.FileJournals`, which the store's journal methods
+hand on to.
+
 What a reader checks before it trusts a file, in order:
 
 | check | when it fails |
@@ -41,6 +45,9 @@ from resumable._store import document, durable
 from resumable._store.document import MAX_BYTES, Loaded, NotDamagedError, StateDocument
 from resumable._store.durable import close_fd
 from resumable._store.flock import FileLock, LockHolder, lock_holder
+from resumable._store.journal import FileJournals
+from resumable._store.journal_api import JournalChange, JournalRead, JournalReference
+from resumable._store.journal_codec import Kind
 
 
 def resolve(path: str | os.PathLike[str]) -> Path:
@@ -240,6 +247,7 @@ class FileStore:
         # The state file's permission bits as the run found them: every save keeps them, so
         # a file the user made private (r.state may hold secrets) stays private.
         self._mode: int | None = None
+        self._journals = FileJournals(path)
 
     def read(self) -> Loaded | None:
         """Read the state (or its backup) without the lock and without changing anything
@@ -291,6 +299,7 @@ class FileStore:
         """Read the state (or its backup); None for a fresh job."""
         loaded = read_state(self.path)
         self._main_is_damaged = loaded is not None and loaded.from_backup
+        self._journals.from_backup = self._main_is_damaged
         if loaded is not None:
             with contextlib.suppress(OSError):  # gone since it was read: the umask decides
                 self._mode = stat.S_IMODE(os.stat(self._target).st_mode)
@@ -354,6 +363,27 @@ class FileStore:
             os.replace(self.backup, backup_path(aside))  # first: see set_aside
         with contextlib.suppress(FileNotFoundError):
             os.replace(self.path, aside)
+
+    def new_journal(self, kind: Kind) -> JournalReference:
+        """A new journal of `kind` beside the state file (`FileJournals`)."""
+        return self._journals.new_journal(kind)
+
+    def read_journal(self, kind: Kind, reference: JournalReference) -> JournalRead:
+        """The committed entries of the journal file `reference` names."""
+        return self._journals.read_journal(kind, reference)
+
+    def write_journal(self, change: JournalChange) -> JournalReference:
+        """Write `change` to its journal file, which gets the state file's permission bits
+        when a save creates it."""
+        return self._journals.write_journal(change, self._mode)
+
+    def remove_retired_journals(self) -> None:
+        """Delete the journal generations no state file needs any more; hold the lock."""
+        self._journals.remove_retired()
+
+    def close_journals(self) -> None:
+        """Close the journals' open files."""
+        self._journals.close()
 
     def set_aside(self) -> Path:
         """Move the state file and its backup aside, so that the next run starts over.

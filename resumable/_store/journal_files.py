@@ -43,7 +43,7 @@ import errno
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -54,6 +54,7 @@ import orjson
 from resumable._errors import StateFileError, StateWriteError, UsageError, describe_os_error
 from resumable._keys import Key, check_keys
 from resumable._store.durable import fsync_directory, fsync_file, set_mode, write_all
+from resumable._store.journal_api import MAX_GENERATION
 from resumable._store.journal_codec import (
     HEADER_SIZE,
     JOB_MAGIC,
@@ -72,12 +73,8 @@ from resumable._store.journal_codec import (
     job_record,
     read_record,
 )
-from resumable._text import shown
 
 logger = logging.getLogger("resumable")
-# The largest generation: a fold or a new job adds one, so no job comes near it, and
-# every number a state file holds stays far inside the 64 bits it can write.
-MAX_GENERATION = 2**32 - 1
 # `fold_is_due`: fold once there are more than this many records and more than one record
 # per this many keys; see its docstring for the arithmetic.
 FOLD_MIN_RECORDS = 1_000
@@ -558,26 +555,3 @@ def _fold_records(
             ) from error
         raise
     return length
-
-
-# -- the state file's references to a journal ------------------------------------------
-
-
-def generation_field(data: Mapping[str, Any], name: str, owner: str) -> int:
-    """``data[name]`` as a journal generation (0 to `MAX_GENERATION`), or a ValueError
-    naming the field as ``f"{owner} {name}"``."""
-    value = count_field(data, name, owner)
-    if value > MAX_GENERATION:
-        raise ValueError(
-            f"{owner} {name} must be at most {MAX_GENERATION}, the largest journal "
-            f"generation, got {shown(value)}"
-        )
-    return value
-
-
-def count_field(data: Mapping[str, Any], name: str, owner: str) -> int:
-    """``data[name]`` as a whole number >= 0, or a ValueError naming the field."""
-    value = data.get(name)
-    if type(value) is not int or value < 0:
-        raise ValueError(f"{owner} {name} must be a whole number >= 0, got {shown(value)}")
-    return value
