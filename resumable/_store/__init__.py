@@ -49,10 +49,6 @@ class Store(Journals, Protocol):
     def lock_lost(self) -> bool:
         """Whether `check_lock` found the lock taken away while it was held."""
 
-    @property
-    def mode(self) -> int | None:
-        """The permission bits saves give the job's files (None: the umask's)."""
-
     def read(self) -> Loaded | None:
         """The saved state (or the backup's) without the lock; None for a fresh job."""
 
