@@ -12,6 +12,7 @@ import contextlib
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
@@ -21,6 +22,7 @@ from resumable._display import ProgressDisplay
 from resumable._drivers.chunked import ChunkedLoop
 from resumable._drivers.keyed import KeyedLoop
 from resumable._drivers.loop import Loop, LoopOptions, not_in_a_body
+from resumable._drivers.pool import PoolLoop, check_count, default_window
 from resumable._errors import UsageError
 from resumable._failures import FailedItem
 from resumable._progress import KeyProgress
@@ -30,6 +32,7 @@ from resumable._store.file import resolve
 from resumable.policies import Policy, as_policy
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class Resumable:
@@ -91,7 +94,8 @@ class Resumable:
         numbers = default_signals() if signals is None else signal_numbers(signals)
         self._session = Session(self.path, numbers, restart=restart, quiet=quiet)
         self._checkpoint = Checkpoint(self._session, checked_policy, float(min_interval), clock)
-        self._driver: Loop | None = None  # the loop iterate() made
+        self._driver: Loop | None = None  # the loop iterate() or map() made
+        self._loop_method = "iterate"  # which of them was called
 
     # -- the public surface -------------------------------------------------------------
 
@@ -221,28 +225,108 @@ class Resumable:
             max_attempts: failed items are retried on later runs until they have failed
                 this many times; then they stay recorded and are skipped.
         """
-        session = self._session
-        if not session.is_open:
-            raise UsageError(
-                "iterate() works inside the with block: "
-                "`with Resumable(path) as r: for item in r.iterate(items): ...`"
-            )
-        session.require_opening_process()
-        if session.iterated:
-            raise UsageError(
-                "iterate() was already called on this Resumable: one loop per state file. "
-                "Give a second loop its own Resumable and state file."
-            )
-        # Refused until the loop is ready: an exception on the way (a changed input, a bad
-        # argument) leaves this run as it was, so iterate() may be called again (with
-        # on_change="restart", say), and a run that ends refused writes nothing.
-        session.refused = True
+        session = self._begin("iterate", "for item in r.iterate(items)")
         options = LoopOptions.checked(key, batch, progress, on_change, on_error, max_attempts)
         keyed = key is not None or session.progress.kind == KeyProgress.kind
         driver = (KeyedLoop if keyed else ChunkedLoop)(session, self._checkpoint, options)
         loop = driver.start(items)
         self._driver = driver
         return loop
+
+    def map(
+        self,
+        fn: Callable[[T], R],
+        items: Iterable[T],
+        *,
+        workers: int | None = None,
+        executor: Executor | None = None,
+        ordered: bool = True,
+        window: int | None = None,
+        key: Callable[[T], str | int] | None = None,
+        progress: bool | ProgressDisplay = False,
+        on_change: Literal["raise", "restart", "continue"] = "raise",
+        on_error: Literal["raise", "record"] = "raise",
+        max_attempts: int = 3,
+    ) -> Iterator[R]:
+        """Yield ``fn(item)`` for the items of `items` not done yet, calling `fn` in a pool
+        of `workers` threads (or in `executor`), many items at once.
+
+        The results come to the loop body in the thread that called `map`, in input order
+        (``ordered=False``: as the calls finish). An item is done when the loop asks for the
+        next result after receiving its result, as for `iterate`; the body, and every save,
+        run in this thread. Progress is every item before a *watermark* plus the items done
+        above it (or, with `key`, the done keys), so a rerun calls `fn` for none of them.
+
+        Args:
+            fn: called as ``fn(item)`` in a worker; with a process pool it must pickle.
+            items: any iterable, read in this thread as the window allows.
+            workers: the number of threads of the pool `map` makes (ThreadPoolExecutor's
+                default when None).
+            executor: a `concurrent.futures.Executor` of your own (a ProcessPoolExecutor,
+                a distributed engine's) instead of the threads; you shut it down.
+            ordered: hand the results out in input order (True), or as the calls finish.
+            window: at most this many items run past the watermark (with `key`: are in
+                flight); default 4 per worker. A slow item holds back new calls rather
+                than letting the saved set of items done above it grow.
+            key, progress, on_change, on_error, max_attempts: as for `iterate`. With
+                ``on_error="record"`` an exception raised by `fn` is recorded for its item
+                (as one leaving ``with r.attempt():`` in the body is); with ``"raise"``
+                it is raised here once the calls in flight have finished.
+
+        A first ctrl+c (or SIGTERM) stops new calls, hands the results of those in flight
+        to the body, saves and stops; a second one stops at once, and calls still running
+        finish in the background and count as not done.
+        """
+        session = self._begin("map", "for result in r.map(fn, items)")
+        if not callable(fn):
+            raise TypeError(f"map(fn, items) takes a function as fn, got {type(fn).__name__}")
+        workers = check_count(workers, "workers")
+        window = check_count(window, "window")
+        if workers is not None and executor is not None:
+            raise ValueError(
+                "map() takes workers= (the threads of a pool it makes) or executor= (your "
+                "own pool), not both"
+            )
+        if executor is not None and not isinstance(executor, Executor):
+            raise TypeError(
+                f"map(executor=...) takes a concurrent.futures.Executor, got {executor!r}"
+            )
+        if not isinstance(ordered, bool):
+            raise TypeError(f"map(ordered=...) takes True or False, got {ordered!r}")
+        options = LoopOptions.checked(key, None, progress, on_change, on_error, max_attempts)
+        driver = PoolLoop(
+            session,
+            self._checkpoint,
+            options,
+            fn=fn,
+            executor=executor,
+            workers=workers,
+            ordered=ordered,
+            window=window if window is not None else default_window(workers, executor),
+        )
+        results = driver.start(items)
+        self._driver = driver
+        return results
+
+    def _begin(self, method: str, usage: str) -> Session:
+        """Check that a loop can start now; the run stays refused until it is ready."""
+        session = self._session
+        if not session.is_open:
+            raise UsageError(
+                f"{method}() works inside the with block: `with Resumable(path) as r: {usage}: ...`"
+            )
+        session.require_opening_process()
+        if self._driver is not None or session.iterated:
+            raise UsageError(
+                f"{self._loop_method}() was already called on this Resumable: one loop per "
+                "state file. Give a second loop its own Resumable and state file."
+            )
+        self._loop_method = method
+        # Refused until the loop is ready: an exception on the way (a changed input, a bad
+        # argument) leaves this run as it was, so the loop may be asked for again (with
+        # on_change="restart", say), and a run that ends refused writes nothing.
+        session.refused = True
+        return session
 
     @property
     def failed(self) -> list[FailedItem]:

@@ -41,6 +41,12 @@ def fetch(url: str) -> bytes:
 # the page. Keyed by the page's path relative to the repository root.
 SETUP: dict[str, str] = {
     "docs/faq.md": _FETCH,
+    "docs/concurrent.md": _FETCH
+    + """
+urls = [f"https://example.org/page/{n}" for n in range(100)]
+pages: list[bytes] = []
+save = pages.append
+""",
     "docs/index.md": """
 from pathlib import Path
 

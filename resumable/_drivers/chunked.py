@@ -20,10 +20,10 @@ from resumable._display import open_display
 from resumable._drivers.batches import grouped
 from resumable._drivers.loop import Loop, LoopOptions
 from resumable._drivers.read_ahead import readers_ahead
-from resumable._errors import reset_command
+from resumable._errors import UsageError, reset_command
 from resumable._failures import FailedItem
 from resumable._feed import Feed
-from resumable._progress import PositionProgress, as_positional
+from resumable._progress import PositionProgress, WatermarkProgress, as_positional
 from resumable._session import Session
 from resumable._signals import defers_signals
 from resumable._text import counted
@@ -37,7 +37,7 @@ class ChunkedLoop(Loop):
 
     def __init__(self, session: Session, checkpoint: Checkpoint, options: LoopOptions) -> None:
         super().__init__(session, checkpoint, options)
-        self._progress = as_positional(session.progress)  # until `start` makes its copy
+        self._progress = _positional(session)  # until `start` makes its copy
         self._feed: Feed[Any] | None = None  # once the loop started
         # While a chunk is out, its last item taken is in flight (see `_chunks`).
         self._in_chunk = False
@@ -48,7 +48,7 @@ class ChunkedLoop(Loop):
     def start(self, items: Iterable[T]) -> Iterator[Any]:
         session, options = self._session, self.options
         # A copy to work on: the loaded progress stays as it was until the loop is ready.
-        positional = as_positional(session.progress).copy()
+        positional = self._progress.copy()
         self._progress = positional
         # Skipping the done prefix runs the caller's iterable, so it happens here, outside
         # the library's signal-deferring code: ctrl+c during a long skip acts at once.
@@ -241,3 +241,16 @@ class ChunkedLoop(Loop):
             passed, record = unreached.pop()
             if failures.items.get(passed) is record:  # not failed again
                 failures.succeeded(passed)
+
+
+def _positional(session: Session) -> PositionProgress:
+    """The job's progress by position, or `UsageError` for a job of another kind."""
+    progress = session.progress
+    if progress.kind == WatermarkProgress.kind:
+        raise UsageError(
+            f"{session.path} tracks items that finish out of order, as r.map() does "
+            f"({progress.position:,} done): a job keeps the kind of progress it started "
+            "with. Go on with r.map(), or start over with Resumable(..., restart=True) (at "
+            f"the shell: {reset_command(session.path)})"
+        )
+    return as_positional(progress)

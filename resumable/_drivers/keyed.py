@@ -22,6 +22,7 @@ from resumable._errors import UsageError, reset_command
 from resumable._keys import Key, check_keys
 from resumable._progress import KeyProgress, as_keyed
 from resumable._progress.keys import check_key_function
+from resumable._session import Session
 from resumable._signals import defers_signals
 from resumable._text import counted, describe_key
 
@@ -37,7 +38,7 @@ class KeyedLoop(Loop):
         if options.key is not None:
             # Before the job becomes keyed: a refusal changes nothing.
             check_key_function(options.key)
-        keyed = self._keyed_progress()
+        keyed = keyed_progress(self._session, options.key)
         self._report_failures(keyed.failures)
         display = open_display(options.progress, items, keyed.position, self._session.path.name)
         self._accept(keyed, display)
@@ -49,27 +50,6 @@ class KeyedLoop(Loop):
             loop = self._items(items, key, keyed)
         self._keep(loop)
         return loop
-
-    def _keyed_progress(self) -> KeyProgress:
-        """The job's keyed progress: a new job's is new; a job keeps its kind."""
-        session = self._session
-        progress = session.progress
-        if progress.kind == KeyProgress.kind:
-            if self.options.key is None:
-                raise UsageError(
-                    f"{session.path} tracks done items by key: pass the same key= as before, "
-                    "or start over with Resumable(..., restart=True) (at the shell: "
-                    f"{reset_command(session.path)})"
-                )
-            return as_keyed(progress)
-        if progress.position or progress.finished:
-            raise UsageError(
-                f"{session.path} tracks done items by position ({progress.position:,} done): "
-                "a job keeps the kind of progress it started with. Leave out key=, or start "
-                "over with Resumable(..., restart=True) (at the shell: "
-                f"{reset_command(session.path)})"
-            )
-        return KeyProgress.start(session.store)
 
     def _describe(self, where: str | int) -> str:
         return describe_key(where)
@@ -191,3 +171,25 @@ class KeyedLoop(Loop):
         path = self._session.path
         logger.info("%s: finished; %s done", path, counted(progress.position, "item"))
         return self._session.stop_asked()
+
+
+def keyed_progress(session: Session, key: object) -> KeyProgress:
+    """The job's keyed progress for a loop given `key` (None: not given): a new job's is
+    new; a job keeps its kind."""
+    progress = session.progress
+    if progress.kind == KeyProgress.kind:
+        if key is None:
+            raise UsageError(
+                f"{session.path} tracks done items by key: pass the same key= as before, "
+                "or start over with Resumable(..., restart=True) (at the shell: "
+                f"{reset_command(session.path)})"
+            )
+        return as_keyed(progress)
+    if progress.position or progress.finished:
+        raise UsageError(
+            f"{session.path} tracks done items by position ({progress.position:,} done): "
+            "a job keeps the kind of progress it started with. Leave out key=, or start "
+            "over with Resumable(..., restart=True) (at the shell: "
+            f"{reset_command(session.path)})"
+        )
+    return KeyProgress.start(session.store)

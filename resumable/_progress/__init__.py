@@ -6,6 +6,8 @@ know what kind of progress it holds. The kinds:
 
 - ``"position"`` (`PositionProgress`): the first `position` items of the input.
 - ``"keys"`` (`KeyProgress`): the items whose key is done, wherever they are in the input.
+- ``"watermark"`` (`WatermarkProgress`): items that finish out of order (``r.map``): every
+  item before the watermark, and those done above it.
 
 A new kind is a new module with a class that implements `Progress`, plus one line in
 `KINDS`. The loops (`resumable._drivers`) mark items done through the kind's own
@@ -21,9 +23,20 @@ from resumable._errors import StateFileError
 from resumable._failures import Failures
 from resumable._progress.keys import KeyProgress
 from resumable._progress.position import PositionProgress
+from resumable._progress.watermark import WatermarkProgress
 from resumable._store.journal_api import Journals
 
-__all__ = ["KINDS", "KeyProgress", "PositionProgress", "Progress", "restore_progress"]
+__all__ = [
+    "KINDS",
+    "KeyProgress",
+    "PositionProgress",
+    "Progress",
+    "WatermarkProgress",
+    "as_keyed",
+    "as_positional",
+    "restore",
+    "restore_progress",
+]
 
 
 class Progress(Protocol):
@@ -64,9 +77,10 @@ class Progress(Protocol):
         references the state file records: written and flushed before the state file."""
 
 
-KINDS: dict[str, type[PositionProgress] | type[KeyProgress]] = {
+KINDS: dict[str, type[PositionProgress] | type[KeyProgress] | type[WatermarkProgress]] = {
     PositionProgress.kind: PositionProgress,
     KeyProgress.kind: KeyProgress,
+    WatermarkProgress.kind: WatermarkProgress,
 }
 
 

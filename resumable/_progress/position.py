@@ -53,6 +53,7 @@ class PositionProgress:
         self._head = InputHead()
         self._sized: Sized | None = None  # the input, when it has a length
         self._given_input = False  # whether this run's input replaced `input_record`
+        self.started_over = False  # whether on_change="restart" dropped what was done
 
     def copy(self) -> PositionProgress:
         """A copy of the progress as loaded (before `feed`), for one `iterate` to work on."""
@@ -208,6 +209,7 @@ class PositionProgress:
         if on_change == "restart":
             logger.warning("%s: the input changed (%s); starting over", describe, changed)
             self.position, self.finished = 0, False
+            self.started_over = True
             self._head = InputHead()
             self.failures.clear()  # their positions were in the other input
         else:

@@ -1,0 +1,308 @@
+"""The concurrent loop: ``r.map(fn, items)`` calls `fn` in an executor's workers, and
+hands the results to the loop body in the thread that iterates.
+
+An item is done when the loop asks for the next result after receiving its result, as
+for `iterate`. Items finish in any order, so progress by position is a watermark plus
+the items done above it (`WatermarkProgress`); with ``key=`` it is the set of done keys.
+At most `window` items run past the watermark (or, by key, are in flight): a slow item
+holds back new submissions instead of letting the saved set grow.
+
+All bookkeeping, every save and the body run in the iterating thread; the workers only
+call `fn`. A first signal stops the submissions, hands the results of the calls in flight
+to the body, saves and stops; a second one stops at once, cancelling the calls not
+started (the ones running finish in the background and count as not done).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sys
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
+from typing import Any, TypeVar
+
+from resumable._checkpoint import Checkpoint
+from resumable._display import open_display
+from resumable._drivers.keyed import keyed_progress
+from resumable._drivers.loop import Loop, LoopOptions
+from resumable._drivers.read_ahead import readers_ahead
+from resumable._errors import UsageError, reset_command
+from resumable._feed import MAX_CHUNK, Feed
+from resumable._keys import Key, check_keys
+from resumable._progress import KeyProgress, PositionProgress, WatermarkProgress
+from resumable._progress.keys import check_key_function
+from resumable._session import Session
+from resumable._text import counted, describe_key
+
+T = TypeVar("T")
+R = TypeVar("R")
+logger = logging.getLogger("resumable")
+
+
+class PoolLoop(Loop):
+    """`r.map`: `fn` over the items not done, in an executor, results to the body."""
+
+    def __init__(
+        self,
+        session: Session,
+        checkpoint: Checkpoint,
+        options: LoopOptions,
+        *,
+        fn: Callable[[Any], Any],
+        executor: Executor | None,
+        workers: int | None,
+        ordered: bool,
+        window: int,
+    ) -> None:
+        super().__init__(session, checkpoint, options)
+        self._fn = fn
+        self._executor = executor
+        self._workers = workers
+        self._ordered = ordered
+        self._window = window
+        self._progress: WatermarkProgress | KeyProgress | None = None
+
+    def start(self, items: Iterable[T]) -> Iterator[Any]:
+        options, session = self.options, self._session
+        work: Iterator[tuple[Key | int, T]]
+        if options.key is not None or session.progress.kind == KeyProgress.kind:
+            if options.key is not None:
+                check_key_function(options.key)
+            keyed = keyed_progress(session, options.key)
+            key = check_key_function(options.key)
+            self._report_failures(keyed.failures)
+            work = self._keyed_work(items, key, keyed)
+            progress: WatermarkProgress | KeyProgress = keyed
+        else:
+            marked = self._watermark_progress()
+            retry = [
+                failure.position
+                for failure in marked.failures.to_retry(options.max_attempts)
+                if failure.position is not None
+            ]
+            feed, retried = marked.feed(items, str(session.path), options.on_change, retry)
+            self._report_failures(marked.failures)
+            work = self._indexed_work(feed, marked, retried)
+            progress = marked
+        self._progress = progress
+        display = open_display(options.progress, items, progress.position, session.path.name)
+        self._accept(progress, display)
+        results = self._results(work, progress)
+        self._keep(results)
+        return results
+
+    def _watermark_progress(self) -> WatermarkProgress:
+        session = self._session
+        progress = session.progress
+        if isinstance(progress, WatermarkProgress):
+            return progress.copy()
+        if (
+            isinstance(progress, PositionProgress)
+            and not (progress.position or progress.finished)
+            and not progress.failures
+        ):
+            return WatermarkProgress.from_position(progress.copy())
+        raise UsageError(
+            f"{session.path} tracks done items by position ({progress.position:,} done, in "
+            "order, by iterate()): a job keeps the kind of progress it started with. Go on "
+            "with iterate(), or start over with Resumable(..., restart=True) (at the shell: "
+            f"{reset_command(session.path)})"
+        )
+
+    def _describe(self, where: str | int) -> str:
+        return describe_key(where) if isinstance(self._progress, KeyProgress) else f"#{where}"
+
+    # -- the work: what is not done, with where it is -------------------------------------
+
+    def _indexed_work(
+        self, feed: Feed[T], progress: WatermarkProgress, retried: list[tuple[int, T]]
+    ) -> Iterator[tuple[Key | int, T]]:
+        """The failed items to retry, then the input's items from the watermark, each with
+        its index; those done above the watermark are left out."""
+        yield from retried
+        index = progress.watermark
+        done_above = progress.done_above
+        while True:
+            for item in progress.tap(feed.chunk(MAX_CHUNK)):
+                if index not in done_above:
+                    yield index, item
+                index += 1
+            if feed.exhausted():
+                return
+
+    def _keyed_work(
+        self, items: Iterable[T], key: Callable[[T], Key], progress: KeyProgress
+    ) -> Iterator[tuple[Key | int, T]]:
+        """The items whose key is not done (nor given up), each with its key, once."""
+        done, failed = progress.done, progress.failures.items
+        max_attempts = self.options.max_attempts
+        seen: set[Key] = set()
+        for item in items:
+            item_key = key(item)
+            if type(item_key) is not str and type(item_key) is not int:
+                check_keys([item_key])  # raises UsageError, naming the bad key
+            if item_key in done or item_key in seen:
+                continue
+            if item_key in failed and failed[item_key].attempts >= max_attempts:
+                continue
+            seen.add(item_key)
+            yield item_key, item
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def _results(
+        self, work: Iterator[tuple[Key | int, T]], progress: WatermarkProgress | KeyProgress
+    ) -> Generator[Any, None, None]:
+        """Submit the work, at most `window` ahead; hand each result to the body; mark it
+        done when the next one is asked for."""
+        session, checkpoint = self._session, self._checkpoint
+        signals = session.signals
+        executor = self._executor
+        owned = executor is None
+        if executor is None:
+            executor = ThreadPoolExecutor(self._workers, thread_name_prefix="resumable-map")
+        marked = progress if isinstance(progress, WatermarkProgress) else None
+        # In flight: the future of each call, with its place and item. Calls that ended
+        # wait in `ended` (unordered) or in `order`, the submission order (ordered).
+        pending: dict[Future[Any], tuple[Key | int, T]] = {}
+        order: deque[Future[Any]] = deque()
+        ended: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
+        held: tuple[Key | int, T] | None = None  # taken from the work, not yet submitted
+        input_ended = False
+        fn, window, ordered = self._fn, self._window, self._ordered
+        self._readers = readers_ahead()
+        signals.loop_running = True
+        completed = False
+        try:
+            self._refuse_read_ahead(sys._getframe(1))
+            countdown = checkpoint.items_between_checks
+            while True:
+                # Submit while the window allows and no stop was asked for.
+                while not input_ended and not session.stop_soon and len(pending) < window:
+                    if held is None:
+                        held = next(work, None)
+                        if held is None:
+                            input_ended = True
+                            break
+                    if marked is not None and int(held[0]) >= marked.watermark + window:
+                        break  # a slow item holds the watermark back: wait for it
+                    future = executor.submit(fn, held[1])
+                    pending[future] = held
+                    if ordered:
+                        order.append(future)
+                    else:
+                        future.add_done_callback(ended.put)
+                    held = None
+                if not pending:
+                    break
+                if ordered:
+                    future = order.popleft()
+                    wait((future,))
+                else:
+                    future = ended.get()
+                where, _ = pending.pop(future)
+                error = future.exception()
+                if error is not None:
+                    self._call_failed(where, error, progress, pending)
+                else:
+                    self.in_flight, self.item_failed = where, False
+                    yield future.result()
+                    self.in_flight = None
+                    self._count(where, progress)
+                countdown -= 1
+                stopping = session.stop_soon or signals.pending is not None
+                if countdown <= 0 or stopping:
+                    self._refuse_read_ahead(sys._getframe(1))
+                    checkpoint.reached(progress.position)
+                    countdown = checkpoint.items_between_checks
+                    if stopping and not pending:
+                        stop = signals.take_exception()
+                        raise stop  # resumable: stopped after the calls in flight; progress saved
+            if session.stop_soon or signals.pending is not None:  # came as the work ran out
+                checkpoint.reached(progress.position)
+                stop = signals.take_exception()
+                raise stop  # resumable: stopped after the calls in flight; progress saved
+            progress.finished = True
+            if checkpoint.unsaved_items(progress.position):
+                checkpoint.save("completion")
+            logger.info("%s: finished; %s done", session.path, counted(progress.position, "item"))
+            completed = True
+            if last := session.stop_asked():
+                raise last  # resumable: stopped after the last result; the progress is saved
+        finally:
+            signals.loop_running = False
+            for future in pending:
+                future.cancel()  # not started: never runs; running: finishes, not done
+            if owned:
+                executor.shutdown(wait=completed, cancel_futures=True)
+            self.close_display()
+
+    def _count(self, where: Key | int, progress: WatermarkProgress | KeyProgress) -> None:
+        """The body of the result for `where` ran to its end: it is done, unless
+        attempt() recorded it failed."""
+        if self.item_failed:
+            self.item_failed = False
+            self._passed(where, progress)
+            return
+        if isinstance(progress, KeyProgress):
+            progress.done.add(where)
+            progress.unsaved.append(where)
+        elif int(where) < progress.watermark:  # a failed item of an earlier run, retried
+            self._checkpoint.uncounted += 1
+        else:
+            progress.mark_done(int(where))
+        failures = progress.failures
+        if failures and where in failures.items:
+            failures.succeeded(where)  # it failed before; now it ran
+
+    def _passed(self, where: Key | int, progress: WatermarkProgress | KeyProgress) -> None:
+        """A failure was recorded for `where`: passed this run, as `iterate` passes a
+        failed item, and retried on a later one."""
+        if isinstance(progress, WatermarkProgress) and int(where) >= progress.watermark:
+            progress.mark_done(int(where))  # counted by the watermark, as by a position
+        else:
+            self._checkpoint.uncounted += 1  # the policy counts it: see Checkpoint
+
+    def _call_failed(
+        self,
+        where: Key | int,
+        error: BaseException,
+        progress: WatermarkProgress | KeyProgress,
+        pending: dict[Future[Any], Any],
+    ) -> None:
+        """`fn` raised for `where`: recorded with ``on_error="record"``; otherwise raised
+        here, in the iterating thread, once the calls in flight have finished (their
+        results are not handed out: they are not done)."""
+        if self.options.on_error != "record" or not isinstance(error, Exception):
+            for future in pending:
+                future.cancel()
+            wait(pending)
+            raise error
+        self.record_failure([where], error)
+        self.item_failed = False
+        self._passed(where, progress)
+
+
+def default_window(workers: int | None, executor: Executor | None) -> int:
+    """How many items may run past the watermark: four per worker."""
+    if workers is None:
+        # The standard executors say how many workers they have only privately.
+        found = getattr(executor, "_max_workers", None)
+        workers = found if type(found) is int and found > 0 else _default_workers()
+    return 4 * workers
+
+
+def _default_workers() -> int:
+    return min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's own default
+
+
+def check_count(value: object, name: str) -> int | None:
+    """`workers=` or `window=`: None, or a whole number >= 1."""
+    if value is None:
+        return None
+    if type(value) is not int or value < 1:
+        raise ValueError(f"map({name}=...) takes a whole number >= 1, got {value!r}")
+    return value
