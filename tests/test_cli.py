@@ -320,13 +320,21 @@ def test_a_lock_file_that_cannot_be_probed_is_an_error_line(
 # -- probing the lock -------------------------------------------------------------------
 
 
-def test_lock_holder_needs_no_lock_file_and_creates_none(state_path: Path) -> None:
+def test_status_probes_the_lock_with_no_lock_file_and_creates_none(
+    state_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_job(state_path, 2)
     lock = state_path.with_name("job.state.lock")
-    assert flock.lock_holder(lock) is None
+    lock.unlink()  # a run leaves its lock file by design: here there is none
+    status, out, _ = run(capsys, "status", "--json", state_path)
+    assert (status, json.loads(out)[0]["running"]) == (0, False)
     assert not lock.exists()
     with Resumable(state_path):
-        assert flock.lock_holder(lock) == flock.LockHolder(os.getpid())
-    assert flock.lock_holder(lock) is None
+        status, out, _ = run(capsys, "status", "--json", state_path)
+        [report] = json.loads(out)
+        assert (report["running"], report["pid"]) == (True, os.getpid())
+    status, out, _ = run(capsys, "status", "--json", state_path)
+    assert json.loads(out)[0]["running"] is False
 
 
 def test_a_run_refused_while_the_lock_is_probed_tries_again(
