@@ -82,6 +82,8 @@ def docs(session: nox.Session) -> None:
     session.install(".", *group("docs"))
     # Material prints a notice of its end of life on every build; docs/about.md records it.
     session.env["NO_MKDOCS_2_WARNING"] = "1"
+    # Figures drawn from real runs of the installed library (docs/figures/).
+    session.run("python", "tools/figure_from_n_to_t.py")
     session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "site"), *session.posargs)
     broken = links_not_to_files(ROOT / "site")
     if broken:
