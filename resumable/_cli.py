@@ -47,6 +47,12 @@ USAGE = 2  # what argparse exits with, too
 INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for ctrl+c
 CLOSED_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `cat` when `head` has enough
 
+# How `status` names each kind of progress (`StateSnapshot.progress_kind`).
+_PROGRESS_KINDS = {
+    "position": "by position",
+    "keys": "by key",
+    "watermark": "by position, out of order (r.map)",
+}
 NO_STATE_FILE = "no state file: the job has not started, or it was reset"
 
 Command = Callable[[argparse.Namespace], int]
@@ -251,7 +257,7 @@ def _as_text(report: _Report, now: datetime) -> str | None:
         ("last saved", _when(snapshot.saved_at, now)),
         ("runs so far", f"{snapshot.runs:,}"),
         ("created", _when(snapshot.created_at, now)),
-        ("progress", "by key" if snapshot.progress_kind == "keys" else "by position"),
+        ("progress", _PROGRESS_KINDS.get(snapshot.progress_kind, snapshot.progress_kind)),
         ("state keys", ", ".join(sorted(snapshot.state)) or "(none)"),
         ("failed", _failed_summary(snapshot.failed)),
         *(("", _failed_line(item)) for item in snapshot.failed[:_FAILED_SHOWN]),

@@ -28,8 +28,9 @@ class StateSnapshot:
         saved_at: when the file was last written (aware datetime, UTC).
         format_version: the state file format version.
         from_backup: True when the state file was unreadable and this is its backup.
-        progress_kind: ``"position"`` (the first `position` items are done) or ``"keys"``
-            (`position` items are done by key, whatever their place in the input).
+        progress_kind: ``"position"`` (the first `position` items are done), ``"keys"``
+            (`position` items are done by key, whatever their place in the input) or
+            ``"watermark"`` (`r.map`: `position` items are done, finished out of order).
         failed: the items recorded as failed (``iterate(..., on_error="record")``).
         input_length: the length of the job's input, when it has one and the state file
             records it (position progress over a sequence); None otherwise.

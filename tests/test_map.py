@@ -14,6 +14,8 @@ import pytest
 
 from resumable import NPolicy, Resumable, UsageError, inspect
 
+from jobs.harness import resumable_command
+
 
 def square(number: int) -> int:
     return number * number
@@ -177,13 +179,14 @@ def test_a_second_ctrl_c_stops_at_once_and_the_call_still_running_is_not_done(
     state_path: Path,
 ) -> None:
     main = threading.get_ident()
-    first_sent, release = threading.Event(), threading.Event()
+    first_sent, release, five_ended = threading.Event(), threading.Event(), threading.Event()
 
     def work(item: int) -> int:
         if item == 5 and not release.is_set():
             first_sent.wait(timeout=30)
             signal.pthread_kill(main, signal.SIGINT)  # while the loop waits for this call
             release.wait(timeout=30)
+            five_ended.set()
         return item
 
     got: list[int] = []
@@ -193,6 +196,7 @@ def test_a_second_ctrl_c_stops_at_once_and_the_call_still_running_is_not_done(
             if result == 4:
                 os.kill(os.getpid(), signal.SIGINT)
                 first_sent.set()
+    assert not five_ended.is_set()  # stopped while the call still ran, not after it
     release.set()
     assert got == [0, 1, 2, 3, 4]
     assert progress_of(state_path)["position"] == 5
@@ -327,3 +331,21 @@ def test_a_generator_input_resumes_after_a_break(state_path: Path) -> None:
     assert r.position == 9
     with Resumable(state_path) as r:
         assert list(r.map(square, numbers())) == [square(n) for n in range(9, 30)]
+
+
+def test_inspect_and_status_show_a_map_job(
+    state_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Resumable(state_path) as r:
+        for result in r.map(square, range(100), ordered=False):
+            if result == square(40):
+                break
+    snapshot = inspect(state_path)
+    assert snapshot.progress_kind == "watermark"
+    assert snapshot.position == r.position
+    assert snapshot.input_length == 100
+    assert not snapshot.finished
+    assert resumable_command()(["status", str(state_path)]) == 0
+    shown = capsys.readouterr().out
+    assert "by position, out of order (r.map)" in shown
+    assert f"items done   {r.position}" in shown

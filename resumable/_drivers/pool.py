@@ -22,6 +22,7 @@ import sys
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
+from concurrent.futures import TimeoutError as FuturesTimeoutError
 from typing import Any, TypeVar
 
 from resumable._checkpoint import Checkpoint
@@ -198,11 +199,7 @@ class PoolLoop(Loop):
                     held = None
                 if not pending:
                     break
-                if ordered:
-                    future = order.popleft()
-                    wait((future,))
-                else:
-                    future = ended.get()
+                future = _next_ended(order, ended) if ordered else _next_ended(None, ended)
                 where, _ = pending.pop(future)
                 error = future.exception()
                 if error is not None:
@@ -218,7 +215,9 @@ class PoolLoop(Loop):
                     self._refuse_read_ahead(sys._getframe(1))
                     checkpoint.reached(progress.position)
                     countdown = checkpoint.items_between_checks
-                    if stopping and not pending:
+                    # A second signal that came during the check (a save) waited for it:
+                    # it stops the loop now, without waiting for the calls in flight.
+                    if (stopping and not pending) or signals.overdue:
                         stop = signals.take_exception()
                         raise stop  # resumable: stopped after the calls in flight; progress saved
             if session.stop_soon or signals.pending is not None:  # came as the work ran out
@@ -284,6 +283,33 @@ class PoolLoop(Loop):
         self.record_failure([where], error)
         self.item_failed = False
         self._passed(where, progress)
+
+
+# How long the loop's thread waits for a call before it looks for a signal: a signal that
+# arrives just as a thread starts to block waits for that block to end before its handler
+# runs, so a loop waiting on a call of minutes would not see a second ctrl+c.
+_WAKE_SECONDS = 0.1
+
+
+def _next_ended(
+    order: deque[Future[Any]] | None, ended: queue.SimpleQueue[Future[Any]]
+) -> Future[Any]:
+    """The next call whose result goes to the body: the first submitted (`order`, for
+    ordered results), else the first that ended. Waits in short steps, so that signal
+    handlers run while it waits."""
+    if order is not None:
+        future = order[0]
+        while True:
+            try:
+                future.exception(timeout=_WAKE_SECONDS)  # waits; the call's error stays put
+            except FuturesTimeoutError:
+                continue
+            return order.popleft()
+    while True:
+        try:
+            return ended.get(timeout=_WAKE_SECONDS)
+        except queue.Empty:
+            continue
 
 
 def default_window(workers: int | None, executor: Executor | None) -> int:
