@@ -268,10 +268,15 @@ class Resumable:
             window: at most this many items run past the watermark (with `key`: are in
                 flight); default 4 per worker. A slow item holds back new calls rather
                 than letting the saved set of items done above it grow.
-            key, progress, on_change, on_error, max_attempts: as for `iterate`. With
-                ``on_error="record"`` an exception raised by `fn` is recorded for its item
-                (as one leaving ``with r.attempt():`` in the body is); with ``"raise"``
-                it is raised here once the calls in flight have finished.
+            key: track done items by key, as for `iterate`; at most `window` calls are
+                then in flight.
+            progress: a progress bar, as for `iterate`.
+            on_change: what to do with a changed input, as for `iterate`.
+            on_error: ``"record"``: an exception raised by `fn` is recorded for its item
+                (as one leaving ``with r.attempt():`` in the body is) and the loop goes
+                on; ``"raise"`` (default): it is raised here once the calls in flight
+                have finished.
+            max_attempts: as for `iterate`.
 
         A first ctrl+c (or SIGTERM) stops new calls, hands the results of those in flight
         to the body, saves and stops; a second one stops at once, and calls still running
