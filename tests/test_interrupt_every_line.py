@@ -395,10 +395,12 @@ def release_as_process_death_would(t: Trial, handlers: dict[int, Handler]) -> No
     for error in (t.cut.interrupt, t.body_error):
         if error is not None:  # a traceback keeps frames, and so their open iterators, alive
             error.__traceback__ = error.__context__ = None
-    # Dropped and collected now, not at some later trial: a run whose exit did not free
-    # its lock has it freed by its safety net, as the kernel frees a dead process's.
+    # A run whose exit did not free its lock or handlers (a problem found above) is
+    # dropped and collected now, not at some later trial: its safety net frees them, as
+    # the kernel frees a dead process's lock. A run that freed them has nothing left.
     t.opened.clear()
-    gc.collect()
+    if any(kind in ("lock", "handlers") for kind, _ in t.problems):
+        gc.collect()
     for signum, previous in handlers.items():
         signal.signal(signum, previous)
     on_files, on_directory = leaked_fds(t.directory)

@@ -60,11 +60,12 @@ def play(path: Path, run: Run, completed: set[str]) -> list[str]:
         handlers = [signal.getsignal(signum) for signum in SIGNALS]
         job.__enter__()  # and no exit: the run ends as kill -9 would end it
         body(job, run, handed, completed, ended)  # if the input runs out first, after it
-        # Dropped: the garbage collector frees the lock and the handlers, and saves
-        # nothing, as the kernel frees a killed process's lock. Collected at once: from
+        # Dropped: its safety net frees the lock and the handlers, and saves nothing, as
+        # the kernel frees a killed process's lock. Collected at once if need be: from
         # Python 3.12 on, a failure recorded by attempt() leaves a reference cycle.
         del job
-        gc.collect()
+        if [signal.getsignal(signum) for signum in SIGNALS] != handlers:
+            gc.collect()
         assert [signal.getsignal(signum) for signum in SIGNALS] == handlers
         return handed
     escaped: BaseException | None = None
