@@ -22,7 +22,7 @@ from resumable._display import ProgressDisplay
 from resumable._drivers.chunked import ChunkedLoop
 from resumable._drivers.keyed import KeyedLoop
 from resumable._drivers.loop import Loop, LoopOptions, not_in_a_body
-from resumable._drivers.pool import PoolLoop, check_count, default_window
+from resumable._drivers.pool import PoolLoop
 from resumable._errors import UsageError
 from resumable._failures import FailedItem
 from resumable._progress import KeyProgress
@@ -283,31 +283,9 @@ class Resumable:
         finish in the background and count as not done.
         """
         session = self._begin("map", "for result in r.map(fn, items)")
-        if not callable(fn):
-            raise TypeError(f"map(fn, items) takes a function as fn, got {type(fn).__name__}")
-        workers = check_count(workers, "workers")
-        window = check_count(window, "window")
-        if workers is not None and executor is not None:
-            raise ValueError(
-                "map() takes workers= (the threads of a pool it makes) or executor= (your "
-                "own pool), not both"
-            )
-        if executor is not None and not isinstance(executor, Executor):
-            raise TypeError(
-                f"map(executor=...) takes a concurrent.futures.Executor, got {executor!r}"
-            )
-        if not isinstance(ordered, bool):
-            raise TypeError(f"map(ordered=...) takes True or False, got {ordered!r}")
         options = LoopOptions.checked(key, None, progress, on_change, on_error, max_attempts)
-        driver = PoolLoop(
-            session,
-            self._checkpoint,
-            options,
-            fn=fn,
-            executor=executor,
-            workers=workers,
-            ordered=ordered,
-            window=window if window is not None else default_window(workers, executor),
+        driver = PoolLoop.checked(
+            session, self._checkpoint, options, fn, executor, workers, ordered, window
         )
         results = driver.start(items)
         self._driver = driver

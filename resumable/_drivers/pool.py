@@ -66,6 +66,45 @@ class PoolLoop(Loop):
         self._window = window
         self._progress: WatermarkProgress | KeyProgress | None = None
 
+    @classmethod
+    def checked(
+        cls,
+        session: Session,
+        checkpoint: Checkpoint,
+        options: LoopOptions,
+        fn: object,
+        executor: object,
+        workers: object,
+        ordered: object,
+        window: object,
+    ) -> PoolLoop:
+        """The driver of `r.map` for these arguments, or the error that says which one is
+        wrong and what it takes."""
+        if not callable(fn):
+            raise TypeError(f"map(fn, items) takes a function as fn, got {type(fn).__name__}")
+        threads, ahead = check_count(workers, "workers"), check_count(window, "window")
+        if threads is not None and executor is not None:
+            raise ValueError(
+                "map() takes workers= (the threads of a pool it makes) or executor= (your "
+                "own pool), not both"
+            )
+        if executor is not None and not isinstance(executor, Executor):
+            raise TypeError(
+                f"map(executor=...) takes a concurrent.futures.Executor, got {executor!r}"
+            )
+        if not isinstance(ordered, bool):
+            raise TypeError(f"map(ordered=...) takes True or False, got {ordered!r}")
+        return cls(
+            session,
+            checkpoint,
+            options,
+            fn=fn,
+            executor=executor,
+            workers=threads,
+            ordered=ordered,
+            window=ahead if ahead is not None else default_window(threads, executor),
+        )
+
     def start(self, items: Iterable[T]) -> Iterator[Any]:
         options, session = self.options, self._session
         work: Iterator[tuple[Key | int, T]]
