@@ -38,7 +38,31 @@ _MISSING = object()
 logger = logging.getLogger("resumable")
 
 
-class PositionProgress:
+class FailureJournalOnly:
+    """The journals of a progress that has none of its own, only its failure records'
+    (position progress, and the watermark built on it)."""
+
+    failures: Failures
+
+    def load(self, journals: Journals, describe: str) -> None:
+        """Read the journals the restored progress names."""
+        self.failures.load(journals)
+
+    def resumed_from_backup(self) -> None:
+        """This progress was read from the backup, as the state file was damaged."""
+        self.failures.resumed_from_backup()
+
+    @property
+    def journal_pending(self) -> bool:
+        """Whether the next save writes to a journal (before the state file)."""
+        return self.failures.unsaved
+
+    def save(self, journals: Journals) -> None:
+        """Write what the next save commits to the journals, flushed to the disk."""
+        self.failures.save(journals)
+
+
+class PositionProgress(FailureJournalOnly):
     """The first `position` items of the input are done; `finished` once it ran out."""
 
     kind: ClassVar[str] = "position"
@@ -104,25 +128,6 @@ class PositionProgress:
     def input_length(self) -> int | None:
         """The input's length as the state file records it, when it had one."""
         return self.input_record.length if self.input_record is not None else None
-
-    # The journals: position progress has none of its own, only its failure records'.
-
-    def load(self, journals: Journals, describe: str) -> None:
-        """Read the journals the restored progress names."""
-        self.failures.load(journals)
-
-    def resumed_from_backup(self) -> None:
-        """This progress was read from the backup, as the state file was damaged."""
-        self.failures.resumed_from_backup()
-
-    @property
-    def journal_pending(self) -> bool:
-        """Whether the next save writes to a journal (before the state file)."""
-        return self.failures.unsaved
-
-    def save(self, journals: Journals) -> None:
-        """Write what the next save commits to the journals, flushed to the disk."""
-        self.failures.save(journals)
 
     def feed(
         self,

@@ -17,13 +17,21 @@ from typing import Any, ClassVar, TypeVar
 
 from resumable._failures import Failures
 from resumable._feed import Feed
-from resumable._progress.position import PositionProgress
-from resumable._store.journal_api import Journals
+from resumable._progress.position import FailureJournalOnly, PositionProgress
 
 T = TypeVar("T")
 
 
-class WatermarkProgress:
+def _of_below(name: str, doc: str) -> Any:
+    """An attribute of the position progress below, read and set through."""
+    return property(
+        lambda self: getattr(self._below, name),
+        lambda self, value: setattr(self._below, name, value),
+        doc=doc,
+    )
+
+
+class WatermarkProgress(FailureJournalOnly):
     """Items before `watermark` are done, and those in `done_above`; `finished` once the
     input ran out and nothing is left in flight."""
 
@@ -44,21 +52,9 @@ class WatermarkProgress:
         """How many items are done, counting earlier runs."""
         return self._below.position + len(self.done_above)
 
-    @property
-    def finished(self) -> bool:
-        return self._below.finished
-
-    @finished.setter
-    def finished(self, value: bool) -> None:
-        self._below.finished = value
-
-    @property
-    def failures(self) -> Failures:
-        return self._below.failures
-
-    @failures.setter
-    def failures(self, value: Failures) -> None:
-        self._below.failures = value
+    # Kept by the position progress below, which writes them into the snapshot.
+    finished: bool = _of_below("finished", "Whether the input ran out.")
+    failures: Failures = _of_below("failures", "The failed items, by position.")
 
     def is_done(self, index: int) -> bool:
         """Whether the item at `index` is done (or failed and recorded this run)."""
@@ -133,18 +129,3 @@ class WatermarkProgress:
 
     def tap(self, chunk: Iterator[T]) -> Iterator[T]:
         return self._below.tap(chunk)
-
-    # The journals: those of the position progress below (its failure records).
-
-    def load(self, journals: Journals, describe: str) -> None:
-        self._below.load(journals, describe)
-
-    def resumed_from_backup(self) -> None:
-        self._below.resumed_from_backup()
-
-    @property
-    def journal_pending(self) -> bool:
-        return self._below.journal_pending
-
-    def save(self, journals: Journals) -> None:
-        self._below.save(journals)

@@ -209,12 +209,11 @@ def now_iso() -> str:
 
 def _unserialisable(state: dict[str, Any], error: TypeError) -> StateNotSerializableError:
     key, value = _find_unserialisable(state, "")
-    return StateNotSerializableError(
-        f"r.state{key} cannot be saved as JSON: {error}. Store JSON-ready values "
-        f"(dict with str keys, list, str, int, float, bool, None); here "
-        f"{_a(type(value).__name__)}, which you could convert with str(), list() or int().",
-        key=key,
+    advice = (
+        "Store JSON-ready values (dict with str keys, list, str, int, float, bool, None); "
+        f"here {_a(type(value).__name__)}, which you could convert with str(), list() or int()."
     )
+    return _refusal(key, f"cannot be saved as JSON: {error}", advice)
 
 
 def _serialisable(value: Any) -> bool:
@@ -406,12 +405,16 @@ def _would_change(path: str, value: object) -> StateNotSerializableError:
     kind = type(value)
     own = kind.__module__ in ("builtins", "__main__")
     name = kind.__qualname__ if own else f"{kind.__module__}.{kind.__qualname__}"
-    return StateNotSerializableError(
-        f"r.state{path} is {_a(name)}, which would not come back as one from the state file "
-        f"(JSON has dict with str keys, list, str, int, float, bool and None). "
-        f"{_how_to_convert(value)}",
-        key=path,
+    problem = (
+        f"is {_a(name)}, which would not come back as one from the state file (JSON has "
+        "dict with str keys, list, str, int, float, bool and None)"
     )
+    return _refusal(path, problem, _how_to_convert(value))
+
+
+def _refusal(path: str, problem: str, advice: str) -> StateNotSerializableError:
+    """The error for the value at `path` in r.state: what is wrong with it, what to do."""
+    return StateNotSerializableError(f"r.state{path} {problem}. {advice}", key=path)
 
 
 def _how_to_convert(value: object) -> str:
