@@ -6,9 +6,10 @@
 It fetches ``BASE_URL/page/1`` to ``BASE_URL/page/PAGES`` with the standard library
 (`urllib.request`) and appends one line per page to ``--out``:
 ``{"page": 17, "status": 200, "title": "...", "words": 42}``, or the HTTP status alone for a
-page that failed with one. Press ctrl+c, or kill it any way you like, and run the same
-command again: it carries on with the first page not done, and the output ends up the same,
-byte for byte, as that of one uninterrupted run.
+page that failed with one; with ``--workers N``, N pages at once, in threads, by ``r.map``.
+Press ctrl+c, or kill it any way you like, and run the same command again: it carries on
+with the first page not done, and the output ends up the same, byte for byte, as that of one
+uninterrupted run.
 
 Keeping the output and the state in agreement
 ---------------------------------------------
@@ -36,6 +37,15 @@ offset in ``r.state`` instead is cheaper on resume, but ``r.state`` is changed b
 body while the position moves when the loop takes the next item: a second ctrl+c landing
 between the two saves an offset that already counts a page that is not done.
 
+With ``--workers``, ``r.map`` runs the fetches in a pool of threads and hands their
+results to the loop body in page order (its default, ``ordered=True``), so the body writes
+the lines in page order, as one page at a time does, and the rule holds unchanged. Results
+as the fetches finish (``ordered=False``) would break it: the pages done would no longer be
+the first ``r.position`` lines. A job goes on the way it started: ``r.map`` keeps its
+progress as a watermark, which ``r.iterate`` refuses, and the other way round; run it again
+with ``--workers`` if it started with it, without if not (any number of workers will do),
+or start over with ``--restart``.
+
 If the output has *fewer* complete lines than pages done, it lost lines the state counts
 (it was deleted or edited, or a power cut dropped writes that were never flushed to the
 disk: the library fsyncs its state file, this script does not fsync the output). The
@@ -43,7 +53,7 @@ script then stops with an error instead of guessing; run it with ``--restart``.
 
 Exit status: 0 when the job is finished, 130 after ctrl+c; a SIGTERM ends it as SIGTERM does
 (a shell shows 143), after the save. Either way one line on stderr says how far it got. The
-first ctrl+c or SIGTERM lets the page in flight finish; a second one stops at once. More in
+first ctrl+c or SIGTERM lets the pages in flight finish; a second one stops at once. More in
 docs/examples.md.
 """
 
@@ -57,7 +67,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--state", type=Path, default=Path("scrape.state"))
     parser.add_argument("--delay", type=float, default=0.2, help="seconds between requests")
     parser.add_argument("--save-every", type=int, default=10, help="save after N pages")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="fetch N pages at once, in threads (r.map)"
+    )
     parser.add_argument("--restart", action="store_true", help="start over, output included")
     args = parser.parse_args(argv)
+    if args.workers < 0:
+        parser.error(f"--workers takes a number >= 0, got {args.workers}")
     try:
         scrape(
             args.base_url.rstrip("/"),
@@ -86,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.state,
             delay=args.delay,
             save_every=args.save_every,
+            workers=args.workers,
             restart=args.restart,
         )
     except KeyboardInterrupt:
@@ -104,16 +120,30 @@ def scrape(
     *,
     delay: float,
     save_every: int,
+    workers: int,
     restart: bool,
 ) -> None:
-    """Fetch pages 1 to `pages` into `out`, continuing the job saved in `state`."""
+    """Fetch pages 1 to `pages` into `out`, continuing the job saved in `state`; `workers`
+    pages at once with ``r.map`` (0: one at a time with ``r.iterate``)."""
+
+    def fetch_page(page: int) -> tuple[int, dict[str, Any]]:
+        time.sleep(delay)  # be polite to the server (with --workers: each thread is)
+        return page, fetch(f"{base_url}/page/{page}")
+
     with (
         Resumable(state, policy=NPolicy(save_every), restart=restart) as r,
         open_after_lines(out, r.position, state) as output,
     ):
         # Asked for before anything is said: it checks that this is the job's input (a
         # finished job's too), and raises InputChangedError for another --pages.
-        todo = r.iterate(range(1, pages + 1))
+        fetched: Iterator[tuple[int, dict[str, Any]]]
+        if workers:
+            # Results in page order (map's default): see "Keeping the output and the state
+            # in agreement" above.
+            fetched = r.map(fetch_page, range(1, pages + 1), workers=workers)
+        else:
+            # One page at a time, fetched in this thread (the built-in map, lazy).
+            fetched = map(fetch_page, r.iterate(range(1, pages + 1)))
         if r.finished:
             print(f"Already finished: {r.position} pages in {out}. Use --restart to redo.")
             return
@@ -121,9 +151,7 @@ def scrape(
             print(f"Resuming at page {r.position + 1} of {pages} (run {r.runs}).", flush=True)
         else:
             print(f"Starting: {pages} pages from {base_url}.", flush=True)
-        for page in todo:
-            time.sleep(delay)  # be polite to the server
-            result = fetch(f"{base_url}/page/{page}")
+        for page, result in fetched:
             output.write(json.dumps({"page": page, **result}).encode() + b"\n")
             output.flush()  # in the operating system before the page counts as done
             print(f"page {page}: {result['status']} {result.get('title', '')}", flush=True)

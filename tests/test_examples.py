@@ -18,7 +18,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,10 @@ STOPS = [
 PAGES = 40
 HELD_PAGE = 25  # the site holds this page back until the test has sent its signal
 SCRAPER_SAVE_EVERY = 7  # so a kill -9 inside page 25 finds pages 1-21 saved, 22-24 not
+# --workers 2: r.map's window is then 8 (4 per worker), so at most pages 25-32 are in flight
+# when page 25 is held, and the first ctrl+c ends the job before its last page (40).
+WORKERS = 2
+WINDOW = 4 * WORKERS
 
 LINES = 2000
 FED_LINES = 300  # lines in the pipe when the test sends its signal
@@ -97,6 +101,16 @@ def read_until(child: Child, expected: str) -> None:
     while (line := child.read_line()) != expected:
         if line is None:
             raise AssertionError(child.describe(f"stdout ended before {expected!r}"))
+
+
+def read_until_page(child: Child, number: int) -> None:
+    """Read the scraper's stdout up to its line for page `number` (written and flushed)."""
+    while True:
+        line = child.read_line()
+        if line is None:
+            raise AssertionError(child.describe(f"stdout ended before page {number}"))
+        if line.startswith(f"page {number}: "):
+            return
 
 
 def output_lines(directory: Path) -> list[bytes]:
@@ -209,6 +223,12 @@ def scraper(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Example:
     return run_once(EXAMPLES / "scraper.py", options, tmp_path_factory.mktemp("scraped"))
 
 
+@pytest.fixture(scope="module")
+def threaded(scraper: Example) -> Example:
+    """examples/scraper.py fetching with r.map in WORKERS threads; the same reference."""
+    return replace(scraper, options=(*scraper.options, "--workers", str(WORKERS)))
+
+
 # -- the text file ----------------------------------------------------------------------
 
 
@@ -281,6 +301,91 @@ def test_the_scraper_stopped_by_a_signal_then_run_again_writes_what_one_run_writ
     resumed = scraper.run(tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout[0] == f"Resuming at page {saved + 1} of {PAGES} (run 2)."
+    assert (tmp_path / OUT).read_bytes() == scraper.reference
+
+
+def test_the_scraper_with_workers_writes_what_one_page_at_a_time_writes(
+    threaded: Example, tmp_path: Path
+) -> None:
+    ended = threaded.run(tmp_path)
+    assert ended.returncode == 0, ended.stderr
+    assert (tmp_path / OUT).read_bytes() == threaded.reference
+
+
+@pytest.mark.parametrize(("signum", "status"), STOPS)
+def test_the_scraper_with_workers_stopped_by_a_signal_then_run_again_writes_what_one_run_writes(
+    signum: int, status: int, site: Site, threaded: Example, tmp_path: Path
+) -> None:
+    """r.map fetches ahead of the body: page 25 held, pages after it may be fetched
+    already. The body has written page 24 and waits for 25 when the signal comes."""
+    with threaded.start(tmp_path) as child:
+        with site.holding(HELD_PAGE):
+            child.expect(f"Starting: {PAGES} pages from {site.url}.")
+            read_until_page(child, HELD_PAGE - 1)
+            site.wait_until_requested()
+            child.send_signal(signum)
+        stopped = child.finish()
+    assert stopped.returncode == status, stopped.stderr
+    saved = resumable.inspect(tmp_path / STATE).position
+    if signum == signal.SIGKILL:
+        assert saved == 21  # the last save; pages 22-24 were written after it
+        assert output_lines(tmp_path) == output_lines(threaded.finished)[:24]
+        append_half_a_line(tmp_path)
+    else:
+        # The pages in flight finished and were written: page 25 and those submitted
+        # after it before the signal came, at most the window.
+        assert HELD_PAGE <= saved < HELD_PAGE + WINDOW
+        assert stopped.stdout[-1].startswith(f"page {saved}: ")
+        assert f"stopped by {signal.Signals(signum).name} after {saved} items" in stopped.stderr
+        assert "Traceback" not in stopped.stderr
+        assert output_lines(tmp_path) == output_lines(threaded.finished)[:saved]
+
+    resumed = threaded.run(tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout[0] == f"Resuming at page {saved + 1} of {PAGES} (run 2)."
+    assert (tmp_path / OUT).read_bytes() == threaded.reference
+
+
+def test_the_scraper_with_workers_stopped_many_times_writes_what_one_run_writes(
+    site: Site, threaded: Example, tmp_path: Path
+) -> None:
+    """kill -9, ctrl+c, kill -9, ctrl+c, each inside a later page, then a run to the end."""
+    # Each held page is past where the stop before may have left the job (a ctrl+c: up to
+    # the window past its held page), and the last ctrl+c leaves pages to do.
+    stops = [(9, signal.SIGKILL), (16, signal.SIGINT), (25, signal.SIGKILL), (32, signal.SIGINT)]
+    saved = 0
+    for run, (held, signum) in enumerate(stops, 1):
+        with threaded.start(tmp_path) as child:
+            with site.holding(held):
+                read_until_page(child, held - 1)
+                site.wait_until_requested()
+                child.send_signal(signum)
+            stopped = child.finish()
+        if run > 1:
+            # (A run killed before its first save is not counted in the runs.)
+            assert child.seen[0].startswith(f"Resuming at page {saved + 1} of {PAGES} (run ")
+        saved = resumable.inspect(tmp_path / STATE).position
+        assert output_lines(tmp_path)[:saved] == output_lines(threaded.finished)[:saved]
+        if signum == signal.SIGKILL:
+            assert stopped.returncode == -signal.SIGKILL
+            assert len(output_lines(tmp_path)) == held - 1  # more than the state counts
+            append_half_a_line(tmp_path)
+        else:
+            assert stopped.returncode == 130, stopped.stderr
+            assert held <= saved < held + WINDOW
+    resumed = threaded.run(tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout[0].startswith(f"Resuming at page {saved + 1} of {PAGES} (run ")
+    assert (tmp_path / OUT).read_bytes() == threaded.reference
+
+
+def test_a_job_started_one_page_at_a_time_is_refused_with_workers_and_left_alone(
+    scraper: Example, threaded: Example, tmp_path: Path
+) -> None:
+    copy_job(scraper.finished, tmp_path)
+    refused = threaded.run(tmp_path)
+    assert refused.returncode == 1
+    assert "a job keeps the kind of progress it started with" in refused.stderr
     assert (tmp_path / OUT).read_bytes() == scraper.reference
 
 
