@@ -1,0 +1,89 @@
+"""A keyed job with a fixed sequence of saves, for the strace fault tests of the key journal.
+
+    python keyed_save_job.py STATE --items N [--stop-at K]
+    python keyed_save_job.py STATE reset
+
+It runs ``range(N)`` with ``key=`` (item i has the key ``"k<i>"``), ``NPolicy(1)`` and a
+loop body that only reports the item, so each item is one save: an append of one key to
+the key journal, then the state file. It reports on stdout with one ``writev`` per line
+and never with ``write``, so a fault injected into ``write`` hits the library's writes only:
+
+- ``ready <position> <runs>`` once inside the with block;
+- ``did <i>`` in the body of item i; with ``--stop-at K`` the body of item K breaks out of
+  the loop instead (item K is not done; items 0 to K - 1 are, each saved);
+- ``done <position> <finished> <saves>`` after the with block;
+- ``error <json>`` instead, when a `resumable.StateWriteError` or `resumable.StateFileError`
+  leaves the with block: its ``type``, ``message``, ``errno`` name (if any) and ``saves``;
+- ``interrupted <saves>`` instead, when a KeyboardInterrupt leaves it.
+
+``reset`` calls `resumable.reset` and prints ``reset <name of the file set aside>``, or
+``error <json>`` when it raises `StateWriteError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+from pathlib import Path
+
+import resumable
+
+
+def say(line: str) -> None:
+    """Write one line to stdout with a single ``writev`` system call."""
+    os.writev(1, [f"{line}\n".encode()])
+
+
+def describe(error: resumable.ResumableError) -> dict[str, object]:
+    """The type, message and errno name of an error of the library."""
+    number = getattr(error, "errno", None)
+    return {
+        "type": type(error).__name__,
+        "message": str(error),
+        "errno": errno.errorcode.get(number, str(number)) if number else None,
+    }
+
+
+def key(item: int) -> str:
+    """The key of item `item`."""
+    return f"k{item}"
+
+
+def main() -> None:
+    """Run the job, or reset it."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("state", type=Path)
+    parser.add_argument("command", nargs="?", choices=["run", "reset"], default="run")
+    parser.add_argument("--items", type=int, default=0)
+    parser.add_argument("--stop-at", type=int, default=-1)
+    parsed = parser.parse_args()
+    state = Path(parsed.state)
+    if parsed.command == "reset":
+        try:
+            aside = resumable.reset(state)
+        except resumable.StateWriteError as error:
+            say(f"error {json.dumps(describe(error))}")
+            return
+        say(f"reset {aside.name}")
+        return
+    job = resumable.Resumable(state, policy=resumable.NPolicy(1))
+    try:
+        with job:
+            say(f"ready {job.position} {job.runs}")
+            for item in job.iterate(range(int(parsed.items)), key=key):
+                if item == parsed.stop_at:
+                    break
+                say(f"did {item}")
+    except (resumable.StateWriteError, resumable.StateFileError) as error:
+        say(f"error {json.dumps({**describe(error), 'saves': job.saves})}")
+        return
+    except KeyboardInterrupt:
+        say(f"interrupted {job.saves}")
+        return
+    say(f"done {job.position} {job.finished} {job.saves}")
+
+
+if __name__ == "__main__":
+    main()
