@@ -165,6 +165,8 @@ def map_kill9_campaign(job: Job, campaign: Campaign, seed: int) -> None:
     rng = random.Random(seed)
     began = time.monotonic()
     history: list[Kill] = []
+    leftovers: list[Path] = []
+    mid_save = 0  # kills that left a save's temp file behind
     done: set[int] = set()
     while len(history) < campaign.kills:
         target = rng.randrange(campaign.most_per_run)
@@ -172,6 +174,7 @@ def map_kill9_campaign(job: Job, campaign: Campaign, seed: int) -> None:
         logged = len(log_lines(job))
         with campaign.start(job) as child:
             expect_ready(child, done, context)
+            assert not any(path.exists() for path in leftovers), f"{context}: temp file kept"
             ended = 0
             while ended < target:
                 line = child.read_line()
@@ -181,6 +184,8 @@ def map_kill9_campaign(job: Job, campaign: Campaign, seed: int) -> None:
         assert result.returncode == -signal.SIGKILL, child.describe(context)
         kill, done = check_after_kill(job, campaign, child, done, logged, context)
         history.append(kill)
+        leftovers = job.temp_files()
+        mid_save += bool(leftovers)
 
     total = campaign.items
     with campaign.start(job) as child:
@@ -210,7 +215,8 @@ def map_kill9_campaign(job: Job, campaign: Campaign, seed: int) -> None:
     bodies = [len(kill.bodies) for kill in history]
     calls = [len(kill.calls) for kill in history]
     print(
-        f"{campaign}: {len(history)} kills in {time.monotonic() - began:.1f} s; "
+        f"{campaign}: {len(history)} kills ({mid_save} in a save) in "
+        f"{time.monotonic() - began:.1f} s; "
         f"bodies redone per kill: max {max(bodies)} (bound {campaign.every}), "
         f"{sorted(Counter(bodies).items())}; calls redone per kill: max {max(calls)} "
         f"(bound {campaign.every + campaign.window - 1}), {sorted(Counter(calls).items())}"
