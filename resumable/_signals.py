@@ -41,6 +41,9 @@ Handler = Callable[[int, FrameType | None], Any] | int | None
 # that flag could be set.
 _DEFERRING_CODE: set[CodeType] = set()
 
+# The attribute that marks an exception a guard raised for a signal.
+_RAISED_BY = "_resumable_raised_by"
+
 # The guards whose handlers are installed in this process, for `_restore_in_forked_child`,
 # and the count that orders their installs.
 _installed: weakref.WeakSet[SignalGuard] = weakref.WeakSet()
@@ -96,7 +99,9 @@ class SignalGuard:
         # A signal that would have raised at once but arrived in the library's own code:
         # the caller raises it as soon as that code is done (after an explicit save).
         self.overdue = False
-        self._raised: BaseException | None = None
+        # Marks the exceptions this guard raised (`take_exception`), which the exit hands
+        # on to the previous handlers (`deliver_deferred`).
+        self._mark = object()
         self._previous: dict[int, Handler] = {}
         self._installed_as = 0  # this guard's place in the order of installs
 
@@ -143,8 +148,12 @@ class SignalGuard:
         assert signum is not None
         self.pending = None
         self.overdue = False
-        self._raised = exception_for(signum)
-        return self._raised
+        raised = exception_for(signum)
+        # Marked, not kept: the guard holding the exception would hold its traceback,
+        # whose frames hold the loop and the run, and a run dropped without its exit
+        # (its lock, its handlers) would wait for the garbage collector to be freed.
+        raised.__dict__[_RAISED_BY] = self._mark
+        return raised
 
     def deliver_deferred(self, exception: BaseException | None) -> None:
         """After `restore`: let the previous handlers act on what this run held back.
@@ -157,7 +166,7 @@ class SignalGuard:
         the propagating `KeyboardInterrupt` leaves that job too).
         """
         signum: int | None = None
-        if exception is not None and exception is self._raised:
+        if exception is not None and exception.__dict__.get(_RAISED_BY) is self._mark:
             if isinstance(exception, Interrupted):
                 signum = exception.signum
             elif not _raises_keyboard_interrupt(signal.getsignal(signal.SIGINT)):

@@ -800,3 +800,56 @@ def test_signal_during_the_save_at_the_end_of_the_loop_stops_as_the_loop_ends(
     snapshot = job.snapshot()
     assert (snapshot.position, snapshot.finished) == (2, True)
     assert_left_clean(job)
+
+
+_DROPPED_RUN = """
+import gc, os, signal, sys
+from resumable import Resumable
+
+gc.disable()
+
+
+def stopped_loop(run):
+    items = iter(run.iterate(range(10), key=str if sys.argv[1] == "keys" else None))
+    next(items)
+    try:
+        os.kill(os.getpid(), signal.SIGINT)  # the loop stops after this item
+        for _ in items:
+            pass
+    except KeyboardInterrupt:
+        print("stopped")
+    return items
+
+
+def trial():
+    before = signal.getsignal(signal.SIGINT)
+    run = Resumable("job.state")
+    run.__enter__()  # and never its exit
+    items = stopped_loop(run)
+    del run, items
+    print("freed" if signal.getsignal(signal.SIGINT) == before else "held by a cycle")
+
+
+trial()
+with Resumable("job.state") as again:  # the lock is free
+    print("runs", again.runs)
+"""
+
+
+@pytest.mark.parametrize("loop", ["position", "keys"])
+def test_a_run_stopped_by_ctrl_c_and_dropped_without_its_exit_is_freed_at_once(
+    tmp_path: Path, loop: str
+) -> None:
+    """No reference cycle holds a run a signal stopped (the stop's traceback held the
+    loop's frame, which held the run): dropped without its exit, it gives back its
+    handlers and its lock at once, with the garbage collector switched off."""
+    shown = subprocess.run(
+        [sys.executable, "-c", _DROPPED_RUN, loop],
+        cwd=tmp_path,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.split("\n")
+    assert shown[:3] == ["stopped", "freed", "runs 1"]

@@ -141,6 +141,7 @@ class ChunkedLoop(Loop):
         session.on_stop = feed.cut
         signals.loop_running = True
         self._readers = readers_ahead()  # who asks for the next chunk is checked once a chunk
+        stop: BaseException | None = None
         try:
             self._refuse_read_ahead(sys._getframe(1))
             if batch is not None:
@@ -202,6 +203,7 @@ class ChunkedLoop(Loop):
                 if stop := self._boundary(progress.position):
                     raise stop  # resumable: stopped between items; the progress is saved
         finally:
+            stop = None  # frees the run at once: see `resumable._drivers.loop`
             signals.loop_running = False
             self.batch_out = False
             self.settle()
@@ -212,17 +214,21 @@ class ChunkedLoop(Loop):
     ) -> Generator[Iterator[T], None, None]:
         """Failed items of earlier runs, in batches, before the rest of the input (part of
         `_chunks`, which delegates here and so defers signals for it)."""
-        for group in grouped(retried, size):
-            positions: list[str | int] = [position for position, _ in group]
-            self._hand_out(positions)
-            yield iter([item for _, item in group])
-            self._refuse_read_ahead(sys._getframe(2))  # 1 is `_chunks`, delegating
-            if not self._take_batch():
-                for position in positions:
-                    progress.failures.succeeded(position)
-            self._checkpoint.uncounted += len(positions)  # the policy counts them
-            if stop := self._boundary(progress.position):
-                raise stop  # resumable: stopped between batches; the progress is saved
+        stop: BaseException | None = None
+        try:
+            for group in grouped(retried, size):
+                positions: list[str | int] = [position for position, _ in group]
+                self._hand_out(positions)
+                yield iter([item for _, item in group])
+                self._refuse_read_ahead(sys._getframe(2))  # 1 is `_chunks`, delegating
+                if not self._take_batch():
+                    for position in positions:
+                        progress.failures.succeeded(position)
+                self._checkpoint.uncounted += len(positions)  # the policy counts them
+                if stop := self._boundary(progress.position):
+                    raise stop  # resumable: stopped between batches; the progress is saved
+        finally:
+            stop = None  # frees the run at once: see `resumable._drivers.loop`
 
     def settle(self) -> None:
         if self._in_chunk and self._feed is not None:

@@ -69,6 +69,7 @@ class KeyedLoop(Loop):
         session, checkpoint = self._session, self._checkpoint
         self._readers = readers_ahead()
         session.signals.loop_running = True
+        stop: BaseException | None = None
         try:
             self._refuse_read_ahead(sys._getframe(1))
             countdown = checkpoint.items_between_checks
@@ -106,6 +107,7 @@ class KeyedLoop(Loop):
             if stop := self._input_ended(progress):
                 raise stop  # resumable: stopped after the last item; the progress is saved
         finally:
+            stop = None  # frees the run at once: see `resumable._drivers.loop`
             session.signals.loop_running = False
             self.close_display()
 
@@ -128,6 +130,7 @@ class KeyedLoop(Loop):
         batches = pending_batches(items, key, skip, size, lambda: session.stop_soon)
         self._readers = readers_ahead()
         session.signals.loop_running = True
+        stop: BaseException | None = None
         try:
             self._refuse_read_ahead(sys._getframe(1))
             for keys, batch in batches:
@@ -143,6 +146,7 @@ class KeyedLoop(Loop):
             if stop := self._input_ended(progress):
                 raise stop  # resumable: stopped after the last batch; the progress is saved
         finally:
+            stop = None  # frees the run at once: see `resumable._drivers.loop`
             session.signals.loop_running = False
             self.batch_out = False
             self.close_display()

@@ -5,6 +5,12 @@ the next one. It talks to the progress (what is done), to the checkpoint at each
 boundary (when to save), and to the session for a stop a signal asked for. Which items
 are in flight (the body runs them) is the driver's to say: `Resumable.attempt` records a
 failure for them, `Resumable.position` leaves them out.
+
+A driver raises a signal's stop from its own frame (the traceback's last line is the
+loop's raise, whose comment says what happened), held in a local `stop` that its
+`finally` clears. Kept, the local would hold the exception, whose traceback holds the
+frame: a cycle through the run (its lock, its handlers) that only the garbage collector
+breaks, so a run dropped without its exit would stay locked until a collection.
 """
 
 from __future__ import annotations

@@ -216,6 +216,7 @@ class PoolLoop(Loop):
         self._readers = readers_ahead()
         signals.loop_running = True
         completed = False
+        stop: BaseException | None = None
         try:
             self._refuse_read_ahead(sys._getframe(1))
             countdown = checkpoint.items_between_checks
@@ -268,9 +269,10 @@ class PoolLoop(Loop):
                 checkpoint.save("completion")
             logger.info("%s: finished; %s done", session.path, counted(progress.position, "item"))
             completed = True
-            if last := session.stop_asked():
-                raise last  # resumable: stopped after the last result; the progress is saved
+            if stop := session.stop_asked():
+                raise stop  # resumable: stopped after the last result; the progress is saved
         finally:
+            stop = None  # frees the run at once: see `resumable._drivers.loop`
             signals.loop_running = False
             for future in pending:
                 future.cancel()  # not started: never runs; running: finishes, not done
