@@ -135,13 +135,19 @@ def test_the_saved_state_stays_the_size_of_the_window_with_one_item_stuck(
 
     window = 64
     with Resumable(state_path, policy=NPolicy(1_000)) as r:
-        for count, _ in enumerate(r.map(work, range(100_000), window=window, ordered=False), 1):
+        for count, result in enumerate(
+            r.map(work, range(100_000), window=window, ordered=False), 1
+        ):
             if count == window - 1:  # all but the stuck one: the window is full
                 r.save()
-                stuck = progress_of(state_path)
+                stuck, in_flight = progress_of(state_path), result
                 release.set()
     assert stuck["position"] == 0
-    assert stuck["done_above"] == list(range(1, window - 1))  # the last one is in flight
+    done_above = stuck["done_above"]
+    assert isinstance(done_above, list)
+    # Every item of the window but the stuck one, and the one whose result is in the body.
+    assert in_flight not in done_above
+    assert sorted([*done_above, in_flight]) == list(range(1, window))
     assert r.position == 100_000
     assert state_path.stat().st_size < 1_000
 

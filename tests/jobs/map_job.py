@@ -24,6 +24,15 @@ from pathlib import Path
 import resumable
 
 
+def cut_torn_line(path: Path, log: int) -> None:
+    """Cut off a line the last run's kill tore: a write that crosses a page boundary can
+    stop at it under SIGKILL. Its call never returned (its fsync never ran), so it is not
+    a line of the log, and the next line must not be appended to it."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        os.ftruncate(log, data.rfind(b"\n") + 1)
+
+
 def main() -> None:
     """Run the job."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -42,6 +51,7 @@ def main() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
     log = os.open(parsed.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    cut_torn_line(parsed.log, log)
 
     def call(item: int) -> int:
         os.write(log, f"called {item}\n".encode())
