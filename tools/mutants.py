@@ -42,6 +42,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Each core module and the tests that exercise it, fastest first: pytest -x stops at the
 # first failure, so a killed mutant usually costs only the first file.
+# The modules that were one controller (`_resumable.py`) share its selection.
+_CONTROLLER = [
+    "test_loop",
+    "test_uncovered_branches",
+    "test_state_file",
+    "test_batch",
+    "test_keyed",
+    "test_signal_promises",
+    "test_malformed_progress",
+    "test_fork",
+    "test_failures",
+]
+
 TESTS: dict[str, list[str]] = {
     "_store.durable": [
         "test_durability",
@@ -84,72 +97,12 @@ TESTS: dict[str, list[str]] = {
         "test_what_a_user_sees",
         "test_failures",
     ],
-    "_resumable": [
-        "test_loop",
-        "test_uncovered_branches",
-        "test_state_file",
-        "test_batch",
-        "test_keyed",
-        "test_signal_promises",
-        "test_malformed_progress",
-        "test_fork",
-        "test_failures",
-    ],
-    "_session": [
-        "test_loop",
-        "test_uncovered_branches",
-        "test_state_file",
-        "test_batch",
-        "test_keyed",
-        "test_signal_promises",
-        "test_malformed_progress",
-        "test_fork",
-        "test_failures",
-    ],
-    "_checkpoint": [
-        "test_loop",
-        "test_uncovered_branches",
-        "test_state_file",
-        "test_batch",
-        "test_keyed",
-        "test_signal_promises",
-        "test_malformed_progress",
-        "test_fork",
-        "test_failures",
-    ],
-    "_drivers.chunked": [
-        "test_loop",
-        "test_uncovered_branches",
-        "test_state_file",
-        "test_batch",
-        "test_keyed",
-        "test_signal_promises",
-        "test_malformed_progress",
-        "test_fork",
-        "test_failures",
-    ],
-    "_drivers.keyed": [
-        "test_loop",
-        "test_uncovered_branches",
-        "test_state_file",
-        "test_batch",
-        "test_keyed",
-        "test_signal_promises",
-        "test_malformed_progress",
-        "test_fork",
-        "test_failures",
-    ],
-    "_drivers.loop": [
-        "test_loop",
-        "test_uncovered_branches",
-        "test_state_file",
-        "test_batch",
-        "test_keyed",
-        "test_signal_promises",
-        "test_malformed_progress",
-        "test_fork",
-        "test_failures",
-    ],
+    "_resumable": _CONTROLLER,
+    "_session": _CONTROLLER,
+    "_checkpoint": _CONTROLLER,
+    "_drivers.chunked": _CONTROLLER,
+    "_drivers.keyed": _CONTROLLER,
+    "_drivers.loop": _CONTROLLER,
     "policies": ["test_policies", "test_save_schedule"],
 }
 
