@@ -33,7 +33,13 @@ from resumable._drivers.read_ahead import readers_ahead
 from resumable._errors import UsageError, reset_command
 from resumable._feed import MAX_CHUNK, Feed
 from resumable._keys import Key, check_keys
-from resumable._progress import KeyProgress, PositionProgress, WatermarkProgress
+from resumable._progress import (
+    KeyProgress,
+    PositionProgress,
+    WatermarkProgress,
+    as_positional,
+    as_watermark,
+)
 from resumable._progress.keys import check_key_function
 from resumable._session import Session
 from resumable._text import counted, describe_key
@@ -64,7 +70,9 @@ class PoolLoop(Loop):
         self._workers = workers
         self._ordered = ordered
         self._window = window
-        self._progress: WatermarkProgress | KeyProgress | None = None
+        # The job's progress, of one kind or the other, once `start` chose it.
+        self._marked: WatermarkProgress | None = None
+        self._keyed: KeyProgress | None = None
 
     @classmethod
     def checked(
@@ -115,6 +123,7 @@ class PoolLoop(Loop):
             key = check_key_function(options.key)
             self._report_failures(keyed.failures)
             work = self._keyed_work(items, key, keyed)
+            self._keyed = keyed
             progress: WatermarkProgress | KeyProgress = keyed
         else:
             marked = self._watermark_progress()
@@ -126,8 +135,7 @@ class PoolLoop(Loop):
             feed, retried = marked.feed(items, str(session.path), options.on_change, retry)
             self._report_failures(marked.failures)
             work = self._indexed_work(feed, marked, retried)
-            progress = marked
-        self._progress = progress
+            progress = self._marked = marked
         display = open_display(options.progress, items, progress.position, session.path.name)
         self._accept(progress, display)
         results = self._results(work, progress)
@@ -137,14 +145,14 @@ class PoolLoop(Loop):
     def _watermark_progress(self) -> WatermarkProgress:
         session = self._session
         progress = session.progress
-        if isinstance(progress, WatermarkProgress):
-            return progress.copy()
+        if progress.kind == WatermarkProgress.kind:
+            return as_watermark(progress).copy()
         if (
-            isinstance(progress, PositionProgress)
+            progress.kind == PositionProgress.kind
             and not (progress.position or progress.finished)
             and not progress.failures
         ):
-            return WatermarkProgress.from_position(progress.copy())
+            return WatermarkProgress.from_position(as_positional(progress).copy())
         raise UsageError(
             f"{session.path} tracks done items by position ({progress.position:,} done, in "
             "order, by iterate()): a job keeps the kind of progress it started with. Go on "
@@ -153,7 +161,7 @@ class PoolLoop(Loop):
         )
 
     def _describe(self, where: str | int) -> str:
-        return describe_key(where) if isinstance(self._progress, KeyProgress) else f"#{where}"
+        return describe_key(where) if self._keyed is not None else f"#{where}"
 
     # -- the work: what is not done, with where it is -------------------------------------
 
@@ -204,7 +212,7 @@ class PoolLoop(Loop):
         owned = executor is None
         if executor is None:
             executor = ThreadPoolExecutor(self._workers, thread_name_prefix="resumable-map")
-        marked = progress if isinstance(progress, WatermarkProgress) else None
+        marked = self._marked
         # In flight: the future of each call, with its place and item. Calls that ended
         # wait in `ended` (unordered) or in `order`, the submission order (ordered).
         pending: dict[Future[Any], tuple[Key | int, T]] = {}
@@ -287,13 +295,14 @@ class PoolLoop(Loop):
             self.item_failed = False
             self._passed(where, progress)
             return
-        if isinstance(progress, KeyProgress):
-            progress.done.add(where)
-            progress.unsaved.append(where)
-        elif int(where) < progress.watermark:  # a failed item of an earlier run, retried
+        marked, keyed = self._marked, self._keyed
+        if keyed is not None:
+            keyed.done.add(where)
+            keyed.unsaved.append(where)
+        elif marked is not None and int(where) >= marked.watermark:
+            marked.mark_done(int(where))
+        else:  # a failed item of an earlier run, retried below the watermark
             self._checkpoint.uncounted += 1
-        else:
-            progress.mark_done(int(where))
         failures = progress.failures
         if failures and where in failures.items:
             failures.succeeded(where)  # it failed before; now it ran
@@ -301,8 +310,9 @@ class PoolLoop(Loop):
     def _passed(self, where: Key | int, progress: WatermarkProgress | KeyProgress) -> None:
         """A failure was recorded for `where`: passed this run, as `iterate` passes a
         failed item, and retried on a later one."""
-        if isinstance(progress, WatermarkProgress) and int(where) >= progress.watermark:
-            progress.mark_done(int(where))  # counted by the watermark, as by a position
+        marked = self._marked
+        if marked is not None and int(where) >= marked.watermark:
+            marked.mark_done(int(where))  # counted by the watermark, as by a position
         else:
             self._checkpoint.uncounted += 1  # the policy counts it: see Checkpoint
 

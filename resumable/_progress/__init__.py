@@ -34,6 +34,7 @@ __all__ = [
     "WatermarkProgress",
     "as_keyed",
     "as_positional",
+    "as_watermark",
     "restore",
     "restore_progress",
 ]
@@ -114,6 +115,12 @@ def restore_progress(data: Mapping[str, Any], journals: Journals, describe: str)
 def as_positional(progress: Progress) -> PositionProgress:
     """`progress`, which the caller knows to be by position, typed as such."""
     assert isinstance(progress, PositionProgress)
+    return progress
+
+
+def as_watermark(progress: Progress) -> WatermarkProgress:
+    """`progress`, which the caller knows to be a watermark, typed as such."""
+    assert isinstance(progress, WatermarkProgress)
     return progress
 
 
