@@ -127,3 +127,14 @@ def describe_os_error(error: BaseException) -> str:
         name = errno.errorcode.get(error.errno or 0, "error")
         return f"{error.strerror or error} [{name}]"
     return repr(error)
+
+
+def read_fix(error: OSError) -> str:
+    """What to do about a file that cannot be read for `error`, as a sentence without its
+    full stop: give read access after a refusal, otherwise fix the disk or file system."""
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return (
+            "Give this user read access to it (a run as another user, or under sudo, may "
+            "have left it so)"
+        )
+    return "Fix what stops the read (the disk, the file system, the network share)"

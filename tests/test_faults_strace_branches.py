@@ -224,14 +224,23 @@ def test_a_reset_whose_rename_aside_fails_leaves_the_job_resumable(
         assert traced.returncode == 1, traced.describe("resumable reset did not fail")
         assert traced.stdout == [], traced.describe("")
         message = traced.stderr.strip().removeprefix("resumable: error: ")
-    renames = traced.matching(re.compile(r"^\d+\s+rename(?:at2?)?\("))
+    # The job's renames only: under coverage, the child also renames its data file.
+    in_job = re.escape(str(job.directory))
+    renames = traced.matching(re.compile(rf'^\d+\s+rename(?:at2?)?\((?:\S+, )?"{in_job}/'))
     assert len(renames) == failing, traced.describe(f"renames: {renames}")
     source = backup_of(job) if failing == 1 else job.state
     failed = injected(traced, rf'^\d+\s+rename(?:at2?)?\((?:\S+, )?"{re.escape(str(source))}", ')
     assert failed == renames[-1], traced.describe("the fault hit another rename")
+    # When the backup was moved aside already, the message says so, and where.
+    moved = (
+        r" Its backup was moved aside already, to \1\.bak beside it: the job is as it was, "
+        r"less that backup \(rename it back to job\.state\.bak to keep it\)\."
+        if failing == 2
+        else ""
+    )
     named = re.fullmatch(
         rf"could not move {re.escape(str(job.state))} aside to (job\.state\.reset-[0-9T-]+): "
-        rf"\S.* \[{errno_name}\]\. Check that this user may write to its directory\.",
+        rf"\S.* \[{errno_name}\]\.{moved} Check that this user may write to its directory\.",
         message,
     )
     assert named is not None, message
@@ -279,7 +288,9 @@ JOURNAL_FAULTS = [
         "openat",
         "error=EACCES:when=1+",
         "StateFileError",
-        "the key journal {journal} cannot be read: Permission denied",
+        "the key journal {journal} cannot be read: Permission denied [EACCES]. That says "
+        "nothing about its content: nothing was changed. Give this user read access to it "
+        "(a run as another user, or under sudo, may have left it so), then run again.",
         False,
         b"",
     ),
@@ -288,7 +299,9 @@ JOURNAL_FAULTS = [
         FSTAT,
         "error=EIO:when=1+",
         "StateFileError",
-        "the key journal {journal} cannot be read: Input/output error",
+        "the key journal {journal} cannot be read: Input/output error [EIO]. That says "
+        "nothing about its content: nothing was changed. Fix what stops the read (the disk, "
+        "the file system, the network share), then run again.",
         False,
         b"",
     ),
@@ -307,8 +320,8 @@ JOURNAL_FAULTS = [
         FSTAT,
         "error=EIO:when=3+",
         "StateWriteError",
-        "cannot cut the key journal {journal} back to its committed {length} bytes: "
-        "Input/output error [EIO]",
+        "cannot read the size of the key journal {journal}: Input/output error [EIO]. "
+        "The state file and the key journal's committed bytes are as they were.",
         True,
         b"",
     ),
@@ -320,7 +333,8 @@ JOURNAL_FAULTS = [
         "error=EIO:when=1+",
         "StateWriteError",
         "cannot cut the key journal {journal} back to its committed {length} bytes: "
-        "Input/output error [EIO]",
+        "Input/output error [EIO]. The state file and the key journal's committed bytes "
+        "are as they were.",
         True,
         b"K\x06\0\0\0torn",
     ),
@@ -369,6 +383,72 @@ def test_a_key_journal_that_cannot_be_opened_or_cut_stops_the_run_with_the_state
 
     resume_keyed_job(job, done=2)
     assert journal.stat().st_size > length  # cut, then appended to
+
+
+NEW_JOURNAL_FAULTS = [
+    # (id, system call, injection, what the injected call must show, the message's reason)
+    # A new journal's open is the second on its path, after the plain open that finds no
+    # file: every second open is the one with O_CREAT (the run's exit save tries again).
+    ("create-eacces", "openat", "error=EACCES:when=2+2", "O_CREAT", "Permission denied [EACCES]"),
+    (
+        "create-enospc",
+        "openat",
+        "error=ENOSPC:when=2+2",
+        "O_CREAT",
+        "No space left on device [ENOSPC]",
+    ),
+    ("create-eio", "openat", "error=EIO:when=2+2", "O_CREAT", "Input/output error [EIO]"),
+    ("fchmod-eperm", "fchmod", "error=EPERM:when=1+", "fchmod", "Operation not permitted [EPERM]"),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "inject", "shows", "reason"),
+    [fault[1:] for fault in NEW_JOURNAL_FAULTS],
+    ids=[fault[0] for fault in NEW_JOURNAL_FAULTS],
+)
+def test_a_new_key_journal_that_cannot_be_created_stops_the_run_and_leaves_no_file(
+    tmp_path: Path, call: str, inject: str, shows: str, reason: str
+) -> None:
+    """A private (0600) keyed job saved before any key was done has no journal yet; the
+    next run's first save creates it. When that open (O_CREAT) fails, or the fchmod that
+    gives it the state file's permission bits: StateWriteError naming the journal and the
+    reason, the state file as it was, no journal file left (one left without the bits
+    would keep them: only a new file gets them), and the next run starts at item 0 and
+    writes a 0600 journal."""
+    job = Job(tmp_path)
+    first = run_job("keyed_save_job.py", job, ["--items", str(ITEMS), "--stop-at", "0"])
+    assert first.stdout == ["ready 0 1", "done 0 False 1"], first.describe("")
+    job.state.chmod(0o600)
+    journal = key_journal(job)
+    state_before = digest(job.state)
+
+    options = strace_options(call, inject, journal)
+    traced = run_job("keyed_save_job.py", job, ["--items", str(ITEMS)], options)
+    assert traced.returncode == 0, traced.describe("the run did not end by itself")
+    faults = [line for line in traced.log if line.endswith("(INJECTED)")]
+    assert faults, traced.describe("no fault was injected")
+    assert all(shows in line and str(journal) in line for line in faults), traced.describe("")
+    assert traced.stdout[:-1] == ["ready 0 2", "did 0"], traced.describe("")
+    report = error_report(traced)
+    assert (report["type"], report["saves"]) == ("StateWriteError", 0), report
+    message = str(report["message"])
+    if call == "openat":
+        assert message == (
+            f"cannot open the key journal {journal} for writing: {reason}. Check that this "
+            "user may write to it and to its directory."
+        ), message
+    else:
+        assert message == (
+            f"cannot give the new key journal {journal} the state file's permission bits: "
+            f"{reason}. The state file and the key journal's committed bytes are as they were."
+        ), message
+    assert digest(job.state) == state_before
+    assert not journal.exists()
+    assert position(job) == (0, False, False)
+
+    resume_keyed_job(job, done=0)
+    assert journal.stat().st_mode & 0o777 == 0o600
 
 
 def test_a_retired_key_journal_that_cannot_be_deleted_is_left_and_the_run_goes_on(
@@ -436,3 +516,44 @@ def test_ctrl_c_in_a_key_journal_write_lets_the_save_complete_and_the_next_run_r
     assert job.temp_files() == []
 
     resume_keyed_job(job, done=when)
+
+
+@pytest.mark.parametrize("how", ["reset()", "resumable reset"])
+def test_a_reset_whose_directory_flush_fails_says_the_reset_is_done(
+    tmp_path: Path, how: str
+) -> None:
+    """Both renames aside succeed, then the open of the directory for their flush fails
+    (EACCES): StateWriteError says the state file was moved aside and the reset is done
+    (not that it could not be moved), both files are aside byte for byte, the lock is
+    free, and the next run starts the job over."""
+    job = Job(tmp_path)
+    state_before, backup_before = finished_positional_job(job)
+    # Every open of the directory fails; the reset makes only the one for its flush.
+    options = strace_options("openat", "error=EACCES:when=1+", job.directory)
+    if how == "reset()":
+        traced = run_job("keyed_save_job.py", job, ["reset"], options)
+        assert traced.returncode == 0, traced.describe("the reset did not end by itself")
+        report = error_report(traced)
+        assert (report["type"], report["errno"]) == ("StateWriteError", "EACCES"), report
+        message = str(report["message"])
+    else:
+        traced = run_reset_command(job, options)
+        assert traced.returncode == 1, traced.describe("resumable reset did not fail")
+        message = traced.stderr.strip().removeprefix("resumable: error: ")
+    injected(traced, r"openat\(.*O_DIRECTORY\) = -1 EACCES")
+    named = re.fullmatch(
+        rf"moved {re.escape(str(job.state))} aside to (job\.state\.reset-[0-9T-]+), but "
+        r"flushing its directory failed: Permission denied \[EACCES\]\. The reset is done; "
+        r"after a power cut the state file may come back, and the job would resume instead "
+        r"of starting over\.",
+        message,
+    )
+    assert named is not None, message
+    assert not job.state.exists()
+    assert not backup_of(job).exists()
+    assert digest(tmp_path / named[1]) == state_before
+    assert digest(tmp_path / f"{named[1]}.bak") == backup_before
+    assert job.lock_is_free()
+
+    again = run_job("save_job.py", job, ["--items", "2"])
+    assert again.stdout == ["ready 0 1", "done 2 True 2"], again.describe("it did not start over")

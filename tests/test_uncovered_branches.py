@@ -318,7 +318,9 @@ def test_a_key_journal_replaced_by_a_directory_is_refused_as_unreadable(tmp_path
     journal.mkdir()
     before = digest(state)
     with (
-        pytest.raises(StateFileError, match="cannot be read: Is a directory"),
+        pytest.raises(
+            StateFileError, match=r"cannot be read: Is a directory \[EISDIR\]\. That says nothing"
+        ),
         Resumable(state) as r,
     ):
         for _ in r.iterate(["a", "b", "c", "d"], key=str):

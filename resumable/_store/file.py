@@ -28,7 +28,6 @@ stops the read says nothing about the bytes, and a newer file is no damaged one.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import stat
 import time
@@ -38,6 +37,7 @@ from resumable._errors import (
     StateFileError,
     StateWriteError,
     describe_os_error,
+    read_fix,
     reset_command,
     warn,
 )
@@ -207,17 +207,10 @@ def _read_regular_file(path: Path, fd: int) -> bytes | None:
 
 
 def _cannot_read(path: Path, error: OSError) -> NotDamagedError:
-    if error.errno in (errno.EACCES, errno.EPERM):
-        fix = (
-            "Give this user read access to it (a run as another user, or under sudo, may "
-            "have left it so)"
-        )
-    else:
-        fix = "Fix what stops the read (the disk, the file system, the network share)"
     return NotDamagedError(
         f"{path} cannot be read: {describe_os_error(error)}. That says nothing about its "
         f"content, so it is not taken for damage: the backup is not used and nothing was "
-        f"changed. {fix}, then run again."
+        f"changed. {read_fix(error)}, then run again."
     )
 
 
@@ -398,15 +391,30 @@ class FileStore:
         # The backup goes first: a crash between the two renames leaves the job as it was
         # (minus a backup, kept aside), never a fresh job beside the old job's backup, which
         # its first unreadable save would fall back to.
+        backup_aside = backup_path(aside)
+        moved = ""  # what the message must say was moved already
         try:
             with contextlib.suppress(FileNotFoundError):
-                os.replace(self.backup, backup_path(aside))
+                os.replace(self.backup, backup_aside)
+                moved = (
+                    f" Its backup was moved aside already, to {backup_aside.name} beside it: "
+                    f"the job is as it was, less that backup (rename it back to "
+                    f"{self.backup.name} to keep it)."
+                )
             os.replace(self.path, aside)
+        except OSError as error:
+            raise StateWriteError(
+                f"could not move {self.path} aside to {aside.name}: {describe_os_error(error)}."
+                f"{moved} Check that this user may write to its directory.",
+                errno=error.errno,
+            ) from error
+        try:
             durable.fsync_directory(self.path.parent)
         except OSError as error:
             raise StateWriteError(
-                f"could not move {self.path} aside to {aside.name}: {describe_os_error(error)}. "
-                "Check that this user may write to its directory.",
+                f"moved {self.path} aside to {aside.name}, but flushing its directory failed: "
+                f"{describe_os_error(error)}. The reset is done; after a power cut the state "
+                "file may come back, and the job would resume instead of starting over.",
                 errno=error.errno,
             ) from error
         return aside

@@ -50,7 +50,13 @@ from typing import Any
 
 import orjson
 
-from resumable._errors import StateFileError, StateWriteError, UsageError, describe_os_error
+from resumable._errors import (
+    StateFileError,
+    StateWriteError,
+    UsageError,
+    describe_os_error,
+    read_fix,
+)
 from resumable._keys import Key, check_keys
 from resumable._store.durable import fsync_directory, fsync_file, set_mode, write_all
 from resumable._store.journal_api import MAX_GENERATION
@@ -252,7 +258,7 @@ def _read_records(
             f"of it as saved progress. {_RESTORE}"
         ) from None
     except OSError as error:
-        raise StateFileError(f"the {kind.name} {path} cannot be read: {error.strerror}") from None
+        raise _unreadable(path, kind, error) from None
     records = 0
     offset = 0
     with file:
@@ -280,10 +286,16 @@ def _read_records(
                 f"file counts its first {length:,} bytes as saved progress. {_RESTORE}"
             ) from None
         except OSError as error:
-            raise StateFileError(
-                f"the {kind.name} {path} cannot be read: {error.strerror}"
-            ) from None
+            raise _unreadable(path, kind, error) from None
     return records
+
+
+def _unreadable(path: Path, kind: Kind, error: OSError) -> StateFileError:
+    """The journal at `path` cannot be opened or read for `error` (not for its content)."""
+    return StateFileError(
+        f"the {kind.name} {path} cannot be read: {describe_os_error(error)}. That says "
+        f"nothing about its content: nothing was changed. {read_fix(error)}, then run again."
+    )
 
 
 def _check_job(path: Path, offset: int, found: str, job_id: str | None, kind: Kind) -> None:
@@ -312,6 +324,16 @@ def _check_length(length: int) -> None:
 
 
 # -- writing ---------------------------------------------------------------------------
+
+
+def _close_refused(fd: int, path: Path, new_file: bool) -> None:
+    """Close a journal `JournalWriter.open` could not make ready; one it had just created
+    goes too: it may lack the state file's permission bits, and a later open of an
+    existing file would not set them."""
+    os.close(fd)
+    if new_file:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 class JournalWriter:
@@ -379,9 +401,11 @@ class JournalWriter:
                 "Check that this user may write to it and to its directory.",
                 errno=error.errno,
             ) from error
+        doing = f"give the new {kind.name} {path} the state file's permission bits"
         try:
             if new_file:
                 set_mode(fd, mode)
+            doing = f"read the size of the {kind.name} {path}"
             size = os.fstat(fd).st_size
             if size < length:
                 raise StateFileError(
@@ -389,18 +413,19 @@ class JournalWriter:
                     f"that the state file counts as saved progress: it was truncated or "
                     f"replaced. {_RESTORE}"
                 )
+            doing = f"cut the {kind.name} {path} back to its committed {length:,} bytes"
             if size > length:
                 os.ftruncate(fd, length)  # a torn record, or keys no state file committed
             os.lseek(fd, length, os.SEEK_SET)
         except OSError as error:
-            os.close(fd)
+            _close_refused(fd, path, new_file)
             raise StateWriteError(
-                f"cannot cut the {kind.name} {path} back to its committed {length:,} bytes: "
-                f"{describe_os_error(error)}",
+                f"cannot {doing}: {describe_os_error(error)}. The state file and the "
+                f"{kind.name}'s committed bytes are as they were.",
                 errno=error.errno,
             ) from error
         except BaseException:
-            os.close(fd)
+            _close_refused(fd, path, new_file)
             raise
         return cls(path, fd, length, new_file=new_file, job_id=job_id, kind=kind)
 
