@@ -353,17 +353,17 @@ def test_a_run_refused_while_the_lock_is_probed_tries_again(
 
     try:
         fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        monkeypatch.setattr(flock, "_wait_before_retry", probe_ends)
+        monkeypatch.setattr(flock, "wait_before_retry", probe_ends)
         with Resumable(state_path) as r:
             assert r.position == 0
-        assert pauses == [flock._RETRY_PAUSES[0]]
+        assert pauses == [flock.RETRY_PAUSES[0]]
 
         pauses.clear()
         fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        monkeypatch.setattr(flock, "_wait_before_retry", pauses.append)
+        monkeypatch.setattr(flock, "wait_before_retry", pauses.append)
         with pytest.raises(StateLockedError), Resumable(state_path):
             pass
-        assert pauses == list(flock._RETRY_PAUSES)
+        assert pauses == list(flock.RETRY_PAUSES)
     finally:
         os.close(probe)
 

@@ -191,7 +191,9 @@ def test_the_journal_generation_the_backup_names_is_kept_so_the_backup_resumes(
     one and its backup the old one. A later run deletes retired generations, but not the
     one the backup names: when the state file is then damaged, the backup resumes, with
     exactly its keys."""
-    monkeypatch.setattr(journal_files, "FOLD_MIN_RECORDS", 3)  # fold after a few saves, not 1,000
+    monkeypatch.setattr(
+        journal_files, "FOLD_MIN_RECORDS", 3
+    )  # the seam: fold past 3 records, not 1,000
     items = [f"k{n}" for n in range(40)]
     ran: list[str] = []
     with Resumable(state_path, policy=NPolicy(1)) as r:

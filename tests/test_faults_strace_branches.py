@@ -12,6 +12,9 @@ says. The branches:
   backup moved;
 - the key journal's open, ``fstat``, ``ftruncate`` and the ``unlink`` of a generation no
   state file names failing;
+- a new key journal's open (``O_CREAT``) or ``fchmod`` failing;
+- a fold of the key journal failing part-way (a write, the fsync, the directory's flush);
+- a program's own signal handler raising (not an ``OSError``) in a journal append or a fold;
 - a ctrl+c (SIGINT) arriving in the key journal's write or fsync of a save.
 
 The keyed job is tests/jobs/keyed_save_job.py: item i has the key ``k<i>`` and every item
@@ -476,6 +479,135 @@ def test_a_retired_key_journal_that_cannot_be_deleted_is_left_and_the_run_goes_o
     assert again.stdout == [f"ready {ITEMS} 3", f"done {ITEMS} True 1"], again.describe("")
     assert not retired.exists()
     assert key_journal(job).exists()
+
+
+# -- a fold failing part-way, and a program's own handler raising in a journal write -------
+
+
+def fold_journal(job: Job) -> Path:
+    """The file of the key journal's generation 1: the one a fold of generation 0 writes."""
+    return job.state.with_name(job.state.name + ".keys-1")
+
+
+FOLD_FAULTS = [
+    # (id, system call, injection, the error's type, the reason in its message)
+    # The fold writes the job record, then one record of all the keys, then fsyncs. With
+    # "+", every later call fails too: the exit's save, which folds again, fails as well.
+    ("write-1-eio", "write", "error=EIO:when=1+", "StateWriteError", "Input/output error [EIO]"),
+    (
+        "write-2-enospc",
+        "write",
+        "error=ENOSPC:when=2+",
+        "StateWriteError",
+        "No space left on device [ENOSPC]",
+    ),
+    ("fsync-eio", "fsync", "error=EIO:when=1+", "StateWriteError", "Input/output error [EIO]"),
+    # The program's own SIGUSR1 handler raises (not an OSError) after the fold's first
+    # write: re-raised as it is, the fold's file removed.
+    ("write-1-usr1", "write", "signal=USR1:when=1+", "UserHandlerError", ""),
+    ("write-2-usr1", "write", "signal=USR1:when=2+", "UserHandlerError", ""),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "inject", "error_type", "reason"),
+    [fault[1:] for fault in FOLD_FAULTS],
+    ids=[fault[0] for fault in FOLD_FAULTS],
+)
+def test_a_fold_failing_part_way_leaves_the_journal_and_state_as_committed(
+    tmp_path: Path, call: str, inject: str, error_type: str, reason: str
+) -> None:
+    """A keyed job done up to item 2 (two records); the next run folds its key journal at
+    its first save (FOLD_MIN_RECORDS lowered to 1), and a write or the fsync of the new
+    generation fails, or brings a signal whose handler (the program's) raises: the run
+    stops with StateWriteError naming the fold (or with the handler's own exception), the
+    new generation's file is removed, the state file and the key journal in use are byte
+    for byte as they were, and the next run resumes with every committed key."""
+    job = Job(tmp_path)
+    keyed_job_stopped_at_two(job)
+    journal, fold = key_journal(job), fold_journal(job)
+    state_before, journal_before = digest(job.state), digest(journal)
+
+    args = ["--items", str(ITEMS), "--fold-after", "1", "--raise-on-usr1"]
+    traced = run_job("keyed_save_job.py", job, args, strace_options(call, inject, fold))
+    assert traced.returncode == 0, traced.describe("the run did not end by itself")
+    assert traced.stdout[:-1] == ["ready 2 2", "did 2"], traced.describe("")
+    if error_type == "UserHandlerError":
+        assert any("--- SIGUSR1" in line for line in traced.log), traced.describe("no signal")
+        assert traced.stdout[-1] == "raised UserHandlerError 0", traced.describe("")
+    else:
+        injected(traced, rf"{call}\(\d+<{re.escape(str(fold))}>")
+        report = error_report(traced)
+        assert (report["type"], report["saves"]) == (error_type, 0), report
+        assert report["message"] == (
+            f"could not write the folded key journal {fold}: {reason}. The journal in use "
+            "is unchanged."
+        ), report["message"]
+    assert not fold.exists()
+    assert (digest(job.state), digest(journal)) == (state_before, journal_before)
+    assert position(job) == (2, False, False)
+
+    resume_keyed_job(job, done=2)
+
+
+def test_a_fold_whose_directory_flush_fails_is_removed_and_the_exit_folds_again(
+    tmp_path: Path,
+) -> None:
+    """The fold's new generation is written and fsynced, but the open of the directory
+    for its flush fails (EACCES, once): StateWriteError, the file removed (its name may not
+    be on the disk); the exit's save folds again, into the same generation, and commits it
+    with item 2; the next run resumes after item 2."""
+    job = Job(tmp_path)
+    keyed_job_stopped_at_two(job)
+    fold = fold_journal(job)
+    # The directory's opens: four scans (O_NONBLOCK) as the run opens the job and chooses
+    # the fold's generation, then the fold's flush.
+    options = strace_options("openat", "error=EACCES:when=5", job.directory)
+    args = ["--items", str(ITEMS), "--fold-after", "1"]
+    traced = run_job("keyed_save_job.py", job, args, options)
+    assert traced.returncode == 0, traced.describe("the run did not end by itself")
+    failed = injected(traced, r"openat\(.*O_DIRECTORY\) = -1 EACCES")
+    assert "O_NONBLOCK" not in failed, traced.describe("the fault hit a scan, not the flush")
+    assert traced.stdout[:-1] == ["ready 2 2", "did 2"], traced.describe("")
+    report = error_report(traced)
+    assert (report["type"], report["saves"]) == ("StateWriteError", 1), report
+    assert report["message"] == (
+        f"could not write the folded key journal {fold}: Permission denied [EACCES]. The "
+        "journal in use is unchanged."
+    ), report["message"]
+    assert fold.exists()  # written again by the exit's save, which the state file commits
+    snapshot = resumable.inspect(job.state)
+    assert (snapshot.position, snapshot.finished) == (3, False)
+
+    traced = run_job("keyed_save_job.py", job, ["--items", str(ITEMS)])
+    assert traced.stdout == ["ready 3 3", "did 3", f"done {ITEMS} True 2"], traced.describe("")
+
+
+def test_a_program_s_own_handler_raising_in_a_journal_append_is_raised_as_it_is(
+    tmp_path: Path,
+) -> None:
+    """The program's own SIGUSR1 handler raises (not an OSError, not held back by the
+    library) in every write of the key journal: the append re-raises it as it is, not as
+    StateWriteError; the state file and the journal's committed bytes are as they were
+    (the torn record past them is cut by the next run), and the next run resumes with
+    every committed key."""
+    job = Job(tmp_path)
+    keyed_job_stopped_at_two(job)
+    journal = key_journal(job)
+    length = journal.stat().st_size
+    state_before, journal_before = digest(job.state), journal.read_bytes()
+
+    options = strace_options("write", "signal=USR1:when=1+", journal)
+    args = ["--items", str(ITEMS), "--raise-on-usr1"]
+    traced = run_job("keyed_save_job.py", job, args, options)
+    assert traced.returncode == 0, traced.describe("the run did not end by itself")
+    assert any("--- SIGUSR1" in line for line in traced.log), traced.describe("no signal")
+    assert traced.stdout == ["ready 2 2", "did 2", "raised UserHandlerError 0"], traced.describe("")
+    assert digest(job.state) == state_before
+    assert journal.read_bytes()[:length] == journal_before
+    assert position(job) == (2, False, False)
+
+    resume_keyed_job(job, done=2)
 
 
 # -- ctrl+c in a journal write --------------------------------------------------------------

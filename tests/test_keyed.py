@@ -196,7 +196,9 @@ def test_time_policy_saves_by_the_frozen_clock(state_path: Path) -> None:
 def test_a_journal_of_many_records_is_folded_into_a_new_generation(
     state_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(journal_files, "FOLD_MIN_RECORDS", 3)  # fold after a few saves, not 1,000
+    monkeypatch.setattr(
+        journal_files, "FOLD_MIN_RECORDS", 3
+    )  # the seam: fold past 3 records, not 1,000
     with Resumable(state_path, policy=NPolicy(1)) as r:
         for item in r.iterate(range(10), key=int):
             if item == 8:
@@ -216,7 +218,9 @@ def test_journal_files_get_the_state_file_s_permissions(
     """A job made private (chmod 600) keeps its keys private in the journal files it writes."""
     run(state_path, range(10), key=int, stop_at=3)
     state_path.chmod(0o600)
-    monkeypatch.setattr(journal_files, "FOLD_MIN_RECORDS", 3)  # fold after a few saves, not 1,000
+    monkeypatch.setattr(
+        journal_files, "FOLD_MIN_RECORDS", 3
+    )  # the seam: fold past 3 records, not 1,000
     with Resumable(state_path, policy=NPolicy(1)) as r:
         for item in r.iterate(range(10), key=int):
             if item == 8:

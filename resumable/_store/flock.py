@@ -44,7 +44,7 @@ _PID_WIDTH = 21  # 20 digits hold any 64-bit pid, then a newline
 # The pauses before a refused run tries the lock again. `lock_holder` holds it for two
 # system calls (microseconds; a few milliseconds if its process is preempted in between),
 # a real run for as long as it runs: about 20 ms in all tells the two apart.
-_RETRY_PAUSES = (0.001, 0.004, 0.016)
+RETRY_PAUSES = (0.001, 0.004, 0.016)
 
 # The lock files this process holds, and by which FileLock. dict.setdefault and dict.pop
 # are single C calls, so claiming and releasing need no threading lock: a lock held when
@@ -206,17 +206,23 @@ def _lock_or_refuse(fd: int, path: Path, job: Path) -> None:
 
 
 def _lock_unless_held(fd: int) -> None:
-    """Lock `fd`; when refused, try again after each of the short `_RETRY_PAUSES`, then
+    """Lock `fd`; when refused, try again after each of the short `RETRY_PAUSES`, then
     raise the refusal."""
-    for pause in _RETRY_PAUSES:
+    for pause in RETRY_PAUSES:
         with contextlib.suppress(OSError):
             _lock(fd)
             return
-        _wait_before_retry(pause)
+        wait_before_retry(pause)
     _lock(fd)
 
 
-def _wait_before_retry(seconds: float) -> None:
+def wait_before_retry(seconds: float) -> None:
+    """Pause `seconds` before a refused run tries the lock again.
+
+    The seam for tests (docs/architecture.md, "Seams for tests"): a test replaces this
+    function, looked up at each pause, to see the pauses taken or to free the lock in one,
+    with no real time waited.
+    """
     time.sleep(seconds)
 
 

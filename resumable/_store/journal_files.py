@@ -82,6 +82,11 @@ from resumable._store.journal_codec import (
 logger = logging.getLogger("resumable")
 # `fold_is_due`: fold once there are more than this many records and more than one record
 # per this many keys; see its docstring for the arithmetic.
+# FOLD_MIN_RECORDS is also the seam for tests (docs/architecture.md, "Seams for tests"):
+# a test lowers it to see a fold after a few saves instead of a thousand, in its own
+# process (monkeypatch) or in a job it starts (tests/jobs/keyed_save_job.py --fold-after).
+# So `fold_is_due` reads it at each call: never bind it at import (a default argument,
+# `from ... import`), or setting it would change nothing.
 FOLD_MIN_RECORDS = 1_000
 FOLD_KEYS_PER_RECORD = 32
 _BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation

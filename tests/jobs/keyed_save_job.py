@@ -1,6 +1,6 @@
 """A keyed job with a fixed sequence of saves, for the strace fault tests of the key journal.
 
-    python keyed_save_job.py STATE --items N [--stop-at K]
+    python keyed_save_job.py STATE --items N [--stop-at K] [--fold-after R] [--raise-on-usr1]
     python keyed_save_job.py STATE reset
 
 It runs ``range(N)`` with ``key=`` (item i has the key ``"k<i>"``), ``NPolicy(1)`` and a
@@ -14,7 +14,15 @@ and never with ``write``, so a fault injected into ``write`` hits the library's 
 - ``done <position> <finished> <saves>`` after the with block;
 - ``error <json>`` instead, when a `resumable.StateWriteError` or `resumable.StateFileError`
   leaves the with block: its ``type``, ``message``, ``errno`` name (if any) and ``saves``;
-- ``interrupted <saves>`` instead, when a KeyboardInterrupt leaves it.
+- ``interrupted <saves>`` instead, when a KeyboardInterrupt leaves it;
+- ``raised <type> <saves>`` instead, when the exception of ``--raise-on-usr1`` leaves it.
+
+``--fold-after R`` sets the library's seam for tests ``FOLD_MIN_RECORDS`` (see
+docs/architecture.md) to R: the key journal is folded into a new generation at the save
+that would make it hold more than R records (with one key per save, the save of item R).
+``--raise-on-usr1`` installs a SIGUSR1 handler that raises `UserHandlerError`, as a
+program's own handler may (a timeout on SIGALRM, say): not an `OSError`, and not held
+back by the library, whose handlers are for SIGINT, SIGTERM and SIGHUP only.
 
 ``reset`` calls `resumable.reset` and prints ``reset <name of the file set aside>``, or
 ``error <json>`` when it raises `StateWriteError`.
@@ -26,9 +34,21 @@ import argparse
 import errno
 import json
 import os
+import signal
 from pathlib import Path
+from types import FrameType
 
 import resumable
+from resumable._store import journal_files
+
+
+class UserHandlerError(Exception):
+    """What the program's own SIGUSR1 handler raises."""
+
+
+def raise_user_handler_error(signum: int, frame: FrameType | None) -> None:
+    """A program's signal handler that raises."""
+    raise UserHandlerError(f"signal {signum}")
 
 
 def say(line: str) -> None:
@@ -58,7 +78,13 @@ def main() -> None:
     parser.add_argument("command", nargs="?", choices=["run", "reset"], default="run")
     parser.add_argument("--items", type=int, default=0)
     parser.add_argument("--stop-at", type=int, default=-1)
+    parser.add_argument("--fold-after", type=int, default=0)
+    parser.add_argument("--raise-on-usr1", action="store_true")
     parsed = parser.parse_args()
+    if parsed.fold_after:
+        journal_files.FOLD_MIN_RECORDS = parsed.fold_after  # the seam for tests
+    if parsed.raise_on_usr1:
+        signal.signal(signal.SIGUSR1, raise_user_handler_error)
     state = Path(parsed.state)
     if parsed.command == "reset":
         try:
@@ -81,6 +107,9 @@ def main() -> None:
         return
     except KeyboardInterrupt:
         say(f"interrupted {job.saves}")
+        return
+    except UserHandlerError:
+        say(f"raised UserHandlerError {job.saves}")
         return
     say(f"done {job.position} {job.finished} {job.saves}")
 
