@@ -27,6 +27,7 @@ from resumable._failures import FailedItem
 from resumable._inspect import StateSnapshot, inspect
 from resumable._reset import reset
 from resumable._resumable import Resumable
+from resumable._sinks import CsvSink, Sink
 from resumable._version import __version__
 from resumable.policies import (
     AllOf,
@@ -42,6 +43,7 @@ from resumable.policies import (
 __all__ = [
     "AllOf",
     "CalledTooOftenError",
+    "CsvSink",
     "ExactChecks",
     "FailedItem",
     "InputChangedError",
@@ -56,6 +58,7 @@ __all__ = [
     "ResumableWarning",
     "SaveRecord",
     "SinceLastSave",
+    "Sink",
     "StateFileError",
     "StateLockedError",
     "StateNotSerializableError",

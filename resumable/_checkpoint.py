@@ -40,7 +40,7 @@ _WRITER = f"resumable-loop {__version__}"
 SAVE_LOG_LENGTH = 1000
 logger = logging.getLogger("resumable")
 
-SaveReason = Literal["policy", "explicit", "completion", "exit", "signal"]
+SaveReason = Literal["policy", "explicit", "completion", "exit", "signal", "sink"]
 
 
 class SaveRecord(NamedTuple):
@@ -55,7 +55,8 @@ class SaveRecord(NamedTuple):
         saved_at: when, by the wall clock: the state file's ``saved_at`` (UTC).
         reason: ``"policy"`` (the policy asked), ``"explicit"`` (`r.save()`),
             ``"completion"`` (the input ran out), ``"exit"`` (the with block ended with
-            unsaved work) or ``"signal"`` (a signal stopped the run; the exit saved).
+            unsaved work), ``"signal"`` (a signal stopped the run; the exit saved) or
+            ``"sink"`` (`r.sink` opened a new output file, recorded at once).
         fired: for a policy save, the member of the policy that asked for it (the policy
             itself unless it is a `PolicySwitch`); ``None`` for the other reasons.
     """
@@ -144,6 +145,9 @@ class Checkpoint:
         display = self.display
         if display is not None:
             display.advance_to(position)
+        sinks = self._session.sinks
+        if sinks.by_path:  # no item is in flight: all output so far is of items done
+            sinks.mark()
         now = self.now()
         count = position + self.uncounted
         checked = count - self._checked_count
@@ -175,6 +179,10 @@ class Checkpoint:
         if limit > MAX_ITEMS_BETWEEN_CHECKS:
             limit = MAX_ITEMS_BETWEEN_CHECKS
         self.items_between_checks = gap if 1 <= gap <= limit else (1 if gap < 1 else limit)
+        if sinks.by_path:
+            # A boundary after every item: there the sinks are marked, so a stop inside an
+            # item saves the output of the items before it, and not the start of its own.
+            self.items_between_checks = 1
 
     def _since_last_save(self, now: float, count: int, pace: float | None) -> SinceLastSave:
         seconds = now - self._saved_clock  # never negative: see `now`
@@ -200,7 +208,11 @@ class Checkpoint:
         if session.iterated and not self.saves:
             return True
         current = _state_file.fingerprint(session.progress.snapshot(), session.state)
-        return current is None or current != session.saved_fingerprint
+        return (
+            current is None
+            or current != session.saved_fingerprint
+            or session.sinks.changed(mark=not session.item_in_flight())
+        )
 
     def save_at_exit(self, leaving: BaseException | None) -> None:
         """The with block ends, with `leaving` the exception that leaves it, if any: save
@@ -230,6 +242,9 @@ class Checkpoint:
         session.require_opening_process()
         store, progress, state = session.store, session.progress, session.state
         store.check_lock()  # before the journal too: a second run may own the job
+        # The sinks' output on the disk before anything counts it; a failure here leaves the
+        # journals and the state file as they were.
+        sink_lengths = session.sinks.sync(mark=not session.item_in_flight())
         if progress.journal_pending:
             # A state that cannot be saved is refused before a journal is written to.
             _state_file.check_state(state)
@@ -243,6 +258,7 @@ class Checkpoint:
             runs=session.runs,
             created_at=session.created_at,
             saved_at=_state_file.now_iso(),
+            sinks=sink_lengths,
         )
         started = time.perf_counter()
         try:
@@ -256,6 +272,7 @@ class Checkpoint:
         fingerprint = _state_file.fingerprint(snapshot, state)
         position = progress.position
         store.save(data)
+        session.sinks.saved(sink_lengths)
         if now is None:
             now = self.now()
         loop_started = self._loop_started

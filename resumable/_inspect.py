@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,9 @@ class StateSnapshot:
         failed: the items recorded as failed (``iterate(..., on_error="record")``).
         input_length: the length of the job's input, when it has one and the state file
             records it (position progress over a sequence); None otherwise.
+        sinks: the job's output files (`Resumable.sink`): each path (absolute, as the
+            state file's folder makes it) with its recorded length in bytes, which the
+            next run cuts the file back to.
     """
 
     path: Path
@@ -48,6 +51,7 @@ class StateSnapshot:
     progress_kind: str = "position"
     failed: tuple[FailedItem, ...] = ()
     input_length: int | None = None
+    sinks: dict[str, int] = field(default_factory=dict)
 
 
 def inspect(path: str | os.PathLike[str]) -> StateSnapshot:
@@ -87,4 +91,8 @@ def inspect(path: str | os.PathLike[str]) -> StateSnapshot:
         progress_kind=progress.kind,
         failed=tuple(progress.failures.items.values()),
         input_length=progress.input_length,
+        sinks={
+            os.path.normpath(location.parent / path): length
+            for path, length in document.sinks.items()
+        },
     )

@@ -28,6 +28,7 @@ from resumable._failures import FailedItem
 from resumable._progress import KeyProgress
 from resumable._session import Session
 from resumable._signals import default_signals, defers_signals, signal_numbers, take_overdue
+from resumable._sinks import Sink
 from resumable._store.file import resolve
 from resumable.policies import Policy, as_policy
 
@@ -310,6 +311,36 @@ class Resumable:
         # on_change="restart", say), and a run that ends refused writes nothing.
         session.refused = True
         return session
+
+    def sink(
+        self, path: str | os.PathLike[str], mode: Literal["t", "b"] = "t", encoding: str = "utf-8"
+    ) -> Sink:
+        """Open an output file that stays in step with the progress: after any stop, it
+        holds the output of each item done exactly once (docs/output-files.md).
+
+        Call it before the loop; write in the loop body (`Sink.write`, `Sink.write_json`,
+        `Sink.csv`). Each save flushes and fsyncs the file before the state file records
+        its length; the next run cuts it back to that length. A new sink starts empty (a
+        non-empty file the job did not write is refused; restart=True moves it aside).
+
+        Args:
+            path: the file (str or PathLike); created if missing.
+            mode: ``"t"``: `write` takes str, encoded with `encoding`; ``"b"``: bytes.
+            encoding: the text encoding of ``mode="t"``.
+        """
+        session = self._session
+        if not session.is_open:
+            raise UsageError("sink() works inside the with block, before the loop")
+        session.require_opening_process()
+        if self._driver is not None or session.iterated:
+            raise UsageError(
+                "sink() was called after the loop started: open every sink before "
+                f"{self._loop_method}(), so that each run cuts it back before any output"
+            )
+        sink, new = session.sinks.open(path, mode, encoding)
+        if new:
+            self._checkpoint.save("sink")  # recorded at 0 bytes before anything is written
+        return sink
 
     @property
     def failed(self) -> list[FailedItem]:

@@ -23,6 +23,7 @@ from resumable._display import LoopDisplay, write_line
 from resumable._errors import UsageError
 from resumable._progress import PositionProgress, Progress, restore_progress
 from resumable._signals import SignalGuard, defers_signals
+from resumable._sinks import Sinks
 from resumable._store import Store, open_store
 from resumable._store.document import fingerprint, now_iso
 from resumable._text import counted
@@ -47,6 +48,7 @@ class Session:
         self.state: dict[str, Any] = {}
         self.runs = 1
         self.created_at = ""
+        self.sinks = Sinks(path, restart=restart)  # the output files of r.sink
         self.saved_fingerprint: bytes | None = None  # of what the state file holds
         self.start_position = 0  # the progress's position when this run's loop started
         self.iterated = False  # whether iterate() made this run's loop
@@ -109,6 +111,7 @@ class Session:
         self.state = document.state
         self.runs = document.runs + 1
         self.created_at = document.created_at
+        self.sinks.recorded = dict(document.sinks)
         # As this version would write it: a file in another form is not rewritten by a run
         # that only looks.
         self.saved_fingerprint = fingerprint(self.progress.snapshot(), document.state)
@@ -118,6 +121,11 @@ class Session:
             f"{self.progress.position:,}",
             f"{self.runs:,}",
         )
+
+    def item_in_flight(self) -> bool:
+        """Whether the loop started and has not finished: a save records the sinks'
+        lengths at its last item boundary, not the output of the item in flight."""
+        return self.iterated and not self.progress.finished
 
     def stop_asked(self) -> BaseException | None:
         """At the end of the loop, the boundary after its last item: the stop of a signal
@@ -178,6 +186,7 @@ class Session:
     @defers_signals
     def _release(self) -> None:
         try:
+            self.sinks.close()
             self.store.close_journals()
             self.store.unlock()
         finally:

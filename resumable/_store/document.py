@@ -10,6 +10,7 @@ Version 2 looks like this (one line on disk, shown indented)::
       "created_at": "2026-11-26T09:12:01.512034+00:00",
       "saved_at": "2026-11-26T10:40:17.004211+00:00",
       "writer": "resumable-loop 0.1.0",
+      "sinks": {"results.jsonl": 48213},
       "checksum": "crc32:5f1c0a9e"
     }
 
@@ -26,6 +27,13 @@ failed items in a journal beside the state file (`resumable._failures`), which t
 progress names, ``"failed": {"generation": ...}``; version 1 kept them in the progress
 itself, ``"failed": [{...}, ...]``, and its first save moves them into a journal.
 
+``sinks`` (optional, since 0.2; absent when the job has no output file of `r.sink`) maps
+each sink's path, relative to the state file's folder, to its length in bytes when the
+progress beside it was saved.
+Files without it load as jobs without sinks; a reader that predates it ignores it (and its
+next save drops it: the next run of this version then refuses the unrecorded, non-empty
+output file rather than guess).
+
 Bounds: a state file holds at most `MAX_BYTES` bytes, and `r.state` nests at most
 `MAX_STATE_DEPTH` levels. A save beyond either is refused, so every file a save writes is
 one a reader accepts; a reader takes a larger or deeper file for damage.
@@ -36,6 +44,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import os
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -78,6 +87,7 @@ class StateDocument:
     created_at: str
     saved_at: str
     format_version: int = FORMAT_VERSION
+    sinks: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def encode(document: StateDocument, writer: str, where: str = "the state file") -> bytes:
@@ -97,6 +107,8 @@ def encode(document: StateDocument, writer: str, where: str = "the state file") 
         "saved_at": document.saved_at,
         "writer": writer,
     }
+    if document.sinks:  # only then: a job without sinks writes the files it always wrote
+        body["sinks"] = document.sinks
     try:
         canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     except TypeError as error:  # orjson.JSONEncodeError is a TypeError
@@ -169,6 +181,7 @@ def decode(data: bytes, where: str) -> StateDocument:
             f"{where} is corrupt: its checksum is {stored}, its content gives {expected}"
         )
     _check_values(parsed, where)
+    sinks = _check_sinks(parsed.get("sinks", {}), where)
     return StateDocument(
         progress=parsed["progress"],
         state=parsed["state"],
@@ -176,7 +189,25 @@ def decode(data: bytes, where: str) -> StateDocument:
         created_at=parsed["created_at"],
         saved_at=parsed["saved_at"],
         format_version=version,
+        sinks=sinks,
     )
+
+
+def _check_sinks(sinks: object, where: str) -> dict[str, int]:
+    """The ``sinks`` field: relative paths to lengths in bytes, or `StateFileError`."""
+    if not isinstance(sinks, dict):
+        raise StateFileError(
+            f"{where} holds JSON of the wrong shape: 'sinks' should be dict, found "
+            f"{type(sinks).__name__}"
+        )
+    for path, length in sinks.items():
+        if type(length) is not int or length < 0 or not path or os.path.isabs(path):
+            raise StateFileError(
+                f"{where} is damaged: its sink {path[:80]!r} has the length {shown(length)}; "
+                "a save records a path relative to the state file's folder and a length "
+                "of 0 bytes or more"
+            )
+    return sinks
 
 
 def _check_values(parsed: dict[str, Any], where: str) -> None:

@@ -1,0 +1,307 @@
+"""Output files in step with progress: `Sink` (what `Resumable.sink` returns) and `Sinks`
+(the job's set of them, which the session holds and every save records).
+
+- ``r.sink(path)``: opened to append, and cut back to the length the state file records.
+  A new sink (the state file records none at this path) starts empty, and a save records
+  it at 0 bytes at once.
+- The body writes: into a buffer in memory, counted.
+- An item boundary: the length is *marked*; every byte so far belongs to items done. A
+  job with sinks has a boundary after every item (every batch, every result of ``r.map``).
+- A save: every sink is flushed and fsynced, then the state file records the marked
+  lengths beside the progress. Output reaches the disk before the state that counts it.
+- The end of the run: closed.
+
+Before the loop starts and once it has finished, no item is in flight: a save marks every
+sink first, so a header or a footer written then counts at once. Inside the loop a save
+(``r.save()`` in the body, the exit after an exception or a second ctrl+c) records the
+lengths of the last boundary, so the output of the item in flight is cut off on the next
+run, which runs that item again.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import csv
+import io
+import os
+import stat
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+import orjson
+
+from resumable._errors import StateFileError, StateWriteError, UsageError, describe_os_error
+from resumable._store import durable
+from resumable._store.file import aside_path, backup_path, lock_path, resolve
+
+SinkMode = Literal["t", "b"]
+
+
+class Sink:
+    """An output file in step with the job's progress: append only, with `write`,
+    `write_json` and `csv`. Made by `Resumable.sink`; write to it in the loop body.
+
+    Attributes:
+        path: the file (absolute, symlinks followed).
+        mode: ``"t"`` (`write` takes str, encoded with `encoding`) or ``"b"`` (bytes).
+        encoding: the text encoding (``"t"``; ``"b"`` writes `write_json` and `csv` as UTF-8).
+    """
+
+    def __init__(self, path: Path, file: BinaryIO, length: int, mode: SinkMode, encoding: str):
+        self.path = path
+        self.mode = mode
+        self.encoding = encoding
+        self._file = file
+        self._length = length  # bytes in the file and in the buffer
+        self.marked = length  # the length at the last moment no item was in flight
+        self.synced = length  # the length the last save flushed to the disk and recorded
+        self._text = mode == "t"
+        self._failed: OSError | None = None
+
+    @property
+    def length(self) -> int:
+        """Bytes written so far, output of earlier runs included (0: an empty file)."""
+        return self._length
+
+    def write(self, data: str | bytes | bytearray | memoryview) -> None:
+        """Append `data`: a str to a text sink, bytes (or any bytes-like) to a binary one.
+
+        It is buffered; each save flushes it to the disk before it records the length.
+        """
+        if self._text:
+            if type(data) is not str:
+                raise TypeError(
+                    f"sink {self.path.name} was opened in text mode: write() takes str, got "
+                    f"{type(data).__name__} (open it with mode='b' to write bytes)"
+                )
+            self._append(data.encode(self.encoding))
+        else:
+            if isinstance(data, str):
+                raise TypeError(
+                    f"sink {self.path.name} was opened in binary mode: write() takes bytes, "
+                    "got str (encode it, or open the sink with mode='t')"
+                )
+            self._append(data)
+
+    def write_json(self, value: Any) -> None:
+        """Append `value` as one line of JSON (orjson: UTF-8, no spaces, then ``\\n``).
+
+        A value orjson cannot write raises its `TypeError` before anything is appended.
+        """
+        line = orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE)
+        if self._text and self.encoding not in _UTF8_NAMES:
+            line = line.decode().encode(self.encoding)
+        self._append(line)
+
+    def csv(
+        self, header: Sequence[str] | None = None, dialect: str = "excel", **options: Any
+    ) -> CsvSink:
+        """A CSV writer over this sink (`csv.writer`'s `dialect` and options).
+
+        `header` is written only when the sink is empty, so a rerun that appends to the
+        output of earlier runs does not write it a second time.
+        """
+        return CsvSink(self, header, dialect, **options)
+
+    def __repr__(self) -> str:
+        return f"Sink({str(self.path)!r}, length={self._length})"
+
+    def _append(self, data: bytes | bytearray | memoryview) -> None:
+        if self._failed is not None:
+            raise _write_error(self.path, self._failed)
+        try:
+            self._length += self._file.write(data)
+        except OSError as error:
+            # What reached the file is unknown now: no save may record this sink any more.
+            self._failed = error
+            raise _write_error(self.path, error) from error
+
+    def _sync(self) -> None:
+        """Flush the buffer and fsync: every byte of the marked length is on the disk."""
+        if self._failed is not None:
+            raise _write_error(self.path, self._failed)
+        if self.marked == self.synced:
+            return  # no output since the last save: nothing to wait for
+        try:
+            self._file.flush()
+            durable.fsync_file(self._file.fileno())
+        except OSError as error:
+            self._failed = error
+            raise _write_error(self.path, error) from error
+
+    def _close(self) -> None:
+        # Closing flushes what the buffer holds; a failure there loses nothing the state
+        # file counts (the last save fsynced all of that).
+        with contextlib.suppress(OSError, ValueError):
+            self._file.close()
+
+
+class CsvSink:
+    """Rows of CSV appended to a `Sink` (made by `Sink.csv`)."""
+
+    def __init__(
+        self, sink: Sink, header: Sequence[str] | None, dialect: str, **options: Any
+    ) -> None:
+        self.sink = sink
+        self._buffer = io.StringIO()
+        self._writer = csv.writer(self._buffer, dialect, **options)
+        self._encoding = sink.encoding if sink.mode == "t" else "utf-8"
+        if header is not None and sink.length == 0:
+            self.writerow(header)
+
+    def writerow(self, row: Iterable[Any]) -> None:
+        """Append one row."""
+        self._writer.writerow(row)
+        self._flush_rows()
+
+    def writerows(self, rows: Iterable[Iterable[Any]]) -> None:
+        """Append several rows."""
+        self._writer.writerows(rows)
+        self._flush_rows()
+
+    def _flush_rows(self) -> None:
+        text = self._buffer.getvalue()
+        self._buffer.seek(0)
+        self._buffer.truncate()
+        self.sink._append(text.encode(self._encoding))
+
+
+class Sinks:
+    """A job's sinks: the lengths its state file records, and those this run opened."""
+
+    def __init__(self, state_path: Path, *, restart: bool) -> None:
+        self._state_path = state_path
+        self._restart = restart
+        # As the state file has it: the path relative to the state file's folder -> length.
+        self.recorded: dict[str, int] = {}
+        self.by_path: dict[str, Sink] = {}  # opened by this run
+
+    def open(self, path: str | os.PathLike[str], mode: str, encoding: str) -> tuple[Sink, bool]:
+        """Open the sink at `path`, cut back to its recorded length; and whether it is new
+        (the state file records none there: a save must record it before it is used)."""
+        if mode not in ("t", "b"):
+            raise ValueError(f"sink mode must be 't' (text) or 'b' (bytes), got {mode!r}")
+        try:
+            encoding = codecs.lookup(encoding).name
+        except (LookupError, TypeError):
+            raise ValueError(f"sink encoding: {encoding!r} is not a text encoding") from None
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"sink path takes a str or PathLike, got {type(path).__name__}")
+        target = resolve(path)
+        state = self._state_path
+        # Relative to the state file's folder: a job moved or copied with its output stays
+        # one job (a sink moved apart from it is a new sink, refused if it holds data).
+        key = os.path.relpath(target, state.parent)
+        if key in self.by_path:
+            raise UsageError(
+                f"{target} is already a sink of this job: open each output file once and "
+                "keep the Sink that r.sink() returned"
+            )
+        if target in (state, backup_path(state), lock_path(state)):
+            raise UsageError(f"{target} is one of the job's own files: pick another sink path")
+        if target.is_dir():
+            raise UsageError(f"sink {target} is a directory: pass the path of a file in it")
+        recorded = self.recorded.get(key)
+        text_or_bytes: SinkMode = "t" if mode == "t" else "b"
+        sink = _open_cut(target, recorded, state, self._restart, text_or_bytes, encoding)
+        self.by_path[key] = sink
+        return sink, recorded is None
+
+    def mark(self) -> None:
+        """An item boundary: every byte written so far belongs to items done."""
+        for sink in self.by_path.values():
+            sink.marked = sink._length
+
+    def sync(self, mark: bool) -> dict[str, int]:
+        """Before a save: flush and fsync every sink (after marking it, if `mark`: no item
+        is in flight); return the lengths the state file is to record."""
+        if mark:
+            self.mark()
+        lengths = dict(self.recorded)
+        for key, sink in self.by_path.items():
+            sink._sync()
+            lengths[key] = sink.marked
+        return lengths
+
+    def saved(self, lengths: dict[str, int]) -> None:
+        """The state file now records `lengths`."""
+        self.recorded = lengths
+        for key, sink in self.by_path.items():
+            sink.synced = lengths[key]
+
+    def changed(self, mark: bool) -> bool:
+        """Whether a save would record other lengths than the state file has."""
+        return any(
+            (sink._length if mark else sink.marked) != self.recorded.get(key)
+            for key, sink in self.by_path.items()
+        )
+
+    def close(self) -> None:
+        """The run ends: close every sink (idempotent)."""
+        for sink in self.by_path.values():
+            sink._close()
+
+
+_UTF8_NAMES = frozenset({"utf-8"})  # codecs.lookup's name for every spelling of UTF-8
+
+
+def _open_cut(
+    target: Path, recorded: int | None, state: Path, restart: bool, mode: SinkMode, encoding: str
+) -> Sink:
+    """Open `target` to append, cut back to `recorded` bytes (None: a new sink, empty)."""
+    flags = os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+    if not recorded:
+        flags |= os.O_CREAT  # a file the state file counts output in is never made up
+    fd: int | None = None
+    try:
+        fd = os.open(target, flags, 0o666)
+    except FileNotFoundError:
+        raise _shorter(target, None, recorded or 0, state) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UsageError(f"sink {target} is not a regular file: pass the path of a file")
+        size = info.st_size
+        if recorded is None and size and restart:
+            # restart=True starts the output over too, keeping the old one under a new name.
+            fd = durable.close_fd(fd)
+            os.replace(target, aside_path(target, "reset"))
+            fd = os.open(target, flags | os.O_CREAT, 0o666)
+            size = 0
+        elif recorded is None and size:
+            raise UsageError(
+                f"sink {target} holds {size:,} bytes this job did not write: {state} records "
+                "no sink at this path. Move the file aside or delete it, or start the job "
+                "over with restart=True (which moves it aside)."
+            )
+        elif recorded is not None and size < recorded:
+            raise _shorter(target, size, recorded, state)
+        elif recorded is not None and size > recorded:
+            os.ftruncate(fd, recorded)  # the output of items not done, to run again
+        if recorded is None:
+            durable.fsync_directory(target.parent)  # the new file survives a power cut
+        file = os.fdopen(fd, "ab")
+    except BaseException:
+        if fd is not None:
+            os.close(fd)
+        raise
+    return Sink(target, file, recorded or 0, mode, encoding)
+
+
+def _shorter(target: Path, size: int | None, recorded: int, state: Path) -> StateFileError:
+    found = "is missing" if size is None else f"holds {size:,} bytes"
+    return StateFileError(
+        f"sink {target} {found}, but {state} records {recorded:,} bytes of output in it: it "
+        "lost output of items done (deleted, cut, or restored from an older copy). Nothing "
+        "was changed. Restore the file, or start the job over with restart=True."
+    )
+
+
+def _write_error(path: Path, error: OSError) -> StateWriteError:
+    return StateWriteError(
+        f"could not write to sink {path}: {describe_os_error(error)}. The state file is "
+        "unchanged by it; the next run cuts the sink back to what the last save recorded.",
+        errno=error.errno,
+    )
