@@ -261,6 +261,7 @@ def _as_text(report: _Report, now: datetime) -> str | None:
         ("state keys", ", ".join(sorted(snapshot.state)) or "(none)"),
         ("failed", _failed_summary(snapshot.failed)),
         *(("", _failed_line(item)) for item in snapshot.failed[:_FAILED_SHOWN]),
+        *_sink_rows(snapshot.sinks),
         ("running", running),
         ("from backup", backup),
         *(("note", note) for note in report.notes),
@@ -285,12 +286,22 @@ def _as_json(report: _Report, now: datetime) -> dict[str, Any]:
         "state_keys": sorted(snapshot.state) if snapshot else None,
         "progress_kind": snapshot.progress_kind if snapshot else None,
         "failed": [_failed_json(item) for item in snapshot.failed] if snapshot else None,
+        "sinks": dict(snapshot.sinks) if snapshot else None,
         "format_version": snapshot.format_version if snapshot else None,
         "from_backup": snapshot.from_backup if snapshot else None,
         "running": None if report.lock_error else report.holder is not None,
         "pid": report.holder.pid if report.holder else None,
         "notes": report.notes,
     }
+
+
+def _sink_rows(sinks: dict[str, int]) -> list[tuple[str, str]]:
+    """The output files of `Resumable.sink`, each with the length the next run cuts it to."""
+    rows = [(f"{length:,} bytes", path) for path, length in sorted(sinks.items())]
+    return [
+        ("sinks" if index == 0 else "", f"{path} ({size})")
+        for index, (size, path) in enumerate(rows)
+    ]
 
 
 def _failed_summary(failed: tuple[FailedItem, ...]) -> str:
@@ -422,13 +433,32 @@ def _reset_path(path: Path, yes: bool) -> int:
         if not _confirm(printable(f"Reset {path} ({_what_is_done(path)})? [y/N] ")):
             print("Not reset: nothing changed.")
             return PROBLEM
+    sinks = _sinks_of(path)
     aside = reset(path)  # takes the lock: a run that started meanwhile is refused there
     kept = f"{aside}"
     # What was set aside is a state file and backup under other names: a store of its own.
     if (aside_backup := open_store(aside).backup).exists():
         kept += f" (its backup: {aside_backup})"
     print(printable(f"Reset {path}: its old state is now {kept}. The next run starts over."))
+    if sinks:
+        print(
+            printable(
+                f"Its output files are left as they are: {', '.join(sorted(sinks))}. The next "
+                "run refuses one that is not empty: move them aside or delete them first, or "
+                "run it with restart=True, which moves them aside."
+            )
+        )
     return OK
+
+
+def _sinks_of(path: Path) -> dict[str, int]:
+    """The output files the job records (none when its state file cannot be read)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResumableWarning)
+            return inspect(path).sinks
+    except (StateFileError, OSError):
+        return {}
 
 
 def _what_is_done(path: Path) -> str:

@@ -46,6 +46,7 @@ JSON_KEYS = {
     "state_keys",
     "progress_kind",
     "failed",
+    "sinks",
     "format_version",
     "from_backup",
     "running",
@@ -177,6 +178,7 @@ def test_status_json_has_every_key_with_utc_times(
         "state_keys": ["a", "b"],
         "progress_kind": "position",
         "failed": [],
+        "sinks": {},
         "format_version": 2,
         "from_backup": False,
         "running": False,
@@ -818,3 +820,36 @@ def test_status_json_of_names_that_are_no_utf8_is_valid_utf8(tmp_path: Path) -> 
     assert report["path"] == HOSTILE.replace(os.fsdecode(b"\xff"), "\\xff")
     assert report["state_keys"] == ["\x1b]0;owned\x07k\n  running      no"]
     assert report["failed"][0]["error_type"] == "app.E\x1b[31m\n  from backup  yes"
+
+
+def test_status_shows_each_sink_with_its_recorded_length(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "job.state"
+    with Resumable(state) as r:
+        first, second = r.sink(tmp_path / "a.jsonl"), r.sink(tmp_path / "b.txt")
+        for item in r.iterate(range(3)):
+            first.write_json(item)
+        second.write("x" * 1234)
+    status, out, _ = run(capsys, "status", state)
+    assert status == 0
+    lines = [line.strip() for line in out.splitlines()]
+    at = lines.index(f"sinks        {tmp_path / 'a.jsonl'} (6 bytes)")
+    assert lines[at + 1] == f"{tmp_path / 'b.txt'} (1,234 bytes)"
+    status, out, _ = run(capsys, "status", "--json", state)
+    [report] = json.loads(out)
+    assert report["sinks"] == {str(tmp_path / "a.jsonl"): 6, str(tmp_path / "b.txt"): 1234}
+
+
+def test_reset_leaves_the_sinks_as_they_are_and_says_what_the_next_run_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state, out_file = tmp_path / "job.state", tmp_path / "a.jsonl"
+    with Resumable(state) as r:
+        sink = r.sink(out_file)
+        for item in r.iterate(range(3)):
+            sink.write_json(item)
+    status, out, _ = run(capsys, "reset", "--yes", state)
+    assert status == 0
+    assert f"Its output files are left as they are: {out_file}." in out
+    assert out_file.read_text() == "0\n1\n2\n"
