@@ -9,32 +9,12 @@ done, without running the loop body for them. Press ctrl+c, or kill it any way y
 and run the same command again: the output ends up the same, byte for byte, as that of one
 uninterrupted run. Change neither the input nor the output between runs.
 
-Keeping the output and the state in agreement
----------------------------------------------
-The state file says how many lines are done; the output file holds their results. After
-``kill -9`` the state holds the last *save*, and lines processed after it have their
-results in the output but run again on the next run: appended again, they would be in the
-output twice. A second ctrl+c can likewise stop after a result was written, or half
-written, but before its line counted as done.
-
-The rule this script follows: **the output holds one line per input line, in order, and
-every line reaches the operating system (`flush`) before its input line counts as done.**
-(Without the flush, Python's buffer could hold results of lines a save already counts, and
-``kill -9`` would lose them.) So whatever stopped the last run, the output begins with one
-complete line for each of the ``r.position`` lines done, and anything after them belongs to
-lines that will run again. On start, inside the ``with`` block (so with the job's lock
-held), `open_after_lines` keeps the first ``r.position`` lines of the output and cuts off
-the rest.
-
-A byte offset kept in ``r.state`` would spare reading the output's done part on resume,
-but ``r.state`` is changed by the loop body while the position moves when the loop takes
-the next line: a second ctrl+c between the two would save an offset that counts a line
-that is not done. Counting lines ties the output to the position the library saved.
-
-If the output has *fewer* complete lines than the state counts done, it lost lines (it was
-deleted or edited, or a power cut dropped writes never flushed to the disk: the library
-fsyncs its state file, this script does not fsync the output). The script then stops with
-an error; run it with ``--restart``.
+The output is a sink (``r.sink``): each save flushes it to the disk and records its length
+beside the progress, and each run cuts it back to that length before the loop starts. So
+whatever stopped the last run, the output holds one line per line done, and the lines that
+run again are written once (docs/output-files.md). An output shorter than the state says
+(deleted, edited, restored from an older copy) stops the script with an error that names
+both lengths; run it with ``--restart`` to start over (the old output is moved aside).
 
 Exit status: 0 when the file is done, 130 after ctrl+c; a SIGTERM ends it as SIGTERM does (a
 shell shows 143), after the save. Either way one line on stderr says how far it got. The
@@ -45,7 +25,6 @@ docs/examples.md.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import time
 from collections.abc import Sequence
@@ -63,7 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--delay", type=float, default=0.001, help="seconds of 'work' per line")
     parser.add_argument("--save-every", type=int, default=1000, help="save after N lines")
     parser.add_argument("--report-every", type=int, default=1000, help="print every N lines")
-    parser.add_argument("--restart", action="store_true", help="start over, output included")
+    parser.add_argument(
+        "--restart", action="store_true", help="start over (the old output is moved aside)"
+    )
     args = parser.parse_args(argv)
     try:
         process(
@@ -96,9 +77,9 @@ def process(
     """Write one result line per line of `source` to `out`, continuing the job in `state`."""
     with (
         Resumable(state, policy=NPolicy(save_every), restart=restart) as r,
-        open_after_lines(out, r.position, state) as output,
         open(source, encoding="utf-8") as lines,
     ):
+        output = r.sink(out)  # cut back to the lines done, before the loop
         # Asked for before anything is said: it checks that this is the job's input (a
         # finished job's too), and raises InputChangedError for another file.
         todo = r.iterate(lines)
@@ -112,35 +93,10 @@ def process(
         for number, line in enumerate(todo, start=r.position + 1):
             time.sleep(delay)  # stands for real work
             text = line.rstrip("\n")
-            output.write(f"{number}\t{len(text.split())}\t{text.upper()}\n".encode())
-            output.flush()  # in the operating system before the line counts as done
+            output.write(f"{number}\t{len(text.split())}\t{text.upper()}\n")
             if number % report_every == 0:
                 print(f"{number} lines done", flush=True)
     print(f"Done: {r.position} lines in {out}, over {r.runs} run(s).")
-
-
-def open_after_lines(path: Path, keep: int, state: Path) -> io.BufferedRandom:
-    """Open `path` to append after its first `keep` lines, cutting off whatever follows.
-
-    Raises SystemExit when the file has fewer than `keep` complete lines.
-    """
-    output = open(path, "a+b")  # noqa: SIM115 (returned open, closed by the caller's with)
-    try:
-        output.seek(0)
-        # Reads the done part of the output once per run, as iterating the input file
-        # reads its done part.
-        for complete in range(keep):
-            if not output.readline().endswith(b"\n"):
-                raise SystemExit(
-                    f"{path} has {complete} complete lines, but {state} counts {keep} done: "
-                    "the output lost lines the state counts (deleted, edited, or not on the "
-                    "disk after a power cut). Run again with --restart to start over."
-                )
-        output.truncate(output.tell())
-    except BaseException:
-        output.close()
-        raise
-    return output
 
 
 if __name__ == "__main__":

@@ -11,45 +11,23 @@ Press ctrl+c, or kill it any way you like, and run the same command again: it ca
 with the first page not done, and the output ends up the same, byte for byte, as that of one
 uninterrupted run.
 
-Keeping the output and the state in agreement
----------------------------------------------
-The state file says how many pages are done; the output file holds their lines. The two
-are written at different moments, so after a stop they can disagree, and the output must
-be brought back to what the state says:
-
-- ``kill -9``, a crash: the state file holds the last *save*. Pages finished after it have
-  their lines in the output, but they are not done as far as the state knows, so they run
-  again on the next run and would be written twice.
-- A second ctrl+c stops inside a page: its line may be in the output, or half of it,
-  while the page is not done.
-
-The rule this script follows: **the output holds one line per page, in page order, and every
-line reaches the operating system (`flush`) before its page counts as done.** (Without the
-flush, Python's buffer could hold lines of pages a save already counts, and ``kill -9``
-would lose them.) So whatever stopped the last run, the output begins with one complete line
-for each of the ``r.position`` pages done, and anything after those lines belongs to pages
-that will run again. On start, inside the ``with`` block (so with the job's lock held),
-`open_after_lines` keeps the first ``r.position`` lines and cuts off the rest; the loop then
-appends from there.
-
-Counting lines ties the output to the position the library saved itself. Keeping a byte
-offset in ``r.state`` instead is cheaper on resume, but ``r.state`` is changed by your loop
-body while the position moves when the loop takes the next item: a second ctrl+c landing
-between the two saves an offset that already counts a page that is not done.
+The output is a sink (``r.sink``): each save flushes it to the disk and records its length
+beside the progress, and each run cuts it back to that length before the loop starts. So
+whatever stopped the last run (ctrl+c, a second ctrl+c inside a page, ``kill -9``), the
+output holds one line per page done, and the pages that run again are written once
+(docs/output-files.md).
 
 With ``--workers``, ``r.map`` runs the fetches in a pool of threads and hands their
-results to the loop body in page order (its default, ``ordered=True``), so the body writes
-the lines in page order, as one page at a time does, and the rule holds unchanged. Results
-as the fetches finish (``ordered=False``) would break it: the pages done would no longer be
-the first ``r.position`` lines. A job goes on the way it started: ``r.map`` keeps its
-progress as a watermark, which ``r.iterate`` refuses, and the other way round; run it again
-with ``--workers`` if it started with it, without if not (any number of workers will do),
-or start over with ``--restart``.
+results to the loop body in page order (its default, ``ordered=True``); the body writes
+the lines, in this thread, as one page at a time does. (``ordered=False`` would keep the
+output exact too, in the order the pages finished.) A job goes on the way it started:
+``r.map`` keeps its progress as a watermark, which ``r.iterate`` refuses, and the other way
+round; run it again with ``--workers`` if it started with it, without if not (any number
+of workers will do), or start over with ``--restart``.
 
-If the output has *fewer* complete lines than pages done, it lost lines the state counts
-(it was deleted or edited, or a power cut dropped writes that were never flushed to the
-disk: the library fsyncs its state file, this script does not fsync the output). The
-script then stops with an error instead of guessing; run it with ``--restart``.
+An output shorter than the state says (deleted, edited, restored from an older copy) stops
+the script with an error that names both lengths; run it with ``--restart`` to start over
+(the old output is moved aside).
 
 Exit status: 0 when the job is finished, 130 after ctrl+c; a SIGTERM ends it as SIGTERM does
 (a shell shows 143), after the save. Either way one line on stderr says how far it got. The
@@ -60,7 +38,6 @@ docs/examples.md.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import re
 import sys
@@ -89,7 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, default=0, help="fetch N pages at once, in threads (r.map)"
     )
-    parser.add_argument("--restart", action="store_true", help="start over, output included")
+    parser.add_argument(
+        "--restart", action="store_true", help="start over (the old output is moved aside)"
+    )
     args = parser.parse_args(argv)
     if args.workers < 0:
         parser.error(f"--workers takes a number >= 0, got {args.workers}")
@@ -130,16 +109,13 @@ def scrape(
         time.sleep(delay)  # be polite to the server (with --workers: each thread is)
         return page, fetch(f"{base_url}/page/{page}")
 
-    with (
-        Resumable(state, policy=NPolicy(save_every), restart=restart) as r,
-        open_after_lines(out, r.position, state) as output,
-    ):
+    with Resumable(state, policy=NPolicy(save_every), restart=restart) as r:
+        output = r.sink(out)  # cut back to the pages done, before the loop
         # Asked for before anything is said: it checks that this is the job's input (a
         # finished job's too), and raises InputChangedError for another --pages.
         fetched: Iterator[tuple[int, dict[str, Any]]]
         if workers:
-            # Results in page order (map's default): see "Keeping the output and the state
-            # in agreement" above.
+            # Results in page order (map's default), written by the body in this thread.
             fetched = r.map(fetch_page, range(1, pages + 1), workers=workers)
         else:
             # One page at a time, fetched in this thread (the built-in map, lazy).
@@ -152,8 +128,7 @@ def scrape(
         else:
             print(f"Starting: {pages} pages from {base_url}.", flush=True)
         for page, result in fetched:
-            output.write(json.dumps({"page": page, **result}).encode() + b"\n")
-            output.flush()  # in the operating system before the page counts as done
+            output.write(json.dumps({"page": page, **result}) + "\n")
             print(f"page {page}: {result['status']} {result.get('title', '')}", flush=True)
     print(f"Done: {pages} pages in {out}, over {r.runs} run(s).")
 
@@ -176,30 +151,6 @@ def fetch(url: str) -> dict[str, Any]:
         "title": title[1].strip() if title else None,
         "words": len(TAG.sub(" ", html).split()),
     }
-
-
-def open_after_lines(path: Path, keep: int, state: Path) -> io.BufferedRandom:
-    """Open `path` to append after its first `keep` lines, cutting off whatever follows.
-
-    Raises SystemExit when the file has fewer than `keep` complete lines.
-    """
-    output = open(path, "a+b")  # noqa: SIM115 (returned open, closed by the caller's with)
-    try:
-        output.seek(0)
-        # Reads the done part of the output once per run, as iterating a file reads the
-        # done part of the input.
-        for complete in range(keep):
-            if not output.readline().endswith(b"\n"):
-                raise SystemExit(
-                    f"{path} has {complete} complete lines, but {state} counts {keep} done: "
-                    "the output lost lines the state counts (deleted, edited, or not on the "
-                    "disk after a power cut). Run again with --restart to start over."
-                )
-        output.truncate(output.tell())
-    except BaseException:
-        output.close()
-        raise
-    return output
 
 
 if __name__ == "__main__":
