@@ -347,3 +347,18 @@ def test_a_job_moved_with_its_output_resumes_with_its_sink(tmp_path: Path) -> No
     (tmp_path / "before").rename(moved)
     run(moved / "job.state", moved / "out.txt")
     assert (moved / "out.txt").read_bytes() == expected()
+
+
+def test_an_item_attempt_records_as_failed_keeps_what_it_wrote(tmp_path: Path) -> None:
+    """As docs/output-files.md says: write an item's results after the work that can fail."""
+    state, out = tmp_path / "job.state", tmp_path / "out.txt"
+    with Resumable(state) as r:
+        sink = r.sink(out)
+        for item in r.iterate(range(3), on_error="record"):
+            with r.attempt():
+                sink.write(f"{item} started\n")
+                if item == 1:
+                    raise BodyError(item)
+                sink.write(f"{item} done\n")
+    assert out.read_text() == "0 started\n0 done\n1 started\n2 started\n2 done\n"
+    assert [failed.position for failed in r.failed] == [1]
