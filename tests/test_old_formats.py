@@ -115,3 +115,17 @@ def test_an_old_job_opened_without_a_loop_keeps_its_failure_records(
     after = inspect(state)
     assert after.failed == before.failed
     assert (after.position, after.finished) == (before.position, before.finished)
+
+
+def test_a_job_with_a_sink_is_read_and_its_sink_cut_back_on_resume(tmp_path: Path) -> None:
+    state = job_from("v2-sink", tmp_path)
+    out = state.with_name("out.txt")
+    snapshot = inspect(state)
+    assert (snapshot.position, snapshot.sinks) == (8, {str(out): 36})
+    assert out.read_bytes().endswith(b"8:written after the last save\n")
+    with Resumable(state) as r:
+        sink = r.sink(out)
+        assert out.read_bytes() == b"".join(f"{n}:{n * n}\n".encode() for n in range(8))
+        for item in r.iterate(range(10)):
+            sink.write(f"{item}:{item * item}\n")
+    assert out.read_bytes() == b"".join(f"{n}:{n * n}\n".encode() for n in range(10))
