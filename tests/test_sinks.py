@@ -362,3 +362,23 @@ def test_an_item_attempt_records_as_failed_keeps_what_it_wrote(tmp_path: Path) -
                 sink.write(f"{item} done\n")
     assert out.read_text() == "0 started\n0 done\n1 started\n2 started\n2 done\n"
     assert [failed.position for failed in r.failed] == [1]
+
+
+@pytest.mark.parametrize("key", [None, int], ids=["by position", "by key"])
+def test_a_batch_stopped_half_written_runs_again_and_is_written_once(
+    tmp_path: Path, key: Callable[[int], int] | None
+) -> None:
+    state, out = tmp_path / "job.state", tmp_path / "out.txt"
+    for fail_at in (4, 13, None):
+        with Resumable(state) as r:
+            sink = r.sink(out)
+            for batch in r.iterate(ITEMS, batch=3, key=key):
+                for item in batch:
+                    if item == fail_at:
+                        sink.write(line(item)[:5])
+                        break
+                    sink.write(line(item))
+                else:
+                    continue
+                break  # inside the batch: none of it is done
+    assert out.read_bytes() == expected()

@@ -128,12 +128,11 @@ def test_a_stop_inside_an_item_leaves_output_equal_to_one_uninterrupted_runs(
         with sink_job(job, *options) as child:
             if stop != "exception":
                 _half_way(child, at)
-                if stop == "SIGTERM":
-                    child.send_signal(signal.SIGTERM)
-                else:
-                    child.send_signal(signal.SIGINT)
-                    if stop == "double ctrl+c":
-                        child.send_signal(signal.SIGINT)
+                child.send_signal(signal.SIGTERM if stop == "SIGTERM" else signal.SIGINT)
+                child.send("ping")
+                child.expect("pong")  # the first signal was handled: a second one is not merged
+                if stop == "double ctrl+c":
+                    child.send_signal(signal.SIGINT)  # raises as the body reads its next line
                 child.try_send("go on")
             result = child.finish()
         assert result.returncode != 0, child.describe(stop)

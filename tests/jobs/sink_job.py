@@ -7,9 +7,11 @@ Per item it writes ``<item>:`` and then one JSON line of a length that varies wi
 (up to 3 KiB, so that the sink's buffer reaches the file in the middle of items), in two
 writes. It prints one flushed line per event: ``ready <position>`` inside the with block,
 ``end <i>`` after each item's output; ``done <position> <finished>`` after the with block.
-``--pause-at I``: at item I, between the two writes, it prints ``half <I>`` and reads a line
-from stdin (the test sends signals meanwhile). ``--raise-at I``: it raises RuntimeError
-there instead. SIGINT, SIGTERM and SIGHUP start at Python's defaults.
+``--pause-at I``: at item I, between the two writes, it prints ``half <I>`` and reads lines
+from stdin, answering ``pong`` to each ``ping``, until another line comes (the test sends
+signals meanwhile; a ``pong`` says the Python handler of a signal sent before the ``ping``
+has run, even when the signal went to another thread, as with ``map``). ``--raise-at I``:
+it raises RuntimeError there instead. SIGINT, SIGTERM and SIGHUP start at Python's defaults.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ def main() -> None:
             out.write(f"{item}:")
             if item == parsed.pause_at:
                 print(f"half {item}", flush=True)
-                sys.stdin.readline()
+                while sys.stdin.readline() == "ping\n":
+                    print("pong", flush=True)  # Python's handlers ran before this call
             if item == parsed.raise_at:
                 raise RuntimeError(f"item {item} fails")
             out.write_json({"item": item, "pad": "x" * (item * 397 % 3000)})
