@@ -29,6 +29,14 @@ after the kill (the watermark and the items done above it, or the done keys):
 In the end every item has a ``done`` line, and each item's ``called`` and ``done`` lines
 number exactly one plus one per kill that left it to redo: the next run hands the body
 exactly the items not in S, no more, and calls exactly those.
+
+With ``processes=`` the job makes a ``ProcessPoolExecutor`` with that start method and
+passes it as ``executor=``, in a session of its own. The kill is of the job alone, as
+``kill -9 PID`` does; its worker processes would wait for work forever, so they watch the
+job and exit when it dies (docs/concurrent.md, "Process pools"). After each kill the test
+waits for every process of the job's group to end (a call still running in a worker may
+log ``called`` after the job died: a call in flight, within the same bounds), and checks
+the lock is free: no worker holds it.
 """
 
 from __future__ import annotations
@@ -45,7 +53,8 @@ import orjson
 import pytest
 
 from jobs.documents import journal_file, journal_keys
-from jobs.harness import Child, Job, campaign_seed
+from jobs.harness import Child, Job, campaign_seed, wait_until_group_ended
+from jobs.map_log import counted, log_lines, log_of
 
 _READY = re.compile(r"ready (\d+) \d+")
 _END = re.compile(r"end (\d+)")
@@ -63,6 +72,7 @@ class Campaign:
     ordered: bool = False
     keyed: bool = False
     most_per_run: int = 200  # each run is killed after fewer ``end`` lines than this
+    processes: str | None = None  # a process pool of `workers`, made with this start method
 
     @property
     def items(self) -> int:
@@ -81,7 +91,11 @@ class Campaign:
             str(self.window),
         ]
         options += ["--ordered"] * self.ordered + ["--keyed"] * self.keyed
-        return Child("map_job.py", job.state, log_of(job), *options)
+        if self.processes is None:
+            return Child("map_job.py", job.state, log_of(job), *options)
+        options += ["--processes", self.processes]
+        # In a session of its own: the group is the job and the processes of its pool.
+        return Child("map_job.py", job.state, log_of(job), *options, new_session=True)
 
 
 @dataclass(frozen=True)
@@ -90,20 +104,6 @@ class Kill:
 
     bodies: frozenset[int]
     calls: frozenset[int]
-
-
-def log_of(job: Job) -> Path:
-    """The ``called <i>`` / ``done <i>`` log of the job."""
-    return job.directory / "calls.log"
-
-
-def log_lines(job: Job) -> list[tuple[str, int]]:
-    """The log's lines, as (``called`` or ``done``, item), in the order they were written."""
-    path = log_of(job)
-    if not path.exists():
-        return []
-    lines = path.read_text().splitlines()
-    return [(what, int(item)) for what, item in (line.split() for line in lines)]
 
 
 def saved_done(job: Job) -> tuple[set[int], int]:
@@ -167,6 +167,7 @@ def map_kill9_campaign(job: Job, campaign: Campaign, seed: int) -> None:
     history: list[Kill] = []
     leftovers: list[Path] = []
     mid_save = 0  # kills that left a save's temp file behind
+    outlived = 0.0  # the longest a process of the pool ran on after the job's kill
     done: set[int] = set()
     while len(history) < campaign.kills:
         target = rng.randrange(campaign.most_per_run)
@@ -180,8 +181,15 @@ def map_kill9_campaign(job: Job, campaign: Campaign, seed: int) -> None:
                 line = child.read_line()
                 assert line is not None, child.describe(f"{context}: ended before the kill")
                 ended += bool(_END.fullmatch(line))
+            killed = time.monotonic()
             result = child.kill9()
         assert result.returncode == -signal.SIGKILL, child.describe(context)
+        if campaign.processes is not None:
+            # The pool's processes exit with the job (their calls' lines are all in the log
+            # once they have), and none of them holds the job's lock.
+            wait_until_group_ended(child.pid)
+            outlived = max(outlived, time.monotonic() - killed)
+            assert job.lock_is_free(), f"{context}: the lock is held after the kill"
         kill, done = check_after_kill(job, campaign, child, done, logged, context)
         history.append(kill)
         leftovers = job.temp_files()
@@ -207,19 +215,21 @@ def map_kill9_campaign(job: Job, campaign: Campaign, seed: int) -> None:
         expected = Counter(range(total))
         for items in redone:
             expected.update(items)
-        actual = Counter(item for kind, item in lines if kind == what)
+        actual = counted(lines, what)
         missing, extra = expected - actual, actual - expected
         assert not missing, f"'{what}' fewer times than expected: {sorted(missing)[:20]}"
         assert not extra, f"'{what}' more times than expected: {sorted(extra)[:20]}"
 
     bodies = [len(kill.bodies) for kill in history]
     calls = [len(kill.calls) for kill in history]
+    pool = f"; the pool had ended {outlived:.3f} s after a kill at most" * bool(campaign.processes)
     print(
         f"{campaign}: {len(history)} kills ({mid_save} in a save) in "
         f"{time.monotonic() - began:.1f} s; "
         f"bodies redone per kill: max {max(bodies)} (bound {campaign.every}), "
         f"{sorted(Counter(bodies).items())}; calls redone per kill: max {max(calls)} "
         f"(bound {campaign.every + campaign.window - 1}), {sorted(Counter(calls).items())}"
+        f"{pool}"
     )
 
 
@@ -247,6 +257,16 @@ def test_kill9_of_ordered_map_loses_nothing_and_redoes_within_the_policy_and_the
     map_kill9_campaign(Job(tmp_path), campaign, seed=campaign_seed())
 
 
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_kill9_of_map_in_a_process_pool_loses_nothing_and_the_pool_ends_with_the_job(
+    tmp_path: Path, method: str
+) -> None:
+    """Ten kills of ``map(ordered=False)`` in a ``ProcessPoolExecutor(2)`` the job makes,
+    whose workers exit when the job dies (docs/concurrent.md): the same bounds."""
+    campaign = Campaign(kills=10, every=5, window=8, workers=2, processes=method)
+    map_kill9_campaign(Job(tmp_path), campaign, seed=campaign_seed())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "campaign",
@@ -254,8 +274,10 @@ def test_kill9_of_ordered_map_loses_nothing_and_redoes_within_the_policy_and_the
         Campaign(kills=200, every=3, window=16, most_per_run=50),
         Campaign(kills=50, every=3, window=8, keyed=True, most_per_run=50),
         Campaign(kills=50, every=3, window=8, ordered=True, most_per_run=50),
+        Campaign(kills=100, every=3, window=8, workers=2, most_per_run=50, processes="fork"),
+        Campaign(kills=100, every=3, window=8, workers=2, most_per_run=50, processes="forkserver"),
     ],
-    ids=["unordered", "keyed", "ordered"],
+    ids=["unordered", "keyed", "ordered", "fork", "forkserver"],
 )
 def test_kill9_of_map_many_times_loses_nothing(tmp_path: Path, campaign: Campaign) -> None:
     """Hundreds of kills: the same guarantees."""

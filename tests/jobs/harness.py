@@ -301,6 +301,34 @@ class Child:
                 self._stderr.append(line)
 
 
+def running_in_group(pgid: int) -> list[int]:
+    """The processes of process group `pgid` that still run (zombies have ended), from
+    /proc: a group outlives its leader while any process in it does."""
+    running = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # ended as we looked
+        # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses.
+        state, _, group = stat[stat.rindex(")") + 2 :].split()[:3]
+        if int(group) == pgid and state not in ("Z", "X"):
+            running.append(int(entry.name))
+    return sorted(running)
+
+
+def wait_until_group_ended(pgid: int) -> float:
+    """Poll /proc until no process of group `pgid` runs; the seconds that took."""
+    began = time.monotonic()
+    while running := running_in_group(pgid):
+        if time.monotonic() - began > TIMEOUT:
+            raise AssertionError(f"processes {running} of group {pgid} still run")
+        time.sleep(_POLL_PAUSE)
+    return time.monotonic() - began
+
+
 @dataclass(frozen=True)
 class Job:
     """The files of one job in `directory`, and the job scripts that work on them."""
