@@ -62,8 +62,20 @@ TESTS: dict[str, list[str]] = {
         "test_state_file",
         "test_faults_strace",
     ],
-    "_store.file": ["test_uncovered_branches", "test_state_file", "test_durability", "test_cli"],
-    "_store.document": ["test_malformed_progress", "test_uncovered_branches", "test_state_file"],
+    "_store.file": [
+        "test_uncovered_branches",
+        "test_state_file",
+        "test_durability",
+        "test_cli",
+        "test_hostile_files",
+        "test_faults_strace_branches",
+    ],
+    "_store.document": [
+        "test_malformed_progress",
+        "test_uncovered_branches",
+        "test_state_file",
+        "test_hostile_files",
+    ],
     "_store.flock": [
         "test_uncovered_branches",
         "test_fork",
@@ -80,6 +92,14 @@ TESTS: dict[str, list[str]] = {
         "test_keyed",
         "test_hostile_files",
         "test_journal",
+    ],
+    "_store.journal": [
+        "test_journal_files",
+        "test_keyed",
+        "test_durability",
+        "test_failures",
+        "test_hostile_files",
+        "test_faults_strace_branches",
     ],
     "_progress.keys": [
         "test_uncovered_branches",
