@@ -53,6 +53,26 @@ def ctrl_c_as_at_a_terminal() -> Iterator[None]:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def hangup_as_at_a_terminal() -> Iterator[None]:
+    """SIGHUP with its default action for the programs the tests start, however the run
+    was started.
+
+    ``nohup`` (and some runners of background jobs) starts the run with SIGHUP ignored,
+    and an ignored signal stays ignored across exec: a child stopped by SIGHUP would go on,
+    and the library keeps an ignored signal ignored, as it should. The tests are about a
+    hangup at a terminal, so the run and the programs it starts take it by default.
+    """
+    previous = signal.getsignal(signal.SIGHUP)
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        if previous == signal.SIG_IGN:
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
 @pytest.fixture(autouse=True)
 def strace_or_skip(request: pytest.FixtureRequest) -> None:
     """A test marked `strace` needs strace on Linux: without it, skip; under ``CI=true``,
