@@ -454,6 +454,23 @@ def test_a_new_key_journal_that_cannot_be_created_stops_the_run_and_leaves_no_fi
     assert journal.stat().st_mode & 0o777 == 0o600
 
 
+def test_a_key_journal_at_its_committed_length_is_appended_to_without_a_cut(
+    tmp_path: Path,
+) -> None:
+    """A journal whose size is its committed length (no torn tail) needs no cut: the run
+    makes no ftruncate (each costs a journaled size change), so one that would fail (EIO)
+    is never reached, and the run finishes."""
+    job = Job(tmp_path)
+    keyed_job_stopped_at_two(job)
+    journal = key_journal(job)
+    options = strace_options("ftruncate", "error=EIO:when=1+", journal)
+    traced = run_job("keyed_save_job.py", job, ["--items", str(ITEMS)], options)
+    assert traced.log == [], traced.describe("an ftruncate was made")
+    assert traced.stdout == ["ready 2 2", "did 2", "did 3", f"done {ITEMS} True 3"], (
+        traced.describe("the run did not finish")
+    )
+
+
 def test_a_retired_key_journal_that_cannot_be_deleted_is_left_and_the_run_goes_on(
     tmp_path: Path,
 ) -> None:

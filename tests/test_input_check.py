@@ -114,6 +114,30 @@ def test_restart_with_a_generator_hands_out_the_items_taken_for_the_check(
     assert run(state_path, (-n for n in range(5)), on_change="restart") == [0, -1, -2, -3, -4]
 
 
+def test_a_job_finished_over_a_generator_retries_only_its_failed_item_from_a_longer_list(
+    state_path: Path,
+) -> None:
+    """A generator has no length, so none was recorded: a job finished over one, with a
+    failed item recorded, given a list with the same first items and more after them,
+    retries the failed item and hands out nothing past its end (it stays finished: the
+    items past the end are another job's, restart=True is the way to run them)."""
+
+    def run_recording(items: Iterable[int], failing: int | None) -> list[int]:
+        seen = []
+        with Resumable(state_path) as r:
+            for item in r.iterate(items, on_error="record"):
+                seen.append(item)
+                with r.attempt():
+                    if item == failing:
+                        raise ValueError(item)
+        return seen
+
+    assert run_recording((n for n in range(3)), failing=1) == [0, 1, 2]
+    assert run_recording([0, 1, 2, 3, 4], failing=None) == [1]
+    snapshot = inspect(state_path)
+    assert (snapshot.position, snapshot.finished) == (3, True)
+
+
 def test_a_longer_generator_with_the_same_start_resumes(state_path: Path) -> None:
     run(state_path, iter(range(10)), stop_at=6)
     assert run(state_path, iter(range(12))) == list(range(6, 12))

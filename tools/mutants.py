@@ -111,6 +111,7 @@ TESTS: dict[str, list[str]] = {
     ],
     "_feed": ["test_loop", "test_batch", "test_feed"],
     "_progress.position": [
+        "test_input_check",
         "test_loop",
         "test_malformed_progress",
         "test_save_schedule",
