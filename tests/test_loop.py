@@ -457,6 +457,33 @@ def test_away_from_the_main_thread_it_warns_and_still_works(state_path: Path) ->
     assert inspect(state_path).finished
 
 
+def test_a_run_dropped_without_its_exit_in_a_worker_thread_is_freed_there(
+    state_path: Path,
+) -> None:
+    """A Resumable entered in a worker thread and dropped there without its exit: its
+    safety net runs in that thread at once, frees the lock (the next run opens the job at
+    once, in the same thread), and leaves the signal handlers alone (signal.signal works
+    on the main thread only, and a worker's run installed none)."""
+    outcome: dict[str, object] = {}
+
+    def job() -> None:
+        with pytest.warns(ResumableWarning, match="not on the main thread"):
+            dropped = Resumable(state_path)
+            dropped.__enter__()
+            outcome["first"] = next(iter(dropped.iterate(range(3))))
+            del dropped  # no __exit__: the safety net frees it
+            with Resumable(state_path) as again:
+                outcome["items"] = list(again.iterate(range(3)))
+
+    handler = signal.getsignal(signal.SIGINT)
+    thread = threading.Thread(target=job)
+    thread.start()
+    thread.join()
+    assert outcome == {"first": 0, "items": [0, 1, 2]}
+    assert signal.getsignal(signal.SIGINT) is handler
+    assert inspect(state_path).finished
+
+
 def test_after_break_the_loop_is_over_and_ctrl_c_raises_at_once(state_path: Path) -> None:
     after_signal = False
     with pytest.raises(KeyboardInterrupt), Resumable(state_path, quiet=True) as r:

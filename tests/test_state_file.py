@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import collections
 import contextlib
 import dataclasses
@@ -321,6 +322,8 @@ class Stats:
         ({"counts": collections.Counter(a=1)}, "['counts']", "dict(value)"),
         ({"ordered": collections.OrderedDict(a=1)}, "['ordered']", "dict(value)"),
         ({"frozen": frozenset({1})}, "['frozen']", "sorted(value)"),
+        # Anything with tolist(), as numpy arrays have:
+        ({"ids": array.array("i", [1, 2])}, "['ids']", "value.tolist()"),
         ({"rows": [{"id": 1}, {"id": 2, "at": datetime(2026, 1, 1)}]}, "['rows'][1]['at']", ""),
     ],
 )

@@ -298,11 +298,6 @@ class FileStore:
                 self._mode = stat.S_IMODE(os.stat(self._target).st_mode)
         return loaded
 
-    @property
-    def mode(self) -> int | None:
-        """The permission bits saves give the state file (None: the umask's)."""
-        return self._mode
-
     def start_fresh(self) -> None:
         """This run is a new job: its first save moves any earlier job's files aside."""
         refuse_directory(self.path)  # restart=True skipped the read that refuses it
