@@ -35,6 +35,7 @@ import orjson
 from resumable._errors import StateFileError, StateWriteError, UsageError, describe_os_error
 from resumable._store import durable
 from resumable._store.file import aside_path, backup_path, lock_path, resolve
+from resumable._store.flock import try_lock
 
 SinkMode = Literal["t", "b"]
 
@@ -258,17 +259,26 @@ def _open_cut(
     try:
         fd = os.open(target, flags, 0o666)
     except FileNotFoundError:
-        raise _shorter(target, None, recorded or 0, state) from None
+        if not recorded:
+            raise  # its folder is missing: the OS error names the path
+        raise _shorter(target, None, recorded, state) from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise UsageError(f"sink {target} is not a regular file: pass the path of a file")
+        if not try_lock(fd):
+            raise UsageError(
+                f"sink {target} is open in another run, as a sink of another job: a sink "
+                "belongs to one job, whose next run cuts off what others appended. Give "
+                "each job its own output file."
+            )
         size = info.st_size
         if recorded is None and size and restart:
             # restart=True starts the output over too, keeping the old one under a new name.
             fd = durable.close_fd(fd)
             os.replace(target, aside_path(target, "reset"))
             fd = os.open(target, flags | os.O_CREAT, 0o666)
+            try_lock(fd)  # a new file: nobody else has it open as a sink
             size = 0
         elif recorded is None and size:
             raise UsageError(

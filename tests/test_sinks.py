@@ -382,3 +382,21 @@ def test_a_batch_stopped_half_written_runs_again_and_is_written_once(
                     continue
                 break  # inside the batch: none of it is done
     assert out.read_bytes() == expected()
+
+
+def test_a_new_sink_in_a_missing_folder_is_a_file_not_found_error(tmp_path: Path) -> None:
+    with Resumable(tmp_path / "job.state") as r, pytest.raises(FileNotFoundError):
+        r.sink(tmp_path / "no such folder" / "out.txt")
+
+
+def test_a_sink_open_in_another_job_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    with Resumable(tmp_path / "first.state") as first:
+        first.sink(out).write("the first job's output\n")
+        first.save()
+        with (
+            Resumable(tmp_path / "second.state") as second,
+            pytest.raises(UsageError, match="open in another run"),
+        ):
+            second.sink(out)
+    assert out.read_text() == "the first job's output\n"

@@ -165,7 +165,7 @@ def lock_holder(path: Path) -> LockHolder | None:
     except FileNotFoundError:
         return None
     try:
-        if _try_lock(fd):
+        if try_lock(fd):
             _unlock(fd)
             return None
         return LockHolder(_read_pid(fd))
@@ -266,7 +266,7 @@ if sys.platform == "win32":  # pragma: no cover - Windows only
         os.lseek(fd, _WINDOWS_LOCKED_BYTE, os.SEEK_SET)
         msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
 
-    def _try_lock(fd: int) -> bool:
+    def try_lock(fd: int) -> bool:
         try:
             _lock(fd)
         except PermissionError:  # msvcrt reports a lock held elsewhere as EACCES
@@ -281,7 +281,7 @@ else:
     def _unlock(fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
-    def _try_lock(fd: int) -> bool:
+    def try_lock(fd: int) -> bool:
         try:
             _lock(fd)
         except BlockingIOError:  # EWOULDBLOCK: held elsewhere; other errors are raised
