@@ -212,6 +212,24 @@ def test_a_journal_of_many_records_is_folded_into_a_new_generation(
     assert set(journal_generations(state_path)) == {generation - 1, generation}
 
 
+def test_with_the_fold_threshold_at_3_records_a_save_of_one_key_folds_every_third_save(
+    state_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fold comes exactly when the journal would hold more than FOLD_MIN_RECORDS
+    records: a new job's fourth save (records 1, 2, 3, then a fourth is due), and from
+    then on every third (the folded journal holds one record, then two, three). Each
+    body sees the save made after the item before it."""
+    monkeypatch.setattr(journal_files, "FOLD_MIN_RECORDS", 3)  # the seam: fold past 3 records
+    generations = []
+    with Resumable(state_path, policy=NPolicy(1)) as r:
+        for _ in r.iterate(range(11), key=int):
+            if state_path.exists():
+                document = orjson.loads(state_path.read_bytes())
+                generations.append(document["progress"]["journal"]["generation"])
+    # After the saves of items 0 to 9, seen by the bodies of items 1 to 10.
+    assert generations == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3]
+
+
 def test_journal_files_get_the_state_file_s_permissions(
     state_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

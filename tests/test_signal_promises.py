@@ -96,6 +96,33 @@ def test_what_the_program_printed_is_flushed_before_the_signal_is_handed_back(
     assert inspect(state_path).position == 4
 
 
+# As UNFLUSHED_PRINTS, but the program has no sys.stdout (pythonw, a daemon that closed it).
+NO_STDOUT = """
+    import os, sys
+    from resumable import NPolicy, Resumable
+
+    ready, path = int(sys.argv[1]), sys.argv[2]
+    sys.stdout = None
+    with Resumable(path, policy=NPolicy(1000), quiet=True) as r:
+        for item in r.iterate(range(100)):
+            if item == 3:
+                os.write(ready, b"ready\\n")
+                sys.stdin.readline()
+"""
+
+
+def test_a_program_without_stdout_still_dies_by_the_signal_handed_back(state_path: Path) -> None:
+    """With sys.stdout None, the flush before a handed-back SIGTERM skips it: the program
+    dies by SIGTERM (no AttributeError on the way), its progress saved."""
+    with child(NO_STDOUT, str(state_path)) as (process, ready):
+        wait_ready(ready)
+        os.kill(process.pid, signal.SIGTERM)
+        _, stderr = process.communicate(b"", timeout=TIMEOUT)
+    assert process.returncode == -signal.SIGTERM, stderr
+    assert stderr == b""
+    assert inspect(state_path).position == 4
+
+
 # The input is a generator that, asked for item 3, says it is ready and waits on stdin: a
 # slow source (a network read, a queue). Each body prints the item it ran, flushed.
 SLOW_GENERATOR = """

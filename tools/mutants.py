@@ -53,6 +53,7 @@ _CONTROLLER = [
     "test_malformed_progress",
     "test_fork",
     "test_failures",
+    "test_logging",
 ]
 
 TESTS: dict[str, list[str]] = {
@@ -102,6 +103,7 @@ TESTS: dict[str, list[str]] = {
         "test_faults_strace_branches",
     ],
     "_progress.keys": [
+        "test_journal_files",
         "test_uncovered_branches",
         "test_malformed_progress",
         "test_batch",
