@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import operator
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -104,6 +105,13 @@ class Checkpoint:
         self._warned_large_state = False
         # This run's failed encoding of the state (or of a counter it loaded: StateFileError).
         self.unsaveable: StateNotSerializableError | StateFileError | None = None
+        # Under asyncio the loop's saves are made in a thread of their own, so that an fsync
+        # never stalls the event loop: the loop's code only notes the save it owes (`owed`,
+        # the arguments of `save`), and the async driver makes it (`pay_owed`). Saves from
+        # two threads take turns (`_saving`): an explicit save waits for one in flight.
+        self.deferring = False
+        self.owed: tuple[SaveReason, float | None, Policy | None] | None = None
+        self._saving = threading.Lock()
 
     def start(self, count: int) -> None:
         """The run opened with `count` items done (what an explicit save counts from)."""
@@ -165,6 +173,10 @@ class Checkpoint:
             gap = policy.items_until_check(since)
         elif self.saves and since.seconds < self._min_interval:
             gap = 1  # too soon after this run's last save: ask again after one item
+        elif self.deferring:  # under asyncio: the async driver makes it in the save thread
+            self.owed = ("policy", now, _member_that_fired(policy, since))
+            # What the policy is told once that save is made: nothing since it.
+            gap = policy.items_until_check(tuple.__new__(SinceLastSave, (0, 0.0, pace)))
         else:
             self.save("policy", now, _member_that_fired(policy, since))
             gap = policy.items_until_check(self._since_last_save(now, count, pace))
@@ -183,6 +195,20 @@ class Checkpoint:
             # A boundary after every item: there the sinks are marked, so a stop inside an
             # item saves the output of the items before it, and not the start of its own.
             self.items_between_checks = 1
+
+    def save_for_loop(self, reason: SaveReason) -> None:
+        """A save the loop asks for (on completion): made now, or under asyncio owed to
+        the async driver (see `deferring`)."""
+        if self.deferring:
+            self.owed = (reason, None, None)
+        else:
+            self.save(reason)
+
+    def pay_owed(self) -> None:
+        """Make the save the loop owes, if any (under asyncio, in the save thread)."""
+        owed = self.owed
+        if owed is not None:
+            self.save(*owed)
 
     def _since_last_save(self, now: float, count: int, pace: float | None) -> SinceLastSave:
         seconds = now - self._saved_clock  # never negative: see `now`
@@ -238,6 +264,10 @@ class Checkpoint:
     ) -> None:
         """Save the session's progress and state now, for `reason`; `now` is the loop's
         clock, if the caller read it; `fired` the member of the policy that asked."""
+        with self._saving:
+            self._save(reason, now, fired)
+
+    def _save(self, reason: SaveReason, now: float | None, fired: Policy | None) -> None:
         session = self._session
         session.require_opening_process()
         store, progress, state = session.store, session.progress, session.state
@@ -273,6 +303,7 @@ class Checkpoint:
         position = progress.position
         store.save(data)
         session.sinks.saved(sink_lengths)
+        self.owed = None  # this save holds what an owed one would have
         if now is None:
             now = self.now()
         loop_started = self._loop_started

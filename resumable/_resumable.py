@@ -11,11 +11,11 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from resumable._checkpoint import Checkpoint, SaveRecord
 from resumable._display import ProgressDisplay
@@ -31,6 +31,9 @@ from resumable._signals import default_signals, defers_signals, signal_numbers, 
 from resumable._sinks import Sink
 from resumable._store.file import resolve
 from resumable.policies import Policy, as_policy
+
+if TYPE_CHECKING:
+    from resumable._save_thread import SaveThread
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -97,6 +100,7 @@ class Resumable:
         self._checkpoint = Checkpoint(self._session, checked_policy, float(min_interval), clock)
         self._driver: Loop | None = None  # the loop iterate() or map() made
         self._loop_method = "iterate"  # which of them was called
+        self._saves: SaveThread | None = None  # under `async with`: where saves are made
 
     # -- the public surface -------------------------------------------------------------
 
@@ -292,6 +296,108 @@ class Resumable:
         self._driver = driver
         return results
 
+    def amap(
+        self,
+        fn: Callable[[T], Any],
+        items: Iterable[T],
+        *,
+        concurrency: int | None = None,
+        ordered: bool = True,
+        window: int | None = None,
+        key: Callable[[T], str | int] | None = None,
+        progress: bool | ProgressDisplay = False,
+        on_change: Literal["raise", "restart", "continue"] = "raise",
+        on_error: Literal["raise", "record"] = "raise",
+        max_attempts: int = 3,
+    ) -> AsyncIterator[Any]:
+        """Under asyncio: yield ``await fn(item)`` for the items of `items` not done yet,
+        `concurrency` calls at a time. Use it in ``async with Resumable(...) as r``::
+
+            async for page in r.amap(fetch, urls, concurrency=50):
+                await store(page)
+
+        As `map`, with `concurrency` worker tasks in place of the threads: results come in
+        input order (``ordered=False``: as the calls finish); an item is done when the
+        loop asks for the next result after receiving its result; at most `window` items
+        (default 4 per worker) run past the watermark. Saves are made in a thread of
+        their own: the event loop runs on while one waits for the disk.
+
+        Args:
+            fn: an async function (or one returning an awaitable), awaited as
+                ``fn(item)`` in a worker task.
+            items: any iterable, read as the window allows.
+            concurrency: how many calls run at once; default 16.
+            ordered, window, key, progress, on_change, on_error, max_attempts: as for
+                `map`.
+
+        A first ctrl+c (or SIGTERM) stops new calls, hands the results of those in flight
+        to the body, saves and stops (`KeyboardInterrupt`, `Interrupted`); a second one
+        cancels the task that loops, and the calls still running: they count as not done.
+        Cancelling that task from outside (``task.cancel()``, ``asyncio.timeout``) does the
+        same, and the cancellation goes on up once the exit saved.
+        """
+        from resumable._drivers.aio import AsyncPoolLoop
+
+        session, saves = self._begin_async("amap", "async for result in r.amap(fn, items)")
+        options = LoopOptions.checked(key, None, progress, on_change, on_error, max_attempts)
+        driver = AsyncPoolLoop.checked_async(
+            session, self._checkpoint, options, saves, fn, concurrency, ordered, window
+        )
+        results = driver.astart(items)
+        self._driver = driver
+        return results
+
+    def aiterate(
+        self,
+        items: Iterable[T],
+        *,
+        key: Callable[[T], str | int] | None = None,
+        batch: int | None = None,
+        progress: bool | ProgressDisplay = False,
+        on_change: Literal["raise", "restart", "continue"] = "raise",
+        on_error: Literal["raise", "record"] = "raise",
+        max_attempts: int = 3,
+    ) -> AsyncIterator[Any]:
+        """Under asyncio: `iterate`, as an async iterator whose saves do not block the
+        event loop. Use it in ``async with Resumable(...) as r``::
+
+            async for url in r.aiterate(urls):
+                await fetch(url)
+
+        The items, the arguments, what done means and the progress are `iterate`'s (a job
+        may go on with either). Saves are made in a thread of their own, before the next
+        item is handed out, while the event loop runs on. Signals and cancellation as for
+        `amap`.
+        """
+        session, saves = self._begin_async("aiterate", "async for item in r.aiterate(items)")
+        if _async_only(items):
+            raise UsageError(
+                f"aiterate() takes an iterable (a list, a generator...), got the async "
+                f"iterable {type(items).__name__}: async inputs are not supported yet. "
+                "Collect the items first (`[item async for item in source]`), or track them "
+                "by key and pass a list of each page."
+            )
+        options = LoopOptions.checked(key, batch, progress, on_change, on_error, max_attempts)
+        keyed = key is not None or session.progress.kind == KeyProgress.kind
+        driver = (KeyedLoop if keyed else ChunkedLoop)(session, self._checkpoint, options)
+        from resumable._drivers.aio import iterate_async
+
+        looped = iterate_async(session, driver.start(items), self._checkpoint, saves)
+        driver.async_loop = looped
+        self._driver = driver
+        return looped
+
+    def _begin_async(self, method: str, usage: str) -> tuple[Session, SaveThread]:
+        """`_begin` for the loops under asyncio, which need the job opened by `async with`."""
+        session = self._begin(method, usage)
+        if self._saves is None:
+            session.refused = False  # nothing was started: the run is as it was
+            raise UsageError(
+                f"{method}() works inside `async with Resumable(path) as r:` (this job was "
+                "opened by a plain `with`, whose saves would stall the event loop)"
+            )
+        return session, self._saves
+
     def _begin(self, method: str, usage: str) -> Session:
         """Check that a loop can start now; the run stays refused until it is ready."""
         session = self._session
@@ -396,6 +502,12 @@ class Resumable:
         if stop := take_overdue():
             raise stop  # resumable: stopped once this save was done
 
+    async def asave(self) -> None:
+        """`save`, under asyncio: made in the job's save thread while the event loop runs on."""
+        if self._saves is None:
+            raise UsageError("asave() works inside `async with Resumable(path) as r:`; use save()")
+        await self._saves.run(self.save)
+
     @defers_signals
     def __enter__(self) -> Resumable:
         session = self._session
@@ -429,6 +541,55 @@ class Resumable:
             raise
         self._session.signals.deliver_deferred(exc)
 
+    async def __aenter__(self) -> Resumable:
+        """Open the job under asyncio: saves are made in a thread of their own, and the
+        signal handlers go through the event loop (see `amap`)."""
+        import asyncio
+
+        from resumable._save_thread import SaveThread
+
+        session = self._session
+        if session.lifecycle != "new":
+            raise UsageError("a Resumable runs once: create a new one for another run")
+        try:
+            # The state file is read here, in the event loop: one small read.
+            session.open(self, asyncio.get_running_loop(), asyncio.current_task())
+            self._checkpoint.start(session.progress.position)
+        except BaseException:
+            session.release_surely()
+            session.lifecycle = "closed"
+            raise
+        self._checkpoint.deferring = True
+        self._saves = SaveThread()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        session, checkpoint, saves = self._session, self._checkpoint, self._saves
+        if not session.opened_here() or saves is None:
+            return
+        signals = session.signals
+        signals.exiting = True  # a signal now waits for the exit, which delivers it
+        try:
+            if session.is_open:
+                session.lifecycle = "closed"
+                driver = self._driver
+                if driver is not None:
+                    await driver.aclose()
+                await saves.run(lambda: checkpoint.save_at_exit(exc))
+                session.report_stop(driver.display if driver is not None else None)
+        finally:
+            session.release_surely()
+            saves.close()
+        stop = signals.stop_of_cancelled(exc)
+        signals.deliver_deferred(stop if stop is not None else exc)
+        if stop is not None:
+            raise stop from None  # resumable: a signal stopped the job at once; progress saved
+
     def __repr__(self) -> str:
         return (
             f"Resumable({str(self.path)!r}, position={self.position}, "
@@ -452,6 +613,11 @@ class Resumable:
         checkpoint.save_at_exit(leaving)
         session.report_stop(driver.display if driver is not None else None)
         session.release_surely()
+
+
+def _async_only(items: object) -> bool:
+    """Whether `items` is an async iterable, and no plain one."""
+    return not isinstance(items, Iterable) and isinstance(items, AsyncIterable)
 
 
 def _as_path(path: str | os.PathLike[str]) -> Path:

@@ -17,7 +17,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resumable._display import LoopDisplay, write_line
 from resumable._errors import UsageError
@@ -27,6 +27,9 @@ from resumable._sinks import Sinks
 from resumable._store import Store, open_store
 from resumable._store.document import fingerprint, now_iso
 from resumable._text import counted
+
+if TYPE_CHECKING:
+    import asyncio
 
 logger = logging.getLogger("resumable")
 
@@ -80,9 +83,15 @@ class Session:
             )
 
     @defers_signals
-    def open(self, owner: object) -> None:
+    def open(
+        self,
+        owner: object,
+        event_loop: asyncio.AbstractEventLoop | None = None,
+        task: asyncio.Task[Any] | None = None,
+    ) -> None:
         """Lock the job, read its state and install the handlers; `owner` is the object
-        whose collection frees them, should its exit never run."""
+        whose collection frees them, should its exit never run. Under asyncio the handlers
+        go through `event_loop`, and a stop at once cancels `task` (see `_signals`)."""
         self.lifecycle = "open"
         self.pid = os.getpid()
         # The exit path releases the lock and the handlers whatever lands in it, except an
@@ -94,7 +103,10 @@ class Session:
         self.store.remove_stale_temp_files()
         self._load()
         self.store.remove_retired_journals()
-        self.signals.install()
+        if event_loop is None:
+            self.signals.install()
+        else:
+            self.signals.install_in_event_loop(event_loop, task)
         self.start_position = self.progress.position
 
     def _load(self) -> None:

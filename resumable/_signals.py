@@ -11,6 +11,13 @@ save, on its return; in the loop, at the item boundary; on exit, by the exit).
 On exit the previous handlers come back, and a signal that was only deferred is delivered
 to them, so the program ends the way that signal would have ended it.
 
+Under asyncio (``async with``) the handlers go through the event loop
+(``loop.add_signal_handler``): they run as callbacks of the loop, between its steps, and
+never raise into code. The first signal in a loop stops it at its next item boundary, as
+above; one that would raise at once cancels the task that runs the job instead, and the
+exit turns that cancellation into the signal's exception. A signal during the exit waits
+for it.
+
 A child made by ``os.fork()`` (multiprocessing's "fork" start method) runs no loop of its
 own: it gets the previous handlers back at once, so ``Process.terminate()`` stops it.
 """
@@ -25,9 +32,12 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable
 from types import CodeType, FrameType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from resumable._errors import Interrupted, signal_name, warn
+
+if TYPE_CHECKING:
+    import asyncio
 
 F = TypeVar("F", bound=Callable[..., Any])
 _UNCATCHABLE = frozenset(
@@ -104,6 +114,14 @@ class SignalGuard:
         self._mark = object()
         self._previous: dict[int, Handler] = {}
         self._installed_as = 0  # this guard's place in the order of installs
+        # Under asyncio: the event loop the handlers go through, the callbacks it had for
+        # them before (put back on exit), the task a stop at once cancels, whether it did,
+        # and whether the exit runs (a signal then waits for it).
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+        self._loop_callbacks: dict[int, asyncio.Handle] = {}
+        self.task: asyncio.Task[Any] | None = None
+        self.cancelled_task = False
+        self.exiting = False
 
     def install(self) -> None:
         """Install the handlers (main thread only; elsewhere warn and do nothing)."""
@@ -126,18 +144,60 @@ class SignalGuard:
             _installed.add(self)
             signal.signal(signum, self._handle)
 
+    def install_in_event_loop(
+        self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any] | None
+    ) -> None:
+        """Install the handlers as callbacks of the running event `loop`; a stop at once
+        cancels `task`. Where the loop has no signal handling (Windows), nothing is
+        installed, and ctrl+c does what asyncio makes of it (``asyncio.run`` cancels the
+        main task: the exit saves the items done)."""
+        if threading.current_thread() is not threading.main_thread():
+            self.install()  # warns, as there
+            return
+        self._installed_as = next(_installs)
+        self._event_loop, self.task = loop, task
+        for signum in self.signums:
+            previous = signal.getsignal(signum)
+            if previous is None or previous == signal.SIG_IGN:
+                continue  # as in `install`
+            # A callback the loop already had for it (the program's own) comes back on exit.
+            callback = getattr(loop, "_signal_handlers", {}).get(signum)
+            try:
+                loop.add_signal_handler(signum, self._handle_in_event_loop, signum)
+            except NotImplementedError:
+                return
+            self._previous[signum] = previous
+            if callback is not None:
+                self._loop_callbacks[signum] = callback
+            _installed.add(self)
+
     @defers_signals
     def restore(self) -> None:
         """Put back exactly the handlers that were there before `install`."""
+        loop = self._event_loop
         for signum, previous in list(self._previous.items()):
+            if loop is not None:
+                # It would put back Python's default, not asyncio.run's ctrl+c handler.
+                loop.remove_signal_handler(signum)
+                callback = self._loop_callbacks.pop(signum, None)
+                if callback is not None:
+                    loop.add_signal_handler(signum, callback._callback, *callback._args)  # type: ignore[attr-defined]
+                    del self._previous[signum]
+                    continue
             signal.signal(signum, previous)
             del self._previous[signum]  # only once it is back
         _installed.discard(self)
 
     def restore_where_still_ours(self) -> None:
         """`restore`, but only for signals whose handler is still this guard's."""
+        loop = self._event_loop
         for signum, previous in list(self._previous.items()):
-            if signal.getsignal(signum) == self._handle:
+            if loop is not None:  # under asyncio: the loop's callback is ours or not
+                callback = getattr(loop, "_signal_handlers", {}).get(signum)
+                if getattr(callback, "_callback", None) == self._handle_in_event_loop:
+                    loop.remove_signal_handler(signum)
+                    signal.signal(signum, previous)
+            elif signal.getsignal(signum) == self._handle:
                 signal.signal(signum, previous)
             del self._previous[signum]
         _installed.discard(self)
@@ -183,6 +243,35 @@ class SignalGuard:
                 stream.flush()
         signal.raise_signal(signum)
 
+    def _handle_in_event_loop(self, signum: int) -> None:
+        """`_handle` under asyncio: a callback of the event loop, which cancels the job's
+        task where the other would raise."""
+        first = self.stop_requested is None
+        if first:
+            self.stop_requested = signum
+        if self.pending is None:
+            self.pending = signum
+        self.wake()
+        if (first and self.loop_running) or self.exiting:
+            return  # the loop stops at its next item boundary; the exit delivers it
+        task = self.task
+        if task is not None and not task.done():
+            self.cancelled_task = True
+            task.cancel()
+
+    def stop_of_cancelled(self, exception: BaseException | None) -> BaseException | None:
+        """Under asyncio, when `exception` is the cancellation a signal made: the signal's
+        exception, to raise in its place (the task is uncancelled)."""
+        import asyncio
+
+        if not (self.cancelled_task and isinstance(exception, asyncio.CancelledError)):
+            return None
+        self.cancelled_task = False
+        task = self.task
+        if task is not None and hasattr(task, "uncancel"):  # Python 3.11+
+            task.uncancel()
+        return self.take_exception()
+
     def describe(self) -> str:
         """The name of the signal that stopped the run, e.g. ``"SIGINT"``."""
         return signal_name(self.stop_requested) if self.stop_requested else "no signal"
@@ -221,7 +310,14 @@ def _raises_keyboard_interrupt(handler: Handler) -> bool:
     Python's default, or the handler of a job this one was opened inside, which that
     KeyboardInterrupt leaves as well (delivered to it, it would raise a second one)."""
     owner = getattr(handler, "__self__", None)
-    return handler is signal.default_int_handler or isinstance(owner, SignalGuard)
+    # asyncio.run's own (3.11+): a partial of its runner's method, which cancels the main
+    # task; the KeyboardInterrupt that leaves it is what asyncio.run raises then.
+    runner = getattr(getattr(handler, "func", None), "__self__", None)
+    return (
+        handler is signal.default_int_handler
+        or isinstance(owner, SignalGuard)
+        or (type(runner).__name__ == "Runner" and type(runner).__module__ == "asyncio.runners")
+    )
 
 
 def _restore_in_forked_child() -> None:

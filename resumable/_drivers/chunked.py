@@ -189,7 +189,7 @@ class ChunkedLoop(Loop):
                     # Items finished since the last save are saved at once; the finished
                     # flag alone (a resume that found nothing left) waits for the exit.
                     if checkpoint.unsaved_items(progress.position):
-                        checkpoint.save("completion")
+                        checkpoint.save_for_loop("completion")
                     logger.info(
                         "%s: finished after %s",
                         session.path,

@@ -171,7 +171,7 @@ class KeyedLoop(Loop):
         meanwhile, for the loop to raise (see `Session.stop_asked`)."""
         progress.finished = True
         if progress.unsaved:  # as in the positional loop: the flag alone waits for the exit
-            self._checkpoint.save("completion")
+            self._checkpoint.save_for_loop("completion")
         path = self._session.path
         logger.info("%s: finished; %s done", path, counted(progress.position, "item"))
         return self._session.stop_asked()

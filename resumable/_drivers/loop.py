@@ -19,7 +19,7 @@ import logging
 import shlex
 import threading
 import weakref
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from types import CodeType, FrameType
 from typing import Any, Literal
@@ -90,6 +90,10 @@ class Loop:
         # Held weakly: after `break` the loop's generator must be closed as soon as the
         # for statement lets go of it, so that the position settles and signals act at once.
         self._generator: weakref.ref[Generator[Any, None, None]] | None = None
+        # Under asyncio: the async generator the caller loops over. Held strongly, and
+        # closed by the exit: one the caller left (`break`, an exception) is not closed
+        # when dropped, but only later, by the event loop.
+        self.async_loop: AsyncGenerator[Any, None] | None = None
         self.in_flight: str | int | None = None  # a retried position, or a key
         self.item_failed = False  # whether attempt() recorded the item in flight
         # iterate(batch=n): a batch is out (its body runs), the keys or positions it holds
@@ -172,6 +176,12 @@ class Loop:
             generator.close()
         self.settle()
         self.close_display()  # a loop never started has a bar no chunk closed
+
+    async def aclose(self) -> None:
+        """`close`, under asyncio: the async loop is closed first."""
+        if self.async_loop is not None:
+            await self.async_loop.aclose()
+        self.close()
 
     def settle(self) -> None:
         """After the loop was left inside a chunk, count the items whose body finished."""

@@ -114,6 +114,16 @@ class PoolLoop(Loop):
         )
 
     def start(self, items: Iterable[T]) -> Iterator[Any]:
+        work, progress = self._prepare(items)
+        results = self._results(work, progress)
+        self._keep(results)
+        return results
+
+    def _prepare(
+        self, items: Iterable[T]
+    ) -> tuple[Iterator[tuple[Key | int, T]], WatermarkProgress | KeyProgress]:
+        """The work (the items not done, each with its place) and the progress it counts
+        to, once the input is checked; from here on the loop is this run's."""
         options, session = self.options, self._session
         work: Iterator[tuple[Key | int, T]]
         if options.key is not None or session.progress.kind == KeyProgress.kind:
@@ -138,9 +148,7 @@ class PoolLoop(Loop):
             progress = self._marked = marked
         display = open_display(options.progress, items, progress.position, session.path.name)
         self._accept(progress, display)
-        results = self._results(work, progress)
-        self._keep(results)
-        return results
+        return work, progress
 
     def _watermark_progress(self) -> WatermarkProgress:
         session = self._session
@@ -274,7 +282,7 @@ class PoolLoop(Loop):
                 raise stop  # resumable: stopped after the calls in flight; progress saved
             progress.finished = True
             if checkpoint.unsaved_items(progress.position):
-                checkpoint.save("completion")
+                checkpoint.save_for_loop("completion")
             logger.info("%s: finished; %s done", session.path, counted(progress.position, "item"))
             completed = True
             if stop := session.stop_asked():
@@ -376,10 +384,10 @@ def _default_workers() -> int:
     return min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's own default
 
 
-def check_count(value: object, name: str) -> int | None:
-    """`workers=` or `window=`: None, or a whole number >= 1."""
+def check_count(value: object, name: str, method: str = "map") -> int | None:
+    """`workers=`, `concurrency=` or `window=` of `method`: None, or a whole number >= 1."""
     if value is None:
         return None
     if type(value) is not int or value < 1:
-        raise ValueError(f"map({name}=...) takes a whole number >= 1, got {value!r}")
+        raise ValueError(f"{method}({name}=...) takes a whole number >= 1, got {value!r}")
     return value

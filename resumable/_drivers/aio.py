@@ -1,0 +1,310 @@
+"""The loops under asyncio: ``r.amap(fn, items)`` awaits `fn` for many items at once, and
+``r.aiterate(items)`` hands out items one at a time, as `iterate` does.
+
+Both keep the rule of the other loops: an item is done when the loop asks for the next one
+after receiving it (its result). What differs is where the time goes. No save blocks the
+event loop: the loop's code only notes the save it owes (`Checkpoint.deferring`) and
+makes it in the job's save thread (`SaveThread`), waiting there while the event loop runs
+the calls in flight. And a signal never raises into code: the first stops the loop at its
+next boundary; one that stops at once cancels the task that loops (see `_signals`).
+
+`amap` is `r.map`'s driver with the executor replaced by `concurrency` worker tasks that
+take items from a queue and await `fn` (a task per item would cost more than the bare
+loops it is measured against); the window, the progress (a watermark plus the items done
+above it, or the done keys) and the failure handling are `PoolLoop`'s.
+
+`aiterate` wraps `iterate`'s own drivers, so a job can go on with either: the sync loop
+runs as ever, and the wrapper makes the saves it owes before handing the next item out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from typing import Any, TypeVar
+
+from resumable._checkpoint import Checkpoint
+from resumable._drivers.loop import LoopOptions
+from resumable._drivers.pool import PoolLoop, check_count
+from resumable._keys import Key
+from resumable._progress import KeyProgress, WatermarkProgress
+from resumable._save_thread import SaveThread
+from resumable._session import Session
+from resumable._text import counted
+
+T = TypeVar("T")
+logger = logging.getLogger("resumable")
+
+DEFAULT_CONCURRENCY = 16
+_UNCALLED = object()  # what a call returned, before it returned
+
+# A call's place in the submission order, its item's place (index or key), whether it
+# returned, and what it returned or raised.
+Ended = tuple[int, Key | int, bool, Any]
+
+
+class AsyncPoolLoop(PoolLoop):
+    """`r.amap`: `fn` awaited for the items not done, `concurrency` at a time."""
+
+    def __init__(
+        self,
+        session: Session,
+        checkpoint: Checkpoint,
+        options: LoopOptions,
+        saves: SaveThread,
+        *,
+        fn: Callable[[Any], Any],
+        concurrency: int,
+        ordered: bool,
+        window: int,
+    ) -> None:
+        super().__init__(
+            session,
+            checkpoint,
+            options,
+            fn=fn,
+            executor=None,
+            workers=concurrency,
+            ordered=ordered,
+            window=window,
+        )
+        self._saves = saves
+        self._concurrency = concurrency
+
+    @classmethod
+    def checked_async(
+        cls,
+        session: Session,
+        checkpoint: Checkpoint,
+        options: LoopOptions,
+        saves: SaveThread,
+        fn: object,
+        concurrency: object,
+        ordered: object,
+        window: object,
+    ) -> AsyncPoolLoop:
+        """The driver of `r.amap` for these arguments, or the error that says which one is
+        wrong and what it takes."""
+        if not callable(fn):
+            raise TypeError(
+                f"amap(fn, items) takes an async function as fn, got {type(fn).__name__}"
+            )
+        at_once = check_count(concurrency, "concurrency", "amap")
+        ahead = check_count(window, "window", "amap")
+        if not isinstance(ordered, bool):
+            raise TypeError(f"amap(ordered=...) takes True or False, got {ordered!r}")
+        at_once = DEFAULT_CONCURRENCY if at_once is None else at_once
+        return cls(
+            session,
+            checkpoint,
+            options,
+            saves,
+            fn=fn,
+            concurrency=at_once,
+            ordered=ordered,
+            window=4 * at_once if ahead is None else ahead,
+        )
+
+    def astart(self, items: Any) -> AsyncIterator[Any]:
+        """The async iterator the caller loops over, once `items` is checked."""
+        work, progress = self._prepare(items)
+        results = self._aresults(work, progress)
+        self.async_loop = results
+        return results
+
+    async def _aresults(
+        self, work: Iterator[tuple[Key | int, Any]], progress: WatermarkProgress | KeyProgress
+    ) -> AsyncGenerator[Any, None]:
+        """Queue the work, at most `window` ahead; hand each result to the body; mark it
+        done when the next one is asked for."""
+        session, checkpoint, saves = self._session, self._checkpoint, self._saves
+        signals = session.signals
+        signals.task = asyncio.current_task()  # the task a second signal cancels
+        loop = asyncio.get_running_loop()
+        fn, window, ordered, marked = self._fn, self._window, self._ordered, self._marked
+        todo: asyncio.Queue[tuple[int, Key | int, Any]] = asyncio.Queue()
+        ended: deque[Ended] = deque()  # calls that ended, as they ended
+        ready: dict[int, Ended] = {}  # ordered: those that ended, by submission number
+        waiter: list[asyncio.Future[None]] = []  # the loop's, while it waits for a call
+        cancelling = False  # the loop cancels its workers: their cancellation is not a call's
+        queued = handed = 0  # submission numbers: the next to queue, the next to hand out
+        outstanding = 0  # queued, running, or ended and not yet handed out
+
+        def call_ended(entry: Ended) -> None:
+            ended.append(entry)
+            if waiter and not waiter[0].done():
+                waiter[0].set_result(None)
+
+        async def call_each() -> None:
+            while True:
+                number, where, item = await todo.get()
+                awaitable: Any = _UNCALLED
+                try:
+                    awaitable = fn(item)
+                    value = await awaitable
+                except asyncio.CancelledError as error:
+                    if cancelling:
+                        raise
+                    call_ended((number, where, False, error))  # fn's own, not the loop's
+                except BaseException as error:
+                    if isinstance(error, TypeError) and awaitable is not _UNCALLED:
+                        error = _not_async(fn, awaitable, error)
+                    call_ended((number, where, False, error))
+                else:
+                    call_ended((number, where, True, value))
+
+        async def next_ended() -> Ended | None:
+            """The next call whose result goes to the body, when it has ended: the first
+            queued (ordered), else the first that ended. Waits for one."""
+            while True:
+                if ordered:
+                    while ended:
+                        entry = ended.popleft()
+                        ready[entry[0]] = entry
+                    if handed in ready:
+                        return ready.pop(handed)
+                elif ended:
+                    return ended.popleft()
+                waiter.append(loop.create_future())
+                try:
+                    await waiter[0]
+                finally:
+                    waiter.clear()
+
+        def drop_queued() -> int:
+            """Take back the calls not started; how many there were."""
+            dropped = 0
+            while not todo.empty():
+                todo.get_nowait()
+                dropped += 1
+            return dropped
+
+        async def wait_for_calls_in_flight() -> None:
+            """Let the calls started end; their results are not handed out (not done)."""
+            nonlocal outstanding
+            outstanding -= drop_queued()
+            while outstanding > 0:
+                outstanding -= len(ended) + len(ready)
+                ended.clear()
+                ready.clear()
+                if outstanding > 0:
+                    waiter.append(loop.create_future())
+                    try:
+                        await waiter[0]
+                    finally:
+                        waiter.clear()
+
+        workers = [loop.create_task(call_each()) for _ in range(min(self._concurrency, window))]
+        held: tuple[Key | int, Any] | None = None  # taken from the work, not yet queued
+        input_ended = completed = False
+        stop: BaseException | None = None
+        signals.loop_running = True
+        try:
+            countdown = checkpoint.items_between_checks
+            while True:
+                while not input_ended and not session.stop_soon and outstanding < window:
+                    if held is None:
+                        held = next(work, None)
+                        if held is None:
+                            input_ended = True
+                            break
+                    if marked is not None and int(held[0]) >= marked.watermark + window:
+                        break  # a slow item holds the watermark back: wait for it
+                    todo.put_nowait((queued, *held))
+                    queued += 1
+                    outstanding += 1
+                    held = None
+                if session.stop_soon:  # a signal: calls not started are not made
+                    outstanding -= drop_queued()
+                if not outstanding:
+                    break
+                entry = await next_ended()
+                assert entry is not None
+                outstanding -= 1
+                handed += 1
+                _, where, returned, value = entry
+                if not returned:
+                    if self.options.on_error != "record" or not isinstance(value, Exception):
+                        await wait_for_calls_in_flight()
+                        raise value
+                    self.record_failure([where], value)
+                    self.item_failed = False
+                    self._passed(where, progress)
+                else:
+                    self.in_flight, self.item_failed = where, False
+                    yield value
+                    self.in_flight = None
+                    self._count(where, progress)
+                countdown -= 1
+                stopping = session.stop_soon or signals.pending is not None
+                if countdown <= 0 or stopping:
+                    checkpoint.reached(progress.position)
+                    countdown = checkpoint.items_between_checks
+                    if checkpoint.owed is not None:
+                        await saves.run(checkpoint.pay_owed)
+                    if stopping and not outstanding:
+                        stop = signals.take_exception()
+                        raise stop  # resumable: stopped after the calls in flight; progress saved
+            if session.stop_soon or signals.pending is not None:  # came as the work ran out
+                checkpoint.reached(progress.position)
+                if checkpoint.owed is not None:
+                    await saves.run(checkpoint.pay_owed)
+                stop = signals.take_exception()
+                raise stop  # resumable: stopped after the calls in flight; progress saved
+            progress.finished = True
+            if checkpoint.unsaved_items(progress.position):
+                checkpoint.save_for_loop("completion")
+                await saves.run(checkpoint.pay_owed)
+            logger.info("%s: finished; %s done", session.path, counted(progress.position, "item"))
+            completed = True
+            if stop := session.stop_asked():
+                raise stop  # resumable: stopped after the last result; the progress is saved
+        finally:
+            stop = None  # frees the run at once: see `resumable._drivers.loop`
+            signals.loop_running = False
+            # Calls still running (a break, an error in the body, a second signal) are
+            # cancelled, and count as not done; idle workers just end.
+            cancelling = True
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            if not completed:
+                logger.debug("%s: the calls in flight were cancelled", session.path)
+            self.close_display()
+
+
+async def iterate_async(
+    session: Session, items: Iterator[T], checkpoint: Checkpoint, saves: SaveThread
+) -> AsyncGenerator[T, None]:
+    """`r.aiterate`: the items of `iterate`'s loop `items`, with the saves that loop owes
+    made in the save thread before the next item goes out."""
+    session.signals.task = asyncio.current_task()  # the task a second signal cancels
+    pay = checkpoint.pay_owed
+    while True:
+        try:
+            item = next(items)
+        except StopIteration:
+            break
+        if checkpoint.owed is not None:
+            await saves.run(pay)
+        yield item
+    if checkpoint.owed is not None:
+        await saves.run(pay)
+
+
+def _not_async(fn: object, returned: object, error: TypeError) -> BaseException:
+    """The error for an `fn` that returned no awaitable (what amap takes instead); `error`
+    itself when what it returned was awaitable, and the TypeError came from awaiting it."""
+    if inspect.isawaitable(returned):
+        return error
+    wrong = TypeError(
+        f"amap(fn, items) awaits fn(item), but {getattr(fn, '__name__', fn)!r} returned "
+        f"{type(returned).__name__}, which cannot be awaited: pass an async function "
+        "(async def). For a blocking function use r.map(fn, items), or wrap it: "
+        "`async def call(item): return await asyncio.to_thread(fn, item)`"
+    )
+    wrong.__cause__ = error
+    return wrong
