@@ -337,17 +337,27 @@ def test_cancelling_the_task_from_outside_saves_what_is_done_and_goes_on_up(
     assert before & set(called) <= set(range(40, 40 + 16))
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout is Python 3.11+")
-def test_asyncio_timeout_stops_the_loop_saves_and_raises_timeout_error(state_path: Path) -> None:
-    async def main() -> list[int]:
-        got: list[int] = []
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.05), Resumable(state_path) as r:  # type: ignore[attr-defined]
-                async for result in r.amap(double, range(10**9), concurrency=4):
-                    got.append(result)
-        return got
+@pytest.mark.parametrize("how", ["wait_for", "timeout"])
+def test_a_timeout_stops_the_loop_saves_and_raises_timeout_error(
+    state_path: Path, how: str
+) -> None:
+    """``asyncio.wait_for`` and (Python 3.11+) ``asyncio.timeout`` cancel the task."""
+    got: list[int] = []
 
-    got = asyncio.run(main())
+    async def job() -> None:
+        async with Resumable(state_path) as r:
+            async for result in r.amap(double, range(10**9), concurrency=4):
+                got.append(result)
+
+    async def main() -> None:
+        with pytest.raises(asyncio.TimeoutError):
+            if how == "timeout" and sys.version_info >= (3, 11):
+                async with asyncio.timeout(0.05):
+                    await job()
+            else:
+                await asyncio.wait_for(job(), 0.05)
+
+    asyncio.run(main())
     assert got
     assert progress_of(state_path)["position"] == len(got)
 

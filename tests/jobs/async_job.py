@@ -1,0 +1,71 @@
+"""A job under ``asyncio.run`` for the tests of signals and saves under asyncio.
+
+    python async_job.py STATE MODE
+
+MODE ``stop``: ``r.amap`` over ``range(100000)`` with 4 worker tasks, each call awaiting
+one turn of the event loop; the body prints ``end <i>`` (flushed) for each result and asks
+for the next. It prints ``ready`` first. A test stops it with a signal.
+
+MODE ``after``: a job of 10 items with ``r.amap``, then prints ``same-handler <bool>``
+(whether the SIGINT handler after the job is the one before it: asyncio.run's own from
+Python 3.11) and ``waiting``, and awaits forever: a test's ctrl+c then meets asyncio.run
+as it would without the library.
+
+MODE ``heartbeat``: ``r.amap`` over 6 items with ``NPolicy(2)``, while a heartbeat task
+calls ``os.getppid()`` at every turn of the event loop until the job ends: under strace,
+its calls show whether the loop ran while a save waited for fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import resumable
+
+
+async def one_turn(item: int) -> int:
+    await asyncio.sleep(0)
+    return item
+
+
+async def stop(state: Path) -> None:
+    async with resumable.Resumable(state, policy=resumable.NPolicy(10**9)) as job:
+        print("ready", flush=True)
+        async for item in job.amap(one_turn, range(100_000), concurrency=4):
+            print(f"end {item}", flush=True)
+
+
+async def after(state: Path) -> None:
+    before = signal.getsignal(signal.SIGINT)
+    async with resumable.Resumable(state) as job:
+        async for _ in job.amap(one_turn, range(10)):
+            pass
+    print(f"same-handler {signal.getsignal(signal.SIGINT) is before}", flush=True)
+    print("waiting", flush=True)
+    await asyncio.Event().wait()
+
+
+async def heartbeat(state: Path) -> None:
+    running = True
+
+    async def beat() -> None:
+        while running:
+            os.getppid()  # a system call strace logs, with the thread that made it
+            await asyncio.sleep(0)
+
+    beating = asyncio.create_task(beat())
+    async with resumable.Resumable(state, policy=resumable.NPolicy(2)) as job:
+        async for _ in job.amap(one_turn, range(6), concurrency=2):
+            pass
+    running = False
+    await beating
+    print(f"saves {job.saves}", flush=True)
+
+
+if __name__ == "__main__":
+    modes = {"stop": stop, "after": after, "heartbeat": heartbeat}
+    asyncio.run(modes[sys.argv[2]](Path(sys.argv[1])))

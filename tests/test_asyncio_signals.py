@@ -1,0 +1,141 @@
+"""Signals under asyncio: through the event loop, leaving asyncio.run's ctrl+c as it was;
+and saves that wait for the disk in a thread while the event loop runs on."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import threading
+from pathlib import Path
+
+import orjson
+import pytest
+
+from resumable import Resumable
+
+from jobs.harness import Child, Job, run_script
+
+
+async def one_turn(item: int) -> int:
+    await asyncio.sleep(0)
+    return item
+
+
+async def let_the_loop_see(signum: int) -> None:
+    """Send `signum` to the main thread, and give the event loop the turns that run its
+    handler (see tests/test_amap.py)."""
+    signal.pthread_kill(threading.main_thread().ident or 0, signum)
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_amap_under_asyncio_run_as_it_stops_iterate(
+    tmp_path: Path, signum: int
+) -> None:
+    """SIGTERM ends the process by SIGTERM, ctrl+c by KeyboardInterrupt (what Python does
+    for either); first the results in flight go to the body, and the progress is saved:
+    everything the body printed, and nothing more."""
+    job = Job(tmp_path)
+    with Child("async_job.py", job.state, "stop") as child:
+        child.expect("ready")
+        while (line := child.read_line()) is not None and line != "end 200":
+            pass
+        child.send_signal(signum)
+        finished = child.finish()
+    ends = [int(line.split()[1]) for line in child.seen if line[:4] == "end "]
+    assert ends == list(range(len(ends)))
+    assert finished.returncode == -signum, finished.stderr
+    progress = orjson.loads(job.state.read_bytes())["progress"]
+    assert progress["position"] == len(ends)
+    assert progress["done_above"] == []
+    assert f"stopped by {signal.Signals(signum).name} after" in finished.stderr
+
+
+def test_after_the_job_ctrl_c_meets_asyncio_run_s_own_handling(tmp_path: Path) -> None:
+    job = Job(tmp_path)
+    with Child("async_job.py", job.state, "after") as child:
+        child.expect("same-handler True")
+        child.expect("waiting")
+        child.send_signal(signal.SIGINT)
+        finished = child.finish()
+    assert finished.returncode == -signal.SIGINT  # an uncaught KeyboardInterrupt
+    assert "KeyboardInterrupt" in finished.stderr
+    assert "resumable: stopped" not in finished.stderr  # the job was over: not its signal
+
+
+def test_the_program_s_own_event_loop_signal_callback_comes_back(state_path: Path) -> None:
+    heard: list[int] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, heard.append, signal.SIGHUP)
+        async with Resumable(state_path) as r:
+            async for _ in r.amap(one_turn, range(3)):
+                pass
+        await let_the_loop_see(signal.SIGHUP)
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    asyncio.run(main())
+    assert heard == [signal.SIGHUP]
+
+
+def test_a_signal_outside_the_loop_cancels_the_task_and_the_exit_raises_it(
+    state_path: Path,
+) -> None:
+    """No loop runs: the stop is at once, as Python's would be (the task is cancelled at
+    its await, and the exit raises KeyboardInterrupt in place of the cancellation)."""
+    reached: list[str] = []
+
+    async def main() -> None:
+        async with Resumable(state_path) as r:
+            async for _ in r.amap(one_turn, range(3)):
+                pass
+            await let_the_loop_see(signal.SIGINT)
+            reached.append("after the signal")
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(main())
+    assert reached == []
+    assert orjson.loads(state_path.read_bytes())["progress"]["position"] == 3
+
+
+_FSYNC = re.compile(r"^(\d+)\s+f(?:data)?sync\((\d+)<([^>]*)>\) = ")
+
+
+@pytest.mark.strace
+def test_the_event_loop_runs_while_a_save_waits_for_fsync(tmp_path: Path) -> None:
+    """Every fsync of a save is made to take 0.2 s (strace's delay injection): the
+    event loop's thread makes system calls (the heartbeat's) while each one waits."""
+    job = Job(tmp_path)
+    traced = run_script(
+        "async_job.py",
+        [str(job.state), "heartbeat"],
+        log=tmp_path / "strace.log",
+        strace_options=["-e", "inject=fsync,fdatasync:delay_enter=200000"],
+    )
+    assert traced.returncode == 0, traced.describe("the job failed")
+    assert any(line.startswith("saves ") for line in traced.stdout), traced.describe("no end")
+    main_tid = int(traced.log[0].split()[0])  # the first line is the main thread's execve
+    waits = [
+        index
+        for index, line in enumerate(traced.log)
+        if re.match(r"^\d+\s+f(?:data)?sync\(\d+<[^>]*job\.state[^>]*>", line)
+        and line.endswith("<unfinished ...>")
+    ]
+    assert len(waits) >= 3, traced.describe("no save's fsync waited apart from the loop")
+    for start in waits:
+        tid = traced.log[start].split()[0]
+        assert int(tid) != main_tid, traced.describe("a save's fsync ran in the loop's thread")
+        end = next(
+            index
+            for index in range(start + 1, len(traced.log))
+            if traced.log[index].startswith(f"{tid} <... f")
+        )
+        beats = [
+            line
+            for line in traced.log[start:end]
+            if line.startswith(f"{main_tid} ") and "getppid()" in line
+        ]
+        assert beats, traced.describe(f"the loop stood still during {traced.log[start]!r}")
