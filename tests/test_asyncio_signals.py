@@ -129,10 +129,14 @@ def test_the_event_loop_runs_while_a_save_waits_for_fsync(tmp_path: Path) -> Non
         tid = traced.log[start].split()[0]
         assert int(tid) != main_tid, traced.describe("a save's fsync ran in the loop's thread")
         end = next(
-            index
-            for index in range(start + 1, len(traced.log))
-            if traced.log[index].startswith(f"{tid} <... f")
+            (
+                index
+                for index in range(start + 1, len(traced.log))
+                if re.match(rf"{tid}\s+<\.\.\. f(?:data)?sync resumed>", traced.log[index])
+            ),
+            None,
         )
+        assert end is not None, traced.describe(f"{traced.log[start]!r} never returned")
         beats = [
             line
             for line in traced.log[start:end]

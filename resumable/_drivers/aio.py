@@ -119,113 +119,131 @@ class AsyncPoolLoop(PoolLoop):
         self, work: Iterator[tuple[Key | int, Any]], progress: WatermarkProgress | KeyProgress
     ) -> AsyncGenerator[Any, None]:
         """Queue the work, at most `window` ahead; hand each result to the body; mark it
-        done when the next one is asked for."""
+        done when the next one is asked for.
+
+        The queue is topped up only when the loop has no result to hand out, and an idle
+        worker is woken per call queued: with calls that end at once, a worker runs
+        through many calls in one turn of the event loop, and the loop hands out many
+        results in one, as the bare loops do; with slow calls, the queue is full whenever
+        a worker comes back for more.
+        """
         session, checkpoint, saves = self._session, self._checkpoint, self._saves
         signals = session.signals
         signals.task = asyncio.current_task()  # the task a second signal cancels
         loop = asyncio.get_running_loop()
         fn, window, ordered, marked = self._fn, self._window, self._ordered, self._marked
-        todo: asyncio.Queue[tuple[int, Key | int, Any]] = asyncio.Queue()
+        todo: deque[tuple[int, Key | int, Any]] = deque()  # queued: not started
+        idle: deque[asyncio.Future[None]] = deque()  # a worker waiting for a call, each
         ended: deque[Ended] = deque()  # calls that ended, as they ended
         ready: dict[int, Ended] = {}  # ordered: those that ended, by submission number
         waiter: list[asyncio.Future[None]] = []  # the loop's, while it waits for a call
         cancelling = False  # the loop cancels its workers: their cancellation is not a call's
         queued = handed = 0  # submission numbers: the next to queue, the next to hand out
         outstanding = 0  # queued, running, or ended and not yet handed out
-
-        def call_ended(entry: Ended) -> None:
-            ended.append(entry)
-            if waiter and not waiter[0].done():
-                waiter[0].set_result(None)
+        held: tuple[Key | int, Any] | None = None  # taken from the work, not yet queued
+        input_ended = False
 
         async def call_each() -> None:
             while True:
-                number, where, item = await todo.get()
+                if not todo:
+                    wake = loop.create_future()
+                    idle.append(wake)
+                    await wake
+                    continue
+                number, where, item = todo.popleft()
                 awaitable: Any = _UNCALLED
                 try:
                     awaitable = fn(item)
-                    value = await awaitable
+                    entry: Ended = (number, where, True, await awaitable)
                 except asyncio.CancelledError as error:
                     if cancelling:
                         raise
-                    call_ended((number, where, False, error))  # fn's own, not the loop's
+                    entry = (number, where, False, error)  # fn's own, not the loop's
                 except BaseException as error:
                     if isinstance(error, TypeError) and awaitable is not _UNCALLED:
                         error = _not_async(fn, awaitable, error)
-                    call_ended((number, where, False, error))
-                else:
-                    call_ended((number, where, True, value))
+                    entry = (number, where, False, error)
+                ended.append(entry)
+                if waiter and not waiter[0].done():
+                    waiter[0].set_result(None)
 
-        async def next_ended() -> Ended | None:
-            """The next call whose result goes to the body, when it has ended: the first
-            queued (ordered), else the first that ended. Waits for one."""
-            while True:
-                if ordered:
-                    while ended:
-                        entry = ended.popleft()
-                        ready[entry[0]] = entry
-                    if handed in ready:
-                        return ready.pop(handed)
-                elif ended:
-                    return ended.popleft()
-                waiter.append(loop.create_future())
-                try:
-                    await waiter[0]
-                finally:
-                    waiter.clear()
+        def top_up() -> None:
+            """Queue the work the window allows, and wake a worker per call queued."""
+            nonlocal queued, outstanding, held, input_ended
+            # By position, nothing at or past the watermark + window: a slow item holds
+            # the watermark back, and so new calls (by key, only `outstanding` counts).
+            limit = marked.watermark + window if marked is not None else None
+            while not input_ended and outstanding < window:
+                if held is None:
+                    held = next(work, None)
+                    if held is None:
+                        input_ended = True
+                        break
+                if limit is not None and int(held[0]) >= limit:
+                    break
+                todo.append((queued, *held))
+                queued += 1
+                outstanding += 1
+                held = None
+            for _ in range(min(len(idle), len(todo))):
+                wake = idle.popleft()
+                if not wake.done():
+                    wake.set_result(None)
 
-        def drop_queued() -> int:
-            """Take back the calls not started; how many there were."""
-            dropped = 0
-            while not todo.empty():
-                todo.get_nowait()
-                dropped += 1
-            return dropped
+        async def a_call_ends() -> None:
+            waiter.append(loop.create_future())
+            try:
+                await waiter[0]
+            finally:
+                waiter.clear()
+
+        def drop_queued() -> None:
+            """Take back the calls not started: they are not made."""
+            nonlocal outstanding
+            outstanding -= len(todo)
+            todo.clear()
 
         async def wait_for_calls_in_flight() -> None:
             """Let the calls started end; their results are not handed out (not done)."""
             nonlocal outstanding
-            outstanding -= drop_queued()
-            while outstanding > 0:
+            drop_queued()
+            while True:
                 outstanding -= len(ended) + len(ready)
                 ended.clear()
                 ready.clear()
-                if outstanding > 0:
-                    waiter.append(loop.create_future())
-                    try:
-                        await waiter[0]
-                    finally:
-                        waiter.clear()
+                if outstanding <= 0:
+                    return
+                await a_call_ends()
 
         workers = [loop.create_task(call_each()) for _ in range(min(self._concurrency, window))]
-        held: tuple[Key | int, Any] | None = None  # taken from the work, not yet queued
-        input_ended = completed = False
+        completed = False
         stop: BaseException | None = None
         signals.loop_running = True
         try:
             countdown = checkpoint.items_between_checks
+            failures = progress.failures
             while True:
-                while not input_ended and not session.stop_soon and outstanding < window:
-                    if held is None:
-                        held = next(work, None)
-                        if held is None:
-                            input_ended = True
-                            break
-                    if marked is not None and int(held[0]) >= marked.watermark + window:
-                        break  # a slow item holds the watermark back: wait for it
-                    todo.put_nowait((queued, *held))
-                    queued += 1
-                    outstanding += 1
-                    held = None
-                if session.stop_soon:  # a signal: calls not started are not made
-                    outstanding -= drop_queued()
-                if not outstanding:
-                    break
-                entry = await next_ended()
-                assert entry is not None
+                # The next call whose result goes to the body, if it has ended: the first
+                # queued (ordered), else the first that ended.
+                if ordered:
+                    while ended:
+                        entry = ended.popleft()
+                        ready[entry[0]] = entry
+                    found = ready.pop(handed, None)
+                else:
+                    found = ended.popleft() if ended else None
+                if found is None:
+                    if session.stop_soon:  # a signal: calls not started are not made
+                        drop_queued()
+                    else:
+                        top_up()
+                    if not outstanding:
+                        break
+                    await a_call_ends()  # nothing ended that top_up could have handed
+                    continue
                 outstanding -= 1
                 handed += 1
-                _, where, returned, value = entry
+                _, where, returned, value = found
                 if not returned:
                     if self.options.on_error != "record" or not isinstance(value, Exception):
                         await wait_for_calls_in_flight()
@@ -237,7 +255,15 @@ class AsyncPoolLoop(PoolLoop):
                     self.in_flight, self.item_failed = where, False
                     yield value
                     self.in_flight = None
-                    self._count(where, progress)
+                    if (
+                        marked is not None
+                        and not self.item_failed
+                        and where not in failures.items
+                        and where >= marked.watermark  # type: ignore[operator]
+                    ):
+                        marked.mark_done(where)  # type: ignore[arg-type]
+                    else:  # by key, a recorded failure, a retry: see _count
+                        self._count(where, progress)
                 countdown -= 1
                 stopping = session.stop_soon or signals.pending is not None
                 if countdown <= 0 or stopping:
@@ -245,9 +271,11 @@ class AsyncPoolLoop(PoolLoop):
                     countdown = checkpoint.items_between_checks
                     if checkpoint.owed is not None:
                         await saves.run(checkpoint.pay_owed)
-                    if stopping and not outstanding:
-                        stop = signals.take_exception()
-                        raise stop  # resumable: stopped after the calls in flight; progress saved
+                    if stopping:
+                        drop_queued()
+                        if not outstanding:
+                            stop = signals.take_exception()
+                            raise stop  # resumable: stopped after the calls in flight; saved
             if session.stop_soon or signals.pending is not None:  # came as the work ran out
                 checkpoint.reached(progress.position)
                 if checkpoint.owed is not None:
