@@ -73,6 +73,7 @@ class Campaign:
     keyed: bool = False
     most_per_run: int = 200  # each run is killed after fewer ``end`` lines than this
     processes: str | None = None  # a process pool of `workers`, made with this start method
+    asyncio: bool = False  # r.amap under asyncio.run, `workers` worker tasks
 
     @property
     def items(self) -> int:
@@ -91,6 +92,7 @@ class Campaign:
             str(self.window),
         ]
         options += ["--ordered"] * self.ordered + ["--keyed"] * self.keyed
+        options += ["--asyncio"] * self.asyncio
         if self.processes is None:
             return Child("map_job.py", job.state, log_of(job), *options)
         options += ["--processes", self.processes]
@@ -267,6 +269,22 @@ def test_kill9_of_map_in_a_process_pool_loses_nothing_and_the_pool_ends_with_the
     map_kill9_campaign(Job(tmp_path), campaign, seed=campaign_seed())
 
 
+@pytest.mark.parametrize(
+    "campaign",
+    [
+        Campaign(kills=10, every=5, window=16, asyncio=True),
+        Campaign(kills=5, every=5, window=16, asyncio=True, keyed=True, most_per_run=100),
+        Campaign(kills=5, every=5, window=16, asyncio=True, ordered=True, most_per_run=100),
+    ],
+    ids=["unordered", "keyed", "ordered"],
+)
+def test_kill9_of_amap_loses_nothing_and_redoes_within_the_policy_and_the_window(
+    tmp_path: Path, campaign: Campaign
+) -> None:
+    """``amap`` under asyncio.run, its saves made in a thread of their own: the same bounds."""
+    map_kill9_campaign(Job(tmp_path), campaign, seed=campaign_seed())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "campaign",
@@ -276,8 +294,20 @@ def test_kill9_of_map_in_a_process_pool_loses_nothing_and_the_pool_ends_with_the
         Campaign(kills=50, every=3, window=8, ordered=True, most_per_run=50),
         Campaign(kills=100, every=3, window=8, workers=2, most_per_run=50, processes="fork"),
         Campaign(kills=100, every=3, window=8, workers=2, most_per_run=50, processes="forkserver"),
+        Campaign(kills=200, every=3, window=16, asyncio=True, most_per_run=50),
+        Campaign(kills=50, every=3, window=8, asyncio=True, keyed=True, most_per_run=50),
+        Campaign(kills=50, every=3, window=8, asyncio=True, ordered=True, most_per_run=50),
     ],
-    ids=["unordered", "keyed", "ordered", "fork", "forkserver"],
+    ids=[
+        "unordered",
+        "keyed",
+        "ordered",
+        "fork",
+        "forkserver",
+        "amap",
+        "amap-keyed",
+        "amap-ordered",
+    ],
 )
 def test_kill9_of_map_many_times_loses_nothing(tmp_path: Path, campaign: Campaign) -> None:
     """Hundreds of kills: the same guarantees."""

@@ -2,7 +2,7 @@
 
     python map_job.py STATE LOG --items N --every K --workers T --window W
         [--ordered] [--keyed] [--gates DIR]
-        [--processes METHOD [--orphans] [--ignore-ctrl-c]]
+        [--processes METHOD [--orphans] [--ignore-ctrl-c]] [--asyncio]
 
 It maps over ``range(N)`` with ``NPolicy(K)``, ``workers=T``, ``window=W``, results as the
 calls finish (``ordered=False``) unless ``--ordered``, progress by key (the item itself)
@@ -23,11 +23,15 @@ as the job has died (`exit_with_job`, a recipe of docs/concurrent.md) unless ``-
 with ``--ignore-ctrl-c`` it ignores SIGINT (the other recipe there). With ``--gates DIR``,
 the call for an item that has a gate ``DIR/<i>`` (a FIFO the test made) prints ``call <i>``
 and waits, before its effect, until the test holds the gate open for writing.
+
+With ``--asyncio`` the job runs ``r.amap`` under ``asyncio.run``, ``concurrency=T``, its
+function an async one that awaits one turn of the event loop and then makes `call`.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import multiprocessing
 import os
 import signal
@@ -132,6 +136,7 @@ def main() -> None:
     parser.add_argument("--processes", choices=["fork", "spawn", "forkserver"])
     parser.add_argument("--orphans", action="store_true", help="workers outlive the job")
     parser.add_argument("--ignore-ctrl-c", action="store_true", help="workers ignore SIGINT")
+    parser.add_argument("--asyncio", action="store_true", help="r.amap under asyncio.run")
     parsed = parser.parse_args()
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -141,6 +146,9 @@ def main() -> None:
     open_log(parsed.log, parsed.gates)
     cut_torn_line(parsed.log, _log)
 
+    if parsed.asyncio:
+        asyncio.run(amap_job(parsed))
+        return
     job = resumable.Resumable(parsed.state, policy=resumable.NPolicy(parsed.every))
     with process_pool(parsed) as executor:
         try:
@@ -166,6 +174,34 @@ def main() -> None:
         except KeyboardInterrupt:
             say(f"stopped {job.position}")
             raise
+    say(f"done {job.position} {job.finished}")
+
+
+async def amap_job(parsed: argparse.Namespace) -> None:
+    """The job with r.amap: the calls are awaited in worker tasks."""
+
+    async def call_async(item: int) -> int:
+        await asyncio.sleep(0)  # the calls interleave
+        return call(item)
+
+    async with resumable.Resumable(parsed.state, policy=resumable.NPolicy(parsed.every)) as job:
+        say(f"ready {job.position} {job.runs}")
+        saves = job.saves
+        results = job.amap(
+            call_async,
+            range(parsed.items),
+            concurrency=parsed.workers,
+            window=parsed.window,
+            ordered=parsed.ordered,
+            key=int if parsed.keyed else None,
+        )
+        async for item in results:
+            if job.saves != saves:
+                saves = job.saves
+                say(f"saved {job.position}")
+            os.write(_log, f"done {item}\n".encode())
+            os.fsync(_log)
+            say(f"end {item}")
     say(f"done {job.position} {job.finished}")
 
 
