@@ -15,7 +15,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, It
 from concurrent.futures import Executor
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from resumable._checkpoint import Checkpoint, SaveRecord
 from resumable._display import ProgressDisplay
@@ -299,7 +299,7 @@ class Resumable:
     def amap(
         self,
         fn: Callable[[T], Any],
-        items: Iterable[T],
+        items: Iterable[T] | AsyncIterable[T],
         *,
         concurrency: int | None = None,
         ordered: bool = True,
@@ -325,7 +325,8 @@ class Resumable:
         Args:
             fn: an async function (or one returning an awaitable), awaited as
                 ``fn(item)`` in a worker task.
-            items: any iterable, read as the window allows.
+            items: any iterable, read as the window allows; or, with `key`, an async
+                iterable (a stream is read again on a rerun, its done keys skipped).
             concurrency: how many calls run at once; default 16.
             ordered, window, key, progress, on_change, on_error, max_attempts: as for
                 `map`.
@@ -349,7 +350,7 @@ class Resumable:
 
     def aiterate(
         self,
-        items: Iterable[T],
+        items: Iterable[T] | AsyncIterable[T],
         *,
         key: Callable[[T], str | int] | None = None,
         batch: int | None = None,
@@ -365,24 +366,39 @@ class Resumable:
                 await fetch(url)
 
         The items, the arguments, what done means and the progress are `iterate`'s (a job
-        may go on with either). Saves are made in a thread of their own, before the next
-        item is handed out, while the event loop runs on. Signals and cancellation as for
-        `amap`.
+        may go on with either). `items` may also be an async iterable when the job tracks
+        items by `key` (then without `batch`). Saves are made in a thread of their own,
+        before the next item is handed out, while the event loop runs on. Signals and
+        cancellation as for `amap`.
         """
+        from resumable._drivers.aio import AsyncPoolLoop, async_only, handed_as_it_is, iterate_async
+
         session, saves = self._begin_async("aiterate", "async for item in r.aiterate(items)")
-        if _async_only(items):
-            raise UsageError(
-                f"aiterate() takes an iterable (a list, a generator...), got the async "
-                f"iterable {type(items).__name__}: async inputs are not supported yet. "
-                "Collect the items first (`[item async for item in source]`), or track them "
-                "by key and pass a list of each page."
-            )
         options = LoopOptions.checked(key, batch, progress, on_change, on_error, max_attempts)
+        if async_only(items):
+            if batch is not None:
+                raise UsageError(
+                    "aiterate(batch=...) takes a plain iterable; for an async one, gather "
+                    "each batch in the body"
+                )
+            # One item at a time through amap's loop: it reads an async input (by key).
+            pool = AsyncPoolLoop(
+                session,
+                self._checkpoint,
+                options,
+                saves,
+                fn=handed_as_it_is,
+                concurrency=1,
+                ordered=True,
+                window=1,
+            )
+            items_async = pool.astart(items)
+            self._driver = pool
+            return items_async
         keyed = key is not None or session.progress.kind == KeyProgress.kind
         driver = (KeyedLoop if keyed else ChunkedLoop)(session, self._checkpoint, options)
-        from resumable._drivers.aio import iterate_async
-
-        looped = iterate_async(session, driver.start(items), self._checkpoint, saves)
+        plain = cast(Iterable[T], items)  # not async_only
+        looped = iterate_async(session, driver.start(plain), self._checkpoint, saves)
         driver.async_loop = looped
         self._driver = driver
         return looped
@@ -613,11 +629,6 @@ class Resumable:
         checkpoint.save_at_exit(leaving)
         session.report_stop(driver.display if driver is not None else None)
         session.release_surely()
-
-
-def _async_only(items: object) -> bool:
-    """Whether `items` is an async iterable, and no plain one."""
-    return not isinstance(items, Iterable) and isinstance(items, AsyncIterable)
 
 
 def _as_path(path: str | os.PathLike[str]) -> Path:

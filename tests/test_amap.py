@@ -511,14 +511,48 @@ def test_aiterate_stops_at_the_next_item_on_ctrl_c_and_saves(state_path: Path) -
     assert asyncio.run(run(stop_at=None)) == list(range(21, 100))
 
 
-def test_aiterate_of_an_async_iterable_says_it_is_not_supported_yet(state_path: Path) -> None:
-    async def pages() -> AsyncIterator[int]:
-        yield 1
+async def pages_of(words: list[str], fetched: list[str]) -> AsyncIterator[str]:
+    """An async input, as a paginated API gives one: each item waits on the loop."""
+    for word in words:
+        await asyncio.sleep(0)
+        fetched.append(word)
+        yield word
 
+
+def test_an_async_input_by_key_resumes_where_it_stopped(state_path: Path) -> None:
+    """aiterate and amap over an async iterable, by key: a rerun skips the done keys
+    wherever they come, and reads the input again (a stream cannot be entered midway)."""
+    words = [f"w{n}" for n in range(30)]
+
+    async def first(stop_after: int) -> list[str]:
+        got: list[str] = []
+        async with Resumable(state_path) as r:
+            async for word in r.aiterate(pages_of(words, []), key=str):
+                got.append(word)
+                if len(got) == stop_after:
+                    break
+        return got
+
+    async def rest() -> list[str]:
+        async def upper(word: str) -> str:
+            return word.upper()
+
+        async with Resumable(state_path) as r:
+            results = r.amap(upper, pages_of(words, []), key=str, concurrency=4)
+            return [word async for word in results]
+
+    assert asyncio.run(first(stop_after=12)) == words[:12]  # the twelfth: its body broke off
+    assert asyncio.run(rest()) == [word.upper() for word in words[11:]]
+
+
+def test_an_async_input_by_position_is_refused_with_what_to_do(state_path: Path) -> None:
     async def main() -> None:
         async with Resumable(state_path) as r:
-            with pytest.raises(UsageError, match="async inputs are not supported yet"):
-                r.aiterate(pages())  # type: ignore[arg-type]
+            with pytest.raises(UsageError, match="pass key= to track its items by key"):
+                r.aiterate(pages_of(["a"], []))
+            with pytest.raises(UsageError, match="batch"):
+                r.aiterate(pages_of(["a"], []), key=str, batch=2)
+            assert [w async for w in r.aiterate(pages_of(["a", "b"], []), key=str)] == ["a", "b"]
 
     asyncio.run(main())
 

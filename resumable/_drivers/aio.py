@@ -23,12 +23,20 @@ import asyncio
 import inspect
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+)
+from typing import Any, TypeVar, cast
 
 from resumable._checkpoint import Checkpoint
 from resumable._drivers.loop import LoopOptions
-from resumable._drivers.pool import PoolLoop, check_count
+from resumable._drivers.pool import KeysWanted, PoolLoop, check_count
+from resumable._errors import UsageError
 from resumable._keys import Key
 from resumable._progress import KeyProgress, WatermarkProgress
 from resumable._save_thread import SaveThread
@@ -110,13 +118,37 @@ class AsyncPoolLoop(PoolLoop):
 
     def astart(self, items: Any) -> AsyncIterator[Any]:
         """The async iterator the caller loops over, once `items` is checked."""
+        keyed = self.options.key is not None or self._session.progress.kind == KeyProgress.kind
+        if async_only(items) and not keyed:
+            raise UsageError(
+                f"{type(items).__name__} is an async iterable: pass key= to track its items "
+                "by key. By position, a rerun would have to read through every done item "
+                "of the stream again, and a stream seldom hands out the same items in the "
+                "same order twice; by key, done items are skipped wherever they come."
+            )
         work, progress = self._prepare(items)
         results = self._aresults(work, progress)
         self.async_loop = results
         return results
 
+    def _keyed_work(
+        self, items: Any, key: Callable[[Any], Key], progress: KeyProgress
+    ) -> Iterator[tuple[Key | int, Any]] | AsyncIterator[tuple[Key | int, Any]]:
+        if not async_only(items):
+            return super()._keyed_work(items, key, progress)
+        wanted = KeysWanted(key, progress, self.options.max_attempts)
+
+        async def work() -> AsyncIterator[tuple[Key | int, Any]]:
+            async for item in items:
+                if (found := wanted.of(item)) is not None:
+                    yield found
+
+        return work()
+
     async def _aresults(
-        self, work: Iterator[tuple[Key | int, Any]], progress: WatermarkProgress | KeyProgress
+        self,
+        work: Iterator[tuple[Key | int, Any]] | AsyncIterator[tuple[Key | int, Any]],
+        progress: WatermarkProgress | KeyProgress,
     ) -> AsyncGenerator[Any, None]:
         """Queue the work, at most `window` ahead; hand each result to the body; mark it
         done when the next one is asked for.
@@ -167,7 +199,9 @@ class AsyncPoolLoop(PoolLoop):
                 if waiter and not waiter[0].done():
                     waiter[0].set_result(None)
 
-        def top_up() -> None:
+        from_async = isinstance(work, AsyncIterator)  # an async input (by key)
+
+        async def top_up() -> None:
             """Queue the work the window allows, and wake a worker per call queued."""
             nonlocal queued, outstanding, held, input_ended
             # By position, nothing at or past the watermark + window: a slow item holds
@@ -175,7 +209,10 @@ class AsyncPoolLoop(PoolLoop):
             limit = marked.watermark + window if marked is not None else None
             while not input_ended and outstanding < window:
                 if held is None:
-                    held = next(work, None)
+                    if not from_async:
+                        held = next(cast(Iterator[tuple[Key | int, Any]], work), None)
+                    else:  # an async input: a new job's items may wait on the network
+                        held = await anext(cast(AsyncIterator[tuple[Key | int, Any]], work), None)
                     if held is None:
                         input_ended = True
                         break
@@ -236,7 +273,7 @@ class AsyncPoolLoop(PoolLoop):
                     if session.stop_soon:  # a signal: calls not started are not made
                         drop_queued()
                     else:
-                        top_up()
+                        await top_up()
                     if not outstanding:
                         break
                     await a_call_ends()  # nothing ended that top_up could have handed
@@ -304,6 +341,11 @@ class AsyncPoolLoop(PoolLoop):
             self.close_display()
 
 
+async def handed_as_it_is(item: T) -> T:
+    """The "call" of `r.aiterate` over an async input: the item itself."""
+    return item
+
+
 async def iterate_async(
     session: Session, items: Iterator[T], checkpoint: Checkpoint, saves: SaveThread
 ) -> AsyncGenerator[T, None]:
@@ -321,6 +363,11 @@ async def iterate_async(
         yield item
     if checkpoint.owed is not None:
         await saves.run(pay)
+
+
+def async_only(items: object) -> bool:
+    """Whether `items` is an async iterable, and no plain one."""
+    return not isinstance(items, Iterable) and isinstance(items, AsyncIterable)
 
 
 def _not_async(fn: object, returned: object, error: TypeError) -> BaseException:

@@ -20,7 +20,7 @@ import os
 import queue
 import sys
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from typing import Any, TypeVar
@@ -132,7 +132,7 @@ class PoolLoop(Loop):
             keyed = keyed_progress(session, options.key)
             key = check_key_function(options.key)
             self._report_failures(keyed.failures)
-            work = self._keyed_work(items, key, keyed)
+            work = self._keyed_work(items, key, keyed)  # type: ignore[assignment]
             self._keyed = keyed
             progress: WatermarkProgress | KeyProgress = keyed
         else:
@@ -191,21 +191,10 @@ class PoolLoop(Loop):
 
     def _keyed_work(
         self, items: Iterable[T], key: Callable[[T], Key], progress: KeyProgress
-    ) -> Iterator[tuple[Key | int, T]]:
+    ) -> Iterator[tuple[Key | int, T]] | AsyncIterator[tuple[Key | int, T]]:
         """The items whose key is not done (nor given up), each with its key, once."""
-        done, failed = progress.done, progress.failures.items
-        max_attempts = self.options.max_attempts
-        seen: set[Key] = set()
-        for item in items:
-            item_key = key(item)
-            if type(item_key) is not str and type(item_key) is not int:
-                check_keys([item_key])  # raises UsageError, naming the bad key
-            if item_key in done or item_key in seen:
-                continue
-            if item_key in failed and failed[item_key].attempts >= max_attempts:
-                continue
-            seen.add(item_key)
-            yield item_key, item
+        wanted = KeysWanted(key, progress, self.options.max_attempts)
+        return filter(None, map(wanted.of, items))
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -382,6 +371,29 @@ def default_window(workers: int | None, executor: Executor | None) -> int:
 
 def _default_workers() -> int:
     return min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's own default
+
+
+class KeysWanted:
+    """Which items of the input a keyed loop hands out: those whose key is not done, nor
+    given up, nor seen before in this run; each once, with its key."""
+
+    def __init__(self, key: Callable[[Any], Key], progress: KeyProgress, max_attempts: int):
+        self._key, self._done, self._failed = key, progress.done, progress.failures.items
+        self._max_attempts = max_attempts
+        self._seen: set[Key] = set()
+
+    def of(self, item: Any) -> tuple[Key | int, Any] | None:
+        """`item` with its key when it is wanted, else None."""
+        item_key = self._key(item)
+        if type(item_key) is not str and type(item_key) is not int:
+            check_keys([item_key])  # raises UsageError, naming the bad key
+        if item_key in self._done or item_key in self._seen:
+            return None
+        failed = self._failed.get(item_key)
+        if failed is not None and failed.attempts >= self._max_attempts:
+            return None
+        self._seen.add(item_key)
+        return item_key, item
 
 
 def check_count(value: object, name: str, method: str = "map") -> int | None:
