@@ -412,6 +412,9 @@ class Resumable:
                 f"{method}() works inside `async with Resumable(path) as r:` (this job was "
                 "opened by a plain `with`, whose saves would stall the event loop)"
             )
+        # The loop's saves are owed to it, and made in the save thread. (Not for iterate
+        # and map in an `async with` block: their loops make their saves themselves.)
+        self._checkpoint.deferring = True
         return session, self._saves
 
     def _begin(self, method: str, usage: str) -> Session:
@@ -575,7 +578,6 @@ class Resumable:
             session.release_surely()
             session.lifecycle = "closed"
             raise
-        self._checkpoint.deferring = True
         self._saves = SaveThread()
         return self
 

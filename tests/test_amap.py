@@ -372,6 +372,20 @@ def test_amap_in_a_plain_with_block_says_it_needs_async_with(state_path: Path) -
     asyncio.run(main())
 
 
+def test_iterate_and_map_in_an_async_with_block_save_by_their_policy(tmp_path: Path) -> None:
+    async def main() -> tuple[int, int]:
+        async with Resumable(tmp_path / "iterate.state", policy=NPolicy(10)) as r:
+            for _ in r.iterate(range(100)):
+                await asyncio.sleep(0)
+            by_iterate = r.saves
+        async with Resumable(tmp_path / "map.state", policy=NPolicy(10)) as r:
+            for _ in r.map(abs, range(100), workers=2):
+                await asyncio.sleep(0)
+            return by_iterate, r.saves
+
+    assert asyncio.run(main()) == (10, 10)
+
+
 def test_a_function_that_is_not_async_is_named_with_what_amap_takes(state_path: Path) -> None:
     def blocking(number: int) -> int:
         return number

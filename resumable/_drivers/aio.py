@@ -199,7 +199,10 @@ class AsyncPoolLoop(PoolLoop):
                 if waiter and not waiter[0].done():
                     waiter[0].set_result(None)
 
+        # Cast once: a subscripted type is built anew each time the expression runs.
         from_async = isinstance(work, AsyncIterator)  # an async input (by key)
+        work_sync = cast(Iterator[tuple[Key | int, Any]], work)
+        work_async = cast(AsyncIterator[tuple[Key | int, Any]], work)
 
         async def top_up() -> None:
             """Queue the work the window allows, and wake a worker per call queued."""
@@ -210,9 +213,9 @@ class AsyncPoolLoop(PoolLoop):
             while not input_ended and outstanding < window:
                 if held is None:
                     if not from_async:
-                        held = next(cast(Iterator[tuple[Key | int, Any]], work), None)
+                        held = next(work_sync, None)
                     else:  # an async input: a new job's items may wait on the network
-                        held = await anext(cast(AsyncIterator[tuple[Key | int, Any]], work), None)
+                        held = await anext(work_async, None)
                     if held is None:
                         input_ended = True
                         break
