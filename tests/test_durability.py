@@ -10,6 +10,7 @@ fails a test even on a machine without strace.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import stat
 from collections.abc import Callable
@@ -185,7 +186,7 @@ def committed_generation(path: Path) -> int:
 
 
 def test_the_journal_generation_the_backup_names_is_kept_so_the_backup_resumes(
-    state_path: Path, monkeypatch: pytest.MonkeyPatch
+    state_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A save folds the journal into a new generation, so the state file names the new
     one and its backup the old one. A later run deletes retired generations, but not the
@@ -214,6 +215,13 @@ def test_the_journal_generation_the_backup_names_is_kept_so_the_backup_resumes(
     in_backup = inspect(backup).position
     assert in_backup == len(ran) - 1
     state_path.write_bytes(b"damaged")
-    with pytest.warns(ResumableWarning, match="backup"):
+    with (
+        pytest.warns(ResumableWarning, match="backup"),
+        caplog.at_level(logging.WARNING, logger="resumable"),
+    ):
         rerun = keyed_run(state_path, items)
     assert rerun == items[in_backup:]
+    # Its first save wrote every key into a new generation, above every file there, and
+    # said so: the damaged file set aside may name the generations below.
+    said = f"{state_path}: resumed from the backup; the key journal goes on in generation 3"
+    assert any(message.startswith(said) for message in caplog.messages), caplog.messages
