@@ -125,9 +125,9 @@ def _split_records(
         return
     if len(payload) > max_payload:
         raise UsageError(
-            f"a key of {len(payload) - 2:,} bytes is too long to record (a record holds at "
-            f"most {max_payload:,} bytes). Return a shorter key from the key function, "
-            "e.g. a hash of the long value."
+            f"a key of {len(payload) - 2:,} bytes as JSON is too long to record (a record "
+            f"holds at most {max_payload:,} bytes). Return a shorter key from the key "
+            "function, e.g. a hash of the long value."
         )
     yield _record(payload, magic)
 
