@@ -114,11 +114,9 @@ class SignalGuard:
         self._mark = object()
         self._previous: dict[int, Handler] = {}
         self._installed_as = 0  # this guard's place in the order of installs
-        # Under asyncio: the event loop the handlers go through, the callbacks it had for
-        # them before (put back on exit), the task a stop at once cancels, whether it did,
-        # and whether the exit runs (a signal then waits for it).
+        # Under asyncio: the event loop the handlers go through, the task a stop at once
+        # cancels, whether it did, and whether the exit runs (a signal then waits for it).
         self._event_loop: asyncio.AbstractEventLoop | None = None
-        self._loop_callbacks: dict[int, asyncio.Handle] = {}
         self.task: asyncio.Task[Any] | None = None
         self.cancelled_task = False
         self.exiting = False
@@ -147,57 +145,37 @@ class SignalGuard:
     def install_in_event_loop(
         self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any] | None
     ) -> None:
-        """Install the handlers as callbacks of the running event `loop`; a stop at once
-        cancels `task`. Where the loop has no signal handling (Windows), nothing is
-        installed, and ctrl+c does what asyncio makes of it (``asyncio.run`` cancels the
-        main task: the exit saves the items done)."""
+        """Install the handlers as callbacks of the running event `loop` (shared by the
+        jobs open on it: `_loop_signals`); a stop at once cancels `task`. Where the loop
+        has no signal handling (Windows), nothing is installed, and ctrl+c does what
+        asyncio makes of it (``asyncio.run`` cancels the main task: the exit saves)."""
+        from resumable._loop_signals import LoopSignals
+
         if threading.current_thread() is not threading.main_thread():
             self.install()  # warns, as there
             return
         self._installed_as = next(_installs)
-        self._event_loop, self.task = loop, task
-        for signum in self.signums:
-            previous = signal.getsignal(signum)
-            if previous is None or previous == signal.SIG_IGN:
-                continue  # as in `install`
-            # A callback the loop already had for it (the program's own) comes back on exit.
-            callback = getattr(loop, "_signal_handlers", {}).get(signum)
-            try:
-                loop.add_signal_handler(signum, self._handle_in_event_loop, signum)
-            except NotImplementedError:
-                return
-            self._previous[signum] = previous
-            if callback is not None:
-                self._loop_callbacks[signum] = callback
+        self.task = task
+        if LoopSignals.of(loop).join(self):
+            self._event_loop = loop
             _installed.add(self)
 
     @defers_signals
     def restore(self) -> None:
         """Put back exactly the handlers that were there before `install`."""
-        loop = self._event_loop
+        if self._event_loop is not None:
+            self._leave_event_loop()
         for signum, previous in list(self._previous.items()):
-            if loop is not None:
-                # It would put back Python's default, not asyncio.run's ctrl+c handler.
-                loop.remove_signal_handler(signum)
-                callback = self._loop_callbacks.pop(signum, None)
-                if callback is not None:
-                    loop.add_signal_handler(signum, callback._callback, *callback._args)  # type: ignore[attr-defined]
-                    del self._previous[signum]
-                    continue
             signal.signal(signum, previous)
             del self._previous[signum]  # only once it is back
         _installed.discard(self)
 
     def restore_where_still_ours(self) -> None:
         """`restore`, but only for signals whose handler is still this guard's."""
-        loop = self._event_loop
+        if self._event_loop is not None:
+            self._leave_event_loop()
         for signum, previous in list(self._previous.items()):
-            if loop is not None:  # under asyncio: the loop's callback is ours or not
-                callback = getattr(loop, "_signal_handlers", {}).get(signum)
-                if getattr(callback, "_callback", None) == self._handle_in_event_loop:
-                    loop.remove_signal_handler(signum)
-                    signal.signal(signum, previous)
-            elif signal.getsignal(signum) == self._handle:
+            if signal.getsignal(signum) == self._handle:
                 signal.signal(signum, previous)
             del self._previous[signum]
         _installed.discard(self)
@@ -243,7 +221,14 @@ class SignalGuard:
                 stream.flush()
         signal.raise_signal(signum)
 
-    def _handle_in_event_loop(self, signum: int) -> None:
+    def _leave_event_loop(self) -> None:
+        from resumable._loop_signals import LoopSignals
+
+        loop, self._event_loop = self._event_loop, None
+        if loop is not None:
+            LoopSignals.of(loop).leave(self)
+
+    def handle_in_event_loop(self, signum: int) -> None:
         """`_handle` under asyncio: a callback of the event loop, which cancels the job's
         task where the other would raise."""
         first = self.stop_requested is None

@@ -81,6 +81,39 @@ def test_the_program_s_own_event_loop_signal_callback_comes_back(state_path: Pat
     assert heard == [signal.SIGHUP]
 
 
+def test_two_jobs_in_two_tasks_closing_in_any_order_keep_their_signals(tmp_path: Path) -> None:
+    """The newest job open gets ctrl+c, also when the older one closes first; when both
+    are closed, asyncio.run's own handler is back."""
+    stopped: list[str] = []
+
+    async def job(name: str, opened: asyncio.Event, close: asyncio.Event) -> None:
+        try:
+            async with Resumable(tmp_path / f"{name}.state") as r:
+                opened.set()
+                async for _ in r.amap(one_turn, range(10**9)):
+                    if close.is_set():
+                        break
+        except KeyboardInterrupt:
+            stopped.append(name)
+
+    async def main() -> bool:
+        before = signal.getsignal(signal.SIGINT)
+        first_open, second_open = asyncio.Event(), asyncio.Event()
+        close_first, close_second = asyncio.Event(), asyncio.Event()
+        first = asyncio.create_task(job("first", first_open, close_first))
+        await first_open.wait()
+        second = asyncio.create_task(job("second", second_open, close_second))
+        await second_open.wait()
+        close_first.set()  # the oldest closes first
+        await first
+        await let_the_loop_see(signal.SIGINT)  # goes to the second, still open
+        await second
+        return signal.getsignal(signal.SIGINT) is before
+
+    assert asyncio.run(main())
+    assert stopped == ["second"]
+
+
 def test_a_signal_outside_the_loop_cancels_the_task_and_the_exit_raises_it(
     state_path: Path,
 ) -> None:
