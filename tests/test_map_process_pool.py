@@ -21,6 +21,7 @@ import os
 import signal
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -194,11 +195,11 @@ def test_the_workers_of_a_pool_outlive_a_job_that_died_by_a_signal_and_hold_no_l
 ) -> None:
     """A worker of a process pool waits for its next call forever: when the job dies by
     kill -9, or by SIGTERM after its stop (the pool is never shut down), the workers stay
-    (``--orphans``: they do not watch the job). They hold no lock and nothing else of the
-    job's: the next run starts at once and runs to its end while they are still there."""
+    (``--orphans``: they do not watch the job). They hold no lock: the next run starts at
+    once and runs to its end while they are still there."""
     job = Job(tmp_path)
     gates.hold(30)
-    with start_job(job, gates, method, "--orphans") as child:
+    with start_job(job, gates, method, "--orphans") as child, ending_the_group(child.pid):
         read_until(child, "call 30")  # the job cannot end before the signal
         workers = {int(line.split()[1]) for line in child.seen if line.startswith("worker ")}
         child.send_signal(signum)
@@ -211,6 +212,16 @@ def test_the_workers_of_a_pool_outlive_a_job_that_died_by_a_signal_and_hold_no_l
         run_to_the_end(job, gates, method)
         # Still there after a whole run: CPython's workers do not notice their job died.
         assert workers <= set(running_in_group(child.pid)), child.describe("workers ended")
-        os.killpg(child.pid, signal.SIGKILL)
-        wait_until_group_ended(child.pid)
-        child.finish()  # their end closed the job's stdout they held
+
+
+@contextmanager
+def ending_the_group(pgid: int) -> Iterator[None]:
+    """On the way out, pass or fail, kill what is left of process group `pgid` (the workers
+    of a job started in a session of its own) and wait until it has ended."""
+    try:
+        yield
+    finally:
+        if running_in_group(pgid):
+            with suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+        wait_until_group_ended(pgid)
