@@ -182,6 +182,20 @@ def test_attempt_outside_the_loop_and_bad_arguments_are_refused(state_path: Path
             r.iterate(ITEMS, max_attempts=0)
 
 
+def test_attempt_after_the_loop_ended_is_refused_as_outside_the_body(state_path: Path) -> None:
+    """Once the loop has run to its end, a failure in attempt() belongs to no item: the
+    same UsageError as before any loop, nothing recorded."""
+    with Resumable(state_path) as r:
+        for _ in r.iterate(["a", "b"], on_error="record"):
+            pass
+        with (
+            pytest.raises(UsageError, match=r"in the body of `for item in r.iterate"),
+            r.attempt(),
+        ):
+            raise ValueError("after the loop")
+    assert failed(state_path) == {}
+
+
 def test_a_long_message_is_cut_and_builtin_types_are_named_plainly(state_path: Path) -> None:
     with Resumable(state_path) as r:
         for _ in r.iterate(["x"], on_error="record"):

@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The modules that were one controller (`_resumable.py`) share its selection.
 _CONTROLLER = [
     "test_loop",
+    "test_input_check",
     "test_uncovered_branches",
     "test_state_file",
     "test_batch",
