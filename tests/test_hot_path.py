@@ -172,3 +172,43 @@ def test_failure_records_ahead_of_the_position_cost_a_check_nothing(tmp_path: Pa
             cost.append(library_opcodes(state, items))
         growth.append(cost[1] - cost[0])  # what 1,000 more checks cost
     assert abs(growth[1] - growth[0]) < 1_000, growth
+
+
+# r.amap makes Python calls of its own per result (its async generator's step, the
+# watermark's count, the input's generator), about 4.4 today; a worker is woken per batch
+# of calls, not per call, and the queue topped up when the loop has nothing to hand out.
+# Waking a worker and topping up per result cost about ten.
+AMAP_CALLS_PER_RESULT = 6
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
+def test_amap_makes_a_bounded_number_of_library_calls_per_result(
+    state_path: Path, ordered: bool
+) -> None:
+    import asyncio
+
+    results = 20_000
+    calls = 0
+
+    def count_library_calls(frame: FrameType, event: str, arg: object) -> None:
+        nonlocal calls
+        if event == "call" and frame.f_code.co_filename.startswith(PACKAGE):
+            calls += 1
+
+    async def instant(number: int) -> int:
+        return number
+
+    async def main() -> int:
+        handed = 0
+        async with Resumable(state_path, policy=NPolicy(10**9) | TimePolicy(3600)) as r:
+            loop = r.amap(instant, range(results), concurrency=100, ordered=ordered)
+            sys.setprofile(count_library_calls)
+            try:
+                async for _ in loop:
+                    handed += 1
+            finally:
+                sys.setprofile(None)
+        return handed
+
+    assert asyncio.run(main()) == results
+    assert results * 3 < calls <= results * AMAP_CALLS_PER_RESULT
