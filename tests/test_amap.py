@@ -463,6 +463,37 @@ def test_frozen_time_drives_the_time_policy_under_asyncio(state_path: Path) -> N
     assert positions[:4] == [6, 12, 18, 24]
 
 
+def test_a_display_of_one_s_own_counts_this_run_s_results_and_the_log_says_finished(
+    state_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Counter:
+        def __init__(self) -> None:
+            self.count, self.closed = 0, False
+
+        def update(self, n: int = 1) -> None:
+            self.count += n
+
+        def close(self) -> None:
+            self.closed = True
+
+    async def run(stop_at: int | None) -> tuple[Counter, int]:
+        shown = Counter()
+        async with Resumable(state_path, policy=NPolicy(7)) as r:
+            async for result in r.amap(double, range(40), progress=shown):
+                if result == stop_at:
+                    break  # this result's body did not end: not done
+        assert not shown.closed  # yours to close, as with iterate
+        return shown, r.position
+
+    caplog.set_level("INFO", logger="resumable")
+    first, position = asyncio.run(run(stop_at=2 * 24))
+    assert (first.count, position) == (24, 24)
+    assert "finished" not in caplog.text
+    second, position = asyncio.run(run(stop_at=None))
+    assert (second.count, position) == (16, 40)  # only what this run did
+    assert "finished; 40 items done" in caplog.text
+
+
 # -- aiterate ---------------------------------------------------------------------------
 
 
