@@ -386,6 +386,22 @@ def test_iterate_and_map_in_an_async_with_block_save_by_their_policy(tmp_path: P
     assert asyncio.run(main()) == (10, 10)
 
 
+def test_ctrl_c_stops_iterate_in_an_async_with_block_after_the_item(state_path: Path) -> None:
+    async def run(stop_at: int | None) -> list[int]:
+        got: list[int] = []
+        async with Resumable(state_path) as r:
+            for item in r.iterate(range(1000)):
+                got.append(item)
+                if item == stop_at:
+                    await send_and_let_the_loop_see()  # the item goes on to its end
+        return got
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(run(stop_at=100))
+    assert progress_of(state_path)["position"] == 101
+    assert asyncio.run(run(stop_at=None)) == list(range(101, 1000))
+
+
 def test_a_function_that_is_not_async_is_named_with_what_amap_takes(state_path: Path) -> None:
     def blocking(number: int) -> int:
         return number
