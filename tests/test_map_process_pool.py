@@ -225,3 +225,63 @@ def ending_the_group(pgid: int) -> Iterator[None]:
             with suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
         wait_until_group_ended(pgid)
+
+
+# -- a signal to the whole process group: the workers get it too -------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_ctrl_c_at_a_terminal_reaching_the_workers_stops_once_and_reruns_no_call_that_ended(
+    tmp_path: Path, gates: Gates, method: str
+) -> None:
+    """ctrl+c to the whole group, the workers taking it too: the two calls at the gates are
+    cut by a KeyboardInterrupt inside `fn` and are not done. The five queued calls then run
+    in the same workers (each caught its KeyboardInterrupt) and end: as after any first
+    ctrl+c, their results go to the body, and the loop stops with its own KeyboardInterrupt,
+    not the workers'. No call that ran to its end runs again."""
+    job = Job(tmp_path)
+    gates.hold(*HELD)
+    with start_job(job, gates, method) as child:
+        calls_wait_at_the_gates(child)
+        os.killpg(child.pid, signal.SIGINT)
+        child.wait_not_pending(signal.SIGINT)
+        result = child.finish()
+    assert result.returncode == -signal.SIGINT, child.describe("stopped")
+    assert "_RemoteTraceback" not in result.stderr, child.describe("the worker's exception")
+    assert "During handling of the above exception" not in result.stderr, child.describe(
+        "a second KeyboardInterrupt"
+    )
+    first_run = log_lines(job)
+    assert counted(first_run, "called") == counted(first_run, "done"), child.describe(
+        "calls that ended without their result going to the body"
+    )
+    assert sorted(handed(child)) == sorted({1} | QUEUED)
+    run_to_the_end(job, gates, method)
+    lines = log_lines(job)
+    assert counted(lines, "called") == Counter(range(ITEMS))
+    assert counted(lines, "done") == Counter(range(ITEMS))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_sigterm_to_the_whole_group_records_no_call_as_failed(
+    tmp_path: Path, gates: Gates, method: str
+) -> None:
+    """SIGTERM to the job and its workers (a service manager stopping the whole group): the
+    workers die of it, and the broken pool fails every call in flight with
+    BrokenProcessPool. That is the stop, not the items' failure: with on_error="record"
+    none is recorded, none is done, and the next run calls each of them once."""
+    job = Job(tmp_path)
+    gates.hold(*HELD)
+    with start_job(job, gates, method, "--record") as child:
+        calls_wait_at_the_gates(child)
+        os.killpg(child.pid, signal.SIGTERM)
+        child.wait_not_pending(signal.SIGTERM)
+        result = child.finish()
+    assert result.returncode == -signal.SIGTERM, child.describe("stopped")
+    snapshot = job.snapshot()
+    assert snapshot.failed == (), child.describe(f"recorded failed: {snapshot.failed}")
+    assert snapshot.position == 1
+    run_to_the_end(job, gates, method)
+    lines = log_lines(job)
+    assert counted(lines, "called") == Counter(range(ITEMS))
+    assert counted(lines, "done") == Counter(range(ITEMS))

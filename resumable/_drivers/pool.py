@@ -21,7 +21,7 @@ import queue
 import sys
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
-from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
+from concurrent.futures import BrokenExecutor, Executor, Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from typing import Any, TypeVar
 
@@ -247,6 +247,13 @@ class PoolLoop(Loop):
                 future = _next_ended(order, ended) if ordered else _next_ended(None, ended)
                 where, _ = pending.pop(future)
                 error = future.exception()
+                if error is not None and _cut_by_the_stop(error, signals.stop_requested):
+                    # Not done, and no failure of the item's: a ctrl+c that reached the
+                    # workers too, or a signal that broke the pool. In order, the results
+                    # after it would come out of order: they are not handed out either.
+                    if ordered:
+                        break
+                    continue
                 if error is not None:
                     self._call_failed(where, error, progress, pending)
                 else:
@@ -358,6 +365,13 @@ def _next_ended(
             return ended.get(timeout=_WAKE_SECONDS)
         except queue.Empty:
             continue
+
+
+def _cut_by_the_stop(error: BaseException, stop_requested: int | None) -> bool:
+    """Whether a call's `error` is the stop's doing: after a signal stopped the loop, a
+    KeyboardInterrupt raised in a worker (ctrl+c goes to the whole process group) or a
+    pool broken by it (a worker killed by the signal)."""
+    return stop_requested is not None and isinstance(error, (KeyboardInterrupt, BrokenExecutor))
 
 
 def default_window(workers: int | None, executor: Executor | None) -> int:

@@ -1,15 +1,16 @@
 """A job that runs ``r.map`` in a pool as fast as its saves allow, for kill -9 and signals.
 
     python map_job.py STATE LOG --items N --every K --workers T --window W
-        [--ordered] [--keyed] [--gates DIR]
+        [--ordered] [--keyed] [--record] [--gates DIR]
         [--processes METHOD [--orphans] [--ignore-ctrl-c]] [--asyncio]
 
 It maps over ``range(N)`` with ``NPolicy(K)``, ``workers=T``, ``window=W``, results as the
 calls finish (``ordered=False``) unless ``--ordered``, progress by key (the item itself)
-with ``--keyed``. The function appends ``called <i>`` to LOG and fsyncs it before it
-returns; the body appends ``done <i>`` and fsyncs it, then prints ``end <i>``. Each process
-writes through an O_APPEND descriptor of its own, so each line is one write, whole, in the
-order the writes happened. It prints one line per event, each in one write (`say`):
+with ``--keyed``, failed calls recorded (``on_error="record"``) with ``--record``. The
+function appends ``called <i>`` to LOG and fsyncs it before it returns; the body appends
+``done <i>`` and fsyncs it, then prints ``end <i>``. Each process writes through an
+O_APPEND descriptor of its own, so each line is one write, whole, in the order the writes
+happened. It prints one line per event, each in one write (`say`):
 ``ready <position> <runs>`` once inside the with block; per result, ``saved <position>``
 first when a save completed since the previous result (the file then holds `position`
 items), then ``end <i>``; after the with block ``done <position> <finished>``; a stop by
@@ -132,6 +133,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, required=True)
     parser.add_argument("--ordered", action="store_true", help="results in input order")
     parser.add_argument("--keyed", action="store_true", help="map(..., key=int)")
+    parser.add_argument("--record", action="store_true", help='on_error="record"')
     parser.add_argument("--gates", type=Path, help="calls wait at DIR/<item> if it exists")
     parser.add_argument("--processes", choices=["fork", "spawn", "forkserver"])
     parser.add_argument("--orphans", action="store_true", help="workers outlive the job")
@@ -161,6 +163,7 @@ def main() -> None:
                     window=parsed.window,
                     ordered=parsed.ordered,
                     key=int if parsed.keyed else None,
+                    on_error="record" if parsed.record else "raise",
                     workers=None if executor else parsed.workers,
                     executor=executor,
                 )
