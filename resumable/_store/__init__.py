@@ -15,6 +15,9 @@ through a store, never by their names.
 | `journal` | a job's journals as the file store keeps them: generations, writers |
 | `journal_codec` | the record format of the key and failure journals, over bytes |
 | `journal_files` | the journal files: names, generations, read, append, fold |
+| `object` | a job on object storage (a store URL): state object, backup, fenced saves |
+| `object_backend` | a URL's objects (obstore, imported only then) and the conditional puts |
+| `lease` | one run per job on object storage: a lease object, conditional puts |
 
 A progress that keeps a journal (the done keys, the failure records) holds only a
 reference to it: the store reads it, and at a save writes what changed, before the state
@@ -24,6 +27,7 @@ document that commits it.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Protocol
 
@@ -91,9 +95,15 @@ class Store(Journals, Protocol):
 
 
 def open_store(path: str | os.PathLike[str]) -> Store:
-    """The store of the job at `path`, symlinks followed (`resolve`).
+    """The store of the job at `path`: `ObjectStore` for a URL with a scheme
+    (``s3://bucket/crawl/job.state``, ``memory://...``, ``file://...``), else the local
+    files of `FileStore`, symlinks followed (`resolve`)."""
+    if isinstance(path, str) and _URL.match(path):
+        from resumable._store.object import ObjectStore
 
-    Today every job is kept in local files (`FileStore`). Here is where the path would
-    choose another store: a URL scheme (``s3://...``) would pick its own module.
-    """
+        return ObjectStore(path)
     return FileStore(resolve(path))
+
+
+# A scheme of two letters or more, then "://": a Windows drive ("C:\\...") is no URL.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")

@@ -1,0 +1,177 @@
+"""One run per job on object storage: a lease object, taken and renewed by conditional puts.
+
+There is no flock on a bucket. The run that has the job open holds ``<key>.lease``, a
+small JSON object that names it and says until when it holds the job::
+
+    {"host": "worker-7", "pid": 4242, "token": "9f0c...", "expires_at": 1796432460.5,
+     "released": false}
+
+| step | the put | when another run got there first |
+| --- | --- | --- |
+| take a free job | create-if-absent | it holds the lease: refuse, naming it |
+| take a released or expired lease | update-if-ETag-matches (the ETag read) | refuse |
+| renew (`check`, before a save) | update-if-ETag-matches (this run's ETag) | job lost |
+| release (the end of the run) | update-if-ETag-matches, ``"released": true`` | nothing |
+
+Each write carries a new random token, so two writes never have the same bytes (an S3
+ETag is the MD5 of the bytes). The conditional put decides every race: of runs that read
+the same lease, exactly one writes the next.
+
+Clocks: ``expires_at`` is the holder's wall clock (`time.time`) plus `LEASE_SECONDS`, and
+another run compares it with its own wall clock. This assumes the machines' clocks agree
+within `CLOCK_SKEW_SECONDS` (NTP keeps them within milliseconds); a run takes over only
+once its clock is that much past the expiry. A holder renews once a third of its lease
+has passed, at its next `check`: it checks before every save, so a run whose saves come
+further apart than the lease may lose the job to a second run between two saves, and
+then stops at its next save with `StateLockedError` instead of overwriting (the saves are
+conditional too: see `resumable._store.object`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import orjson
+
+from resumable._errors import StateLockedError
+from resumable._store.flock import LockHolder
+from resumable._store.object_backend import Objects, TooLargeError
+
+LEASE_SECONDS = 60.0  # how long a lease lasts from its last renewal
+CLOCK_SKEW_SECONDS = 5.0  # how far apart two machines' clocks may be
+
+
+@dataclass(frozen=True)
+class LeaseHolder(LockHolder):
+    """A run that holds a job's lease: its process, its host, and when the lease expires
+    (seconds since the epoch, by the holder's clock)."""
+
+    host: str = ""
+    expires_at: float = 0.0
+
+    def describe(self) -> str:
+        """``pid 4242 on worker-7, lease until 2026-12-05T00:41:00Z``."""
+        until = datetime.fromtimestamp(self.expires_at, timezone.utc)
+        return (
+            f"pid {self.pid} on {self.host or 'an unnamed host'}, lease until "
+            f"{until.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+        )
+
+
+@dataclass(frozen=True)
+class _Record:
+    holder: LeaseHolder | None  # None: released, or not a lease any run wrote
+    etag: str
+
+
+class Lease:
+    """The lease on one job's state object: `acquire`, `check` (renews), `release`."""
+
+    def __init__(self, objects: Objects, key: str, job: str, seconds: float) -> None:
+        self._objects = objects
+        self._key = key
+        self._job = job  # the state object's URL, as messages name it
+        self._seconds = seconds
+        self._etag: str | None = None  # this run's lease, while it holds one
+        self._renewed_at = 0.0
+        self.lost = False
+
+    @property
+    def held(self) -> bool:
+        """Whether this run holds the lease (as far as it knows until its next `check`)."""
+        return self._etag is not None
+
+    def holder(self) -> LeaseHolder | None:
+        """Who holds the lease now; None when it is free, released or expired."""
+        record = self._read()
+        if record is None or record.holder is None or self._expired(record.holder):
+            return None
+        return record.holder
+
+    def acquire(self) -> None:
+        """Take the lease, or raise `StateLockedError` naming the run that holds it."""
+        now = time.time()
+        body = self._body(now, released=False)
+        etag = self._objects.create(self._key, body)
+        if etag is None:
+            record = self._read()
+            if record is None:  # released and deleted by hand between the two requests
+                etag = self._objects.create(self._key, body)
+            elif record.holder is None or self._expired(record.holder):
+                etag = self._objects.replace(self._key, body, record.etag)
+            if etag is None:
+                raise self._locked("is open in another run")
+        self._etag, self._renewed_at, self.lost = etag, now, False
+
+    def check(self) -> None:
+        """Raise `StateLockedError` unless this run still holds the lease; renew it once a
+        third of it has passed (one request; none before that)."""
+        if self._etag is None:
+            raise self._locked("is not held by this run")
+        now = time.time()
+        # A clock set back (now < renewed_at) renews too: the elapsed time is unknown.
+        if self._renewed_at <= now < self._renewed_at + self._seconds / 3:
+            return
+        etag = self._objects.replace(self._key, self._body(now, released=False), self._etag)
+        if etag is None:
+            self._etag, self.lost = None, True
+            raise self._locked(
+                "was taken over by another run while this run held it (its lease expired: "
+                f"it was not renewed for {self._seconds:g} s)"
+            )
+        self._etag, self._renewed_at = etag, now
+
+    def release(self) -> None:
+        """Mark the lease released, if this run still holds it; safe to call twice."""
+        etag, self._etag = self._etag, None
+        if etag is not None:
+            # None back: taken over already, and the lease is the new holder's to keep.
+            self._objects.replace(self._key, self._body(time.time(), released=True), etag)
+
+    def _expired(self, holder: LeaseHolder) -> bool:
+        return time.time() > holder.expires_at + CLOCK_SKEW_SECONDS
+
+    def _body(self, now: float, released: bool) -> bytes:
+        return orjson.dumps(
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "token": uuid.uuid4().hex,
+                "expires_at": now + self._seconds,
+                "released": released,
+            }
+        )
+
+    def _read(self) -> _Record | None:
+        try:
+            blob = self._objects.get(self._key, max_bytes=1 << 16)
+        except TooLargeError as error:
+            return _Record(None, error.etag)
+        if blob is None:
+            return None
+        try:
+            data = orjson.loads(blob.data)
+            holder = LeaseHolder(
+                pid=int(data["pid"]), host=str(data["host"]), expires_at=float(data["expires_at"])
+            )
+            released = data["released"] is True
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            # Every put is whole, so no run wrote this: it holds nobody, and a run may
+            # take it over with a conditional put like any expired lease.
+            return _Record(None, blob.etag)
+        return _Record(None if released else holder, blob.etag)
+
+    def _locked(self, what: str) -> StateLockedError:
+        holder = self.holder()
+        named = f" (held by {holder.describe()})" if holder is not None else ""
+        return StateLockedError(
+            f"{self._job} {what}{named}. Only one run at a time may work on a job: wait for "
+            f"that run to end, or, if it died, for its lease to expire "
+            f"({self._seconds:g} s after its last renewal), then run again.",
+            pid=holder.pid if holder is not None else None,
+        )

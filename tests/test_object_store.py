@@ -1,0 +1,365 @@
+"""A job on object storage (`open_store` with a URL): saves, the backup, the lease.
+
+Every test runs against three backends: ``memory://``, ``file://`` (a local folder), and
+a real S3-compatible server (moto's server mode) that the tests start on localhost, with
+the endpoint, keys and region from the environment, as a user configures obstore.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from freezegun import freeze_time
+
+from resumable import ResumableWarning, StateFileError, StateLockedError, UsageError
+from resumable._store import Store, open_store
+from resumable._store.file import FileStore
+from resumable._store.journal_codec import FAILURES, KEYS
+from resumable._store.lease import CLOCK_SKEW_SECONDS, LEASE_SECONDS
+from resumable._store.object_backend import Objects, open_objects
+
+from jobs.documents import checksummed, document
+
+BUCKET = "resumable-tests"
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A moto S3 server on a free localhost port, with one bucket; obstore reaches it
+    through the environment (``AWS_ENDPOINT_URL``...) as a user's would."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert server.stdout is not None
+    endpoint = None
+    for line in server.stdout:  # the server says where it listens once it does
+        found = re.search(r"Running on (http://127\.0\.0\.1:\d+)", line)
+        if found:
+            endpoint = found.group(1)
+            break
+    assert endpoint is not None, "the moto server ended before it listened"
+    # Its request log must not fill the pipe and stop it.
+    drain = threading.Thread(target=server.stdout.read)
+    drain.start()
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1",
+        }.items():
+            env.setenv(name, value)
+        with urllib.request.urlopen(urllib.request.Request(f"{endpoint}/{BUCKET}", method="PUT")):
+            pass
+        try:
+            yield endpoint
+        finally:
+            server.terminate()
+            server.wait()
+            drain.join()
+            server.stdout.close()
+
+
+@pytest.fixture(params=["memory", "file", "s3"])
+def job_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a new job's state object on each backend."""
+    unique = uuid.uuid4().hex
+    if request.param == "memory":
+        return f"memory://{unique}/job.state"
+    if request.param == "file":
+        return f"file://{tmp_path}/job.state"
+    request.getfixturevalue("s3_server")
+    return f"s3://{BUCKET}/{unique}/job.state"
+
+
+def state(position: int) -> bytes:
+    """A state document at `position`, as a save writes it."""
+    return checksummed(document({"kind": "position", "position": position, "finished": False}))
+
+
+def position(store: Store) -> int:
+    loaded = store.read()
+    assert loaded is not None
+    return int(loaded.document.progress["position"])
+
+
+def raw(url: str) -> tuple[Objects, str]:
+    """The objects behind `url` and its state object's key, to read and damage by hand."""
+    return open_objects(url)
+
+
+def opened(url: str) -> Store:
+    """A run's store with the job locked and loaded, as `Resumable` opens it."""
+    store = open_store(url)
+    store.lock()
+    if store.load() is None:
+        store.start_fresh()
+    return store
+
+
+def test_open_store_picks_the_object_store_for_a_url_and_local_files_for_a_path(
+    tmp_path: Path,
+) -> None:
+    assert isinstance(open_store(tmp_path / "job.state"), FileStore)
+    assert isinstance(open_store(str(tmp_path / "job.state")), FileStore)
+    assert not isinstance(open_store("memory://x/job.state"), FileStore)
+
+
+@pytest.mark.parametrize(
+    "url", ["memory://x/", "s3://bucket", "s3:///job.state", "memory://x/job.state?v=1"]
+)
+def test_a_url_that_names_no_state_object_is_refused_with_an_example(url: str) -> None:
+    with pytest.raises(UsageError, match=r"e\.g\. \w+://"):
+        open_store(url)
+
+
+def test_a_save_is_read_back_and_the_save_before_it_is_the_backup(job_url: str) -> None:
+    run = opened(job_url)
+    run.save(state(10))
+    run.save(state(20))
+    run.unlock()
+    assert position(open_store(job_url)) == 20
+    assert position(open_store(job_url + ".bak")) == 10
+
+
+def test_a_save_over_an_earlier_jobs_objects_sets_them_aside_first(job_url: str) -> None:
+    objects, key = raw(job_url)
+    objects.put(key, state(5))
+    objects.put(key + ".bak", state(4))
+    run = open_store(job_url)
+    run.lock()
+    run.start_fresh()  # restart=True
+    run.save(state(1))
+    assert position(open_store(job_url)) == 1
+    assert objects.etag(key + ".bak") is None  # the other job's backup is not this one's
+    run.unlock()
+
+
+def test_a_damaged_state_object_resumes_from_the_backup_and_is_kept_at_the_first_save(
+    job_url: str,
+) -> None:
+    objects, key = raw(job_url)
+    objects.put(key, state(20)[:-7])  # cut short
+    objects.put(key + ".bak", state(10))
+    run = open_store(job_url)
+    run.lock()
+    with pytest.warns(ResumableWarning, match="resuming from the backup"):
+        loaded = run.load()
+    assert loaded is not None
+    assert loaded.from_backup
+    assert loaded.document.progress["position"] == 10
+    run.save(state(11))
+    run.unlock()
+    assert position(open_store(job_url)) == 11
+    assert position(open_store(job_url + ".bak")) == 10
+    kept = [name for name in listed(objects, key) if ".corrupt-" in name]
+    assert len(kept) == 1
+    blob = objects.get(kept[0], 1 << 20)
+    assert blob is not None
+    assert blob.data == state(20)[:-7]
+
+
+def listed(objects: Objects, key: str) -> list[str]:
+    """The keys beside `key` whose names start with its name."""
+    import obstore
+
+    prefix = key.rsplit("/", 1)[0] + "/" if "/" in key else None
+    found = [meta["path"] for batch in obstore.list(objects._backend, prefix) for meta in batch]
+    return [path for path in found if path.startswith(key)]
+
+
+def test_a_damaged_state_object_and_backup_are_named_both_and_nothing_is_changed(
+    job_url: str,
+) -> None:
+    objects, key = raw(job_url)
+    objects.put(key, b"{not json")
+    objects.put(key + ".bak", state(10).replace(b'"position":10', b'"position":11'))
+    with pytest.raises(StateFileError) as raised:
+        open_store(job_url).read()
+    assert "not valid JSON" in str(raised.value)
+    assert "checksum" in str(raised.value)
+    assert job_url in str(raised.value)
+    assert f"{job_url}.bak" in str(raised.value)
+    blob = objects.get(key, 1 << 20)
+    assert blob is not None
+    assert blob.data == b"{not json"
+
+
+def test_create_if_absent_and_update_if_etag_matches_refuse_a_stale_writer(
+    job_url: str,
+) -> None:
+    objects, key = raw(job_url)
+    first = objects.create(key, b"one")
+    assert first is not None
+    assert objects.create(key, b"two") is None
+    second = objects.replace(key, b"three", first)
+    assert second is not None
+    assert objects.replace(key, b"four", first) is None  # stale
+    assert objects.replace(key + ".missing", b"five", second) is None
+    blob = objects.get(key, 100)
+    assert blob is not None
+    assert (blob.data, blob.etag) == (b"three", second)
+
+
+def test_a_second_run_is_refused_naming_the_holder_host_pid_and_expiry(job_url: str) -> None:
+    with freeze_time("2030-01-02 03:04:00", tick=False):
+        first = opened(job_url)
+        second = open_store(job_url)
+        with pytest.raises(StateLockedError) as raised:
+            second.lock()
+        message = str(raised.value)
+        assert f"pid {os.getpid()} on {socket.gethostname()}" in message
+        assert "lease until 2030-01-02T03:05:00Z" in message
+        assert raised.value.pid == os.getpid()
+        holder = second.holder()
+        assert holder is not None
+        assert holder.pid == os.getpid()
+        first.unlock()
+        assert second.holder() is None
+
+
+def test_a_released_lease_is_taken_at_once(job_url: str) -> None:
+    first = opened(job_url)
+    first.save(state(3))
+    first.unlock()
+    second = opened(job_url)
+    second.save(state(4))
+    second.check_lock()
+    second.unlock()
+    assert position(open_store(job_url)) == 4
+
+
+def test_a_run_that_renews_its_lease_keeps_the_job(job_url: str) -> None:
+    with freeze_time("2030-01-02 03:04:00", tick=False) as frozen:
+        first = opened(job_url)
+        frozen.tick(LEASE_SECONDS / 2)
+        first.check_lock()  # renews: half the lease has passed
+        frozen.tick(LEASE_SECONDS * 0.9)  # past the first expiry, not the renewed one
+        with pytest.raises(StateLockedError):
+            open_store(job_url).lock()
+        first.check_lock()
+        first.save(state(1))
+        first.unlock()
+
+
+def test_an_expired_lease_is_taken_over_and_its_run_stops_at_its_next_check(
+    job_url: str,
+) -> None:
+    with freeze_time("2030-01-02 03:04:00", tick=False) as frozen:
+        first = opened(job_url)
+        first.save(state(1))
+        frozen.tick(LEASE_SECONDS + CLOCK_SKEW_SECONDS - 1)  # within the clock allowance
+        with pytest.raises(StateLockedError):
+            open_store(job_url).lock()
+        frozen.tick(2)
+        second = opened(job_url)
+        assert not lost(first)
+        with pytest.raises(StateLockedError, match="taken over by another run"):
+            first.check_lock()
+        assert lost(first)
+        second.check_lock()
+        first.unlock()  # lost already: it leaves the other run's lease alone
+        with pytest.raises(StateLockedError):
+            open_store(job_url).lock()
+        second.unlock()
+
+
+def lost(store: Store) -> bool:
+    """Whether the run of `store` knows it lost the job (read anew at every call)."""
+    return store.lock_lost
+
+
+def test_a_paused_run_that_lost_its_lease_does_not_overwrite_the_new_owner(
+    job_url: str,
+) -> None:
+    with freeze_time("2030-01-02 03:04:00", tick=False) as frozen:
+        paused = opened(job_url)
+        paused.save(state(1))
+        paused.check_lock()  # then it pauses before its save, past its lease
+        frozen.tick(LEASE_SECONDS + CLOCK_SKEW_SECONDS + 1)
+        owner = opened(job_url)
+        owner.save(state(50))
+        with pytest.raises(StateLockedError, match="changed by another run"):
+            paused.save(state(2))
+        assert paused.lock_lost
+        owner.check_lock()
+        owner.save(state(51))
+        owner.unlock()
+    assert position(open_store(job_url)) == 51
+    assert position(open_store(job_url + ".bak")) == 50
+
+
+def test_two_runs_racing_for_one_job_exactly_one_wins_in_100_trials(job_url: str) -> None:
+    for trial in range(100):
+        outcomes = race(job_url.replace("job.state", f"job-{trial}.state"))
+        winners = [outcome for outcome in outcomes if not isinstance(outcome, Exception)]
+        losers = [outcome for outcome in outcomes if isinstance(outcome, StateLockedError)]
+        assert (len(winners), len(losers)) == (1, 1), f"trial {trial}: {outcomes}"
+        assert f"pid {os.getpid()}" in str(losers[0])
+
+
+def race(url: str) -> list[Store | Exception]:
+    """Two threads take the lease of job `url` at once: the store of each that won it,
+    and the error of each that did not."""
+    start = threading.Barrier(2)
+    outcomes: list[Store | Exception] = []
+
+    def run() -> None:
+        store = open_store(url)
+        start.wait()
+        try:
+            store.lock()
+        except Exception as error:
+            outcomes.append(error)
+        else:
+            outcomes.append(store)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def test_keyed_progress_and_failure_records_are_refused_naming_what_works(
+    job_url: str,
+) -> None:
+    run = opened(job_url)
+    for kind in (KEYS, FAILURES):
+        with pytest.raises(UsageError, match=r"tracked by position.*local file"):
+            run.new_journal(kind)
+    run.unlock()
+
+
+def test_reset_sets_the_job_aside_and_the_next_run_starts_fresh(job_url: str) -> None:
+    run = opened(job_url)
+    run.save(state(7))
+    run.save(state(8))
+    aside = run.set_aside()
+    run.unlock()
+    assert ".reset-" in str(aside)
+    assert open_store(job_url).read() is None
+    with pytest.raises(FileNotFoundError):
+        open_store(job_url).check_exists()
+    objects, key = raw(job_url)
+    kept = sorted(name for name in listed(objects, key) if ".reset-" in name)
+    assert len(kept) == 2
+    blob = objects.get(kept[0], 1 << 20)
+    assert blob is not None
+    assert orjson.loads(blob.data)["progress"]["position"] == 8
