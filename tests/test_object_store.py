@@ -16,6 +16,7 @@ import threading
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
@@ -26,7 +27,7 @@ from resumable import ResumableWarning, StateFileError, StateLockedError, UsageE
 from resumable._store import Store, open_store
 from resumable._store.file import FileStore
 from resumable._store.journal_codec import FAILURES, KEYS
-from resumable._store.lease import CLOCK_SKEW_SECONDS, LEASE_SECONDS
+from resumable._store.lease import CLOCK_SKEW_SECONDS, LEASE_SECONDS, LeaseHolder
 from resumable._store.object_backend import Objects, open_objects
 
 from jobs.documents import checksummed, document
@@ -363,3 +364,59 @@ def test_reset_sets_the_job_aside_and_the_next_run_starts_fresh(job_url: str) ->
     blob = objects.get(kept[0], 1 << 20)
     assert blob is not None
     assert orjson.loads(blob.data)["progress"]["position"] == 8
+
+
+@pytest.fixture(params=["file", "s3"])
+def shared_job_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a new job on a backend that other processes see."""
+    if request.param == "file":
+        return f"file://{tmp_path}/job.state"
+    request.getfixturevalue("s3_server")
+    return f"s3://{BUCKET}/{uuid.uuid4().hex}/job.state"
+
+
+HOLDER = """
+import sys
+from resumable._store import open_store
+store = open_store(sys.argv[1])
+store.lock()
+store.start_fresh()
+store.save(bytes.fromhex(sys.argv[2]))
+print("saved", flush=True)
+sys.stdin.read()  # holds the lease until it is killed
+"""
+
+
+def test_a_run_killed_with_its_lease_held_is_taken_over_after_expiry_and_resumed(
+    shared_job_url: str,
+) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, shared_job_url, state(5).hex()],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline() == "saved\n"
+    holder.kill()  # SIGKILL: the lease stays, marked held
+    holder.wait()
+    holder.stdout.close()
+    assert holder.stdin is not None
+    holder.stdin.close()
+    run = open_store(shared_job_url)
+    with pytest.raises(StateLockedError, match=f"pid {holder.pid} "):
+        run.lock()
+    dead = run.holder()
+    assert isinstance(dead, LeaseHolder)
+    assert dead.pid == holder.pid
+    with freeze_time(
+        datetime.fromtimestamp(dead.expires_at + CLOCK_SKEW_SECONDS + 1, timezone.utc),
+        tick=False,
+    ):
+        run.lock()
+        loaded = run.load()
+        assert loaded is not None
+        assert loaded.document.progress["position"] == 5
+        run.save(state(6))
+        run.unlock()
+    assert position(open_store(shared_job_url)) == 6
