@@ -305,6 +305,26 @@ def test_a_paused_run_that_lost_its_lease_does_not_overwrite_the_new_owner(
     assert position(open_store(job_url + ".bak")) == 50
 
 
+def test_a_paused_run_that_saves_before_the_new_owners_first_save_stops_the_new_owner(
+    job_url: str,
+) -> None:
+    """The window the docs describe: neither save is lost silently, one run stops."""
+    with freeze_time("2030-01-02 03:04:00", tick=False) as frozen:
+        paused = opened(job_url)
+        paused.save(state(1))
+        paused.check_lock()
+        frozen.tick(LEASE_SECONDS + CLOCK_SKEW_SECONDS + 1)
+        owner = opened(job_url)  # has read position 1, not saved yet
+        paused.save(state(2))  # lands: the state object is still the one it saw
+        with pytest.raises(StateLockedError, match="changed by another run"):
+            owner.save(state(40))
+        assert lost(owner)
+        owner.unlock()
+        with pytest.raises(StateLockedError, match="taken over"):
+            paused.check_lock()
+    assert position(open_store(job_url)) == 2
+
+
 def test_two_runs_racing_for_one_job_exactly_one_wins_in_100_trials(job_url: str) -> None:
     for trial in range(100):
         outcomes = race(job_url.replace("job.state", f"job-{trial}.state"))
