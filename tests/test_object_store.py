@@ -25,6 +25,7 @@ from freezegun import freeze_time
 
 from resumable import ResumableWarning, StateFileError, StateLockedError, UsageError
 from resumable._store import Store, open_store
+from resumable._store.document import NotDamagedError
 from resumable._store.file import FileStore
 from resumable._store.journal_codec import FAILURES, KEYS
 from resumable._store.lease import CLOCK_SKEW_SECONDS, LEASE_SECONDS, LeaseHolder
@@ -440,3 +441,19 @@ def test_a_run_killed_with_its_lease_held_is_taken_over_after_expiry_and_resumed
         run.save(state(6))
         run.unlock()
     assert position(open_store(shared_job_url)) == 6
+
+
+def test_a_store_that_cannot_be_reached_is_no_damage_and_says_what_failed_in_a_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")  # nothing listens there
+    monkeypatch.setenv("AWS_ALLOW_HTTP", "true")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    with pytest.raises(NotDamagedError) as raised:
+        open_store(f"s3://{BUCKET}/job.state").read()
+    message = str(raised.value)
+    assert message.startswith(f"s3://{BUCKET}/job.state cannot be read: ")
+    assert "the backup is not used and nothing was changed" in message
+    assert "Debug source" not in message

@@ -40,7 +40,7 @@ from resumable._store.document import MAX_BYTES, Loaded, NotDamagedError, StateD
 from resumable._store.journal_api import JournalChange, JournalRead, JournalReference
 from resumable._store.journal_codec import Kind
 from resumable._store.lease import LEASE_SECONDS, Lease, LeaseHolder
-from resumable._store.object_backend import Blob, TooLargeError, open_objects
+from resumable._store.object_backend import Blob, TooLargeError, describe, open_objects
 
 
 class ObjectStore:
@@ -184,9 +184,9 @@ class ObjectStore:
             yield
         except self._objects.failures as error:
             raise NotDamagedError(
-                f"{self.url} cannot be read: {error}. That says nothing about its content, "
-                "so the backup is not used and nothing was changed. Check the credentials, "
-                "the endpoint and the network, then run again."
+                f"{self.url} cannot be read: {describe(error)}. That says nothing about its "
+                "content, so the backup is not used and nothing was changed. Check the "
+                "credentials, the endpoint and the network, then run again."
             ) from error
 
     # -- writing ---------------------------------------------------------------------------
@@ -266,7 +266,7 @@ class ObjectStore:
             yield
         except self._objects.failures as error:
             raise StateWriteError(
-                f"{what} {self.url}: {error}. The saved state object is as it was before "
+                f"{what} {self.url}: {describe(error)}. The saved state object is as it was before "
                 "this request; items finished since the last save will run again next time."
             ) from error
 

@@ -177,6 +177,12 @@ class LocalObjects(Objects):
             return self.put(key, data)
 
 
+def describe(error: Exception) -> str:
+    """What went wrong in a request, in a line: obstore's message without the debug dump
+    it appends (``Debug source: ...``, dozens of lines)."""
+    return str(error).split("\n\nDebug source:", 1)[0].strip()
+
+
 def open_objects(url: str) -> tuple[Objects, str]:
     """The objects of store URL `url`, and the key of its state object in them."""
     parts = urlsplit(url)
