@@ -231,12 +231,7 @@ class SignalGuard:
     def handle_in_event_loop(self, signum: int) -> None:
         """`_handle` under asyncio: a callback of the event loop, which cancels the job's
         task where the other would raise."""
-        first = self.stop_requested is None
-        if first:
-            self.stop_requested = signum
-        if self.pending is None:
-            self.pending = signum
-        self.wake()
+        first = self._note(signum)
         if (first and self.loop_running) or self.exiting:
             return  # the loop stops at its next item boundary; the exit delivers it
         task = self.task
@@ -261,13 +256,19 @@ class SignalGuard:
         """The name of the signal that stopped the run, e.g. ``"SIGINT"``."""
         return signal_name(self.stop_requested) if self.stop_requested else "no signal"
 
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
+    def _note(self, signum: int) -> bool:
+        """Record that `signum` arrived and ask a running loop to stop after its item;
+        whether it is this run's first signal."""
         first = self.stop_requested is None
         if first:
             self.stop_requested = signum
         if self.pending is None:
             self.pending = signum
         self.wake()
+        return first
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        first = self._note(signum)
         if first and self.loop_running:
             return  # the loop stops at its next item boundary
         if _in_deferring_code(frame):
