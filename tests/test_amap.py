@@ -606,6 +606,39 @@ def test_an_async_input_by_key_resumes_where_it_stopped(state_path: Path) -> Non
     assert asyncio.run(rest()) == [word.upper() for word in words[11:]]
 
 
+def test_a_signal_while_an_async_input_makes_the_loop_wait_starts_no_more_calls(
+    state_path: Path,
+) -> None:
+    called: list[str] = []
+    gate = asyncio.Event
+
+    async def run(stop: bool) -> list[str]:
+        opened = gate()
+
+        async def slow_stream() -> AsyncIterator[str]:
+            for n in range(10):
+                if n == 5 and stop:
+                    await send_and_let_the_loop_see()  # the ctrl+c while the stream waits
+                    opened.set()
+                await asyncio.sleep(0)
+                yield f"w{n}"
+
+        async def note(word: str) -> str:
+            called.append(word)
+            return word
+
+        got: list[str] = []
+        async with Resumable(state_path) as r:
+            async for word in r.amap(note, slow_stream(), key=str, concurrency=2):
+                got.append(word)
+        return got
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(run(stop=True))
+    assert called == [f"w{n}" for n in range(5)]  # none after the signal
+    assert asyncio.run(run(stop=False)) == [f"w{n}" for n in range(5, 10)]
+
+
 def test_an_async_input_by_position_is_refused_with_what_to_do(state_path: Path) -> None:
     async def main() -> None:
         async with Resumable(state_path) as r:

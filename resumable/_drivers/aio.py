@@ -221,6 +221,8 @@ class AsyncPoolLoop(PoolLoop):
                         break
                 if limit is not None and int(held[0]) >= limit:
                     break
+                if session.stop_soon:  # came while an async input made us wait: no call
+                    break
                 todo.append((queued, *held))
                 queued += 1
                 outstanding += 1
