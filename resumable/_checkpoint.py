@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from resumable._display import LoopDisplay, items_until_refresh
 from resumable._errors import CalledTooOftenError, StateFileError, StateNotSerializableError
@@ -39,6 +39,9 @@ _WRITER = f"resumable-loop {__version__}"
 # `Resumable.save_log` keeps this run's latest saves, no more: bounded memory however long
 # the run.
 SAVE_LOG_LENGTH = 1000
+if TYPE_CHECKING:
+    import asyncio
+
 logger = logging.getLogger("resumable")
 
 SaveReason = Literal["policy", "explicit", "completion", "exit", "signal", "sink"]
@@ -112,6 +115,9 @@ class Checkpoint:
         self.deferring = False
         self.owed: tuple[SaveReason, float | None, Policy | None] | None = None
         self._saving = threading.Lock()
+        # Under asyncio, saves another task asked for (`Resumable.asave`) while the loop
+        # runs: the loop makes them, as it makes the saves it owes, and tells the askers.
+        self._asked: list[asyncio.Future[bool]] = []
 
     def start(self, count: int) -> None:
         """The run opened with `count` items done (what an explicit save counts from)."""
@@ -203,6 +209,24 @@ class Checkpoint:
             self.owed = (reason, None, None)
         else:
             self.save(reason)
+
+    def ask_for_save(self, waiter: asyncio.Future[bool]) -> None:
+        """Another task asks for a save while the loop runs: the loop owes it, and sets
+        `waiter` to True once made (False if the loop ended first: save yourself)."""
+        if self.owed is None:
+            self.owed = ("explicit", None, None)
+        self._asked.append(waiter)
+
+    def tell_askers(self, made: bool, error: BaseException | None = None) -> None:
+        """The save owed was made (`made`), failed (`error`), or the loop ended first."""
+        asked, self._asked = self._asked, []
+        for waiter in asked:
+            if waiter.done():
+                continue  # the asker was cancelled
+            if error is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.set_result(made)
 
     def pay_owed(self) -> None:
         """Make the save the loop owes, if any (under asyncio, in the save thread)."""

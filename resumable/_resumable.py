@@ -398,8 +398,8 @@ class Resumable:
         keyed = key is not None or session.progress.kind == KeyProgress.kind
         driver = (KeyedLoop if keyed else ChunkedLoop)(session, self._checkpoint, options)
         plain = cast(Iterable[T], items)  # not async_only
-        looped = iterate_async(session, driver.start(plain), self._checkpoint, saves)
-        driver.async_loop = looped
+        looped = iterate_async(driver, driver.start(plain), self._checkpoint, saves)
+        driver.keep_async(looped)
         self._driver = driver
         return looped
 
@@ -522,9 +522,24 @@ class Resumable:
             raise stop  # resumable: stopped once this save was done
 
     async def asave(self) -> None:
-        """`save`, under asyncio: made in the job's save thread while the event loop runs on."""
+        """`save`, under asyncio: made in the job's save thread while the event loop runs on.
+
+        Called from another task than the one that loops, while `amap` or `aiterate`
+        runs, the save is made by the loop after its current item (it counts the items
+        done in its own task), and this waits for it.
+        """
+        import asyncio
+
         if self._saves is None:
             raise UsageError("asave() works inside `async with Resumable(path) as r:`; use save()")
+        signals, checkpoint = self._session.signals, self._checkpoint
+        if signals.loop_running and asyncio.current_task() is not signals.task:
+            checkpoint.check_interval(checkpoint.now())
+            waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            checkpoint.ask_for_save(waiter)
+            if await waiter:
+                self._session.refused = False  # asked for: this run is recorded
+                return
         await self._saves.run(self.save)
 
     @defers_signals
@@ -587,19 +602,16 @@ class Resumable:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        session, checkpoint, saves = self._session, self._checkpoint, self._saves
+        session, saves = self._session, self._saves
         if not session.opened_here() or saves is None:
             return
+        from resumable._save_thread import to_the_end
+
         signals = session.signals
         signals.exiting = True  # a signal now waits for the exit, which delivers it
         try:
-            if session.is_open:
-                session.lifecycle = "closed"
-                driver = self._driver
-                if driver is not None:
-                    await driver.aclose()
-                await saves.run(lambda: checkpoint.save_at_exit(exc))
-                session.report_stop(driver.display if driver is not None else None)
+            # Not cut by a second cancellation (a timeout's, the program's): the exit saves.
+            await to_the_end(self._aclose(exc))
         finally:
             session.release_surely()
             saves.close()
@@ -607,6 +619,19 @@ class Resumable:
         signals.deliver_deferred(stop if stop is not None else exc)
         if stop is not None:
             raise stop from None  # resumable: a signal stopped the job at once; progress saved
+
+    async def _aclose(self, leaving: BaseException | None) -> None:
+        """`_close` under asyncio, up to the release: the loop closed, the exit's save
+        made in the save thread, the stop reported."""
+        session, checkpoint, saves = self._session, self._checkpoint, self._saves
+        if not session.is_open or saves is None:
+            return
+        session.lifecycle = "closed"
+        driver = self._driver
+        if driver is not None:
+            await driver.aclose()
+        await saves.run(lambda: checkpoint.save_at_exit(leaving))
+        session.report_stop(driver.display if driver is not None else None)
 
     def __repr__(self) -> str:
         return (

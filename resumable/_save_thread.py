@@ -1,5 +1,5 @@
 """Saves under asyncio: made in a thread of the job's own, so that the event loop runs on
-while a save waits for fsync.
+while a save waits for fsync; and `to_the_end`, for what a cancellation must not cut.
 
 A save started here is always finished, even when the task that waits for it is
 cancelled meanwhile: the state file is never left to a write nobody waits for, and the
@@ -10,11 +10,32 @@ raised once the save is done.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
+
+
+async def to_the_end(awaitable: Awaitable[T]) -> T:
+    """Await `awaitable` to its end even when the task that waits is cancelled meanwhile
+    (once or many times); then raise the cancellation. For what must not stop half way:
+    a save, and the exit that saves and releases the job."""
+    inner = asyncio.ensure_future(awaitable)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(inner)
+        except asyncio.CancelledError:
+            if inner.done() and inner.cancelled():
+                raise  # cancelled itself (the event loop is closing down): nothing to wait for
+            if inner.done():
+                raise  # it raised CancelledError of its own
+            cancelled = True
+            continue
+        if cancelled:
+            raise asyncio.CancelledError
+        return result
 
 
 class SaveThread:
@@ -31,19 +52,9 @@ class SaveThread:
         """`function()` in the save thread; waits for it to end even when cancelled."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="resumable-save")
-        future = asyncio.get_running_loop().run_in_executor(self._executor, function)
-        cancelled = False
-        while True:
-            try:
-                result = await asyncio.shield(future)
-            except asyncio.CancelledError:
-                if future.done() and future.cancelled():
-                    raise  # the loop is closing down: nothing left to wait for
-                cancelled = True
-                continue
-            if cancelled:
-                raise asyncio.CancelledError
-            return result
+        return await to_the_end(
+            asyncio.get_running_loop().run_in_executor(self._executor, function)
+        )
 
     def close(self) -> None:
         """Stop the thread (after the save in it, if any)."""

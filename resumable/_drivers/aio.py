@@ -34,7 +34,7 @@ from collections.abc import (
 from typing import Any, TypeVar, cast
 
 from resumable._checkpoint import Checkpoint
-from resumable._drivers.loop import LoopOptions
+from resumable._drivers.loop import Loop, LoopOptions
 from resumable._drivers.pool import KeysWanted, PoolLoop, check_count
 from resumable._errors import UsageError
 from resumable._keys import Key
@@ -128,7 +128,7 @@ class AsyncPoolLoop(PoolLoop):
             )
         work, progress = self._prepare(items)
         results = self._aresults(work, progress)
-        self.async_loop = results
+        self.keep_async(results)
         return results
 
     def _keyed_work(
@@ -161,7 +161,9 @@ class AsyncPoolLoop(PoolLoop):
         """
         session, checkpoint, saves = self._session, self._checkpoint, self._saves
         signals = session.signals
-        signals.task = asyncio.current_task()  # the task a second signal cancels
+        # The task a second signal cancels: the one that loops, while it loops; then the
+        # one that opened the job again (the loop may have run in a task of its own).
+        opener, signals.task = signals.task, asyncio.current_task()
         loop = asyncio.get_running_loop()
         fn, window, ordered, marked = self._fn, self._window, self._ordered, self._marked
         todo: deque[tuple[int, Key | int, Any]] = deque()  # queued: not started
@@ -258,6 +260,7 @@ class AsyncPoolLoop(PoolLoop):
                 await a_call_ends()
 
         workers = [loop.create_task(call_each()) for _ in range(min(self._concurrency, window))]
+        self.async_ended = ended_event = asyncio.Event()
         completed = False
         stop: BaseException | None = None
         signals.loop_running = True
@@ -311,30 +314,33 @@ class AsyncPoolLoop(PoolLoop):
                 if countdown <= 0 or stopping:
                     checkpoint.reached(progress.position)
                     countdown = checkpoint.items_between_checks
-                    if checkpoint.owed is not None:
-                        await saves.run(checkpoint.pay_owed)
-                    if stopping:
-                        drop_queued()
-                        if not outstanding:
-                            stop = signals.take_exception()
-                            raise stop  # resumable: stopped after the calls in flight; saved
+                if checkpoint.owed is not None:  # by the check, or asked for (asave)
+                    await pay_owed(checkpoint, saves)
+                if stopping:
+                    drop_queued()
+                    if not outstanding:
+                        stop = signals.take_exception()
+                        raise stop  # resumable: stopped after the calls in flight; saved
             if session.stop_soon or signals.pending is not None:  # came as the work ran out
                 checkpoint.reached(progress.position)
                 if checkpoint.owed is not None:
-                    await saves.run(checkpoint.pay_owed)
+                    await pay_owed(checkpoint, saves)
                 stop = signals.take_exception()
                 raise stop  # resumable: stopped after the calls in flight; progress saved
             progress.finished = True
             if checkpoint.unsaved_items(progress.position):
                 checkpoint.save_for_loop("completion")
-                await saves.run(checkpoint.pay_owed)
+                await pay_owed(checkpoint, saves)
             logger.info("%s: finished; %s done", session.path, counted(progress.position, "item"))
             completed = True
             if stop := session.stop_asked():
                 raise stop  # resumable: stopped after the last result; the progress is saved
         finally:
             stop = None  # frees the run at once: see `resumable._drivers.loop`
+            ended_event.set()
             signals.loop_running = False
+            signals.task = opener
+            checkpoint.tell_askers(False)  # a save asked for and not made: theirs to make
             # Calls still running (a break, an error in the body, a second signal) are
             # cancelled, and count as not done; idle workers just end.
             cancelling = True
@@ -346,28 +352,51 @@ class AsyncPoolLoop(PoolLoop):
             self.close_display()
 
 
+async def pay_owed(checkpoint: Checkpoint, saves: SaveThread) -> None:
+    """Make the save the loop owes, in the save thread, and tell those who asked for it."""
+    try:
+        await saves.run(checkpoint.pay_owed)
+    except BaseException as error:
+        if checkpoint.owed is None:  # made, and then the task was cancelled
+            checkpoint.tell_askers(True)
+        else:
+            checkpoint.tell_askers(False, error)
+        raise
+    checkpoint.tell_askers(True)
+
+
 async def handed_as_it_is(item: T) -> T:
     """The "call" of `r.aiterate` over an async input: the item itself."""
     return item
 
 
 async def iterate_async(
-    session: Session, items: Iterator[T], checkpoint: Checkpoint, saves: SaveThread
+    driver: Loop, items: Iterator[T], checkpoint: Checkpoint, saves: SaveThread
 ) -> AsyncGenerator[T, None]:
-    """`r.aiterate`: the items of `iterate`'s loop `items`, with the saves that loop owes
-    made in the save thread before the next item goes out."""
-    session.signals.task = asyncio.current_task()  # the task a second signal cancels
-    pay = checkpoint.pay_owed
-    while True:
-        try:
-            item = next(items)
-        except StopIteration:
-            break
+    """`r.aiterate`: the items of `iterate`'s loop `items` (made by `driver`), with the
+    saves that loop owes made in the save thread before the next item goes out."""
+    driver.async_ended = ended = asyncio.Event()
+    signals = driver.session.signals
+    # The task a second signal cancels: see AsyncPoolLoop._aresults.
+    opener, signals.task = signals.task, asyncio.current_task()
+    try:
+        while True:
+            try:
+                item = next(items)
+            except StopIteration:
+                break
+            if checkpoint.owed is not None:
+                await pay_owed(checkpoint, saves)
+            yield item
         if checkpoint.owed is not None:
-            await saves.run(pay)
-        yield item
-    if checkpoint.owed is not None:
-        await saves.run(pay)
+            await pay_owed(checkpoint, saves)
+    finally:
+        ended.set()
+        signals.task = opener
+        checkpoint.tell_askers(False)  # a save asked for and not made: theirs to make
+        # Closed by the event loop after a break: the sync loop ends now, as it would
+        # when a plain for statement lets go of it (the position settles, signals act).
+        driver.close()
 
 
 def async_only(items: object) -> bool:

@@ -90,10 +90,13 @@ class Loop:
         # Held weakly: after `break` the loop's generator must be closed as soon as the
         # for statement lets go of it, so that the position settles and signals act at once.
         self._generator: weakref.ref[Generator[Any, None, None]] | None = None
-        # Under asyncio: the async generator the caller loops over. Held strongly, and
-        # closed by the exit: one the caller left (`break`, an exception) is not closed
-        # when dropped, but only later, by the event loop.
-        self.async_loop: AsyncGenerator[Any, None] | None = None
+        # Under asyncio: the async generator the caller loops over, held weakly too. Left
+        # by `break`, it is closed by the event loop (asyncio's finaliser) once the
+        # `async for` lets go of it, so that the calls in flight are cancelled and a signal
+        # acts at once, as after a plain loop; `async_ended` (an asyncio.Event, made at
+        # its first step) is set as its `finally` starts, for the exit to wait on.
+        self._async_loop: weakref.ref[AsyncGenerator[Any, None]] | None = None
+        self.async_ended: Any = None
         self.in_flight: str | int | None = None  # a retried position, or a key
         self.item_failed = False  # whether attempt() recorded the item in flight
         # iterate(batch=n): a batch is out (its body runs), the keys or positions it holds
@@ -106,6 +109,11 @@ class Loop:
         # of the body (looked up when the loop starts): see `read_ahead`.
         self._loop_thread = threading.get_ident()
         self._readers: dict[CodeType, str] = {}
+
+    @property
+    def session(self) -> Session:
+        """The run this loop belongs to."""
+        return self._session
 
     def start(self, items: Iterable[Any]) -> Iterator[Any]:
         """The iterator the caller loops over, once `items` is checked against the
@@ -179,9 +187,16 @@ class Loop:
 
     async def aclose(self) -> None:
         """`close`, under asyncio: the async loop is closed first."""
-        if self.async_loop is not None:
-            await self.async_loop.aclose()
+        async_loop = self._async_loop() if self._async_loop is not None else None
+        if async_loop is not None:
+            await async_loop.aclose()
+        elif self.async_ended is not None:
+            await self.async_ended.wait()  # the event loop closes it, dropped after a break
         self.close()
+
+    def keep_async(self, async_loop: AsyncGenerator[Any, None]) -> None:
+        """`_keep`, for the async generator the caller loops over."""
+        self._async_loop = weakref.ref(async_loop)
 
     def settle(self) -> None:
         """After the loop was left inside a chunk, count the items whose body finished."""
