@@ -328,8 +328,13 @@ class Resumable:
             items: any iterable, read as the window allows; or, with `key`, an async
                 iterable (a stream is read again on a rerun, its done keys skipped).
             concurrency: how many calls run at once; default 16.
-            ordered, window, key, progress, on_change, on_error, max_attempts: as for
-                `map`.
+            ordered: results in input order (True), or as the calls finish.
+            window: at most this many items run past the watermark; default 4 per worker.
+            key: track done items by key, as for `map`.
+            progress: a progress bar, as for `iterate`.
+            on_change: what to do with a changed input, as for `iterate`.
+            on_error: as for `map`: ``"record"`` records a call's exception for its item.
+            max_attempts: as for `iterate`.
 
         A first ctrl+c (or SIGTERM) stops new calls, hands the results of those in flight
         to the body, saves and stops (`KeyboardInterrupt`, `Interrupted`); a second one
