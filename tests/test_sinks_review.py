@@ -1,0 +1,305 @@
+"""A hostile review of output files (`Resumable.sink`, issue 15): the bugs it found, each a
+test of what a user should get, marked ``xfail(strict=True)`` with the bug as its reason
+until resumable/ is fixed (then the mark goes, and the test stays).
+
+Real files, a real FIFO, real hard links, a real ``os.fork()`` in a child process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from resumable import Resumable, ResumableError, UsageError
+
+from jobs.harness import TIMEOUT, child_env
+
+
+class BodyError(Exception):
+    """The body's failure in these tests."""
+
+
+def lines(items: range) -> str:
+    return "".join(f"{item}\n" for item in items)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a text sink encodes each write on its own (str.encode): an encoding with a "
+    "byte order mark (utf-16, utf-32, utf-8-sig) puts a BOM before every write, "
+    "write_json line and CSV row, instead of once at the start of the file",
+)
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-8-sig"])
+def test_a_text_sink_in_an_encoding_with_a_byte_order_mark_writes_it_once(
+    tmp_path: Path, encoding: str
+) -> None:
+    state, out = tmp_path / "job.state", tmp_path / "out.txt"
+    for fail_at in (2, None):  # two runs: the second appends to the first's output
+        with contextlib.suppress(BodyError), Resumable(state) as r:
+            sink = r.sink(out, encoding=encoding)
+            rows = sink.csv()
+            for item in r.iterate(range(4)):
+                if item == fail_at:
+                    raise BodyError
+                sink.write(f"{item}\n")
+                sink.write_json({"item": item})
+                rows.writerow([item, "é"])
+    expected = "".join(f'{item}\n{{"item":{item}}}\n{item},é\r\n' for item in range(4))
+    # What Python's own open(out, "a", encoding=encoding) writes: one BOM, at the start.
+    assert out.read_bytes().decode(encoding) == expected
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Sink.write in text mode checks type(data) is str: a str subclass (a str-mixin "
+    "Enum, StrEnum, numpy.str_, markupsafe.Markup) is refused with a TypeError saying "
+    "write() takes str",
+)
+def test_a_text_sink_takes_a_subclass_of_str(tmp_path: Path) -> None:
+    class Name(str):
+        pass
+
+    state, out = tmp_path / "job.state", tmp_path / "out.txt"
+    with Resumable(state) as r:
+        sink = r.sink(out)
+        for item in r.iterate([Name("red"), Name("green")]):
+            sink.write(item)
+    assert out.read_text() == "redgreen"
+
+
+def _blocked_opening_a_fifo(thread: threading.Thread) -> bool:
+    """Whether `thread` sleeps in the kernel waiting for a FIFO's reader."""
+    try:
+        wchan = Path(f"/proc/self/task/{thread.native_id}/wchan").read_text()
+    except OSError:
+        return False
+    return wchan in ("wait_for_partner", "fifo_open")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux's /proc")
+@pytest.mark.xfail(
+    strict=True,
+    reason="r.sink opens the path (os.open, O_WRONLY) before it checks that it is a regular "
+    "file: on a FIFO with no reader the open waits for one, so the job hangs in r.sink "
+    "instead of raising 'not a regular file'",
+)
+def test_a_sink_on_a_fifo_without_a_reader_is_refused_at_once(tmp_path: Path) -> None:
+    state, fifo = tmp_path / "job.state", tmp_path / "fifo"
+    os.mkfifo(fifo)
+    outcome: list[BaseException | None] = []
+    with Resumable(state) as r:
+
+        def open_sink() -> None:
+            try:
+                r.sink(fifo)
+            except BaseException as error:  # handed to the test's thread
+                outcome.append(error)
+            else:
+                outcome.append(None)
+
+        opener = threading.Thread(target=open_sink)
+        opener.start()
+        deadline = time.monotonic() + TIMEOUT
+        blocked = False
+        while opener.is_alive() and time.monotonic() < deadline:
+            if _blocked_opening_a_fifo(opener):
+                blocked = True
+                break
+            time.sleep(0.001)  # polls a real condition: the thread ended, or sleeps in open
+        if opener.is_alive():
+            # Let it go: a reader completes the writer's open.
+            reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+            opener.join()
+            os.close(reader)
+    assert not blocked, "r.sink waited for a reader of the FIFO"
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], UsageError), outcome
+    assert "not a regular file" in str(outcome[0])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="two hard links to one file as two sinks of one job: the second is refused by "
+    "the OS lock with the message for another job ('open in another run, as a sink of "
+    "another job'), which names neither this job nor the first link",
+)
+def test_a_hard_link_to_a_sink_of_this_job_is_refused_as_the_same_file(tmp_path: Path) -> None:
+    state, first, second = tmp_path / "job.state", tmp_path / "a.txt", tmp_path / "b.txt"
+    first.touch()
+    os.link(first, second)
+    with Resumable(state) as r:
+        r.sink(first)
+        with pytest.raises(UsageError) as refused:
+            r.sink(second)
+    assert "another job" not in str(refused.value)
+    assert str(first) in str(refused.value), "the message names the sink it is the same as"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="two jobs using one output file one after the other: job A records it at 0 bytes "
+    "and stops; job B, finding it empty, takes it as a new sink and writes its output; A's "
+    "next run cuts the file back to 0 and B's output is gone, with no error (only "
+    "concurrent runs are refused, by the OS lock)",
+)
+def test_a_sink_used_by_two_jobs_in_turn_never_loses_the_other_jobs_output(
+    tmp_path: Path,
+) -> None:
+    shared = tmp_path / "shared.txt"
+    with pytest.raises(BodyError), Resumable(tmp_path / "a.state") as a:
+        a.sink(shared)  # recorded at 0 bytes at once
+        raise BodyError
+    refused = False
+    try:
+        with Resumable(tmp_path / "b.state") as b:
+            out = b.sink(shared)
+            for item in b.iterate(range(3)):
+                out.write(f"b{item}\n")
+        with Resumable(tmp_path / "a.state") as a:
+            out = a.sink(shared)
+            for item in a.iterate(range(3)):
+                out.write(f"a{item}\n")
+    except ResumableError:
+        refused = True  # either job refusing the file is a fix
+    assert refused or "b0\nb1\nb2\n" in shared.read_text(), shared.read_text()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a sink file replaced by another, longer file (a restored or regenerated file, "
+    "the user's own data at that path) is cut to the recorded length without a word: the "
+    "library only compares lengths, never what the recorded bytes are",
+)
+def test_a_sink_replaced_by_a_longer_different_file_is_refused_not_cut(tmp_path: Path) -> None:
+    state, out = tmp_path / "job.state", tmp_path / "out.txt"
+    with pytest.raises(BodyError), Resumable(state) as r:
+        sink = r.sink(out)
+        for item in r.iterate(range(10)):
+            if item == 5:
+                raise BodyError
+            sink.write(f"{item}\n")
+    precious = "someone else's data, longer than the job's output\n"
+    out.unlink()
+    out.write_text(precious)  # another file at that path
+    with pytest.raises(ResumableError), Resumable(state) as r:
+        r.sink(out)
+    assert out.read_text() == precious
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a relative sink path is taken from the working directory, its record from the "
+    "state file's folder: a resumed job run from another directory opens a new, empty sink "
+    "there without a word, and its output is split between two files (the state records "
+    "both)",
+)
+def test_a_resumed_job_run_from_another_directory_does_not_split_its_output_silently(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "job.state"  # absolute, as a job started by cron names it
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    monkeypatch.chdir(first)
+    with pytest.raises(BodyError), Resumable(state) as r:
+        sink = r.sink("out.jsonl")
+        for item in r.iterate(range(10)):
+            if item == 5:
+                raise BodyError
+            sink.write_json(item)
+    monkeypatch.chdir(second)
+    told = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with Resumable(state) as r:
+                sink = r.sink("out.jsonl")
+                for item in r.iterate(range(10)):
+                    sink.write_json(item)
+    except (UsageError, Warning):
+        told = True
+    assert told, (
+        f"first/out.jsonl: {(first / 'out.jsonl').read_text()!r}, "
+        f"second/out.jsonl: {(second / 'out.jsonl').read_text()!r}"
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a sink written in an r.map worker thread (documented as unsupported) works "
+    "silently: the boundary after an item marks output that workers wrote for items not "
+    "done yet, the state file counts it, and the next run writes those items again",
+)
+def test_a_sink_written_in_a_map_worker_is_a_clear_error(tmp_path: Path) -> None:
+    state, out = tmp_path / "job.state", tmp_path / "out.txt"
+    with pytest.raises(UsageError), Resumable(state) as r:
+        sink = r.sink(out)
+
+        def work(item: int) -> int:
+            sink.write(f"{item}\n")  # in the worker: the docs say the body writes
+            return item
+
+        for _ in r.map(work, range(6), workers=3):
+            pass
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.xfail(
+    strict=True,
+    reason="an os.fork() child that falls through the with block closes the sinks it "
+    "inherited, flushing the parent's buffered output into the file a second time: the "
+    "length the parent records then covers a duplicate and cuts off its own last items "
+    "(the fork child otherwise leaves the job alone)",
+)
+def test_a_fork_child_leaving_the_with_block_writes_nothing_to_the_parents_sink(
+    tmp_path: Path,
+) -> None:
+    state, out = tmp_path / "job.state", tmp_path / "out.txt"
+    script = tmp_path / "fork_sink.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, sys
+            from resumable import Resumable
+
+            with Resumable({str(state)!r}) as r:
+                sink = r.sink({str(out)!r})
+                for item in r.iterate(range(4)):
+                    sink.write(f"{{item}}\\n")
+                    if item == 2:
+                        child = os.fork()
+                        if child == 0:
+                            sys.exit(0)  # falls through the with block, then exits
+                        os.waitpid(child, 0)
+            """
+        )
+    )
+    subprocess.run([sys.executable, str(script)], env=child_env(), timeout=TIMEOUT, check=True)
+    # A rerun of the finished job cuts the file to the length its state records.
+    with Resumable(state) as r:
+        r.sink(out)
+    assert out.read_text() == lines(range(4))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a write to a sink after its with block ended is io's bare 'ValueError: write "
+    "to closed file', which names neither the sink nor why it is closed",
+)
+def test_a_write_after_the_with_block_names_the_sink_and_says_why(tmp_path: Path) -> None:
+    state, out = tmp_path / "job.state", tmp_path / "out.txt"
+    with Resumable(state) as r:
+        sink = r.sink(out)
+        for item in r.iterate(range(3)):
+            sink.write(f"{item}\n")
+    with pytest.raises(UsageError, match=r"out\.txt"):
+        sink.write("footer\n")  # a footer written after the with block
