@@ -367,3 +367,17 @@ def test_a_rerun_of_a_finished_job_leaves_its_output_as_it_is(tmp_path: Path) ->
         with contextlib.suppress(ResumableError):
             run()
     assert out.read_text() == once
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="r.sink checks the encoding with codecs.lookup alone: a codec that is not a text "
+    "encoding (hex, base64, rot13, zlib) is accepted, and the first write in the loop "
+    "raises LookupError, in the body of an item",
+)
+@pytest.mark.parametrize("encoding", ["hex", "rot13"])
+def test_a_codec_that_is_not_a_text_encoding_is_refused_by_sink(
+    tmp_path: Path, encoding: str
+) -> None:
+    with Resumable(tmp_path / "job.state") as r, pytest.raises(ValueError, match="encoding"):
+        r.sink(tmp_path / "out.txt", encoding=encoding)
