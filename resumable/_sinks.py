@@ -26,6 +26,8 @@ import csv
 import io
 import os
 import stat
+import threading
+import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -60,6 +62,18 @@ class Sink:
         self.synced = length  # the length the last save flushed to the disk and recorded
         self._text = mode == "t"
         self._failed: OSError | None = None
+        # Text in another encoding than UTF-8 goes through one incremental encoder, so that
+        # a byte order mark (utf-16, utf-8-sig) is written once, at the start of the file:
+        # after output of earlier runs, the encoder is told it was written already.
+        self._encode = (
+            str.encode
+            if not self._text or encoding in _UTF8_NAMES
+            else _encoder_after(length, encoding)
+        )
+        # Written in the thread that opened it (the loop's): a worker's output could be
+        # counted for an item that is not done yet.
+        self._thread = threading.get_ident()
+        _open_sinks.add(self)
 
     @property
     def length(self) -> int:
@@ -72,12 +86,12 @@ class Sink:
         It is buffered; each save flushes it to the disk before it records the length.
         """
         if self._text:
-            if type(data) is not str:
+            if not isinstance(data, str):
                 raise TypeError(
                     f"sink {self.path.name} was opened in text mode: write() takes str, got "
                     f"{type(data).__name__} (open it with mode='b' to write bytes)"
                 )
-            self._append(data.encode(self.encoding))
+            self._append(self._encode(data))
         else:
             if isinstance(data, str):
                 raise TypeError(
@@ -93,7 +107,7 @@ class Sink:
         """
         line = orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE)
         if self._text and self.encoding not in _UTF8_NAMES:
-            line = line.decode().encode(self.encoding)
+            line = self._encode(line.decode())
         self._append(line)
 
     def csv(
@@ -112,6 +126,17 @@ class Sink:
     def _append(self, data: bytes | bytearray | memoryview) -> None:
         if self._failed is not None:
             raise _write_error(self.path, self._failed)
+        if self._file.closed:
+            raise UsageError(
+                f"sink {self.path.name} is closed: a sink is written inside the with block of "
+                "its job, which closes it on exit"
+            )
+        if threading.get_ident() != self._thread:
+            raise UsageError(
+                f"sink {self.path.name} is written in another thread than the loop's: write "
+                "sinks in the loop body (with r.map, return the result from the worker and "
+                "write it in the body), so that only done items' output is counted"
+            )
         try:
             self._length += self._file.write(data)
         except OSError as error:
@@ -148,7 +173,6 @@ class CsvSink:
         self.sink = sink
         self._buffer = io.StringIO()
         self._writer = csv.writer(self._buffer, dialect, **options)
-        self._encoding = sink.encoding if sink.mode == "t" else "utf-8"
         if header is not None and sink.length == 0:
             self.writerow(header)
 
@@ -166,7 +190,8 @@ class CsvSink:
         text = self._buffer.getvalue()
         self._buffer.seek(0)
         self._buffer.truncate()
-        self.sink._append(text.encode(self._encoding))
+        sink = self.sink
+        sink._append(sink._encode(text) if sink.mode == "t" else text.encode())
 
 
 class Sinks:
@@ -185,9 +210,12 @@ class Sinks:
         if mode not in ("t", "b"):
             raise ValueError(f"sink mode must be 't' (text) or 'b' (bytes), got {mode!r}")
         try:
-            encoding = codecs.lookup(encoding).name
+            info = codecs.lookup(encoding)
         except (LookupError, TypeError):
             raise ValueError(f"sink encoding: {encoding!r} is not a text encoding") from None
+        if not getattr(info, "_is_text_encoding", True):  # hex, rot13, zlib: not str to bytes
+            raise ValueError(f"sink encoding: {encoding!r} is not a text encoding")
+        encoding = info.name
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"sink path takes a str or PathLike, got {type(path).__name__}")
         target = resolve(path)
@@ -204,11 +232,25 @@ class Sinks:
             raise UsageError(f"{target} is one of the job's own files: pick another sink path")
         if target.is_dir():
             raise UsageError(f"sink {target} is a directory: pass the path of a file in it")
+        self._refuse_a_second_name(target)
         recorded = self.recorded.get(key)
         text_or_bytes: SinkMode = "t" if mode == "t" else "b"
         sink = _open_cut(target, recorded, state, self._restart, text_or_bytes, encoding)
         self.by_path[key] = sink
         return sink, recorded is None
+
+    def _refuse_a_second_name(self, target: Path) -> None:
+        """Raise `UsageError` when `target` is a file this run opened as a sink under
+        another name (a hard link to it)."""
+        with contextlib.suppress(OSError):  # a new file: no other name
+            found = os.stat(target)
+            for sink in self.by_path.values():
+                other = os.fstat(sink._file.fileno())
+                if (other.st_dev, other.st_ino) == (found.st_dev, found.st_ino):
+                    raise UsageError(
+                        f"{target} is the same file as {sink.path}, already a sink of this "
+                        "job (a hard link to it): open each output file once"
+                    )
 
     def mark(self) -> None:
         """An item boundary: every byte written so far belongs to items done."""
@@ -256,6 +298,9 @@ def _open_cut(
     if not recorded:
         flags |= os.O_CREAT  # a file the state file counts output in is never made up
     fd: int | None = None
+    with contextlib.suppress(OSError):  # a FIFO's open would wait for a reader: not opened
+        if not stat.S_ISREG(os.stat(target).st_mode):
+            raise _not_regular(target)
     try:
         fd = os.open(target, flags, 0o666)
     except FileNotFoundError:
@@ -265,7 +310,7 @@ def _open_cut(
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise UsageError(f"sink {target} is not a regular file: pass the path of a file")
+            raise _not_regular(target)
         if not try_lock(fd):
             raise UsageError(
                 f"sink {target} is open in another run, as a sink of another job: a sink "
@@ -298,6 +343,41 @@ def _open_cut(
             os.close(fd)
         raise
     return Sink(target, file, recorded or 0, mode, encoding)
+
+
+# The sinks open in this process, for `_silence_in_forked_child`.
+_open_sinks: weakref.WeakSet[Sink] = weakref.WeakSet()
+
+
+def _silence_in_forked_child() -> None:
+    """Run in the child after ``os.fork()``: the sinks' descriptors now write to
+    /dev/null. The child holds a copy of each sink's buffer, which it would flush into the
+    file when it closes it or exits: the parent's output a second time."""
+    if not _open_sinks:
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for sink in list(_open_sinks):
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(null, sink._file.fileno())
+    finally:
+        os.close(null)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_silence_in_forked_child)
+
+
+def _encoder_after(length: int, encoding: str) -> Any:
+    """An incremental encoder's `encode` for a file that holds `length` bytes already."""
+    encoder = codecs.getincrementalencoder(encoding)()
+    if length:
+        encoder.encode("")  # the byte order mark, if the encoding has one, is in the file
+    return encoder.encode
+
+
+def _not_regular(target: Path) -> UsageError:
+    return UsageError(f"sink {target} is not a regular file: pass the path of a file")
 
 
 def _shorter(target: Path, size: int | None, recorded: int, state: Path) -> StateFileError:

@@ -33,12 +33,6 @@ def lines(items: range) -> str:
     return "".join(f"{item}\n" for item in items)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a text sink encodes each write on its own (str.encode): an encoding with a "
-    "byte order mark (utf-16, utf-32, utf-8-sig) puts a BOM before every write, "
-    "write_json line and CSV row, instead of once at the start of the file",
-)
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-8-sig"])
 def test_a_text_sink_in_an_encoding_with_a_byte_order_mark_writes_it_once(
     tmp_path: Path, encoding: str
@@ -59,12 +53,6 @@ def test_a_text_sink_in_an_encoding_with_a_byte_order_mark_writes_it_once(
     assert out.read_bytes().decode(encoding) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Sink.write in text mode checks type(data) is str: a str subclass (a str-mixin "
-    "Enum, StrEnum, numpy.str_, markupsafe.Markup) is refused with a TypeError saying "
-    "write() takes str",
-)
 def test_a_text_sink_takes_a_subclass_of_str(tmp_path: Path) -> None:
     class Name(str):
         pass
@@ -87,12 +75,6 @@ def _blocked_opening_a_fifo(thread: threading.Thread) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux's /proc")
-@pytest.mark.xfail(
-    strict=True,
-    reason="r.sink opens the path (os.open, O_WRONLY) before it checks that it is a regular "
-    "file: on a FIFO with no reader the open waits for one, so the job hangs in r.sink "
-    "instead of raising 'not a regular file'",
-)
 def test_a_sink_on_a_fifo_without_a_reader_is_refused_at_once(tmp_path: Path) -> None:
     state, fifo = tmp_path / "job.state", tmp_path / "fifo"
     os.mkfifo(fifo)
@@ -127,12 +109,6 @@ def test_a_sink_on_a_fifo_without_a_reader_is_refused_at_once(tmp_path: Path) ->
     assert "not a regular file" in str(outcome[0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="two hard links to one file as two sinks of one job: the second is refused by "
-    "the OS lock with the message for another job ('open in another run, as a sink of "
-    "another job'), which names neither this job nor the first link",
-)
 def test_a_hard_link_to_a_sink_of_this_job_is_refused_as_the_same_file(tmp_path: Path) -> None:
     state, first, second = tmp_path / "job.state", tmp_path / "a.txt", tmp_path / "b.txt"
     first.touch()
@@ -234,12 +210,6 @@ def test_a_resumed_job_run_from_another_directory_does_not_split_its_output_sile
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a sink written in an r.map worker thread (documented as unsupported) works "
-    "silently: the boundary after an item marks output that workers wrote for items not "
-    "done yet, the state file counts it, and the next run writes those items again",
-)
 def test_a_sink_written_in_a_map_worker_is_a_clear_error(tmp_path: Path) -> None:
     state, out = tmp_path / "job.state", tmp_path / "out.txt"
     with pytest.raises(UsageError), Resumable(state) as r:
@@ -254,13 +224,6 @@ def test_a_sink_written_in_a_map_worker_is_a_clear_error(tmp_path: Path) -> None
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-@pytest.mark.xfail(
-    strict=True,
-    reason="an os.fork() child that falls through the with block closes the sinks it "
-    "inherited, flushing the parent's buffered output into the file a second time: the "
-    "length the parent records then covers a duplicate and cuts off its own last items "
-    "(the fork child otherwise leaves the job alone)",
-)
 def test_a_fork_child_leaving_the_with_block_writes_nothing_to_the_parents_sink(
     tmp_path: Path,
 ) -> None:
@@ -291,11 +254,6 @@ def test_a_fork_child_leaving_the_with_block_writes_nothing_to_the_parents_sink(
     assert out.read_text() == lines(range(4))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a write to a sink after its with block ended is io's bare 'ValueError: write "
-    "to closed file', which names neither the sink nor why it is closed",
-)
 def test_a_write_after_the_with_block_names_the_sink_and_says_why(tmp_path: Path) -> None:
     state, out = tmp_path / "job.state", tmp_path / "out.txt"
     with Resumable(state) as r:
@@ -370,12 +328,6 @@ def test_a_rerun_of_a_finished_job_leaves_its_output_as_it_is(tmp_path: Path) ->
     assert out.read_text() == once
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="r.sink checks the encoding with codecs.lookup alone: a codec that is not a text "
-    "encoding (hex, base64, rot13, zlib) is accepted, and the first write in the loop "
-    "raises LookupError, in the body of an item",
-)
 @pytest.mark.parametrize("encoding", ["hex", "rot13"])
 def test_a_codec_that_is_not_a_text_encoding_is_refused_by_sink(
     tmp_path: Path, encoding: str
@@ -429,13 +381,6 @@ def test_a_footer_cut_short_by_ctrl_c_is_written_whole_by_the_next_run(tmp_path:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-@pytest.mark.xfail(
-    strict=True,
-    reason="a fork child keeps the sink's flock (it belongs to the open file description "
-    "the child shares): a multiprocessing 'fork' child still running after its parent was "
-    "killed makes the job's next run refuse its own sink as 'open in another run, as a sink "
-    "of another job'. The job's lock is let go in a fork child (flock.py); the sink's is not",
-)
 def test_a_fork_child_outliving_a_killed_job_does_not_hold_its_sink(tmp_path: Path) -> None:
     state, out = tmp_path / "job.state", tmp_path / "out.txt"
     script = tmp_path / "lingering_child_job.py"
