@@ -34,7 +34,13 @@ from typing import Any, BinaryIO, Literal
 
 import orjson
 
-from resumable._errors import StateFileError, StateWriteError, UsageError, describe_os_error
+from resumable._errors import (
+    StateFileError,
+    StateWriteError,
+    UsageError,
+    describe_os_error,
+    warn,
+)
 from resumable._store import durable
 from resumable._store.file import aside_path, backup_path, lock_path, resolve
 from resumable._store.flock import try_lock
@@ -203,6 +209,7 @@ class Sinks:
         # As the state file has it: the path relative to the state file's folder -> length.
         self.recorded: dict[str, int] = {}
         self.by_path: dict[str, Sink] = {}  # opened by this run
+        self._opened_here: set[str] = set()  # and first recorded by this run, too
 
     def open(self, path: str | os.PathLike[str], mode: str, encoding: str) -> tuple[Sink, bool]:
         """Open the sink at `path`, cut back to its recorded length; and whether it is new
@@ -223,6 +230,13 @@ class Sinks:
         # Relative to the state file's folder: a job moved or copied with its output stays
         # one job (a sink moved apart from it is a new sink, refused if it holds data).
         key = os.path.relpath(target, state.parent)
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(
+                f"sink {target!r}: its name is not valid UTF-8, and the state file records "
+                "sink names as UTF-8. Rename the file (or pass another path)."
+            ) from None
         if key in self.by_path:
             raise UsageError(
                 f"{target} is already a sink of this job: open each output file once and "
@@ -234,9 +248,20 @@ class Sinks:
             raise UsageError(f"sink {target} is a directory: pass the path of a file in it")
         self._refuse_a_second_name(target)
         recorded = self.recorded.get(key)
+        # Sinks of earlier runs, not opened (yet) by this one.
+        earlier = [name for name in self.recorded if name not in self._opened_here]
+        if recorded is None and earlier:
+            others = ", ".join(sorted(earlier))
+            warn(
+                f"sink {target} is new to this job, whose state file records the sinks "
+                f"{others} (relative to {state.parent}): if it is one of those under another "
+                "path (a run from another working directory), the output is now split "
+                "between two files. Pass the same path each run (an absolute one)."
+            )
         text_or_bytes: SinkMode = "t" if mode == "t" else "b"
         sink = _open_cut(target, recorded, state, self._restart, text_or_bytes, encoding)
         self.by_path[key] = sink
+        self._opened_here.add(key)
         return sink, recorded is None
 
     def _refuse_a_second_name(self, target: Path) -> None:

@@ -172,13 +172,6 @@ def test_a_sink_replaced_by_a_longer_different_file_is_refused_not_cut(tmp_path:
     assert out.read_text() == precious
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a relative sink path is taken from the working directory, its record from the "
-    "state file's folder: a resumed job run from another directory opens a new, empty sink "
-    "there without a word, and its output is split between two files (the state records "
-    "both)",
-)
 def test_a_resumed_job_run_from_another_directory_does_not_split_its_output_silently(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -288,12 +281,6 @@ def test_on_change_restart_starts_the_output_over_too(tmp_path: Path) -> None:
     assert out.read_text() == "7\n8\n9\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a sink whose file name is not UTF-8 (legal on Linux: os.fsdecode gives "
-    "surrogates) fails the save r.sink makes with a StateFileError that says the state "
-    "file was edited or damaged and to restore it from a backup: none of which is so",
-)
 def test_a_sink_name_that_is_not_utf8_is_refused_as_such(tmp_path: Path) -> None:
     state = tmp_path / "job.state"
     out = os.fsdecode(os.fsencode(tmp_path) + b"/out\xff.txt")
