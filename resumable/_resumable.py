@@ -467,6 +467,8 @@ class Resumable:
                 "sink() was called after the loop started: open every sink before "
                 f"{self._loop_method}(), so that each run cuts it back before any output"
             )
+        if session.sinks.moves_aside(path):
+            self._checkpoint.save("sink")  # the old state set aside before the old output
         sink, new = session.sinks.open(path, mode, encoding)
         if new:
             self._checkpoint.save("sink")  # recorded at 0 bytes before anything is written

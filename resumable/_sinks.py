@@ -264,6 +264,21 @@ class Sinks:
         self._opened_here.add(key)
         return sink, recorded is None
 
+    def moves_aside(self, path: str | os.PathLike[str]) -> bool:
+        """Whether opening `path` moves an earlier output aside (restart=True, a non-empty
+        file): the old state must be set aside first, or a run killed in between would
+        leave a state that counts output in a file no longer there."""
+        if not self._restart or not isinstance(path, (str, os.PathLike)):
+            return False
+        target = resolve(path)
+        if os.path.relpath(target, self._state_path.parent) in self.recorded:
+            return False
+        try:
+            info = os.stat(target)
+        except OSError:
+            return False
+        return stat.S_ISREG(info.st_mode) and info.st_size > 0
+
     def _refuse_a_second_name(self, target: Path) -> None:
         """Raise `UsageError` when `target` is a file this run opened as a sink under
         another name (a hard link to it)."""
