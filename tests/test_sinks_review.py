@@ -257,12 +257,6 @@ def test_a_write_after_the_with_block_names_the_sink_and_says_why(tmp_path: Path
         sink.write("footer\n")  # a footer written after the with block
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="iterate(..., on_change='restart') starts the progress over but leaves the sink "
-    "as recorded: the output of the old input's items stays in the file before the new "
-    "input's (restart=True moves a sink aside; on_change='restart' does nothing with it)",
-)
 def test_on_change_restart_starts_the_output_over_too(tmp_path: Path) -> None:
     state, out = tmp_path / "job.state", tmp_path / "out.txt"
     with pytest.raises(BodyError), Resumable(state) as r:

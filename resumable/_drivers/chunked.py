@@ -58,6 +58,7 @@ class ChunkedLoop(Loop):
             if item.position is not None
         ]
         feed, retried = positional.feed(items, str(session.path), options.on_change, retry=retry)
+        self._refuse_starting_over_with_sinks(positional.started_over)
         self._report_failures(positional.failures)
         if positional.finished and not retried:
             logger.warning(

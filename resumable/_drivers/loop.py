@@ -214,6 +214,19 @@ class Loop:
     def _keep(self, generator: Generator[Any, None, None]) -> None:
         self._generator = weakref.ref(generator)
 
+    def _refuse_starting_over_with_sinks(self, started_over: bool) -> None:
+        """on_change="restart" started the progress over: refused while sinks hold the
+        output of the old input's items (the run stays as it was)."""
+        session = self._session
+        if started_over and session.sinks.by_path:
+            names = ", ".join(sorted(str(sink.path) for sink in session.sinks.by_path.values()))
+            raise UsageError(
+                f"the input changed and on_change='restart' would start {session.path} over, "
+                f"but its sinks ({names}) hold the output of the old input's items. Start "
+                "over with Resumable(..., restart=True), which moves them aside, or pass "
+                "the same input as before."
+            )
+
     def _report_failures(self, failures: Failures) -> None:
         path, max_attempts = self._session.path, self.options.max_attempts
         given_up = failures.given_up(max_attempts)

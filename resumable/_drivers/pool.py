@@ -143,6 +143,7 @@ class PoolLoop(Loop):
                 if failure.position is not None
             ]
             feed, retried = marked.feed(items, str(session.path), options.on_change, retry)
+            self._refuse_starting_over_with_sinks(marked.started_over)
             self._report_failures(marked.failures)
             work = self._indexed_work(feed, marked, retried)
             progress = self._marked = marked

@@ -127,5 +127,10 @@ class WatermarkProgress(FailureJournalOnly):
             self.done_above.clear()
         return feed, retried
 
+    @property
+    def started_over(self) -> bool:
+        """Whether on_change="restart" dropped what was done."""
+        return self._below.started_over
+
     def tap(self, chunk: Iterator[T]) -> Iterator[T]:
         return self._below.tap(chunk)
