@@ -1,0 +1,217 @@
+"""A hostile review of the loops under asyncio (issue 14): what a demanding user does with
+`async with Resumable(...)`, `r.amap`, `r.aiterate` and `r.asave`.
+
+Each test here shows one bug found by the review and is marked ``xfail(strict=True)`` with
+the bug in its reason, so that the suite stays green until the fix lands, and the fix
+makes the test pass (strict: then the marker must go).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from pathlib import Path
+
+import orjson
+import pytest
+
+from resumable import NPolicy, Resumable
+
+from jobs.harness import Child
+
+
+async def one_turn(item: int) -> int:
+    await asyncio.sleep(0)
+    return item
+
+
+async def send_and_let_the_loop_see(signum: int) -> None:
+    """Send `signum` to the main thread and give the event loop the turns that run its
+    handler (see tests/test_amap.py)."""
+    signal.pthread_kill(threading.main_thread().ident or 0, signum)
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+def progress_of(path: Path) -> dict[str, object]:
+    progress: dict[str, object] = orjson.loads(path.read_bytes())["progress"]
+    return progress
+
+
+# Two jobs, each in a task of its own, whose lifetimes overlap without nesting: A opens,
+# B opens, A ends, B ends. Then the program waits, as a server does, for ctrl+c.
+OVERLAPPING_JOBS = """
+import asyncio, signal, sys
+from resumable import Resumable
+
+async def job(path, opened, may_end):
+    async with Resumable(path) as r:
+        opened.set()
+        async for _ in r.aiterate(range(3)):
+            pass
+        await may_end.wait()
+
+async def main():
+    asyncio_runs_handler = signal.getsignal(signal.SIGINT)
+    a_open, b_open, a_end, b_end = (asyncio.Event() for _ in range(4))
+    a = asyncio.create_task(job(sys.argv[1] + "/a.state", a_open, a_end))
+    await a_open.wait()
+    b = asyncio.create_task(job(sys.argv[1] + "/b.state", b_open, b_end))
+    await b_open.wait()
+    a_end.set()
+    await a
+    b_end.set()
+    await b
+    loop = asyncio.get_running_loop()
+    print("loop-callbacks", sorted(getattr(loop, "_signal_handlers", {})), flush=True)
+    print("same-handler", signal.getsignal(signal.SIGINT) == asyncio_runs_handler, flush=True)
+    await asyncio.Event().wait()  # until ctrl+c
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: two jobs in overlapping tasks (A opens, B opens, A ends, B ends) leave "
+    "A's dead handler installed in the event loop: SignalGuard.restore removes the loop's "
+    "callback whoever owns it and puts back the callback it found, so ctrl+c and SIGTERM "
+    "are swallowed for the rest of the program",
+)
+def test_two_jobs_in_overlapping_tasks_give_ctrl_c_back_to_asyncio_run(tmp_path: Path) -> None:
+    script = tmp_path / "overlapping_jobs.py"
+    script.write_text(OVERLAPPING_JOBS)
+    with Child(script, tmp_path) as child:
+        seen = [child.read_line(), child.read_line()]
+        # Checked before the signal, so the bug fails the test at once instead of hanging.
+        assert seen == ["loop-callbacks []", "same-handler True"], child.describe("handlers")
+        child.send_signal(signal.SIGINT)
+        finished = child.finish()
+    assert finished.returncode == -signal.SIGINT, finished.stderr
+    assert "KeyboardInterrupt" in finished.stderr
+
+
+@pytest.mark.parametrize("loop", ["amap", "aiterate"])
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: after `break` out of `async for` the async generator is only suspended "
+    "(Python closes it at the exit), so signals.loop_running stays True: the first ctrl+c "
+    "or SIGTERM does nothing until the async with block ends, whatever the block does "
+    "after the loop (docs/concurrent.md: a signal after the loop stops at once)",
+)
+def test_after_break_ctrl_c_stops_the_work_that_follows_the_loop_at_once(
+    state_path: Path, loop: str
+) -> None:
+    went_on = False
+
+    async def main() -> None:
+        nonlocal went_on
+        async with Resumable(state_path) as r:
+            results = r.amap(one_turn, range(100)) if loop == "amap" else r.aiterate(range(100))
+            async for item in results:
+                if item == 3:
+                    break
+            # More work in the block: a ctrl+c here stops it, as after `iterate`'s break.
+            await send_and_let_the_loop_see(signal.SIGINT)
+            for _ in range(10):
+                await asyncio.sleep(0)
+            went_on = True
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(main())
+    assert not went_on
+    assert progress_of(state_path)["position"] == 3
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: a second cancellation of the task while __aexit__ awaits driver.aclose() "
+    "(the calls in flight finishing their cancellation) leaves __aexit__ before its save: "
+    "only the save itself is shielded (_resumable.py, __aexit__), so the items done since "
+    "the last save are not saved and run again",
+)
+def test_a_second_cancellation_during_the_exit_still_saves_the_items_done(
+    state_path: Path,
+) -> None:
+    async def main() -> None:
+        in_body, cleaning_up, may_end = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+        async def fetch(item: int) -> int:
+            if item == 5:
+                try:
+                    await asyncio.Event().wait()  # a slow request
+                except asyncio.CancelledError:
+                    cleaning_up.set()
+                    await may_end.wait()  # an HTTP client closing its connection
+                    raise
+            return item
+
+        async def job() -> None:
+            async with Resumable(state_path, policy=NPolicy(10**6)) as r:
+                async for item in r.amap(fetch, range(10), concurrency=2):
+                    if item == 4:
+                        in_body.set()
+                        await asyncio.Event().wait()  # the body waits: cancelled here
+
+        task = asyncio.create_task(job())
+        await in_body.wait()
+        task.cancel()
+        await cleaning_up.wait()
+        task.cancel()  # again, while the exit waits for the call to end
+        may_end.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert state_path.exists(), "the exit saved nothing"
+    assert progress_of(state_path)["position"] == 4  # 0 to 3; 4 was in the body
+
+
+@pytest.mark.parametrize("loop", ["amap", "aiterate"])
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: `await r.asave()` from another task runs the save in the save thread "
+    "while the loop's task marks keys done: KeyProgress._save_keys clears `unsaved` after "
+    "writing the journal (_progress/keys.py), dropping the keys added during the write; "
+    "a finished job's rerun calls them again (the state file counts more keys than its "
+    "journal holds)",
+)
+def test_asave_from_another_task_during_a_keyed_loop_loses_no_done_key(
+    state_path: Path, loop: str
+) -> None:
+    count = 3000
+    called: list[int] = []
+
+    async def noted(item: int) -> int:
+        called.append(item)
+        return item
+
+    async def main() -> None:
+        async with Resumable(state_path, policy=NPolicy(10**9)) as r:
+            looping = True
+
+            async def saver() -> None:  # saves every moment, beside the loop
+                while looping:
+                    await r.asave()
+
+            saving = asyncio.create_task(saver())
+            if loop == "amap":
+                async for _ in r.amap(one_turn, range(count), key=str, concurrency=4):
+                    await asyncio.sleep(0)
+            else:
+                async for _ in r.aiterate(range(count), key=str):
+                    await asyncio.sleep(0)
+            looping = False
+            await saving
+            assert r.finished
+
+    asyncio.run(main())
+
+    async def rerun() -> None:
+        async with Resumable(state_path) as r:
+            async for _ in r.amap(noted, range(count), key=str):
+                pass
+
+    asyncio.run(rerun())
+    assert called == []
