@@ -126,6 +126,37 @@ def test_after_break_ctrl_c_stops_the_work_that_follows_the_loop_at_once(
 
 @pytest.mark.xfail(
     strict=True,
+    reason="bug: the loop's task becomes the task a signal cancels (signals.task, set by "
+    "_aresults and iterate_async) and stays so once that task has ended: after amap run "
+    "in a task of its own (create_task, a TaskGroup), every ctrl+c and SIGTERM does "
+    "nothing until the async with block ends (_signals.py, _handle_in_event_loop: the "
+    "task is done)",
+)
+def test_after_amap_in_a_task_of_its_own_ctrl_c_stops_the_job_at_once(state_path: Path) -> None:
+    went_on = False
+
+    async def main() -> None:
+        nonlocal went_on
+        async with Resumable(state_path) as r:
+
+            async def consume() -> None:
+                async for _ in r.amap(one_turn, range(10)):
+                    pass
+
+            await asyncio.create_task(consume())
+            await send_and_let_the_loop_see(signal.SIGINT)
+            for _ in range(10):
+                await asyncio.sleep(0)
+            went_on = True
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(main())
+    assert not went_on
+    assert progress_of(state_path)["position"] == 10
+
+
+@pytest.mark.xfail(
+    strict=True,
     reason="bug: a second cancellation of the task while __aexit__ awaits driver.aclose() "
     "(the calls in flight finishing their cancellation) leaves __aexit__ before its save: "
     "only the save itself is shielded (_resumable.py, __aexit__), so the items done since "
@@ -180,7 +211,7 @@ def test_a_second_cancellation_during_the_exit_still_saves_the_items_done(
 def test_asave_from_another_task_during_a_keyed_loop_loses_no_done_key(
     state_path: Path, loop: str
 ) -> None:
-    count = 3000
+    count = 20_000
     called: list[int] = []
 
     async def noted(item: int) -> int:
