@@ -9,9 +9,12 @@ makes the test pass (strict: then the marker must go).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -296,3 +299,57 @@ def test_asave_from_another_task_during_a_keyed_loop_loses_no_done_key(
 
     asyncio.run(rerun())
     assert called == []
+
+
+class PausingStream:
+    """An async input that hands out `count` items, then waits (a paginated API's slow
+    page, a queue with nothing new yet) until `more` is set, and ends."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.waiting = asyncio.Event()  # set when it starts to wait
+        self.more = asyncio.Event()
+
+    async def items(self) -> AsyncIterator[int]:
+        for item in range(self.count):
+            yield item
+        self.waiting.set()
+        await self.more.wait()
+
+
+async def run_beside(stream: PausingStream, job: Callable[[], Coroutine[Any, Any, None]]) -> bool:
+    """Run `job` until `stream` waits, give the event loop turns, let the stream end, give
+    turns again: whether the job had ended then. (One that had not is cancelled.)"""
+    task = asyncio.create_task(job())
+    await stream.waiting.wait()
+    for _ in range(20):  # turns of the event loop: a call takes one
+        await asyncio.sleep(0)
+    stream.more.set()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    ended = task.done()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return ended
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: amap over an async input hands out no result while it awaits the input "
+    "(_drivers/aio.py, _aresults: `await top_up()` reads the window from it); the calls "
+    "run meanwhile, and when all have ended before the input hands out its next item, "
+    "the loop waits for a call to end (a_call_ends) that never comes: the job hangs for "
+    "good, and the first ctrl+c or SIGTERM does nothing (stop_soon is never read)",
+)
+def test_amap_over_an_async_input_that_pauses_goes_on_and_ends_with_it(state_path: Path) -> None:
+    stream = PausingStream(5)
+    taken: list[int] = []
+
+    async def job() -> None:
+        async with Resumable(state_path) as r:
+            async for item in r.amap(one_turn, stream.items(), key=str, concurrency=2):
+                taken.append(item)
+
+    assert asyncio.run(run_beside(stream, job)), f"the job hung; the body took {taken}"
+    assert sorted(taken) == [0, 1, 2, 3, 4]
