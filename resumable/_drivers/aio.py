@@ -193,6 +193,8 @@ class AsyncPoolLoop(PoolLoop):
                     if cancelling:
                         raise
                     entry = (number, where, False, error)  # fn's own, not the loop's
+                except GeneratorExit:
+                    raise  # the worker itself is closed (destroyed while pending)
                 except BaseException as error:
                     if isinstance(error, TypeError) and awaitable is not _UNCALLED:
                         error = _not_async(fn, awaitable, error)
@@ -229,10 +231,13 @@ class AsyncPoolLoop(PoolLoop):
                 queued += 1
                 outstanding += 1
                 held = None
-            for _ in range(min(len(idle), len(todo))):
-                wake = idle.popleft()
-                if not wake.done():
-                    wake.set_result(None)
+                # A worker per call queued, woken now: an async input may make the next
+                # item wait, and the calls queued so far should run meanwhile.
+                while idle:
+                    wake = idle.popleft()
+                    if not wake.done():
+                        wake.set_result(None)
+                        break
 
         async def a_call_ends() -> None:
             waiter.append(loop.create_future())
@@ -284,7 +289,8 @@ class AsyncPoolLoop(PoolLoop):
                         await top_up()
                     if not outstanding:
                         break
-                    await a_call_ends()  # nothing ended that top_up could have handed
+                    if not ended:  # top_up may have waited on an async input: calls ended
+                        await a_call_ends()
                     continue
                 outstanding -= 1
                 handed += 1
