@@ -539,6 +539,8 @@ class Resumable:
 
         if self._saves is None:
             raise UsageError("asave() works inside `async with Resumable(path) as r:`; use save()")
+        if not self._session.is_open:
+            raise UsageError("asave() works inside the async with block of the Resumable")
         signals, checkpoint = self._session.signals, self._checkpoint
         if signals.loop_running and asyncio.current_task() is not signals.task:
             checkpoint.check_interval(checkpoint.now())

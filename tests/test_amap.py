@@ -372,6 +372,16 @@ def test_amap_in_a_plain_with_block_says_it_needs_async_with(state_path: Path) -
     asyncio.run(main())
 
 
+def test_asave_after_the_exit_says_where_it_works(state_path: Path) -> None:
+    async def main() -> None:
+        async with Resumable(state_path) as r:
+            pass
+        with pytest.raises(UsageError, match="inside the async with block"):
+            await r.asave()
+
+    asyncio.run(main())
+
+
 def test_iterate_and_map_in_an_async_with_block_save_by_their_policy(tmp_path: Path) -> None:
     async def main() -> tuple[int, int]:
         async with Resumable(tmp_path / "iterate.state", policy=NPolicy(10)) as r:
