@@ -14,6 +14,11 @@ as it would without the library.
 MODE ``heartbeat``: ``r.amap`` over 6 items with ``NPolicy(2)``, while a heartbeat task
 calls ``os.getppid()`` at every turn of the event loop until the job ends: under strace,
 its calls show whether the loop ran while a save waited for fsync.
+
+MODE ``asave-amap`` / ``asave-aiterate``: a keyed loop over 3,000 items (``NPolicy(10**9)``)
+while another task calls ``await job.asave()`` (8 times); then a second run of the
+same job with a call that notes its item, and prints ``called-again <n>``. Under strace's
+fsync delay, each save lasts long enough for many items to be counted while it runs.
 """
 
 from __future__ import annotations
@@ -66,6 +71,44 @@ async def heartbeat(state: Path) -> None:
     print(f"saves {job.saves}", flush=True)
 
 
+async def asave_beside(state: Path, loop: str) -> None:
+    count = 3000
+    async with resumable.Resumable(state, policy=resumable.NPolicy(10**9)) as job:
+        looping = True
+
+        async def saver() -> None:
+            for _ in range(8):  # each lasts some 50 ms under the fsync delay
+                if not looping:
+                    break
+                await job.asave()
+
+        saving = asyncio.create_task(saver())
+        if loop == "amap":
+            async for _ in job.amap(one_turn, range(count), key=str, concurrency=4):
+                await asyncio.sleep(0)
+        else:
+            async for _ in job.aiterate(range(count), key=str):
+                await asyncio.sleep(0)
+        looping = False
+        await saving
+    called: list[int] = []
+
+    async def noted(item: int) -> int:
+        called.append(item)
+        return item
+
+    async with resumable.Resumable(state) as again:
+        async for _ in again.amap(noted, range(count), key=str):
+            pass
+    print(f"called-again {len(called)}", flush=True)
+
+
 if __name__ == "__main__":
-    modes = {"stop": stop, "after": after, "heartbeat": heartbeat}
+    modes = {
+        "stop": stop,
+        "after": after,
+        "heartbeat": heartbeat,
+        "asave-amap": lambda state: asave_beside(state, "amap"),
+        "asave-aiterate": lambda state: asave_beside(state, "aiterate"),
+    }
     asyncio.run(modes[sys.argv[2]](Path(sys.argv[1])))
