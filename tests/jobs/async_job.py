@@ -24,10 +24,13 @@ fsync delay, each save lasts long enough for many items to be counted while it r
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import resumable
 
@@ -104,11 +107,11 @@ async def asave_beside(state: Path, loop: str) -> None:
 
 
 if __name__ == "__main__":
-    modes = {
+    modes: dict[str, Callable[[Path], Coroutine[Any, Any, None]]] = {
         "stop": stop,
         "after": after,
         "heartbeat": heartbeat,
-        "asave-amap": lambda state: asave_beside(state, "amap"),
-        "asave-aiterate": lambda state: asave_beside(state, "aiterate"),
+        "asave-amap": functools.partial(asave_beside, loop="amap"),
+        "asave-aiterate": functools.partial(asave_beside, loop="aiterate"),
     }
     asyncio.run(modes[sys.argv[2]](Path(sys.argv[1])))
