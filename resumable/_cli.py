@@ -34,6 +34,7 @@ from resumable._keys import tagged_key
 from resumable._reset import reset
 from resumable._store import open_store
 from resumable._store.flock import LockHolder
+from resumable._store.url import JobName, JobURL, is_url
 from resumable._text import counted, describe_key, printable, valid_unicode
 from resumable._version import __version__
 from resumable._watch import ENDED as WATCH_ENDED
@@ -105,7 +106,9 @@ def _parser() -> argparse.ArgumentParser:
         help="show how far jobs got and whether they are running",
         description="Show how far each job got, and whether a run holds it now.",
     )
-    status.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="a state file")
+    status.add_argument(
+        "paths", nargs="+", type=_job, metavar="PATH", help="a state file, or a state object's URL"
+    )
     status.add_argument(
         "--json",
         action="store_true",
@@ -133,7 +136,9 @@ def _parser() -> argparse.ArgumentParser:
         "PATH.reset-<time>, so that the next run starts fresh. Each PATH is reported; the "
         "exit status is 1 if any was not reset.",
     )
-    reset_.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="a state file")
+    reset_.add_argument(
+        "paths", nargs="+", type=_job, metavar="PATH", help="a state file, or a state object's URL"
+    )
     reset_.add_argument(
         "-y", "--yes", action="store_true", help="reset without asking (every PATH)"
     )
@@ -157,8 +162,8 @@ def _parser() -> argparse.ArgumentParser:
 class _Report:
     """What `status` found out about one path."""
 
-    path: Path
-    backup: Path  # where the job's backup is kept, named when the state came from it
+    path: JobName
+    backup: JobName  # where the job's backup is kept, named when the state came from it
     snapshot: StateSnapshot | None = None
     missing: bool = False
     error: str | None = None  # why the state could not be shown
@@ -191,7 +196,7 @@ def _status(arguments: argparse.Namespace) -> int:
     return max(report.status for report in reports)
 
 
-def _look(path: Path) -> _Report:
+def _look(path: JobName) -> _Report:
     store = open_store(path)  # a link's job: its own lock and backup
     report = _Report(path, store.backup)
     try:
@@ -235,7 +240,7 @@ def _shown(report: _Report, render: Callable[[_Report, datetime], _T], now: date
         return render(report, now)
 
 
-def _bug(path: Path, error: Exception) -> str:
+def _bug(path: JobName, error: Exception) -> str:
     traceback.print_exception(error)
     return f"{path} cannot be shown: {_describe(error)}. A bug: please report it with the above"
 
@@ -400,7 +405,7 @@ def _reset(arguments: argparse.Namespace) -> int:
     return max(statuses)
 
 
-def _reset_one(path: Path, yes: bool) -> int:
+def _reset_one(path: JobName, yes: bool) -> int:
     try:
         return _reset_path(path, yes)
     except (ResumableError, OSError) as error:  # this path failed; the others go on
@@ -408,7 +413,7 @@ def _reset_one(path: Path, yes: bool) -> int:
         return PROBLEM
 
 
-def _reset_path(path: Path, yes: bool) -> int:
+def _reset_path(path: JobName, yes: bool) -> int:
     # Refuse what cannot succeed before asking, so nobody confirms a reset for nothing.
     store = open_store(path)
     try:
@@ -437,7 +442,7 @@ def _reset_path(path: Path, yes: bool) -> int:
     aside = reset(path)  # takes the lock: a run that started meanwhile is refused there
     kept = f"{aside}"
     # What was set aside is a state file and backup under other names: a store of its own.
-    if (aside_backup := open_store(aside).backup).exists():
+    if _exists(aside_backup := open_store(aside).backup):
         kept += f" (its backup: {aside_backup})"
     print(printable(f"Reset {path}: its old state is now {kept}. The next run starts over."))
     if sinks:
@@ -451,7 +456,23 @@ def _reset_path(path: Path, yes: bool) -> int:
     return OK
 
 
-def _sinks_of(path: Path) -> dict[str, int]:
+def _exists(job: JobName) -> bool:
+    """Whether there is a file (or an object) at `job`."""
+    if isinstance(job, Path):
+        return job.exists()
+    try:
+        open_store(job).check_exists()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _job(text: str) -> JobName:
+    """A job named on the command line: the URL of a state object, or a path."""
+    return JobURL(text) if is_url(text) else Path(text)
+
+
+def _sinks_of(path: JobName) -> dict[str, int]:
     """The output files the job records (none when its state file cannot be read)."""
     try:
         with warnings.catch_warnings():
@@ -461,7 +482,7 @@ def _sinks_of(path: Path) -> dict[str, int]:
         return {}
 
 
-def _what_is_done(path: Path) -> str:
+def _what_is_done(path: JobName) -> str:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ResumableWarning)  # the number is what counts

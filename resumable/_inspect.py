@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from resumable._errors import StateFileError
 from resumable._failures import FailedItem
 from resumable._progress import restore
 from resumable._store import open_store
+from resumable._store.url import JobName, local_anchor
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class StateSnapshot:
     """What a state file says, as `inspect` found it.
 
     Attributes:
-        path: the state file (symlinks followed).
+        path: the state file (symlinks followed), or the URL of the state object.
         position: items done.
         finished: whether the job ran to the end of its input.
         state: the user state saved with the progress.
@@ -39,7 +39,7 @@ class StateSnapshot:
             next run cuts the file back to.
     """
 
-    path: Path
+    path: JobName
     position: int
     finished: bool
     state: dict[str, Any]
@@ -55,7 +55,8 @@ class StateSnapshot:
 
 
 def inspect(path: str | os.PathLike[str]) -> StateSnapshot:
-    """Read the state file at `path` without taking its lock or changing anything.
+    """Read the state file at `path` (or the state object at a store URL) without taking
+    its lock or changing anything.
 
     Raises `FileNotFoundError` when there is no state file, and `StateFileError` when
     neither it nor its backup can be read. When only the backup is readable, a
@@ -92,7 +93,7 @@ def inspect(path: str | os.PathLike[str]) -> StateSnapshot:
         failed=tuple(progress.failures.items.values()),
         input_length=progress.input_length,
         sinks={
-            os.path.normpath(location.parent / path): length
+            os.path.normpath(local_anchor(location).parent / path): length
             for path, length in document.sinks.items()
         },
     )

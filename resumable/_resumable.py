@@ -30,6 +30,7 @@ from resumable._session import Session
 from resumable._signals import default_signals, defers_signals, signal_numbers, take_overdue
 from resumable._sinks import Sink
 from resumable._store.file import resolve
+from resumable._store.url import JobName, JobURL, is_url
 from resumable.policies import Policy, as_policy
 
 if TYPE_CHECKING:
@@ -51,7 +52,9 @@ class Resumable:
     Args:
         path: the state file (str or PathLike). Beside it live ``<path>.bak`` (the previous
             save), ``<path>.lock`` (held while the job runs) and, during a save, a
-            temporary ``.<name>.*.tmp`` file.
+            temporary ``.<name>.*.tmp`` file. Or the URL of a state object
+            (``s3://bucket/crawl/job.state``, ``gs://``, ``az://``, ``memory://``,
+            ``file://``): see docs/object-storage.md.
         policy: when to save while the loop runs; default `TimePolicy(1.0)`. Combine
             policies with ``|``: ``NPolicy(100) | TimePolicy(60)``.
         signals: the signals that stop the loop gracefully; default SIGINT, SIGTERM and
@@ -81,7 +84,7 @@ class Resumable:
         quiet: bool = False,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        self.path = _as_path(path)
+        self.path = _as_path(path)  # a Path, or a URL (a str with .name and .parent)
         checked_policy = as_policy(policy)
         if isinstance(min_interval, bool) or not isinstance(min_interval, (int, float)):
             raise TypeError(f"min_interval takes a number of seconds, got {min_interval!r}")
@@ -667,9 +670,11 @@ class Resumable:
         session.release_surely()
 
 
-def _as_path(path: str | os.PathLike[str]) -> Path:
+def _as_path(path: str | os.PathLike[str]) -> JobName:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"Resumable(path) takes a str or PathLike, got {type(path).__name__}")
+    if is_url(path):  # a job on object storage: the store checks that it names an object
+        return JobURL(path)
     given = Path(os.fspath(path))
     if not given.name:
         raise ValueError(f"Resumable(path) needs a file name, got {os.fspath(path)!r}")

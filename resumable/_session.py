@@ -16,7 +16,6 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resumable._display import LoopDisplay, write_line
@@ -26,6 +25,7 @@ from resumable._signals import SignalGuard, defers_signals
 from resumable._sinks import Sinks
 from resumable._store import Store, open_store
 from resumable._store.document import fingerprint, now_iso
+from resumable._store.url import JobName, local_anchor
 from resumable._text import counted
 
 if TYPE_CHECKING:
@@ -37,7 +37,9 @@ logger = logging.getLogger("resumable")
 class Session:
     """The lifecycle of one run: lock, load, handlers, the stop line, release."""
 
-    def __init__(self, path: Path, signals: Iterable[int], *, restart: bool, quiet: bool) -> None:
+    def __init__(
+        self, path: JobName, signals: Iterable[int], *, restart: bool, quiet: bool
+    ) -> None:
         self.path = path
         self.store: Store = open_store(path)
         self.signals = SignalGuard(signals, wake=_call_weakly(self._stop_after_this_item))
@@ -51,7 +53,8 @@ class Session:
         self.state: dict[str, Any] = {}
         self.runs = 1
         self.created_at = ""
-        self.sinks = Sinks(path, restart=restart)  # the output files of r.sink
+        # The output files of r.sink: local files, for a job named by a URL too.
+        self.sinks = Sinks(local_anchor(path), restart=restart)
         self.saved_fingerprint: bytes | None = None  # of what the state file holds
         self.start_position = 0  # the progress's position when this run's loop started
         self.iterated = False  # whether iterate() made this run's loop

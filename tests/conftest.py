@@ -1,13 +1,20 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
+import subprocess
 import sys
+import threading
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from jobs.object_storage import BUCKET
 
 
 @pytest.fixture
@@ -84,3 +91,68 @@ def strace_or_skip(request: pytest.FixtureRequest) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail("strace is missing, and CI=true: CI must run the fault-injection tests")
     pytest.skip("needs strace, on Linux")
+
+
+# -- object storage: a moto S3 server on localhost, and job URLs on each backend --------
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A moto S3 server on a free localhost port, with one bucket; obstore reaches it
+    through the environment (``AWS_ENDPOINT_URL``...) as a user's would."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert server.stdout is not None
+    endpoint = None
+    for line in server.stdout:  # the server says where it listens once it does
+        found = re.search(r"Running on (http://127\.0\.0\.1:\d+)", line)
+        if found:
+            endpoint = found.group(1)
+            break
+    assert endpoint is not None, "the moto server ended before it listened"
+    # Its request log must not fill the pipe and stop it.
+    drain = threading.Thread(target=server.stdout.read)
+    drain.start()
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1",
+        }.items():
+            env.setenv(name, value)
+        with urllib.request.urlopen(urllib.request.Request(f"{endpoint}/{BUCKET}", method="PUT")):
+            pass
+        try:
+            yield endpoint
+        finally:
+            server.terminate()
+            server.wait()
+            drain.join()
+            server.stdout.close()
+
+
+@pytest.fixture(params=["memory", "file", "s3"])
+def job_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a new job's state object on each backend."""
+    unique = uuid.uuid4().hex
+    if request.param == "memory":
+        return f"memory://{unique}/job.state"
+    if request.param == "file":
+        return f"file://{tmp_path}/job.state"
+    request.getfixturevalue("s3_server")
+    return f"s3://{BUCKET}/{unique}/job.state"
+
+
+@pytest.fixture(params=["file", "s3"])
+def shared_job_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a new job on a backend that other processes see."""
+    if request.param == "file":
+        return f"file://{tmp_path}/job.state"
+    request.getfixturevalue("s3_server")
+    return f"s3://{BUCKET}/{uuid.uuid4().hex}/job.state"

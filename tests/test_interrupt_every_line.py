@@ -379,7 +379,7 @@ def leaked_fds(directory: Path) -> tuple[list[int], list[int]]:
     return on_files, on_directory
 
 
-def open_and_close(path: Path) -> None:
+def open_and_close(path: str | os.PathLike[str]) -> None:
     with Resumable(path, policy=NEVER, quiet=True):
         pass
 

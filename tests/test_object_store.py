@@ -2,20 +2,17 @@
 
 Every test runs against three backends: ``memory://``, ``file://`` (a local folder), and
 a real S3-compatible server (moto's server mode) that the tests start on localhost, with
-the endpoint, keys and region from the environment, as a user configures obstore.
+the endpoint, keys and region from the environment, as a user configures obstore (the
+fixtures `job_url`, `shared_job_url` and `s3_server` are in conftest.py).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import socket
 import subprocess
 import sys
 import threading
-import urllib.request
-import uuid
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,64 +26,11 @@ from resumable._store.document import NotDamagedError
 from resumable._store.file import FileStore
 from resumable._store.journal_codec import FAILURES, KEYS
 from resumable._store.lease import CLOCK_SKEW_SECONDS, LEASE_SECONDS, LeaseHolder
+from resumable._store.object import ObjectStore
 from resumable._store.object_backend import Objects, open_objects
 
 from jobs.documents import checksummed, document
-
-BUCKET = "resumable-tests"
-
-
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[str]:
-    """A moto S3 server on a free localhost port, with one bucket; obstore reaches it
-    through the environment (``AWS_ENDPOINT_URL``...) as a user's would."""
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert server.stdout is not None
-    endpoint = None
-    for line in server.stdout:  # the server says where it listens once it does
-        found = re.search(r"Running on (http://127\.0\.0\.1:\d+)", line)
-        if found:
-            endpoint = found.group(1)
-            break
-    assert endpoint is not None, "the moto server ended before it listened"
-    # Its request log must not fill the pipe and stop it.
-    drain = threading.Thread(target=server.stdout.read)
-    drain.start()
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in {
-            "AWS_ENDPOINT_URL": endpoint,
-            "AWS_ALLOW_HTTP": "true",
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_REGION": "us-east-1",
-        }.items():
-            env.setenv(name, value)
-        with urllib.request.urlopen(urllib.request.Request(f"{endpoint}/{BUCKET}", method="PUT")):
-            pass
-        try:
-            yield endpoint
-        finally:
-            server.terminate()
-            server.wait()
-            drain.join()
-            server.stdout.close()
-
-
-@pytest.fixture(params=["memory", "file", "s3"])
-def job_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The URL of a new job's state object on each backend."""
-    unique = uuid.uuid4().hex
-    if request.param == "memory":
-        return f"memory://{unique}/job.state"
-    if request.param == "file":
-        return f"file://{tmp_path}/job.state"
-    request.getfixturevalue("s3_server")
-    return f"s3://{BUCKET}/{unique}/job.state"
+from jobs.object_storage import BUCKET
 
 
 def state(position: int) -> bytes:
@@ -259,6 +203,31 @@ def test_a_run_that_renews_its_lease_keeps_the_job(job_url: str) -> None:
         first.unlock()
 
 
+def test_the_renewal_thread_renews_the_lease_of_a_run_that_does_not_save(
+    job_url: str,
+) -> None:
+    """An item that runs longer than the lease keeps the job: the thread renews once a
+    third of the lease has passed (a 0.6 s lease here, which it looks at every 0.1 s:
+    the test waits for its renewal, not for a time), and a second run is refused past the
+    first expiry. freezegun leaves threads on the real clock, so only the second run's
+    clock is moved."""
+    run = ObjectStore(job_url, lease_seconds=0.6)
+    run.lock()
+    first = run.holder()
+    assert first is not None
+    assert run._lease.renewed_by_thread.wait(timeout=60)
+    renewed = run.holder()
+    assert renewed is not None
+    assert renewed.expires_at >= first.expires_at + 0.2
+    past_first = first.expires_at + CLOCK_SKEW_SECONDS + 0.1
+    with (
+        freeze_time(datetime.fromtimestamp(past_first, timezone.utc), tick=False),
+        pytest.raises(StateLockedError),
+    ):
+        ObjectStore(job_url, lease_seconds=0.6).lock()
+    run.unlock()
+
+
 def test_an_expired_lease_is_taken_over_and_its_run_stops_at_its_next_check(
     job_url: str,
 ) -> None:
@@ -385,15 +354,6 @@ def test_reset_sets_the_job_aside_and_the_next_run_starts_fresh(job_url: str) ->
     blob = objects.get(kept[0], 1 << 20)
     assert blob is not None
     assert orjson.loads(blob.data)["progress"]["position"] == 8
-
-
-@pytest.fixture(params=["file", "s3"])
-def shared_job_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The URL of a new job on a backend that other processes see."""
-    if request.param == "file":
-        return f"file://{tmp_path}/job.state"
-    request.getfixturevalue("s3_server")
-    return f"s3://{BUCKET}/{uuid.uuid4().hex}/job.state"
 
 
 HOLDER = """

@@ -18,6 +18,7 @@ through a store, never by their names.
 | `object` | a job on object storage (a store URL): state object, backup, fenced saves |
 | `object_backend` | a URL's objects (obstore, imported only then) and the conditional puts |
 | `lease` | one run per job on object storage: a lease object, conditional puts |
+| `url` | a job named by a store URL: `is_url`, `JobURL` (a URL kept as given) |
 
 A progress that keeps a journal (the done keys, the failure records) holds only a
 reference to it: the store reads it, and at a save writes what changed, before the state
@@ -27,14 +28,13 @@ document that commits it.
 from __future__ import annotations
 
 import os
-import re
-from pathlib import Path
 from typing import Protocol
 
 from resumable._store.document import Loaded
 from resumable._store.file import FileStore, resolve
 from resumable._store.flock import LockHolder
 from resumable._store.journal_api import Journals
+from resumable._store.url import JobName, JobURL, is_url
 
 
 class Store(Journals, Protocol):
@@ -42,11 +42,11 @@ class Store(Journals, Protocol):
     job's lock."""
 
     @property
-    def path(self) -> Path:
-        """The job's state file, symlinks followed: what messages name."""
+    def path(self) -> JobName:
+        """The job's state file, symlinks followed, or its URL: what messages name."""
 
     @property
-    def backup(self) -> Path:
+    def backup(self) -> JobName:
         """Where the previous save is kept, which a run resumes from when needed."""
 
     @property
@@ -83,7 +83,7 @@ class Store(Journals, Protocol):
     def save(self, data: bytes) -> None:
         """Replace the saved state with `data`, atomically; the old one becomes the backup."""
 
-    def set_aside(self) -> Path:
+    def set_aside(self) -> JobName:
         """Move the saved state and its backup aside, under the lock; return where it went."""
 
     def remove_retired_journals(self) -> None:
@@ -97,13 +97,10 @@ class Store(Journals, Protocol):
 def open_store(path: str | os.PathLike[str]) -> Store:
     """The store of the job at `path`: `ObjectStore` for a URL with a scheme
     (``s3://bucket/crawl/job.state``, ``memory://...``, ``file://...``), else the local
-    files of `FileStore`, symlinks followed (`resolve`)."""
-    if isinstance(path, str) and _URL.match(path):
+    files of `FileStore`, symlinks followed (`resolve`). obstore is imported for a URL
+    only."""
+    if is_url(path):
         from resumable._store.object import ObjectStore
 
-        return ObjectStore(path)
+        return ObjectStore(JobURL(os.fspath(path)))
     return FileStore(resolve(path))
-
-
-# A scheme of two letters or more, then "://": a Windows drive ("C:\\...") is no URL.
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")

@@ -20,17 +20,23 @@ the same lease, exactly one writes the next.
 Clocks: ``expires_at`` is the holder's wall clock (`time.time`) plus `LEASE_SECONDS`, and
 another run compares it with its own wall clock. This assumes the machines' clocks agree
 within `CLOCK_SKEW_SECONDS` (NTP keeps them within milliseconds); a run takes over only
-once its clock is that much past the expiry. A holder renews once a third of its lease
-has passed, at its next `check`: it checks before every save, so a run whose saves come
-further apart than the lease may lose the job to a second run between two saves, and
-then stops at its next save with `StateLockedError` instead of overwriting (the saves are
-conditional too: see `resumable._store.object`).
+once its clock is that much past the expiry.
+
+Renewal: a holder renews once a third of its lease has passed, by its wall clock, in two
+places: `check`, before every save, and a renewal thread (`keep_renewed`) that looks every
+sixth of the lease, so that an item that runs longer than the lease keeps the job too.
+A paused process pauses its thread as well: a run stopped past its lease (SIGSTOP, a
+stopped VM) may lose the job to a second run, and then stops at its next save with
+`StateLockedError` instead of overwriting (the saves are conditional too: see
+`resumable._store.object`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -40,7 +46,9 @@ import orjson
 
 from resumable._errors import StateLockedError
 from resumable._store.flock import LockHolder
-from resumable._store.object_backend import Objects, TooLargeError
+from resumable._store.object_backend import Objects, TooLargeError, describe
+
+logger = logging.getLogger("resumable")
 
 LEASE_SECONDS = 60.0  # how long a lease lasts from its last renewal
 CLOCK_SKEW_SECONDS = 5.0  # how far apart two machines' clocks may be
@@ -80,6 +88,11 @@ class Lease:
         self._etag: str | None = None  # this run's lease, while it holds one
         self._renewed_at = 0.0
         self.lost = False
+        # The renewal thread and the run's own thread both renew: one at a time.
+        self._guard = threading.RLock()
+        self._stop_renewing: threading.Event | None = None
+        self._renewer: threading.Thread | None = None
+        self.renewed_by_thread = threading.Event()  # set at each renewal the thread makes
 
     @property
     def held(self) -> bool:
@@ -111,24 +124,73 @@ class Lease:
     def check(self) -> None:
         """Raise `StateLockedError` unless this run still holds the lease; renew it once a
         third of it has passed (one request; none before that)."""
-        if self._etag is None:
-            raise self._locked("is not held by this run")
+        with self._guard:
+            if self._etag is None:
+                raise self._taken_over() if self.lost else self._locked("is not held by this run")
+            if not self._renew_if_due():
+                raise self._taken_over()
+
+    def _renew_if_due(self) -> bool:
+        """Renew the lease if a third of it has passed; False when it was taken over."""
+        assert self._etag is not None
         now = time.time()
         # A clock set back (now < renewed_at) renews too: the elapsed time is unknown.
         if self._renewed_at <= now < self._renewed_at + self._seconds / 3:
-            return
+            return True
         etag = self._objects.replace(self._key, self._body(now, released=False), self._etag)
         if etag is None:
             self._etag, self.lost = None, True
-            raise self._locked(
-                "was taken over by another run while this run held it (its lease expired: "
-                f"it was not renewed for {self._seconds:g} s)"
-            )
+            return False
         self._etag, self._renewed_at = etag, now
+        return True
+
+    def _taken_over(self) -> StateLockedError:
+        return self._locked(
+            "was taken over by another run while this run held it (its lease expired: "
+            f"it was not renewed for {self._seconds:g} s)"
+        )
+
+    def keep_renewed(self) -> None:
+        """Start a thread that renews the lease while this run holds it (a daemon: it
+        never keeps the process alive); `release` stops it."""
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=self._renew_until, args=(stop,), name="resumable-lease", daemon=True
+        )
+        self._stop_renewing, self._renewer = stop, thread
+        thread.start()
+
+    def _renew_until(self, stop: threading.Event) -> None:
+        while not stop.wait(self._seconds / 6):
+            with self._guard:
+                if self._etag is None or stop.is_set():
+                    return
+                renewed_at = self._renewed_at
+                try:
+                    if not self._renew_if_due():
+                        return  # lost: the run's next save raises (`check`)
+                    if self._renewed_at != renewed_at:
+                        self.renewed_by_thread.set()
+                except self._objects.failures as error:
+                    # The store cannot be reached now: try again at the next turn; the
+                    # run's next save tries too, and raises if it fails there.
+                    logger.debug("%s: could not renew the lease: %s", self._job, describe(error))
+
+    def _stop_renewal(self) -> None:
+        stop, thread = self._stop_renewing, self._renewer
+        self._stop_renewing = self._renewer = None
+        if stop is not None:
+            stop.set()
+        # Not from the thread itself: a finaliser (an abandoned run) may run on any thread.
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
 
     def release(self) -> None:
-        """Mark the lease released, if this run still holds it; safe to call twice."""
-        etag, self._etag = self._etag, None
+        """Stop the renewal thread and mark the lease released, if this run still holds
+        it; safe to call twice."""
+        self._stop_renewal()
+        with self._guard:
+            etag, self._etag = self._etag, None
         if etag is not None:
             # None back: taken over already, and the lease is the new holder's to keep.
             self._objects.replace(self._key, self._body(time.time(), released=True), etag)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from resumable._errors import StateFileError, StateLockedError, StateWriteError, UsageError, warn
 from resumable._store import document
@@ -41,6 +40,7 @@ from resumable._store.journal_api import JournalChange, JournalRead, JournalRefe
 from resumable._store.journal_codec import Kind
 from resumable._store.lease import LEASE_SECONDS, Lease, LeaseHolder
 from resumable._store.object_backend import Blob, TooLargeError, describe, open_objects
+from resumable._store.url import JobURL
 
 
 class ObjectStore:
@@ -48,7 +48,7 @@ class ObjectStore:
     atomic put, fenced by the ETag this run last saw."""
 
     def __init__(self, url: str, *, lease_seconds: float = LEASE_SECONDS) -> None:
-        self.url = url
+        self.url = JobURL(url)
         self._objects, self._key = open_objects(url)
         self._name = self._key.rsplit("/", 1)[-1]
         self._backup_key = self._key + ".bak"
@@ -63,15 +63,14 @@ class ObjectStore:
         self._fenced = False  # a save found the state object changed by another run
 
     @property
-    def path(self) -> Path:
-        """The URL as a `Path`, for the `Store` protocol, whose users name a job by path
-        today; messages use `url`."""
-        return Path(self.url)
+    def path(self) -> JobURL:
+        """The state object's URL, as given: what messages name."""
+        return self.url
 
     @property
-    def backup(self) -> Path:
-        """The backup object's URL, as a `Path` (see `path`)."""
-        return Path(self.url + ".bak")
+    def backup(self) -> JobURL:
+        """The backup object's URL."""
+        return JobURL(self.url + ".bak")
 
     @property
     def lock_lost(self) -> bool:
@@ -86,10 +85,12 @@ class ObjectStore:
             return self._lease.holder()
 
     def lock(self) -> None:
-        """Take the job's lease, or raise `StateLockedError` naming its holder."""
+        """Take the job's lease, or raise `StateLockedError` naming its holder; a thread
+        renews it until `unlock`."""
         with self._writing("could not take the lease of"):
             self._lease.acquire()
         self._fenced = False
+        self._lease.keep_renewed()
 
     def unlock(self) -> None:
         """Release the job's lease (marked released: the next run takes it at once)."""
@@ -224,14 +225,14 @@ class ObjectStore:
         self._etag, self._previous = etag, data
         self._fresh = self._damaged = False
 
-    def set_aside(self) -> Path:
+    def set_aside(self) -> JobURL:
         """Copy the state object and its backup aside, then delete them, under the lease;
-        return where the state object went (as a `Path`: see `path`). `FileNotFoundError`
+        return the URL where the state object went. `FileNotFoundError`
         when there is no state object, and nothing is changed then."""
         self.check_exists()
         with self._writing("could not set aside"):
             aside = self._set_aside_objects()
-        return Path(self.url[: -len(self._name)] + aside.rsplit("/", 1)[-1])
+        return JobURL(self.url[: -len(self._name)] + aside.rsplit("/", 1)[-1])
 
     def _set_aside_objects(self) -> str:
         """Copy the state object and its backup to ``<name>.reset-<time>`` (and ``.bak``),

@@ -29,7 +29,7 @@ import resumable
 def main() -> None:
     """Run the job."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("state", type=Path)
+    parser.add_argument("state", help="the state file, or the URL of a state object")
     parser.add_argument("effects", type=Path)
     parser.add_argument("--items", type=int, required=True)
     parser.add_argument("--every", type=int, required=True, help="policy NPolicy(EVERY)")

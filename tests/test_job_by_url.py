@@ -1,0 +1,173 @@
+"""A job named by the URL of a state object: `Resumable`, `inspect` and `reset` by URL.
+
+The backends are those of tests/test_object_store.py (``memory://``, ``file://``, and a
+moto S3 server on localhost: the `job_url` fixtures in conftest.py). Time is frozen and
+moved, never waited for.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from freezegun import freeze_time
+
+from resumable import NPolicy, Resumable, StateLockedError, inspect, reset
+
+from jobs.harness import Child
+
+LEASE = 60.0  # the lease a run takes (docs/object-storage.md)
+SKEW = 5.0  # the clock skew allowed before a lease is taken over
+NEVER = NPolicy(1000)  # no policy save during these short loops
+
+
+def test_a_job_named_by_a_url_stops_at_an_exception_and_resumes_where_it_stopped(
+    job_url: str,
+) -> None:
+    done: list[int] = []
+    with pytest.raises(RuntimeError), Resumable(job_url, quiet=True) as r:
+        r.state["seen"] = 0
+        for item in r.iterate(range(10)):
+            if item == 6:
+                raise RuntimeError("item 6 fails")
+            done.append(item)
+            r.state["seen"] += 1
+    assert inspect(job_url).position == 6
+    with Resumable(job_url, quiet=True) as r:
+        assert (r.position, r.runs, r.state) == (6, 2, {"seen": 6})
+        for item in r.iterate(range(10)):
+            done.append(item)
+    assert done == list(range(10))
+    snapshot = inspect(job_url)
+    assert (snapshot.path, snapshot.position, snapshot.finished) == (job_url, 10, True)
+
+
+def test_map_by_url_runs_every_item_once_across_a_stop(job_url: str) -> None:
+    calls: list[int] = []
+
+    def square(item: int) -> int:
+        calls.append(item)
+        if item == 7 and len(calls) <= 8:
+            raise KeyboardInterrupt  # the first run stops here
+        return item * item
+
+    with pytest.raises(KeyboardInterrupt), Resumable(job_url, quiet=True) as r:
+        for _ in r.map(square, range(12)):
+            pass
+    with Resumable(job_url, quiet=True) as r:
+        results = list(r.map(square, range(12)))
+    assert sorted(set(calls)) == list(range(12))
+    assert results == [item * item for item in range(7, 12)]
+
+
+def test_a_url_job_names_itself_as_given_in_repr_and_path(job_url: str) -> None:
+    job = Resumable(job_url)
+    assert job.path == job_url
+    assert job.path.name == "job.state"
+    assert repr(job).startswith(f"Resumable({job_url!r}, position=0")
+
+
+def test_a_second_run_of_a_url_job_is_refused_naming_host_and_pid(job_url: str) -> None:
+    with Resumable(job_url, quiet=True), pytest.raises(StateLockedError) as refused:
+        Resumable(job_url).__enter__()
+    message = str(refused.value)
+    assert f"pid {os.getpid()} on {socket.gethostname()}" in message
+    assert refused.value.pid == os.getpid()
+    with Resumable(job_url, quiet=True) as r:  # released at the end of the first run
+        assert r.runs == 2
+
+
+def test_a_long_run_keeps_its_lease_through_its_saves_and_no_other_run_takes_it(
+    job_url: str,
+) -> None:
+    """Each item takes half a lease (time moved, not waited for): the saves between them
+    renew the lease, so a second run is refused all along, well past the first lease."""
+    with freeze_time("2026-12-05 03:00:00", tick=False) as frozen:
+        with Resumable(job_url, quiet=True) as r:
+            for _ in r.iterate(range(8)):
+                frozen.tick(LEASE / 2)
+                with pytest.raises(StateLockedError):
+                    Resumable(job_url).__enter__()
+        assert inspect(job_url).position == 8
+
+
+def test_a_run_that_lost_its_lease_stops_before_its_next_save_and_overwrites_nothing(
+    job_url: str,
+) -> None:
+    """A run paused past its lease (time moved past it in the body, no save in between)
+    finds another run holding the job: its next save raises, and the other's progress is
+    what the state object keeps."""
+    with freeze_time("2026-12-05 03:00:00", tick=False) as frozen:
+        first = Resumable(job_url, policy=NEVER, quiet=True)
+        with pytest.raises(StateLockedError, match="taken over by another run"), first:
+            for item in first.iterate(range(10)):
+                if item == 3:
+                    frozen.tick(LEASE + SKEW + 1)  # paused: the lease expires
+                    with Resumable(job_url, quiet=True) as second:
+                        for _ in second.iterate(range(5)):
+                            pass
+                        assert second.runs == 1
+                if item == 4:
+                    first.save()
+        snapshot = inspect(job_url)
+        assert (snapshot.position, snapshot.runs) == (5, 1)  # the second run's
+
+
+def test_a_killed_run_of_a_url_job_is_taken_over_after_its_lease_and_resumed(
+    shared_job_url: str, tmp_path: Path
+) -> None:
+    """kill -9 of a real process with the job by URL: its lease stays until it expires,
+    then a run takes the job over and resumes from its last save; every item's effect is
+    in the log at least once, the redone ones since the last save only."""
+    effects = tmp_path / "effects.log"
+    with Child("fast_job.py", shared_job_url, effects, "--items", "100", "--every", "5") as job:
+        while job.read_line() != "saved 20":
+            pass
+        killed = job.pid
+        job.kill9()
+    with pytest.raises(StateLockedError, match=f"pid {killed} "):
+        Resumable(shared_job_url).__enter__()
+    saved = inspect(shared_job_url).position
+    assert saved >= 20
+    expiry = datetime.now(timezone.utc).timestamp() + LEASE + SKEW + 1
+    with (
+        freeze_time(datetime.fromtimestamp(expiry, timezone.utc), tick=False),
+        Resumable(shared_job_url, quiet=True) as r,
+        effects.open("a") as log,
+    ):
+        assert r.position == saved
+        for item in r.iterate(range(100)):
+            log.write(f"{item}\n")
+    logged = [int(line) for line in effects.read_text().split()]
+    assert sorted(set(logged)) == list(range(100))
+    redone = len(logged) - 100
+    assert redone <= 5  # at most the items since the last save (NPolicy(5))
+
+
+def test_reset_by_url_sets_the_job_aside_and_the_next_run_starts_fresh(job_url: str) -> None:
+    with Resumable(job_url, quiet=True) as r:
+        for _ in r.iterate(range(4)):
+            pass
+    aside = reset(job_url)
+    assert str(aside).startswith(job_url + ".reset-")
+    assert inspect(aside).position == 4
+    with Resumable(job_url, quiet=True) as r:
+        assert (r.position, r.runs) == (0, 1)
+
+
+def test_a_plain_path_job_imports_no_object_storage_library(tmp_path: Path) -> None:
+    code = (
+        "import sys, resumable\n"
+        f"with resumable.Resumable({str(tmp_path / 'job.state')!r}) as r:\n"
+        "    for _ in r.iterate(range(3)): pass\n"
+        "print(resumable.inspect(r.path).position, 'obstore' in sys.modules)\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert ran.stdout == "3 False\n"
