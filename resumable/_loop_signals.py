@@ -11,13 +11,25 @@ may each run a job, and the first to open need not be the last to close.
 
 from __future__ import annotations
 
+import functools
 import signal
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
 if TYPE_CHECKING:
     import asyncio
+
+
+def is_asyncio_run_handler(handler: object) -> TypeGuard[functools.partial[Any]]:
+    """Whether `handler` is asyncio.run's own for SIGINT (3.11+): a partial of its
+    runner's method, which cancels the main task."""
+    runner = getattr(getattr(handler, "func", None), "__self__", None)
+    return (
+        isinstance(handler, functools.partial)
+        and type(runner).__name__ == "Runner"
+        and type(runner).__module__ == "asyncio.runners"
+    )
 
 
 class LoopGuard(Protocol):
@@ -31,6 +43,41 @@ class LoopGuard(Protocol):
 _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopSignals] = (
     weakref.WeakKeyDictionary()
 )
+# asyncio.run's own SIGINT handler (Python 3.11+) on each loop it runs, found when the
+# first job opens there; and the loops a job's ctrl+c has already handed to it.
+_runner_handlers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, functools.partial[Any]] = (
+    weakref.WeakKeyDictionary()
+)
+_interrupted: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+def interrupt_asyncio_run(loop: asyncio.AbstractEventLoop) -> bool:
+    """Hand a job's ctrl+c to the ``asyncio.run`` that runs `loop`, as if it had come
+    to its own handler: the main task is cancelled, and asyncio.run raises
+    KeyboardInterrupt when it ends. False where asyncio.run has no handler (Python 3.10,
+    a loop run by hand, a program's own callback for SIGINT).
+
+    Once per loop (until a job opens on it again): the jobs of the other tasks stop with
+    the main task's cancellation, and asyncio.run's handler would raise KeyboardInterrupt
+    into their task at a second call."""
+    handler = _runner_handlers.get(loop)
+    if handler is None:
+        return False
+    main_task = handler.keywords.get("main_task")
+    if loop not in _interrupted and main_task is not None and not main_task.done():
+        _interrupted.add(loop)
+        handler(signal.SIGINT, None)
+    return True
+
+
+def pass_on(loop: asyncio.AbstractEventLoop, signum: int) -> bool:
+    """Give `signum` to the newest job still open on `loop` that handles it, as if it had
+    just come; False when there is none."""
+    found = _by_loop.get(loop)
+    if found is None or not any(signum in guard.signums for guard in found._guards):
+        return False
+    found._dispatch(signum)
+    return True
 
 
 class LoopSignals:
@@ -70,7 +117,10 @@ class LoopSignals:
             self._previous[signum] = previous
             if callback is not None:
                 self._callbacks[signum] = callback
+            elif signum == signal.SIGINT and is_asyncio_run_handler(previous):
+                _runner_handlers[loop] = previous
         self._guards.append(guard)
+        _interrupted.discard(loop)  # the program goes on using the loop
         return True
 
     def leave(self, guard: LoopGuard) -> None:

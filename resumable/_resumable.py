@@ -617,6 +617,8 @@ class Resumable:
         session, saves = self._session, self._saves
         if not session.opened_here() or saves is None:
             return
+        import asyncio
+
         from resumable._save_thread import to_the_end
 
         signals = session.signals
@@ -628,7 +630,13 @@ class Resumable:
             session.release_surely()
             saves.close()
         stop = signals.stop_of_cancelled(exc)
-        signals.deliver_deferred(stop if stop is not None else exc)
+        in_its_place = signals.deliver_in_event_loop(
+            stop if stop is not None else exc, asyncio.get_running_loop()
+        )
+        if in_its_place is not None:
+            # resumable: ctrl+c stopped the job, which saved; asyncio.run's main task is
+            # cancelled, and asyncio.run raises KeyboardInterrupt when it ends.
+            raise in_its_place from None
         if stop is not None:
             raise stop from None  # resumable: a signal stopped the job at once; progress saved
 

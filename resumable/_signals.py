@@ -16,7 +16,9 @@ Under asyncio (``async with``) the handlers go through the event loop
 never raise into code. The first signal in a loop stops it at its next item boundary, as
 above; one that would raise at once cancels the task that runs the job instead, and the
 exit turns that cancellation into the signal's exception. A signal during the exit waits
-for it.
+for it. A stop never leaves a task as KeyboardInterrupt or Interrupted while the program
+has somewhere better to send it (`SignalGuard.deliver_in_event_loop`): asyncio ends the
+event loop at once on one, and other tasks' jobs would never finish their exits.
 
 A child made by ``os.fork()`` (multiprocessing's "fork" start method) runs no loop of its
 own: it gets the previous handlers back at once, so ``Process.terminate()`` stops it.
@@ -84,6 +86,13 @@ def signal_numbers(signals: object) -> tuple[int, ...]:
     if not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
         raise wrong
     return numbers
+
+
+def exception_signal(exception: BaseException | None) -> int | None:
+    """The signal a stop's exception stands for (`exception_for`'s inverse)."""
+    if isinstance(exception, Interrupted):
+        return exception.signum
+    return signal.SIGINT if isinstance(exception, KeyboardInterrupt) else None
 
 
 def exception_for(signum: int) -> BaseException:
@@ -203,6 +212,54 @@ class SignalGuard:
         handler of its own: that one gets the signal (not an enclosing job's handler:
         the propagating `KeyboardInterrupt` leaves that job too).
         """
+        signum = self._signal_to_deliver(exception)
+        if signum is not None:
+            _raise_signal(signum)
+
+    def deliver_in_event_loop(
+        self, exception: BaseException | None, loop: asyncio.AbstractEventLoop
+    ) -> BaseException | None:
+        """`deliver_deferred` for an exit under asyncio; what the exit raises in place of
+        `exception` (None: let it go on).
+
+        Under ``asyncio.run`` (Python 3.11+), a ctrl+c the job holds goes to asyncio.run's
+        own handler: it cancels the main task, and asyncio.run raises KeyboardInterrupt
+        when that ends. The job's own KeyboardInterrupt becomes a cancellation of its task,
+        as asyncio's ctrl+c is: a KeyboardInterrupt out of a task would end the event loop
+        at once, and the tasks it left (another job's among them) would never finish their
+        exits.
+
+        Any other signal the job holds, while other jobs are open on the loop, goes to the
+        newest of them, as if it had just come, and the job's own stop becomes a
+        cancellation of its task for the same reason; the last job's exit delivers it
+        (`deliver_deferred`: SIGTERM's default ends the process by SIGTERM once every job
+        has saved). Ctrl+c too where asyncio.run has no handler (Python 3.10, a loop run
+        by hand).
+        """
+        import asyncio
+
+        from resumable._loop_signals import interrupt_asyncio_run, pass_on
+
+        ours = exception is not None and exception.__dict__.get(_RAISED_BY) is self._mark
+        if ours:
+            holds_ctrl_c = isinstance(exception, KeyboardInterrupt)
+        else:
+            holds_ctrl_c = self.pending == signal.SIGINT
+        if holds_ctrl_c and interrupt_asyncio_run(loop):
+            self.pending = None
+            self.overdue = False
+            return asyncio.CancelledError() if ours else None
+        held = exception_signal(exception) if ours else self.pending
+        if held is not None and pass_on(loop, held):
+            self.pending = None
+            self.overdue = False
+            return asyncio.CancelledError() if ours else None
+        self.deliver_deferred(exception)
+        return None
+
+    def _signal_to_deliver(self, exception: BaseException | None) -> int | None:
+        """The signal `deliver_deferred` raises again for the exit leaving with `exception`;
+        nothing is pending after it."""
         signum: int | None = None
         if exception is not None and exception.__dict__.get(_RAISED_BY) is self._mark:
             if isinstance(exception, Interrupted):
@@ -213,13 +270,7 @@ class SignalGuard:
             signum = self.pending
         self.pending = None
         self.overdue = False
-        if signum is None:
-            return
-        # Death by a signal skips Python's exit path, so flush what the program printed.
-        for stream in (sys.stdout, sys.stderr):
-            if stream is not None:
-                stream.flush()
-        signal.raise_signal(signum)
+        return signum
 
     def _leave_event_loop(self) -> None:
         from resumable._loop_signals import LoopSignals
@@ -291,18 +342,27 @@ def take_overdue() -> BaseException | None:
     return None
 
 
+def _raise_signal(signum: int) -> None:
+    # Death by a signal skips Python's exit path, so flush what the program printed.
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    signal.raise_signal(signum)
+
+
 def _raises_keyboard_interrupt(handler: Handler) -> bool:
     """Whether the SIGINT `handler` amounts to the KeyboardInterrupt already raised:
     Python's default, or the handler of a job this one was opened inside, which that
     KeyboardInterrupt leaves as well (delivered to it, it would raise a second one)."""
+    from resumable._loop_signals import is_asyncio_run_handler
+
     owner = getattr(handler, "__self__", None)
-    # asyncio.run's own (3.11+): a partial of its runner's method, which cancels the main
-    # task; the KeyboardInterrupt that leaves it is what asyncio.run raises then.
-    runner = getattr(getattr(handler, "func", None), "__self__", None)
+    # asyncio.run's own (3.11+) cancels the main task; the KeyboardInterrupt that leaves
+    # it is what asyncio.run raises then.
     return (
         handler is signal.default_int_handler
         or isinstance(owner, SignalGuard)
-        or (type(runner).__name__ == "Runner" and type(runner).__module__ == "asyncio.runners")
+        or is_asyncio_run_handler(handler)
     )
 
 
