@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from resumable._display import LoopDisplay, items_until_refresh
 from resumable._errors import CalledTooOftenError, StateFileError, StateNotSerializableError
@@ -26,6 +26,7 @@ from resumable._session import Session
 from resumable._signals import defers_signals
 from resumable._store import document as _state_file  # the state file's format
 from resumable._store.document import StateDocument
+from resumable._store.progress_log import ProgressLog, new_log_id
 from resumable._version import __version__
 from resumable.policies import Policy, PolicySwitch, SinceLastSave
 
@@ -45,6 +46,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("resumable")
 
 SaveReason = Literal["policy", "explicit", "completion", "exit", "signal", "sink"]
+# The saves that may be a record appended to the progress log; the others (the end of a
+# run) compact, so that a job at rest is one state file.
+_APPENDED: frozenset[str] = frozenset(("policy", "explicit", "sink"))
 
 
 class SaveRecord(NamedTuple):
@@ -268,7 +272,9 @@ class Checkpoint:
         """The with block ends, with `leaving` the exception that leaves it, if any: save
         what the run changed.
 
-        Skipped when it would change nothing; when the run was refused; when a save found
+        Made too when the run ends by itself and its saves left records in the progress
+        log: the exit compacts them into the state file. Skipped when it would change
+        nothing; when the run was refused; when a save found
         the lock file deleted or replaced (that save raised already, and any other would
         raise again); and when the error in flight is this run's failed save of an
         unserialisable state (or of a counter the file cannot hold), which would fail the
@@ -276,9 +282,12 @@ class Checkpoint:
         """
         session = self._session
         failed_already = self.unsaveable is not None and leaving is self.unsaveable
-        if (
-            not (session.refused or session.store.lock_lost or failed_already)
-            and self.changed_anything()
+        log: ProgressLog | None = getattr(session.store, "progress_log", None)
+        # A run that ends by itself compacts its records into the state file; one stopped
+        # by a signal or an error leaves them (the next run's first save compacts).
+        compact = leaving is None and session.signals.stop_requested is None
+        if not (session.refused or session.store.lock_lost or failed_already) and (
+            self.changed_anything() or (compact and log is not None and log.live)
         ):
             self.save("exit" if session.signals.stop_requested is None else "signal")
 
@@ -306,26 +315,28 @@ class Checkpoint:
         # the state file's permissions.
         progress.save(store)
         snapshot = progress.snapshot()
-        document = StateDocument(
-            progress=snapshot,
-            state=state,
-            runs=session.runs,
-            created_at=session.created_at,
-            saved_at=_state_file.now_iso(),
-            sinks=sink_lengths,
-        )
+        saved_at = _state_file.now_iso()
         started = time.perf_counter()
-        try:
-            data = _state_file.encode(document, _WRITER, str(session.path))
-        except (StateNotSerializableError, StateFileError) as error:
-            self.unsaveable = error  # the exit does not try again and raise it twice
-            raise
         # What the save records is worked out before the disk is touched: after sleeping in
         # fsync the process runs with cold caches, and the same Python code takes several
         # times longer there (benchmarks/bench_save.py).
         fingerprint = _state_file.fingerprint(snapshot, state)
         position = progress.position
-        store.save(data)
+        log: ProgressLog | None = getattr(store, "progress_log", None)
+        try:
+            state_bytes = None if log is None else _state_file.state_bytes(state)
+        except StateNotSerializableError as error:
+            self.unsaveable = error  # the exit does not try again and raise it twice
+            raise
+        if (
+            log is not None
+            and state_bytes is not None
+            and reason in _APPENDED
+            and log.append(state_bytes, snapshot, saved_at, sink_lengths)
+        ):
+            size = 0  # a record: no state file was written
+        else:
+            size = self._compact(snapshot, saved_at, sink_lengths, log, state_bytes)
         session.sinks.saved(sink_lengths)
         self.owed = None  # this save holds what an owed one would have
         if now is None:
@@ -345,7 +356,7 @@ class Checkpoint:
                 self.saves,
                 position,
                 seconds,
-                datetime.fromisoformat(document.saved_at),
+                datetime.fromisoformat(saved_at),
                 reason,
                 fired,
             )
@@ -353,20 +364,56 @@ class Checkpoint:
         self.policy.on_save(covered)
         if self.display is not None:
             self.display.saved()
-        if len(data) > _LARGE_STATE_BYTES and not self._warned_large_state:
+        if size > _LARGE_STATE_BYTES and not self._warned_large_state:
             self._warned_large_state = True
-            _warn_large_state(session, len(data))
+            _warn_large_state(session, size)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
-                "%s: saved position %d at %.3f s (%s; %d bytes, %d state keys) in %.1f ms",
+                "%s: saved position %d at %.3f s (%s; %s, %d state keys) in %.1f ms",
                 session.path,
                 position,
                 seconds,
                 reason if fired is None else f"{reason}: {fired!r}",
-                len(data),
+                f"{size} bytes" if size else "appended to the log",
                 len(state),
                 (time.perf_counter() - started) * 1000,
             )
+
+    def _compact(
+        self,
+        snapshot: dict[str, Any],
+        saved_at: str,
+        sink_lengths: dict[str, int],
+        log: ProgressLog | None,
+        state_bytes: bytes | None,
+    ) -> int:
+        """Write the whole state file (a compaction of the progress log); its size."""
+        session = self._session
+        log_id = None if log is None else new_log_id()
+        document = StateDocument(
+            progress=snapshot,
+            state=session.state,
+            runs=session.runs,
+            created_at=session.created_at,
+            saved_at=saved_at,
+            sinks=sink_lengths,
+            log=log_id,
+        )
+        try:
+            data = _state_file.encode(document, _WRITER, str(session.path))
+        except (StateNotSerializableError, StateFileError) as error:
+            self.unsaveable = error  # the exit does not try again and raise it twice
+            raise
+        if log is None or log_id is None or state_bytes is None:
+            session.store.save(data)
+            return len(data)
+        try:
+            session.store.save(data)
+        except BaseException:
+            log.forget()  # the state file may name the new id or the old: append to neither
+            raise
+        log.compacted(log_id, state_bytes, snapshot)
+        return len(data)
 
 
 def _check_reading(clock: Callable[[], float]) -> None:

@@ -29,7 +29,7 @@ from resumable import (
     StateFileError,
     inspect,
 )
-from resumable._store import journal_files
+from resumable._store import journal_files, progress_log
 
 CHECK_CAP = 1024  # the loop checks at least every this many items (docs/policies.md)
 
@@ -39,7 +39,8 @@ CHECK_CAP = 1024  # the loop checks at least every this many items (docs/policie
 
 @pytest.fixture
 def fsync_log(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    """Every os.fsync the library makes, as (kind, name), kind "dir" or "file".
+    """Every os.fsync and os.fdatasync the library makes, as (kind, name), kind "dir" or
+    "file" for an fsync, "data" for an fdatasync.
 
     A spy, not a mock: it records what it is handed and then calls the real os.fsync, so
     the data still reaches the disk. The library looks os.fsync up at call time.
@@ -52,7 +53,14 @@ def fsync_log(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
         calls.append((kind, Path(os.readlink(f"/proc/self/fd/{fd}")).name))
         real_fsync(fd)
 
+    def data_spy(fd: int) -> None:
+        calls.append(("data", Path(os.readlink(f"/proc/self/fd/{fd}")).name))
+        real_fdatasync(fd)
+
     monkeypatch.setattr(os, "fsync", spy)
+    if hasattr(os, "fdatasync"):
+        real_fdatasync: Callable[[int], None] = os.fdatasync
+        monkeypatch.setattr(os, "fdatasync", data_spy)
     return calls
 
 
@@ -86,14 +94,16 @@ def test_a_new_journal_file_has_its_directory_flushed_after_its_first_record_onl
 ) -> None:
     """A keyed job's first save creates its key journal: the record, then the directory
     entry of the new file, then the state file and its directory. Later appends to the
-    same journal need no directory flush of their own."""
+    same journal need no directory flush of their own; the later saves append to the
+    progress log, whose directory entry is flushed once, when the run creates it."""
     journal = f"{state_path.name}.keys-0"
+    log = f"{state_path.name}.log"
     temp = f".{state_path.name}."
     directory = state_path.parent.name
     saves: list[list[tuple[str, str]]] = []
     with Resumable(state_path, policy=NPolicy(10**9)) as r:
-        for item in r.iterate(["a", "b", "c"], key=str):
-            if item in ("b", "c"):
+        for item in r.iterate(["a", "b", "c", "d"], key=str):
+            if item in ("b", "c", "d"):
                 fsync_log.clear()
                 r.save()
                 saves.append(
@@ -103,7 +113,8 @@ def test_a_new_journal_file_has_its_directory_flushed_after_its_first_record_onl
                     ]
                 )
     assert saves[0] == [(journal, "file"), (directory, "dir"), ("temp", "file"), (directory, "dir")]
-    assert saves[1] == [(journal, "file"), ("temp", "file"), (directory, "dir")]
+    assert saves[1] == [(journal, "file"), (directory, "dir"), (log, "data")]
+    assert saves[2] == [(journal, "file"), (log, "data")]
 
 
 # -- the journal's checksum, on every byte of a record -----------------------------------
@@ -192,6 +203,8 @@ def test_the_journal_generation_the_backup_names_is_kept_so_the_backup_resumes(
     one and its backup the old one. A later run deletes retired generations, but not the
     one the backup names: when the state file is then damaged, the backup resumes, with
     exactly its keys."""
+    monkeypatch.setattr(progress_log, "MAX_RECORDS", 0)  # the seam: each save rewrites the
+    # state file, so that its backup is the save before the last
     monkeypatch.setattr(
         journal_files, "FOLD_MIN_RECORDS", 3
     )  # the seam: fold past 3 records, not 1,000

@@ -23,7 +23,13 @@ from resumable import (
 )
 from resumable._store import journal_files
 
-from jobs.documents import journal_file, journal_generations, journal_keys, key_frames
+from jobs.documents import (
+    journal_file,
+    journal_generations,
+    journal_keys,
+    key_frames,
+    saved_progress,
+)
 from jobs.harness import Job, campaign_seed
 
 
@@ -45,7 +51,7 @@ def run(
 
 def done_keys(path: Path) -> set[str | int]:
     """The keys the state file commits, read from its journal as docs/state-file.md says."""
-    journal = orjson.loads(path.read_bytes())["progress"]["journal"]
+    journal = saved_progress(path)["journal"]
     return journal_keys(journal_file(path, journal["generation"]), journal["length"])
 
 

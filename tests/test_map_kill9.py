@@ -49,10 +49,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
 import pytest
 
-from jobs.documents import journal_file, journal_keys
+from jobs.documents import journal_file, journal_keys, saved_progress
 from jobs.harness import Child, Job, campaign_seed, wait_until_group_ended
 from jobs.map_log import counted, log_lines, log_of
 
@@ -113,7 +112,7 @@ def saved_done(job: Job) -> tuple[set[int], int]:
     many indexes its ``done_above`` lists (0 for keys)."""
     if not job.state.exists():
         return set(), 0
-    progress = orjson.loads(job.state.read_bytes())["progress"]
+    progress = saved_progress(job.state)
     if progress["kind"] == "keys":
         journal = progress["journal"]
         keys = journal_keys(journal_file(job.state, journal["generation"]), journal["length"])

@@ -34,6 +34,10 @@ Files without it load as jobs without sinks; a reader that predates it ignores i
 next save drops it: the next run of this version then refuses the unrecorded, non-empty
 output file rather than guess).
 
+``log`` (optional, since 0.2; absent in files of earlier versions and of stores without a
+progress log) is the id that the records of the progress log beside the file name
+(`resumable._store.progress_log`): a reader applies the last good record that extends it.
+
 Bounds: a state file holds at most `MAX_BYTES` bytes, and `r.state` nests at most
 `MAX_STATE_DEPTH` levels. A save beyond either is refused, so every file a save writes is
 one a reader accepts; a reader takes a larger or deeper file for damage.
@@ -45,6 +49,7 @@ import dataclasses
 import itertools
 import math
 import os
+import re
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -66,6 +71,7 @@ MAX_BYTES = 256 * 2**20
 # orjson writes 254 levels of nesting (and reads 1,024); the document holds `r.state` one
 # level down, so `r.state` itself may nest 253 levels, counting its own.
 MAX_STATE_DEPTH = 253
+_LOG_ID = re.compile(r"[0-9a-f]{16}")
 _REQUIRED = {
     "format_version": int,
     "progress": dict,
@@ -88,6 +94,9 @@ class StateDocument:
     saved_at: str
     format_version: int = FORMAT_VERSION
     sinks: dict[str, int] = dataclasses.field(default_factory=dict)
+    # The id of the progress log records that extend this document (`progress_log`); None
+    # in a document of an earlier version, or of a store without a log.
+    log: str | None = None
 
 
 def encode(document: StateDocument, writer: str, where: str = "the state file") -> bytes:
@@ -109,6 +118,8 @@ def encode(document: StateDocument, writer: str, where: str = "the state file") 
     }
     if document.sinks:  # only then: a job without sinks writes the files it always wrote
         body["sinks"] = document.sinks
+    if document.log is not None:
+        body["log"] = document.log
     try:
         canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     except TypeError as error:  # orjson.JSONEncodeError is a TypeError
@@ -181,7 +192,8 @@ def decode(data: bytes, where: str) -> StateDocument:
             f"{where} is corrupt: its checksum is {stored}, its content gives {expected}"
         )
     _check_values(parsed, where)
-    sinks = _check_sinks(parsed.get("sinks", {}), where)
+    sinks = check_sinks(parsed.get("sinks", {}), where)
+    log = check_log_id(parsed.get("log"), where)
     return StateDocument(
         progress=parsed["progress"],
         state=parsed["state"],
@@ -190,10 +202,22 @@ def decode(data: bytes, where: str) -> StateDocument:
         saved_at=parsed["saved_at"],
         format_version=version,
         sinks=sinks,
+        log=log,
     )
 
 
-def _check_sinks(sinks: object, where: str) -> dict[str, int]:
+def check_log_id(value: object, where: str) -> str | None:
+    """The ``log`` field of a state document, or `StateFileError` for one no save writes."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or _LOG_ID.fullmatch(value) is None:
+        raise StateFileError(
+            f"{where} is damaged: its log id is {shown(value)}, not 16 lowercase hex digits"
+        )
+    return value
+
+
+def check_sinks(sinks: object, where: str) -> dict[str, int]:
     """The ``sinks`` field: relative paths to lengths in bytes, or `StateFileError`."""
     if not isinstance(sinks, dict):
         raise StateFileError(
@@ -231,6 +255,20 @@ def fingerprint(progress: dict[str, Any], state: dict[str, Any]) -> bytes | None
         return orjson.dumps([progress, state], option=orjson.OPT_SORT_KEYS)
     except TypeError:
         return None
+
+
+def state_bytes(state: dict[str, Any]) -> bytes | None:
+    """`state` as a save writes it, keys sorted, checked as `encode` checks it (a tuple, a
+    NaN would write as a list, a null: `StateNotSerializableError`); None if orjson cannot
+    write it, which `encode` then explains."""
+    check_state(state)
+    try:
+        data = orjson.dumps(state, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return None
+    if b"null" in data:  # NaN and infinity come out as null: look for them only then
+        _reject_non_finite(state, "")
+    return data
 
 
 def now_iso() -> str:

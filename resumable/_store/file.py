@@ -10,7 +10,9 @@ from the backup instead, the first save gives the damaged file a second name,
 
 The journals beside the state file (``job.state.keys-<g>``, ``job.state.failed-<g>``)
 are kept by `resumable._store.journal.FileJournals`, which the store's journal methods
-hand on to.
+hand on to. The progress log ``job.state.log`` (`resumable._store.progress_log`) holds
+the saves of progress made since the state file was last rewritten; a reader applies it
+to the state file it read, and moving a state file aside moves its log with it.
 
 What a reader checks before it trusts a file, in order:
 
@@ -48,6 +50,7 @@ from resumable._store.flock import FileLock, LockHolder, lock_holder
 from resumable._store.journal import FileJournals
 from resumable._store.journal_api import JournalChange, JournalRead, JournalReference
 from resumable._store.journal_codec import Kind
+from resumable._store.progress_log import ProgressLog, apply_log, log_path
 
 
 def resolve(path: str | os.PathLike[str]) -> Path:
@@ -146,7 +149,7 @@ def _decode_file(path: Path) -> StateDocument | StateFileError:
             f"{path} is larger than any state file ({MAX_BYTES // 2**20} MiB at most)"
         )
     try:
-        return document.decode(data, str(path))
+        return apply_log(document.decode(data, str(path)), os.fspath(path))
     except NotDamagedError:
         raise
     except StateFileError as error:
@@ -241,6 +244,8 @@ class FileStore:
         # a file the user made private (r.state may hold secrets) stays private.
         self._mode: int | None = None
         self._journals = FileJournals(path)
+        # Progress-only saves are appended here between compactions (`progress_log`).
+        self.progress_log = ProgressLog(self._target)
 
     def read(self) -> Loaded | None:
         """Read the state (or its backup) without the lock and without changing anything
@@ -296,6 +301,7 @@ class FileStore:
         if loaded is not None:
             with contextlib.suppress(OSError):  # gone since it was read: the umask decides
                 self._mode = stat.S_IMODE(os.stat(self._target).st_mode)
+        self.progress_log.set_mode(self._mode)
         return loaded
 
     def start_fresh(self) -> None:
@@ -318,6 +324,8 @@ class FileStore:
                 # it, so that at every instant a run finds the damaged file beside the good
                 # backup (and resumes from the backup again), or the new state.
                 corrupt = os.fspath(aside_path(self.path, "corrupt"))
+                # Its log first (the damage may be there): the next append would cut it.
+                _move_log(self._target, corrupt)
                 durable.replace_atomically(
                     self._target, data, keep_previous_as=corrupt, mode=self._mode
                 )
@@ -349,6 +357,7 @@ class FileStore:
         aside = aside_path(self.path, "reset")
         with contextlib.suppress(FileNotFoundError):
             os.replace(self.backup, backup_path(aside))  # first: see set_aside
+        _move_log(self._target, os.fspath(aside))
         with contextlib.suppress(FileNotFoundError):
             os.replace(self.path, aside)
 
@@ -370,8 +379,11 @@ class FileStore:
         self._journals.remove_retired()
 
     def close_journals(self) -> None:
-        """Close the journals' open files."""
-        self._journals.close()
+        """Close the journals' and the progress log's open files."""
+        try:
+            self._journals.close()
+        finally:
+            self.progress_log.close()
 
     def set_aside(self) -> Path:
         """Move the state file and its backup aside, so that the next run starts over.
@@ -396,6 +408,7 @@ class FileStore:
                     f"the job is as it was, less that backup (rename it back to "
                     f"{self.backup.name} to keep it)."
                 )
+            _move_log(self._target, os.fspath(aside))
             os.replace(self.path, aside)
         except OSError as error:
             raise StateWriteError(
@@ -426,3 +439,12 @@ class FileStore:
                 ):
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
+
+
+def _move_log(state: str, to: str) -> None:
+    """Move the progress log of state file `state` to be the log of `to`, if there is one:
+    a state file moved aside keeps the records that extend it."""
+    log = log_path(state)
+    if os.path.lexists(log):  # a look first: most jobs at rest have no log to move
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(log, log_path(to))

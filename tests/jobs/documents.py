@@ -30,6 +30,32 @@ def checksummed(document: dict[str, Any]) -> bytes:
     return canonical[:-1] + f',"checksum":"crc32:{zlib.crc32(canonical):08x}"}}'.encode()
 
 
+SAVE = 0x53  # magic byte of a record of the progress log
+
+
+def saved_progress(state: Path) -> dict[str, Any]:
+    """The progress a state file and its progress log (``<state>.log``) hold together, read
+    as docs/state-file.md says: the last record in order that extends the document (its
+    ``base`` is the document's ``log`` id), or the document's own."""
+    document = orjson.loads(state.read_bytes())
+    progress: dict[str, Any] = document["progress"]
+    log = state.with_name(state.name + ".log")
+    if "log" not in document or not log.exists():
+        return progress
+    data, offset, seq = log.read_bytes(), 0, 1
+    while offset + 9 <= len(data):
+        magic, length, crc = struct.unpack_from("<BII", data, offset)
+        payload = data[offset + 9 : offset + 9 + length]
+        checks = zlib.crc32(data[offset : offset + 5] + payload) == crc
+        if magic != SAVE or len(payload) < length or not checks:
+            break
+        record = orjson.loads(payload)
+        if record["base"] != document["log"] or record["seq"] != seq:
+            break
+        progress, offset, seq = record["progress"], offset + 9 + length, seq + 1
+    return progress
+
+
 def frame(payload: bytes, magic: int = KEYS, claimed: int | None = None) -> bytes:
     """A journal record: magic, payload length (or `claimed`), CRC-32, payload."""
     prefix = struct.pack("<BI", magic, len(payload) if claimed is None else claimed)

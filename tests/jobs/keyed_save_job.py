@@ -1,6 +1,7 @@
 """A keyed job with a fixed sequence of saves, for the strace fault tests of the key journal.
 
     python keyed_save_job.py STATE --items N [--stop-at K] [--fold-after R] [--raise-on-usr1]
+                             [--log]
     python keyed_save_job.py STATE reset
 
 It runs ``range(N)`` with ``key=`` (item i has the key ``"k<i>"``), ``NPolicy(1)`` and a
@@ -20,6 +21,8 @@ and never with ``write``, so a fault injected into ``write`` hits the library's 
 ``--fold-after R`` sets the library's seam for tests ``FOLD_MIN_RECORDS`` (see
 docs/architecture.md) to R: the key journal is folded into a new generation at the save
 that would make it hold more than R records (with one key per save, the save of item R).
+Every save rewrites the state file (a compaction) unless ``--log`` is given: the job sets
+the seam for tests ``progress_log.MAX_RECORDS`` to 0, as save_job.py does.
 ``--raise-on-usr1`` installs a SIGUSR1 handler that raises `UserHandlerError`, as a
 program's own handler may (a timeout on SIGALRM, say): not an `OSError`, and not held
 back by the library, whose handlers are for SIGINT, SIGTERM and SIGHUP only.
@@ -39,7 +42,7 @@ from pathlib import Path
 from types import FrameType
 
 import resumable
-from resumable._store import journal_files
+from resumable._store import journal_files, progress_log
 
 
 class UserHandlerError(Exception):
@@ -80,7 +83,10 @@ def main() -> None:
     parser.add_argument("--stop-at", type=int, default=-1)
     parser.add_argument("--fold-after", type=int, default=0)
     parser.add_argument("--raise-on-usr1", action="store_true")
+    parser.add_argument("--log", action="store_true", help="progress saves append")
     parsed = parser.parse_args()
+    if not parsed.log:
+        progress_log.MAX_RECORDS = 0  # the seam for tests: every save compacts
     if parsed.fold_after:
         journal_files.FOLD_MIN_RECORDS = parsed.fold_after  # the seam for tests
     if parsed.raise_on_usr1:

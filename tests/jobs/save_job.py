@@ -1,12 +1,17 @@
 """A job with a fixed sequence of saves, for the strace fault-injection tests.
 
-    python save_job.py STATE --items N [--digest] [--fsize-limit BYTES]
+    python save_job.py STATE --items N [--digest] [--fsize-limit BYTES] [--log]
 
 It runs ``range(N)`` with ``NPolicy(1)`` and an empty loop body, so a run from scratch
 saves exactly N times, at positions 1, 2, ... N (the last save also marks the job
 finished), and nothing else in it writes, fsyncs, links or renames a file. The library's
 system calls are therefore the same in every run, and a test can name the K-th ``write``,
 ``fsync``, ``link`` or ``rename`` of the process in advance.
+
+Every save is a compaction, an atomic rewrite of the state file, unless ``--log`` is
+given: the job sets the library's seam for tests ``progress_log.MAX_RECORDS`` to 0 (see
+docs/architecture.md). With ``--log`` the saves of positions 2 and 3 are records appended
+to the progress log (``job.state.log``), and the first and the last compact.
 
 It reports on stdout with one ``writev`` per line and never with ``write``, so a fault
 injected into ``write`` hits the library's writes only:
@@ -37,6 +42,7 @@ import signal
 from pathlib import Path
 
 import resumable
+from resumable._store import progress_log
 
 
 def say(line: str) -> None:
@@ -71,7 +77,10 @@ def main() -> None:
     parser.add_argument("--items", type=int, required=True)
     parser.add_argument("--digest", action="store_true", help="report the file at item 1")
     parser.add_argument("--fsize-limit", type=int, help="RLIMIT_FSIZE from item 1 on")
+    parser.add_argument("--log", action="store_true", help="progress saves append")
     parsed = parser.parse_args()
+    if not parsed.log:
+        progress_log.MAX_RECORDS = 0  # the seam for tests: every save compacts
     state = Path(parsed.state)
     items = int(parsed.items)
     digest = bool(parsed.digest)

@@ -90,7 +90,8 @@ def parse_options() -> Options:
     parser.add_argument(
         "--block-in-save",
         action="store_true",
-        help="in every save, print 'fsync' and wait before the temp file is flushed",
+        help="in every save, print 'fsync' and wait before the temp file or the record "
+        "appended to the progress log is flushed",
     )
     parser.add_argument(
         "--block-after-backup",
@@ -196,6 +197,14 @@ def install_test_points(options: Options) -> None:
             fsync(fd)
 
         os.fsync = blocking_fsync
+        fdatasync = os.fdatasync
+
+        def blocking_fdatasync(fd: Any) -> None:
+            if is_progress_log(fd):  # a save appended to the progress log
+                wait_for_line("fsync")  # the record is written, not yet flushed
+            fdatasync(fd)
+
+        os.fdatasync = blocking_fdatasync
 
     if options.block_after_backup:
         link = os.link
@@ -237,6 +246,12 @@ def install_test_points(options: Options) -> None:
                 wait_for_line("exiting")
 
         sys.setprofile(pause_at_exit)
+
+
+def is_progress_log(fd: Any) -> bool:
+    """Whether `fd` is open on a job's progress log, ``<state file>.log``."""
+    fd = fd if isinstance(fd, int) else fd.fileno()
+    return os.readlink(f"/proc/self/fd/{fd}").endswith(".log")
 
 
 def is_temp_file(fd: Any) -> bool:

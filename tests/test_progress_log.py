@@ -1,0 +1,282 @@
+"""Progress saves appended to the progress log ``job.state.log`` (docs/state-file.md):
+what a reader makes of the log as a crash leaves it, torn, damaged or stale.
+
+A crash is copied, not caused: in the body of an item the job's files are exactly what a
+kill -9 there would leave (every save before it returned), so the tests copy them and read
+the copy. The strace tests (test_progress_log_strace.py) kill the process for real.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import orjson
+import pytest
+
+import resumable
+from resumable import NPolicy, Resumable, ResumableWarning, StateFileError, inspect
+from resumable._store import progress_log
+
+HEADER = struct.Struct("<BII")  # magic, payload length, CRC: the documented framing
+MAGIC = 0x53
+SAVES = 5  # the crashed copy: positions 1 to 5 saved, the first compacted
+
+
+def crashed_copy(state: Path, into: Path) -> Path:
+    """A copy of the job's folder as a kill -9 now would leave it; its state file."""
+    shutil.copytree(state.parent, into)
+    (into / f"{state.name}.lock").unlink()
+    return into / state.name
+
+
+def crash_after_saves(directory: Path, saves: int = SAVES) -> Path:
+    """Run a job over range(10), saving after every item, and copy its files in the body
+    of item `saves`: the state file holds position 1, the log positions 2 to `saves`."""
+    state = directory / "job" / "job.state"
+    state.parent.mkdir(parents=True)
+    with Resumable(state, policy=NPolicy(1)) as r:
+        for item in r.iterate(range(10)):
+            if item == saves:
+                return crashed_copy(state, directory / "crash")
+    raise AssertionError("the loop ended early")
+
+
+def log_of(state: Path) -> Path:
+    return state.with_name(state.name + ".log")
+
+
+def records(data: bytes) -> list[tuple[int, int]]:
+    """The (start, end) of each whole record of a log."""
+    found, offset = [], 0
+    while offset + HEADER.size <= len(data):
+        _, length, _ = HEADER.unpack_from(data, offset)
+        found.append((offset, offset + HEADER.size + length))
+        offset += HEADER.size + length
+    return found
+
+
+def record(payload: dict[str, object]) -> bytes:
+    """A record whose CRC is right, holding `payload`."""
+    body = orjson.dumps(payload)
+    prefix = struct.pack("<BI", MAGIC, len(body))
+    return prefix + struct.pack("<I", zlib.crc32(body, zlib.crc32(prefix))) + body
+
+
+def position_of(state: Path) -> int:
+    return inspect(state).position
+
+
+# -- the round trip -------------------------------------------------------------------------
+
+
+def test_a_progress_save_appends_a_record_and_leaves_the_state_file_as_it_was(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "job.state"
+    seen: list[bytes] = []
+    with Resumable(state, policy=NPolicy(1)) as r:
+        for item in r.iterate(range(6)):
+            if item >= 1:
+                seen.append(state.read_bytes())
+    assert len(set(seen)) == 1  # saves 2 to 6 appended; the state file is the first save's
+    assert orjson.loads(seen[0])["progress"]["position"] == 1
+    # The end of the run compacts: one state file, no log.
+    assert not log_of(state).exists()
+    snapshot = inspect(state)
+    assert (snapshot.position, snapshot.finished) == (6, True)
+
+
+def test_a_crash_resumes_from_the_last_record_and_the_next_save_compacts(
+    tmp_path: Path,
+) -> None:
+    copy = crash_after_saves(tmp_path)
+    assert len(records(log_of(copy).read_bytes())) == SAVES - 1
+    assert orjson.loads(copy.read_bytes())["progress"]["position"] == 1
+    assert position_of(copy) == SAVES
+    ran = []
+    with Resumable(copy, policy=NPolicy(1)) as r:
+        assert r.position == SAVES
+        for item in r.iterate(range(10)):
+            ran.append(item)
+            if item == SAVES + 1:  # the first save of this run compacted: the log is stale
+                assert orjson.loads(copy.read_bytes())["progress"]["position"] == SAVES + 1
+                assert position_of(copy) == SAVES + 1
+            if item == SAVES + 2:  # the next save cut the stale log, then appended
+                assert len(records(log_of(copy).read_bytes())) == 1
+    assert ran == list(range(SAVES, 10))
+    assert (inspect(copy).position, inspect(copy).finished) == (10, True)
+
+
+def test_r_state_changed_makes_every_save_a_compaction(tmp_path: Path) -> None:
+    state = tmp_path / "job.state"
+    with Resumable(state, policy=NPolicy(1)) as r:
+        for item in r.iterate(range(5)):
+            r.state["last"] = item
+            if item >= 2:
+                assert orjson.loads(state.read_bytes())["state"] == {"last": item - 1}
+                assert not log_of(state).exists()
+
+
+def test_the_log_past_its_bound_is_compacted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(progress_log, "MAX_RECORDS", 3)  # the seam: 4,096 records
+    state = tmp_path / "job.state"
+    written: list[int] = []
+    with Resumable(state, policy=NPolicy(1)) as r:
+        for item in r.iterate(range(9)):
+            if item >= 1:
+                written.append(orjson.loads(state.read_bytes())["progress"]["position"])
+            if item == 8:
+                assert position_of(crashed_copy(state, tmp_path / "crash")) == 8
+    # Saves 1 (compaction), 2-4 (records), 5 (compaction), 6-8 (records).
+    assert written == [1, 1, 1, 1, 5, 5, 5, 5]
+
+
+def test_a_keyed_job_s_saves_append_too(tmp_path: Path) -> None:
+    state = tmp_path / "job" / "job.state"
+    state.parent.mkdir()
+    with Resumable(state, policy=NPolicy(1)) as r:
+        for item in r.iterate([f"k{n}" for n in range(8)], key=str):
+            if item == "k5":
+                copy = crashed_copy(state, tmp_path / "crash")
+    assert len(records(log_of(copy).read_bytes())) == 4
+    assert position_of(copy) == 5
+    with Resumable(copy) as r:
+        assert list(r.iterate([f"k{n}" for n in range(8)], key=str)) == [
+            "k5",
+            "k6",
+            "k7",
+        ]
+
+
+# -- a torn tail, bit flips -----------------------------------------------------------------
+
+
+def test_a_log_torn_at_every_byte_of_its_last_record_gives_the_record_before(
+    tmp_path: Path,
+) -> None:
+    copy = crash_after_saves(tmp_path)
+    log = log_of(copy)
+    data = log.read_bytes()
+    start, end = records(data)[-1]
+    for cut in range(start, end):
+        log.write_bytes(data[:cut])
+        assert position_of(copy) == SAVES - 1, f"log cut at byte {cut} of {end}"
+    log.write_bytes(data)
+    assert position_of(copy) == SAVES
+
+
+def check_bit_flips(tmp_path: Path, which: int, every_bit: bool) -> None:
+    """Flip bits of record `which` of a crashed job's log one at a time: each read gives
+    the position of the records before it."""
+    copy = crash_after_saves(tmp_path)
+    log = log_of(copy)
+    data = log.read_bytes()
+    spans = records(data)
+    start, end = spans[which]
+    before = 1 + spans.index((start, end))  # the state file's position, then one per record
+    for bit in range(start * 8, end * 8):
+        if not every_bit and bit // 8 >= start + HEADER.size and bit % 8 != (bit // 8) % 8:
+            continue  # the header's every bit, then one bit of each byte, in turn
+        damaged = bytearray(data)
+        damaged[bit // 8] ^= 1 << (bit % 8)
+        log.write_bytes(damaged)
+        assert position_of(copy) == before, f"bit {bit % 8} of byte {bit // 8} flipped"
+
+
+@pytest.mark.parametrize("which", [-1, 1], ids=["last record", "second record"])
+def test_a_bit_flipped_in_a_record_is_detected_and_the_records_before_stand(
+    tmp_path: Path, which: int
+) -> None:
+    check_bit_flips(tmp_path, which, every_bit=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", [-1, 1], ids=["last record", "second record"])
+def test_every_bit_flipped_in_a_record_is_detected_and_the_records_before_stand(
+    tmp_path: Path, which: int
+) -> None:
+    check_bit_flips(tmp_path, which, every_bit=True)
+
+
+# -- records that check but do not follow, a stale log ---------------------------------------
+
+
+def test_a_record_that_checks_but_does_not_follow_is_damage_naming_the_log(
+    tmp_path: Path,
+) -> None:
+    copy = crash_after_saves(tmp_path)
+    log = log_of(copy)
+    last = orjson.loads(log.read_bytes()[records(log.read_bytes())[-1][0] + HEADER.size :])
+    with log.open("ab") as file:
+        file.write(record({**last, "seq": last["seq"] + 2}))
+    # A new job's first save keeps no backup: nothing stands in for the damaged job.
+    with pytest.raises(StateFileError, match=r"job\.state\.log is damaged: a record at byte"):
+        inspect(copy)
+
+
+def test_a_damaged_log_sends_the_job_to_the_backup_and_is_kept_aside(tmp_path: Path) -> None:
+    state = tmp_path / "job" / "job.state"
+    state.parent.mkdir()
+    with Resumable(state, policy=NPolicy(1)) as r:  # run 1: ends compacted at position 3
+        for item in r.iterate(range(10)):
+            if item == 3:
+                break
+    with Resumable(state, policy=NPolicy(1)) as r:  # run 2: compacts, the backup is run 1's
+        for item in r.iterate(range(10)):
+            if item == 6:
+                copy = crashed_copy(state, tmp_path / "crash")
+                break
+    log = log_of(copy)
+    damaged = log.read_bytes() + record({"base": "0" * 16, "seq": 9, "progress": {}})
+    log.write_bytes(damaged)
+    with pytest.warns(ResumableWarning, match="resuming from the backup"):
+        assert inspect(copy).position == 3
+    with pytest.warns(ResumableWarning), Resumable(copy) as r:
+        assert r.position == 3
+        r.save()
+    corrupt = [path for path in copy.parent.glob("job.state.corrupt-*") if path.suffix != ".log"]
+    assert len(corrupt) == 1
+    assert log_of(corrupt[0]).read_bytes() == damaged  # kept byte for byte beside it
+
+
+def test_a_stale_log_from_before_a_compaction_is_ignored(tmp_path: Path) -> None:
+    state = tmp_path / "job" / "job.state"
+    state.parent.mkdir()
+    with Resumable(state, policy=NPolicy(1)) as r:
+        for item in r.iterate(range(10)):
+            if item == SAVES:
+                stale = log_of(state).read_bytes()
+    log_of(state).write_bytes(stale)  # the log as it was before the exit compacted
+    snapshot = inspect(state)
+    assert (snapshot.position, snapshot.finished) == (10, True)
+
+
+def test_reset_moves_the_log_aside_with_the_state_file(tmp_path: Path) -> None:
+    copy = crash_after_saves(tmp_path)
+    aside = resumable.reset(copy)
+    assert isinstance(aside, Path)
+    assert not log_of(copy).exists()
+    assert position_of(aside) == SAVES
+
+
+def test_a_state_that_would_come_back_changed_is_refused_though_it_writes_the_same(
+    tmp_path: Path,
+) -> None:
+    """A tuple writes as the list it replaced, NaN as the None: the bytes are those of the
+    last rewrite, but the save refuses them as a rewrite would, and appends nothing."""
+    state = tmp_path / "job.state"
+    for changed in ((1, 2), float("nan")):
+        state.with_name("job.state.bak").unlink(missing_ok=True)
+        state.unlink(missing_ok=True)
+        with pytest.raises(resumable.StateNotSerializableError), Resumable(state) as r:
+            r.state["value"] = [1, 2] if isinstance(changed, tuple) else None
+            r.save()
+            r.save()  # appended: r.state as the first save wrote it
+            r.state["value"] = changed
+            r.save()
+        assert orjson.loads(state.read_bytes())["state"]["value"] in ([1, 2], None)
