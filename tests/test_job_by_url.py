@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from freezegun import freeze_time
 
-from resumable import NPolicy, Resumable, StateLockedError, inspect, reset
+from resumable import NPolicy, Resumable, StateFileError, StateLockedError, inspect, reset
+from resumable._store.object_backend import open_objects
 
 from jobs.harness import Child
 
@@ -171,3 +172,83 @@ def test_a_plain_path_job_imports_no_object_storage_library(tmp_path: Path) -> N
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert ran.stdout == "3 False\n"
+
+
+def test_a_keyed_job_by_url_resumes_by_key_in_another_order(job_url: str) -> None:
+    items = [f"page-{n}" for n in range(40)]
+    done: list[str] = []
+    with pytest.raises(RuntimeError), Resumable(job_url, policy=NPolicy(3), quiet=True) as r:
+        for item in r.iterate(items, key=str):
+            if len(done) == 25:
+                raise RuntimeError("stop")
+            done.append(item)
+    snapshot = inspect(job_url)
+    assert (snapshot.progress_kind, snapshot.position) == ("keys", 25)
+    with Resumable(job_url, quiet=True) as r:
+        for item in r.iterate(reversed(items), key=str):
+            done.append(item)
+    assert sorted(done) == sorted(items)
+
+
+def test_failed_items_of_a_url_job_are_recorded_shown_and_retried(job_url: str) -> None:
+    with Resumable(job_url, quiet=True) as r:
+        for item in r.iterate(range(10), on_error="record"):
+            with r.attempt():
+                if item % 4 == 0:
+                    raise ValueError(f"item {item} fails")
+    failed = inspect(job_url).failed
+    assert sorted(record.position for record in failed) == [0, 4, 8]
+    retried: list[int] = []
+    with Resumable(job_url, quiet=True) as r:
+        for item in r.iterate(range(10), on_error="record"):
+            with r.attempt():
+                retried.append(item)
+    assert retried == [0, 4, 8]
+    assert inspect(job_url).failed == ()
+
+
+def test_many_saves_of_a_keyed_url_job_fold_its_chunks_and_delete_those_no_save_names(
+    job_url: str,
+) -> None:
+    """One chunk object per save that adds keys; a generation is folded into one chunk
+    every 32, and the chunks a fold replaced go two saves later: the objects stay few."""
+    with Resumable(job_url, policy=NPolicy(1), quiet=True) as r:
+        for _ in r.iterate(range(100), key=int):
+            pass
+    with Resumable(job_url, quiet=True) as r:
+        assert list(r.iterate(range(105), key=int)) == [100, 101, 102, 103, 104]
+    objects, key = open_objects(job_url)
+    chunks = [name for name, _ in objects.list(key.rpartition("/")[0]) if ".keys-" in name]
+    assert 0 < len(chunks) <= 2 * 32 + 1
+
+
+def test_a_keyed_run_that_lost_its_lease_leaves_the_new_owners_keys_whole(
+    job_url: str,
+) -> None:
+    """The paused run writes its chunks in a generation of its own: the new owner's
+    journal is never overwritten, and its next run skips what it did."""
+    with freeze_time("2026-12-05 03:00:00", tick=False) as frozen:
+        first = Resumable(job_url, policy=NPolicy(1), quiet=True)
+        with pytest.raises(StateLockedError), first:
+            for item in first.iterate(range(20), key=int):
+                if item == 5:
+                    frozen.tick(LEASE + SKEW + 1)
+                    with Resumable(job_url, policy=NPolicy(1), quiet=True) as second:
+                        for _ in second.iterate(range(10, 20), key=int):
+                            pass
+        with Resumable(job_url, quiet=True) as third:
+            left = list(third.iterate(range(20), key=int))
+    assert left == [5, 6, 7, 8, 9]  # 0-4 the first run saved, 10-19 the second did
+    assert inspect(job_url).position == 20
+
+
+def test_a_missing_journal_chunk_is_named_and_nothing_is_changed(job_url: str) -> None:
+    with Resumable(job_url, policy=NPolicy(2), quiet=True) as r:
+        for _ in r.iterate(range(6), key=int):
+            pass
+    objects, key = open_objects(job_url)
+    (chunk, *_) = sorted(n for n, _ in objects.list(key.rpartition("/")[0]) if ".keys-" in n)
+    objects.delete(chunk)
+    with pytest.raises(StateFileError, match=r"key journal chunk .* is missing"):
+        Resumable(job_url, quiet=True).__enter__()
+    assert inspect(job_url).position == 6

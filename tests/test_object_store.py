@@ -24,7 +24,6 @@ from resumable import ResumableWarning, StateFileError, StateLockedError, UsageE
 from resumable._store import Store, open_store
 from resumable._store.document import NotDamagedError
 from resumable._store.file import FileStore
-from resumable._store.journal_codec import FAILURES, KEYS
 from resumable._store.lease import CLOCK_SKEW_SECONDS, LEASE_SECONDS, LeaseHolder
 from resumable._store.object import ObjectStore
 from resumable._store.object_backend import Objects, open_objects
@@ -326,16 +325,6 @@ def race(url: str) -> list[Store | Exception]:
     for thread in threads:
         thread.join()
     return outcomes
-
-
-def test_keyed_progress_and_failure_records_are_refused_naming_what_works(
-    job_url: str,
-) -> None:
-    run = opened(job_url)
-    for kind in (KEYS, FAILURES):
-        with pytest.raises(UsageError, match=r"tracked by position.*local file"):
-            run.new_journal(kind)
-    run.unlock()
 
 
 def test_reset_sets_the_job_aside_and_the_next_run_starts_fresh(job_url: str) -> None:

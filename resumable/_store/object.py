@@ -23,24 +23,29 @@ and its first save copies the damaged bytes to ``<key>.corrupt-<time>`` before t
 state replaces them (the backup, the state resumed from, stays as it is).
 
 Journals: keyed progress (``key=``) and failure records (``on_error=``) keep journals of
-appended records; objects have no append, so this first version refuses them with
-`UsageError` (`new_journal`). Jobs tracked by position work in full.
+appended records; objects have no append, so they are kept as chunk objects, one per save
+that adds entries (`resumable._store.object_journal`), each put before the state object
+that commits it.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from resumable._errors import StateFileError, StateLockedError, StateWriteError, UsageError, warn
+from resumable._errors import StateFileError, StateLockedError, StateWriteError, warn
 from resumable._store import document
 from resumable._store.document import MAX_BYTES, Loaded, NotDamagedError, StateDocument
 from resumable._store.journal_api import JournalChange, JournalRead, JournalReference
 from resumable._store.journal_codec import Kind
 from resumable._store.lease import LEASE_SECONDS, Lease, LeaseHolder
 from resumable._store.object_backend import Blob, TooLargeError, describe, open_objects
+from resumable._store.object_journal import ObjectJournals
 from resumable._store.url import JobURL
+
+logger = logging.getLogger("resumable")
 
 
 class ObjectStore:
@@ -53,6 +58,7 @@ class ObjectStore:
         self._name = self._key.rsplit("/", 1)[-1]
         self._backup_key = self._key + ".bak"
         self._lease = Lease(self._objects, self._key + ".lease", url, lease_seconds)
+        self._journals = ObjectJournals(self._objects, self._key, url)
         # The state object as this run last read or wrote it: its ETag (the next save's
         # condition; None: there is none) and, when it is intact, its bytes (the next
         # save keeps them as the backup).
@@ -155,6 +161,7 @@ class ObjectStore:
         )
         if remember:
             self._etag, self._previous, self._damaged = main.etag, None, True
+            self._journals.from_backup = True
         return Loaded(fallback, from_backup=True)
 
     def _get(self, key: str) -> Blob | TooLargeError | None:
@@ -224,6 +231,11 @@ class ObjectStore:
             )
         self._etag, self._previous = etag, data
         self._fresh = self._damaged = False
+        try:
+            self._journals.saved()
+        except self._objects.failures as error:
+            # The save is made; chunks left behind cost storage only.
+            logger.warning("%s: could not delete journal chunks: %s", self.url, describe(error))
 
     def set_aside(self) -> JobURL:
         """Copy the state object and its backup aside, then delete them, under the lease;
@@ -271,30 +283,24 @@ class ObjectStore:
                 "this request; items finished since the last save will run again next time."
             ) from error
 
-    # -- journals: not on object storage yet -----------------------------------------------
+    # -- journals: chunk objects (`resumable._store.object_journal`) ---------------------
 
     def new_journal(self, kind: Kind) -> JournalReference:
-        """Refuse: keyed progress and failure records are not kept on object storage yet."""
-        raise self._no_journals()
+        """A new journal of `kind`; nothing is written yet."""
+        return self._journals.new_journal(kind)
 
     def read_journal(self, kind: Kind, reference: JournalReference) -> JournalRead:
-        """Refuse, as `new_journal` does."""
-        raise self._no_journals()
+        """The committed entries of the journal `reference` names."""
+        with self._reading():
+            return self._journals.read_journal(kind, reference)
 
     def write_journal(self, change: JournalChange) -> JournalReference:
-        """Refuse, as `new_journal` does."""
-        raise self._no_journals()
+        """Put what `change` adds, before the state object that commits it."""
+        with self._writing(f"could not save the {change.kind.name} of"):
+            return self._journals.write_journal(change)
 
     def remove_retired_journals(self) -> None:
-        """Nothing to remove: no journal is kept here."""
+        """Nothing to do here: a save deletes the chunks no state names any more."""
 
     def close_journals(self) -> None:
-        """Nothing to close."""
-
-    def _no_journals(self) -> UsageError:
-        return UsageError(
-            f"{self.url} is on object storage, which keeps jobs tracked by position only "
-            "for now: keyed progress (key=...) and failure records (on_error=...) need a "
-            "journal, which this store does not keep yet. Keep such a job in a local file "
-            "(a path, not a URL), or track it by position."
-        )
+        """Nothing to close: every chunk is a whole put."""

@@ -131,6 +131,14 @@ class Objects:
             return None  # S3 says 404 for a missing object, some servers 412
         return result["e_tag"] or ""
 
+    def list(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """The keys under `prefix` (a folder: ``crawl/`` or ``""``), with their ETags."""
+        import obstore
+
+        for batch in obstore.list(self._backend, prefix or None):
+            for meta in batch:
+                yield meta["path"], meta["e_tag"] or ""
+
     def copy(self, source: str, target: str) -> None:
         """Copy the object at `source` to `target` (on the server: no bytes come here)."""
         import obstore
