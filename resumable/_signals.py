@@ -132,6 +132,8 @@ class SignalGuard:
 
     def install(self) -> None:
         """Install the handlers (main thread only; elsewhere warn and do nothing)."""
+        if not self.signums:
+            return  # signals=(): nothing to install, nothing to warn about off the main thread
         if threading.current_thread() is not threading.main_thread():
             warn(
                 "Resumable is not on the main thread, where Python delivers signals: "

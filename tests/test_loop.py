@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal, overload
@@ -455,6 +456,23 @@ def test_away_from_the_main_thread_it_warns_and_still_works(state_path: Path) ->
     thread.join()
     assert outcome == {"items": [0, 1, 2, 3, 4], "handler": signal.default_int_handler}
     assert inspect(state_path).finished
+
+
+def test_away_from_the_main_thread_signals_none_gives_no_warning(state_path: Path) -> None:
+    """signals=() asks for no handlers, so a worker thread (a Dask task) has none to miss."""
+    outcome: dict[str, object] = {}
+
+    def job() -> None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with Resumable(state_path, signals=()) as r:
+                outcome["items"] = list(r.iterate(range(3)))
+        outcome["warnings"] = [str(warning.message) for warning in caught]
+
+    thread = threading.Thread(target=job)
+    thread.start()
+    thread.join()
+    assert outcome == {"items": [0, 1, 2], "warnings": []}
 
 
 def test_a_run_dropped_without_its_exit_in_a_worker_thread_is_freed_there(
