@@ -27,6 +27,7 @@ from resumable._failures import FailedItem
 from resumable._inspect import StateSnapshot, inspect
 from resumable._reset import reset
 from resumable._resumable import Resumable
+from resumable._shards import Shard, ShardFailedError, shards
 from resumable._sinks import CsvSink, Sink
 from resumable._version import __version__
 from resumable.policies import (
@@ -57,6 +58,8 @@ __all__ = [
     "ResumableError",
     "ResumableWarning",
     "SaveRecord",
+    "Shard",
+    "ShardFailedError",
     "SinceLastSave",
     "Sink",
     "StateFileError",
@@ -69,6 +72,7 @@ __all__ = [
     "__version__",
     "inspect",
     "reset",
+    "shards",
 ]
 
 

@@ -1,0 +1,185 @@
+"""A sharded job on a real Dask cluster of worker processes: a worker killed with SIGKILL in
+the middle of a shard costs at most the policy's bound, and the job completes.
+
+The cluster is a ``distributed.LocalCluster`` of 2 worker processes of one thread each,
+each under a nanny that starts a new worker process when one dies. The work
+(tests/jobs/shard_work.py) logs ``done <item> <pid>`` with an fsync per item. The kill
+lands where the test knows the worker is: the first run to reach a chosen item writes its
+pid to a FIFO the test reads, then waits to be killed (a gate); no sleep stands in for it.
+
+The bound per kill, and why it holds: the killed run's bodies that its state file does not
+count are the items to redo. ``NPolicy(n)`` saves as soon as n items are counted since the
+last save, before the next body starts, so at most n - 1 counted items wait for a save,
+plus the body the kill landed in: at most n items are done twice per kill, all of them in
+the killed worker's shard, and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import select
+import signal
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import distributed
+import pytest
+
+import resumable.dask
+from resumable import Shard, ShardFailedError, inspect, shards
+
+from jobs.harness import TIMEOUT, campaign_seed
+from jobs.shard_work import LoggedWork
+
+EVERY = 10  # NPolicy(EVERY)
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[distributed.Client]:
+    """A client of a 2-worker LocalCluster of processes, one thread each, for this module."""
+    # distributed leaves LocalCluster and Client untyped.
+    with (
+        distributed.LocalCluster(  # type: ignore[no-untyped-call]
+            n_workers=2,
+            processes=True,
+            threads_per_worker=1,
+            dashboard_address=None,
+            silence_logs=50,  # logging.CRITICAL: a killed worker is expected here
+        ) as cluster,
+        distributed.Client(cluster) as client,  # type: ignore[no-untyped-call]
+    ):
+        yield client
+
+
+def logged(log: Path) -> list[tuple[int, int]]:
+    """The effects log's lines, as (item, pid)."""
+    if not log.exists():
+        return []
+    lines = (line.split() for line in log.read_text().splitlines())
+    return [(int(item), int(pid)) for _, item, pid in lines]
+
+
+def kill_at_gates(
+    client: distributed.Client, tmp_path: Path, parts: list[Shard[int]], gate_items: list[int]
+) -> tuple[list[tuple[int, int]], list[int]]:
+    """Run the job, kill with SIGKILL the worker at each gate as it reaches it; return the
+    effects log as (item, pid) and the pids killed. Checks that the job completed."""
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    fifos = {}
+    for item in gate_items:
+        os.mkfifo(gates / str(item))
+        fifos[os.open(gates / str(item), os.O_RDONLY | os.O_NONBLOCK)] = item
+    log = tmp_path / "effects.log"
+    work = LoggedWork(str(log), every=EVERY, gates=str(gates), gate_items=frozenset(gate_items))
+    killed: list[int] = []
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            job = pool.submit(resumable.dask.run, work, parts, client=client)
+            waiting = set(fifos)
+            while waiting:
+                ready, _, _ = select.select(list(waiting), [], [], TIMEOUT)
+                assert ready, f"no worker reached the gates of items {[fifos[f] for f in waiting]}"
+                for fifo in ready:
+                    waiting.discard(fifo)
+                    pid = int(os.read(fifo, 64).split()[0])
+                    # A worker killed a moment ago may still be listed: it answers nothing.
+                    workers = client.run(os.getpid, on_error="ignore").values()
+                    assert pid in workers, "the gate's pid is no worker's"
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+            results = job.result(timeout=120)
+    finally:
+        for fifo in fifos:
+            os.close(fifo)
+    assert results == [(part.index, len(part.items)) for part in parts]
+    for part in parts:
+        snapshot = inspect(part.state)
+        assert snapshot.finished
+        assert snapshot.position == len(part.items)
+    return logged(log), killed
+
+
+def check_redone_within_the_bound(
+    lines: list[tuple[int, int]], items: list[int], killed: list[int], gate_items: list[int]
+) -> set[int]:
+    """Every item's effect is logged; each kill leaves at most EVERY items to redo, all in
+    the shard it killed, the gated body among them. Returns the items redone."""
+    runs: dict[int, list[int]] = {}
+    for item, pid in lines:
+        runs.setdefault(item, []).append(pid)
+    assert set(runs) == set(items), "an item's effect was never logged"
+    redone = {item for item, pids in runs.items() if len(pids) > 1}
+    assert set(gate_items) <= redone, "the body a kill landed in was counted done"
+    for pid in killed:
+        left = {item for item in redone if pid in runs[item][:-1]}
+        assert len(left) <= EVERY, f"a kill left {len(left)} items to redo with NPolicy({EVERY})"
+    for item in redone:
+        # Every run of an item but its last was cut short by a kill.
+        assert all(pid in killed for pid in runs[item][:-1]), f"item {item} redone unkilled"
+    return redone
+
+
+def test_a_worker_killed_in_a_shard_costs_at_most_the_policy_bound(
+    client: distributed.Client, tmp_path: Path
+) -> None:
+    items = list(range(8 * 200))
+    parts = shards(items, 8, job=tmp_path / "job")
+    gate_at = parts[3].items[57]  # in the middle of a shard, between two saves
+    lines, killed = kill_at_gates(client, tmp_path, parts, [gate_at])
+    redone = check_redone_within_the_bound(lines, items, killed, [gate_at])
+    assert redone <= set(parts[3].items), "an item of a shard that was not killed was redone"
+    assert len(killed) == 1
+
+
+@pytest.mark.slow
+def test_workers_killed_at_random_items_of_many_shards_cost_at_most_the_bound_each(
+    client: distributed.Client, tmp_path: Path
+) -> None:
+    rng = random.Random(campaign_seed())
+    items = list(range(16 * 500))
+    parts = shards(items, 16, job=tmp_path / "job")
+    gate_items = [rng.choice(part.items) for part in rng.sample(parts, 8)]
+    lines, killed = kill_at_gates(client, tmp_path, parts, gate_items)
+    check_redone_within_the_bound(lines, items, killed, gate_items)
+    assert len(set(killed)) == len(gate_items)
+
+
+def test_a_shard_that_fails_after_its_retries_is_named(
+    client: distributed.Client, tmp_path: Path
+) -> None:
+    parts = shards(range(40), 4, job=tmp_path / "job")
+    log = tmp_path / "effects.log"
+    failing = parts[2].items[5]
+    message = r"shard 2 of 4 .*ValueError: item 22 fails"
+    with pytest.raises(ShardFailedError, match=message) as caught:
+        resumable.dask.run(LoggedWork(str(log), fail_at=failing), parts, client=client, retries=2)
+    assert [shard.index for shard in caught.value.failed] == [2]
+    assert isinstance(caught.value.__cause__, ValueError)
+    again = pickle.loads(pickle.dumps(caught.value))
+    assert (str(again), again.failed) == (str(caught.value), caught.value.failed)
+    times = Counter(item for item, _ in logged(log))
+    # One first run and two retries, each resumed after the items the first run saved.
+    assert times[failing] == 0
+    assert all(times[item] == 1 for part in parts if part.index != 2 for item in part.items)
+    assert inspect(parts[2].state).position == 5  # the failed run saved what it did
+    # The other shards ran to their end.
+    assert all(inspect(part.state).finished for part in parts if part.index != 2)
+
+
+def test_results_come_in_shard_order(client: distributed.Client, tmp_path: Path) -> None:
+    parts = shards(["a", "b", "c", "d", "e"], 3, job=tmp_path / "job")
+    assert resumable.dask.run(_first_item, parts, client=client, retries=0) == ["a", "b", "c"]
+
+
+def _first_item(part: Shard[str]) -> str:
+    return part.items[0]
+
+
+def test_run_refuses_what_shards_did_not_make(client: distributed.Client) -> None:
+    with pytest.raises(resumable.UsageError, match="what shards\\(\\) returns"):
+        resumable.dask.run(_first_item, ["not a shard"], client=client)  # type: ignore[list-item]
