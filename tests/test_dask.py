@@ -64,7 +64,11 @@ def logged(log: Path) -> list[tuple[int, int]]:
 
 
 def kill_at_gates(
-    client: distributed.Client, tmp_path: Path, parts: list[Shard[int]], gate_items: list[int]
+    client: distributed.Client,
+    tmp_path: Path,
+    parts: list[Shard[int]],
+    gate_items: list[int],
+    lease_patience: float = 0.0,
 ) -> tuple[list[tuple[int, int]], list[int]]:
     """Run the job, kill with SIGKILL the worker at each gate as it reaches it; return the
     effects log as (item, pid) and the pids killed. Checks that the job completed."""
@@ -75,7 +79,13 @@ def kill_at_gates(
         os.mkfifo(gates / str(item))
         fifos[os.open(gates / str(item), os.O_RDONLY | os.O_NONBLOCK)] = item
     log = tmp_path / "effects.log"
-    work = LoggedWork(str(log), every=EVERY, gates=str(gates), gate_items=frozenset(gate_items))
+    work = LoggedWork(
+        str(log),
+        every=EVERY,
+        gates=str(gates),
+        gate_items=frozenset(gate_items),
+        lease_patience=lease_patience,
+    )
     killed: list[int] = []
     try:
         with ThreadPoolExecutor(1) as pool:
@@ -92,7 +102,7 @@ def kill_at_gates(
                     assert pid in workers, "the gate's pid is no worker's"
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
-            results = job.result(timeout=120)
+            results = job.result(timeout=120 + lease_patience)
     finally:
         for fifo in fifos:
             os.close(fifo)
@@ -147,6 +157,50 @@ def test_workers_killed_at_random_items_of_many_shards_cost_at_most_the_bound_ea
     lines, killed = kill_at_gates(client, tmp_path, parts, gate_items)
     check_redone_within_the_bound(lines, items, killed, gate_items)
     assert len(set(killed)) == len(gate_items)
+
+
+def test_on_object_storage_a_retry_within_the_dead_workers_lease_is_refused(
+    client: distributed.Client, tmp_path: Path
+) -> None:
+    """A killed run leaves its lease on the store until it expires (60 s): Dask retries
+    at once, each retry gets StateLockedError, and the shard fails naming the holder. The
+    other shards complete. docs/distributed.md says so and gives the recipe below."""
+    parts = shards(range(4 * 50), 4, job=f"file://{tmp_path}/job/")
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    gate_at = parts[1].items[25]
+    os.mkfifo(gates / str(gate_at))
+    fifo = os.open(gates / str(gate_at), os.O_RDONLY | os.O_NONBLOCK)
+    log = tmp_path / "effects.log"
+    work = LoggedWork(str(log), gates=str(gates), gate_items=frozenset([gate_at]))
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            job = pool.submit(resumable.dask.run, work, parts, client=client, retries=2)
+            ready, _, _ = select.select([fifo], [], [], TIMEOUT)
+            assert ready, "no worker reached the gate"
+            pid = int(os.read(fifo, 64).split()[0])
+            os.kill(pid, signal.SIGKILL)
+            with pytest.raises(ShardFailedError, match=r"shard 1 of 4 .*StateLockedError"):
+                job.result(timeout=120)
+    finally:
+        os.close(fifo)
+    assert isinstance(job.exception(), ShardFailedError)
+    assert f"pid {pid}" in str(job.exception())
+    assert [inspect(part.state).finished for part in parts] == [True, False, True, True]
+
+
+@pytest.mark.slow
+def test_on_object_storage_a_work_function_that_waits_for_the_lease_completes_the_job(
+    client: distributed.Client, tmp_path: Path
+) -> None:
+    """docs/distributed.md's recipe: the retry waits (up to 70 s) for the dead run's lease
+    to expire, takes the shard over and resumes it within the policy's bound."""
+    items = list(range(4 * 100))
+    parts = shards(items, 4, job=f"file://{tmp_path}/job/")
+    gate_at = parts[2].items[44]
+    lines, killed = kill_at_gates(client, tmp_path, parts, [gate_at], lease_patience=70.0)
+    redone = check_redone_within_the_bound(lines, items, killed, [gate_at])
+    assert redone <= set(parts[2].items)
 
 
 def test_a_shard_that_fails_after_its_retries_is_named(

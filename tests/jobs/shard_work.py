@@ -18,9 +18,10 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from dataclasses import dataclass
 
-from resumable import NPolicy, Resumable, Shard
+from resumable import NPolicy, Resumable, Shard, StateLockedError
 
 # How long a gated run waits to be killed before it fails the job instead of hanging.
 KILL_DEADLINE = 60.0
@@ -35,9 +36,22 @@ class LoggedWork:
     gates: str | None = None
     gate_items: frozenset[int] = frozenset()
     fail_at: int = -1  # an item whose body always raises ValueError
+    # How long to wait for a lease a dead run left on object storage (docs/distributed.md's
+    # recipe): a run refused with StateLockedError tries again every second until then.
+    lease_patience: float = 0.0
 
     def __call__(self, part: Shard[int]) -> tuple[int, int]:
         """The shard's index and how many items it has."""
+        deadline = time.monotonic() + self.lease_patience
+        while True:
+            try:
+                return self._run(part)
+            except StateLockedError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)  # the recipe's pause while the lease lapses
+
+    def _run(self, part: Shard[int]) -> tuple[int, int]:
         log = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             with Resumable(part.state, policy=NPolicy(self.every), signals=()) as r:
