@@ -32,10 +32,10 @@ import pytest
 import resumable.dask
 from resumable import Shard, ShardFailedError, inspect, shards
 
+from jobs import shard_campaign
 from jobs.harness import TIMEOUT, campaign_seed
+from jobs.shard_campaign import check_redone_within_the_bound, logged
 from jobs.shard_work import LoggedWork
-
-EVERY = 10  # NPolicy(EVERY)
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +55,6 @@ def client() -> Iterator[distributed.Client]:
         yield client
 
 
-def logged(log: Path) -> list[tuple[int, int]]:
-    """The effects log's lines, as (item, pid)."""
-    if not log.exists():
-        return []
-    lines = (line.split() for line in log.read_text().splitlines())
-    return [(int(item), int(pid)) for _, item, pid in lines]
-
-
 def kill_at_gates(
     client: distributed.Client,
     tmp_path: Path,
@@ -70,68 +62,20 @@ def kill_at_gates(
     gate_items: list[int],
     lease_patience: float = 0.0,
 ) -> tuple[list[tuple[int, int]], list[int]]:
-    """Run the job, kill with SIGKILL the worker at each gate as it reaches it; return the
-    effects log as (item, pid) and the pids killed. Checks that the job completed."""
-    gates = tmp_path / "gates"
-    gates.mkdir()
-    fifos = {}
-    for item in gate_items:
-        os.mkfifo(gates / str(item))
-        fifos[os.open(gates / str(item), os.O_RDONLY | os.O_NONBLOCK)] = item
-    log = tmp_path / "effects.log"
-    work = LoggedWork(
-        str(log),
-        every=EVERY,
-        gates=str(gates),
-        gate_items=frozenset(gate_items),
-        lease_patience=lease_patience,
+    """`shard_campaign.kill_at_gates` with resumable.dask.run on the client's cluster."""
+
+    def is_worker(pid: int) -> bool:
+        # A worker killed a moment ago may still be listed: it answers nothing.
+        return pid in client.run(os.getpid, on_error="ignore").values()
+
+    return shard_campaign.kill_at_gates(
+        lambda work: resumable.dask.run(work, parts, client=client),
+        tmp_path,
+        parts,
+        gate_items,
+        is_worker,
+        lease_patience,
     )
-    killed: list[int] = []
-    try:
-        with ThreadPoolExecutor(1) as pool:
-            job = pool.submit(resumable.dask.run, work, parts, client=client)
-            waiting = set(fifos)
-            while waiting:
-                ready, _, _ = select.select(list(waiting), [], [], TIMEOUT)
-                assert ready, f"no worker reached the gates of items {[fifos[f] for f in waiting]}"
-                for fifo in ready:
-                    waiting.discard(fifo)
-                    pid = int(os.read(fifo, 64).split()[0])
-                    # A worker killed a moment ago may still be listed: it answers nothing.
-                    workers = client.run(os.getpid, on_error="ignore").values()
-                    assert pid in workers, "the gate's pid is no worker's"
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-            results = job.result(timeout=120 + lease_patience)
-    finally:
-        for fifo in fifos:
-            os.close(fifo)
-    assert results == [(part.index, len(part.items)) for part in parts]
-    for part in parts:
-        snapshot = inspect(part.state)
-        assert snapshot.finished
-        assert snapshot.position == len(part.items)
-    return logged(log), killed
-
-
-def check_redone_within_the_bound(
-    lines: list[tuple[int, int]], items: list[int], killed: list[int], gate_items: list[int]
-) -> set[int]:
-    """Every item's effect is logged; each kill leaves at most EVERY items to redo, all in
-    the shard it killed, the gated body among them. Returns the items redone."""
-    runs: dict[int, list[int]] = {}
-    for item, pid in lines:
-        runs.setdefault(item, []).append(pid)
-    assert set(runs) == set(items), "an item's effect was never logged"
-    redone = {item for item, pids in runs.items() if len(pids) > 1}
-    assert set(gate_items) <= redone, "the body a kill landed in was counted done"
-    for pid in killed:
-        left = {item for item in redone if pid in runs[item][:-1]}
-        assert len(left) <= EVERY, f"a kill left {len(left)} items to redo with NPolicy({EVERY})"
-    for item in redone:
-        # Every run of an item but its last was cut short by a kill.
-        assert all(pid in killed for pid in runs[item][:-1]), f"item {item} redone unkilled"
-    return redone
 
 
 def test_a_worker_killed_in_a_shard_costs_at_most_the_policy_bound(
