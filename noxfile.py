@@ -41,6 +41,13 @@ def torture(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11", default=False)
+def ray(session: nox.Session) -> None:
+    """Run the Ray tests (tests/test_ray.py) with the ray extra: heavy, so a session apart."""
+    session.install(".[ray]", *group("test"))
+    session.run("pytest", "-m", "ray", *session.posargs)
+
+
+@nox.session(python="3.11", default=False)
 def coverage(session: nox.Session) -> None:
     """Branch coverage of resumable/ by the non-slow tests and the processes they start."""
     session.install(".", *group("coverage"))
