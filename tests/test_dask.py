@@ -21,6 +21,7 @@ import pickle
 import random
 import select
 import signal
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,13 +35,15 @@ from resumable import Shard, ShardFailedError, inspect, shards
 
 from jobs import shard_campaign
 from jobs.harness import TIMEOUT, campaign_seed
+from jobs.object_storage import BUCKET
 from jobs.shard_campaign import check_redone_within_the_bound, logged
 from jobs.shard_work import LoggedWork
 
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[distributed.Client]:
-    """A client of a 2-worker LocalCluster of processes, one thread each, for this module."""
+def client(s3_server: str) -> Iterator[distributed.Client]:
+    """A client of a 2-worker LocalCluster of processes, one thread each, for this module.
+    Started after the S3 server: the workers inherit its address from the environment."""
     # distributed leaves LocalCluster and Client untyped.
     with (
         distributed.LocalCluster(  # type: ignore[no-untyped-call]
@@ -103,13 +106,15 @@ def test_workers_killed_at_random_items_of_many_shards_cost_at_most_the_bound_ea
     assert len(set(killed)) == len(gate_items)
 
 
+@pytest.mark.parametrize("store", ["file", "s3"])
 def test_on_object_storage_a_retry_within_the_dead_workers_lease_is_refused(
-    client: distributed.Client, tmp_path: Path
+    client: distributed.Client, tmp_path: Path, store: str
 ) -> None:
     """A killed run leaves its lease on the store until it expires (60 s): Dask retries
     at once, each retry gets StateLockedError, and the shard fails naming the holder. The
     other shards complete. docs/distributed.md says so and gives the recipe below."""
-    parts = shards(range(4 * 50), 4, job=f"file://{tmp_path}/job/")
+    prefix = f"file://{tmp_path}" if store == "file" else f"s3://{BUCKET}/{uuid.uuid4().hex}"
+    parts = shards(range(4 * 50), 4, job=f"{prefix}/job/")
     gates = tmp_path / "gates"
     gates.mkdir()
     gate_at = parts[1].items[25]

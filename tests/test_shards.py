@@ -6,12 +6,15 @@ import os
 import pickle
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import orjson
 import pytest
 
 from resumable import InputChangedError, Resumable, Shard, UsageError, inspect, shards
+
+from jobs.object_storage import BUCKET
 
 
 def test_by_position_item_j_goes_to_shard_j_modulo_n(tmp_path: Path) -> None:
@@ -174,3 +177,15 @@ def test_a_file_url_prefix_keeps_the_manifest_in_that_folder(tmp_path: Path) -> 
     assert orjson.loads((tmp_path / "crawl" / "shards.json").read_bytes())["shards"] == 2
     with pytest.raises(InputChangedError):
         shards(range(6), 5, job=prefix)
+
+
+def test_an_s3_prefix_keeps_the_manifest_in_the_bucket(s3_server: str) -> None:
+    prefix = f"s3://{BUCKET}/{uuid.uuid4().hex}/crawl/"
+    parts = shards(range(6), 2, job=prefix)
+    assert parts[1].state == f"{prefix}shard-00001-of-00002.state"
+    shards(range(9), 2, job=prefix)  # the same split, a longer input: fine
+    with pytest.raises(InputChangedError, match=r"into 2 shards by position"):
+        shards(range(6), 3, job=prefix)
+    with Resumable(parts[1].state) as r:
+        assert list(r.iterate(parts[1].items)) == [1, 3, 5]
+    assert inspect(parts[1].state).finished
