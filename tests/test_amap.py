@@ -649,6 +649,81 @@ def test_a_signal_while_an_async_input_makes_the_loop_wait_starts_no_more_calls(
     assert asyncio.run(run(stop=False)) == [f"w{n}" for n in range(5, 10)]
 
 
+@pytest.mark.parametrize("ordered", [True, False])
+def test_results_reach_the_body_while_an_async_input_waits(state_path: Path, ordered: bool) -> None:
+    """The stream's next page comes only once the body has had the first results (a
+    consumer that acknowledges what it got): before the feeder, the loop waited for the
+    stream before it handed out results, and the two waited for each other for good."""
+
+    async def main() -> list[int]:
+        more = asyncio.Event()
+
+        async def stream() -> AsyncIterator[int]:
+            for n in range(3):
+                yield n
+            await more.wait()
+            yield 3
+
+        got: list[int] = []
+        async with Resumable(state_path) as r:
+            async for x in r.amap(double, stream(), key=str, concurrency=4, ordered=ordered):
+                got.append(x)
+                if len(got) == 3:
+                    more.set()
+        return got
+
+    # The deadline turns the old hang into a failure; it is not waited for when it works.
+    assert sorted(asyncio.run(asyncio.wait_for(main(), 30))) == [0, 2, 4, 6]
+
+
+def test_ctrl_c_while_an_async_input_waits_for_good_stops_the_loop(state_path: Path) -> None:
+    """A stream that never hands out its next item: the first ctrl+c, which comes while
+    the loop waits on it, stops the loop after the calls in flight (it used to wait for
+    the stream), and the rerun calls only the items whose results the body did not get."""
+    got: list[int] = []
+
+    async def main() -> None:
+        waiting = asyncio.Event()
+
+        async def stream() -> AsyncIterator[int]:
+            for n in range(3):
+                yield n
+            waiting.set()
+            await asyncio.Event().wait()
+            yield 3
+
+        async def ctrl_c_once_it_waits() -> None:
+            await waiting.wait()
+            await send_and_let_the_loop_see()
+
+        async with Resumable(state_path) as r:
+            sender = asyncio.create_task(ctrl_c_once_it_waits())
+            async for x in r.amap(double, stream(), key=str, concurrency=4):
+                got.append(x)
+            await sender
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(asyncio.wait_for(main(), 30))
+    called: list[int] = []
+
+    async def noted(n: int) -> int:
+        called.append(n)
+        return 2 * n
+
+    async def rerun() -> None:
+        async def stream() -> AsyncIterator[int]:
+            for n in range(4):
+                yield n
+
+        async with Resumable(state_path) as r:
+            async for _ in r.amap(noted, stream(), key=str):
+                pass
+
+    asyncio.run(rerun())
+    assert sorted(called) == [n for n in range(4) if 2 * n not in got]
+    assert len(called) < 4, "the body got no result before the stop"
+
+
 def test_an_async_input_by_position_is_refused_with_what_to_do(state_path: Path) -> None:
     async def main() -> None:
         async with Resumable(state_path) as r:

@@ -175,6 +175,7 @@ class AsyncPoolLoop(PoolLoop):
         queued = handed = 0  # submission numbers: the next to queue, the next to hand out
         outstanding = 0  # queued, running, or ended and not yet handed out
         held: tuple[Key | int, Any] | None = None  # taken from the work, not yet queued
+        reading: asyncio.Task[tuple[Key | int, Any] | None] | None = None  # an async input's
         input_ended = False
 
         async def call_each() -> None:
@@ -210,7 +211,7 @@ class AsyncPoolLoop(PoolLoop):
 
         async def top_up() -> None:
             """Queue the work the window allows, and wake a worker per call queued."""
-            nonlocal queued, outstanding, held, input_ended
+            nonlocal queued, outstanding, held, reading, input_ended
             # By position, nothing at or past the watermark + window: a slow item holds
             # the watermark back, and so new calls (by key, only `outstanding` counts).
             limit = marked.watermark + window if marked is not None else None
@@ -218,8 +219,14 @@ class AsyncPoolLoop(PoolLoop):
                 if held is None:
                     if not from_async:
                         held = next(work_sync, None)
-                    else:  # an async input: a new job's items may wait on the network
-                        held = await anext(work_async, None)
+                    else:  # an async input: its next item may wait on the network
+                        if reading is None:
+                            reading = loop.create_task(_next_of(work_async))
+                        if not reading.done():
+                            await the_input_or_a_call_ends(reading)
+                            if not reading.done():
+                                return  # a result to hand out meanwhile, or a signal
+                        held, reading = reading.result(), None
                     if held is None:
                         input_ended = True
                         break
@@ -238,6 +245,24 @@ class AsyncPoolLoop(PoolLoop):
                     if not wake.done():
                         wake.set_result(None)
                         break
+
+        async def the_input_or_a_call_ends(reading: asyncio.Future[Any]) -> None:
+            """Wait for the async input's next item, a call to end, or a signal: results
+            reach the body, and a signal stops the loop, while the input waits."""
+
+            def wake(_: object = None) -> None:
+                if waiter and not waiter[0].done():
+                    waiter[0].set_result(None)
+
+            waiter.append(loop.create_future())
+            reading.add_done_callback(wake)
+            session.on_stop = wake
+            try:
+                await waiter[0]
+            finally:
+                session.on_stop = None
+                reading.remove_done_callback(wake)
+                waiter.clear()
 
         async def a_call_ends() -> None:
             waiter.append(loop.create_future())
@@ -352,10 +377,17 @@ class AsyncPoolLoop(PoolLoop):
             cancelling = True
             for worker in workers:
                 worker.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            unread = [reading] if reading is not None else []
+            for task in unread:  # the input's next item is not taken: no call is made for it
+                task.cancel()
+            await asyncio.gather(*workers, *unread, return_exceptions=True)
             if not completed:
                 logger.debug("%s: the calls in flight were cancelled", session.path)
             self.close_display()
+
+
+async def _next_of(items: AsyncIterator[T]) -> T | None:
+    return await anext(items, None)
 
 
 async def pay_owed(checkpoint: Checkpoint, saves: SaveThread) -> None:
