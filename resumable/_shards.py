@@ -30,6 +30,7 @@ import orjson
 
 from resumable._errors import InputChangedError, ResumableError, UsageError
 from resumable._store.durable import fsync_directory, fsync_file, temp_name, write_all
+from resumable._store.url import is_url
 
 T = TypeVar("T")
 
@@ -137,13 +138,8 @@ def _hash_shard(value: object, n: int) -> int:
     return int.from_bytes(digest, "big") % n
 
 
-def _is_url(job: str) -> bool:
-    scheme, sep, _ = job.partition("://")
-    return bool(sep) and len(scheme) >= 2 and scheme.replace("+", "").isalnum()
-
-
 def _join(job: str, name: str) -> str:
-    if _is_url(job):
+    if is_url(job):
         return job.rstrip("/") + "/" + name
     return os.path.join(job, name)
 
@@ -152,7 +148,7 @@ def _check_manifest(job: str, wanted: dict[str, object]) -> None:
     """Record the split at the job's first call; refuse another split later."""
     data = orjson.dumps(wanted, option=orjson.OPT_SORT_KEYS) + b"\n"
     where = _join(job, MANIFEST)
-    found = _create_url(where, data) if _is_url(job) else _create_file(job, where, data)
+    found = _create_url(where, data) if is_url(job) else _create_file(job, where, data)
     if found is None:
         return
     try:
