@@ -175,7 +175,11 @@ class AsyncPoolLoop(PoolLoop):
         queued = handed = 0  # submission numbers: the next to queue, the next to hand out
         outstanding = 0  # queued, running, or ended and not yet handed out
         held: tuple[Key | int, Any] | None = None  # taken from the work, not yet queued
-        reading: asyncio.Task[tuple[Key | int, Any] | None] | None = None  # an async input's
+        # An async input is read ahead by a feeder task, at most `window` items, into
+        # `read`: the loop hands out results and sees signals while the input waits.
+        read: deque[tuple[Key | int, Any]] = deque()
+        feeder: asyncio.Task[None] | None = None
+        feeder_waits: list[asyncio.Future[None]] = []  # the feeder's, while `read` is full
         input_ended = False
 
         async def call_each() -> None:
@@ -211,7 +215,7 @@ class AsyncPoolLoop(PoolLoop):
 
         async def top_up() -> None:
             """Queue the work the window allows, and wake a worker per call queued."""
-            nonlocal queued, outstanding, held, reading, input_ended
+            nonlocal queued, outstanding, held, feeder, input_ended
             # By position, nothing at or past the watermark + window: a slow item holds
             # the watermark back, and so new calls (by key, only `outstanding` counts).
             limit = marked.watermark + window if marked is not None else None
@@ -219,14 +223,21 @@ class AsyncPoolLoop(PoolLoop):
                 if held is None:
                     if not from_async:
                         held = next(work_sync, None)
+                    elif read:
+                        held = read.popleft()
+                        # Woken at half: one wake-up per half a window read, not per item.
+                        wakes = feeder_waits and len(read) <= window // 2
+                        if wakes and not feeder_waits[0].done():
+                            feeder_waits[0].set_result(None)
                     else:  # an async input: its next item may wait on the network
-                        if reading is None:
-                            reading = loop.create_task(_next_of(work_async))
-                        if not reading.done():
-                            await the_input_or_a_call_ends(reading)
-                            if not reading.done():
-                                return  # a result to hand out meanwhile, or a signal
-                        held, reading = reading.result(), None
+                        if feeder is None:
+                            feeder = loop.create_task(feed())
+                        if not feeder.done():
+                            await the_input_or_a_call_ends(feeder)
+                            if read or feeder.done():
+                                continue
+                            return  # a result to hand out meanwhile, or a signal
+                        feeder.result()  # the input's own error, after the items before it
                     if held is None:
                         input_ended = True
                         break
@@ -246,22 +257,33 @@ class AsyncPoolLoop(PoolLoop):
                         wake.set_result(None)
                         break
 
-        async def the_input_or_a_call_ends(reading: asyncio.Future[Any]) -> None:
-            """Wait for the async input's next item, a call to end, or a signal: results
-            reach the body, and a signal stops the loop, while the input waits."""
+        def wake_the_loop(_: object = None) -> None:
+            if waiter and not waiter[0].done():
+                waiter[0].set_result(None)
 
-            def wake(_: object = None) -> None:
-                if waiter and not waiter[0].done():
-                    waiter[0].set_result(None)
+        async def feed() -> None:
+            async for found in work_async:
+                read.append(found)
+                wake_the_loop()
+                if len(read) >= window:
+                    feeder_waits.append(loop.create_future())
+                    try:
+                        await feeder_waits[0]
+                    finally:
+                        feeder_waits.clear()
 
+        async def the_input_or_a_call_ends(feeder: asyncio.Future[None]) -> None:
+            """Wait for the async input's next item (or its end), a call to end, or a
+            signal: results reach the body, and a signal stops the loop, while the input
+            waits."""
             waiter.append(loop.create_future())
-            reading.add_done_callback(wake)
-            session.on_stop = wake
+            feeder.add_done_callback(wake_the_loop)
+            session.on_stop = wake_the_loop
             try:
                 await waiter[0]
             finally:
                 session.on_stop = None
-                reading.remove_done_callback(wake)
+                feeder.remove_done_callback(wake_the_loop)
                 waiter.clear()
 
         async def a_call_ends() -> None:
@@ -377,17 +399,13 @@ class AsyncPoolLoop(PoolLoop):
             cancelling = True
             for worker in workers:
                 worker.cancel()
-            unread = [reading] if reading is not None else []
-            for task in unread:  # the input's next item is not taken: no call is made for it
+            feeding = [feeder] if feeder is not None else []
+            for task in feeding:  # the items read ahead are not taken: no call for them
                 task.cancel()
-            await asyncio.gather(*workers, *unread, return_exceptions=True)
+            await asyncio.gather(*workers, *feeding, return_exceptions=True)
             if not completed:
                 logger.debug("%s: the calls in flight were cancelled", session.path)
             self.close_display()
-
-
-async def _next_of(items: AsyncIterator[T]) -> T | None:
-    return await anext(items, None)
 
 
 async def pay_owed(checkpoint: Checkpoint, saves: SaveThread) -> None:
