@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+from resumable._cli_summary import is_folder, summarise
 from resumable._demo import run_demo
 from resumable._errors import ResumableError, ResumableWarning, StateFileError
 from resumable._failures import FailedItem
@@ -34,6 +35,7 @@ from resumable._keys import tagged_key
 from resumable._reset import reset
 from resumable._store import open_store
 from resumable._store.flock import LockHolder
+from resumable._store.lease import LeaseHolder
 from resumable._store.url import JobName, JobURL, is_url
 from resumable._text import counted, describe_key, printable, valid_unicode
 from resumable._version import __version__
@@ -107,7 +109,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Show how far each job got, and whether a run holds it now.",
     )
     status.add_argument(
-        "paths", nargs="+", type=_job, metavar="PATH", help="a state file, or a state object's URL"
+        "paths",
+        nargs="+",
+        type=_job,
+        metavar="PATH",
+        help="a state file or a state object's URL; or a folder of jobs (a local directory, "
+        "or a URL ending in /, such as s3://bucket/crawl/), whose jobs are summed",
     )
     status.add_argument(
         "--json",
@@ -177,6 +184,16 @@ class _Report:
 
 
 def _status(arguments: argparse.Namespace) -> int:
+    folders = [path for path in arguments.paths if is_folder(str(path))]
+    if folders:
+        if arguments.watch or len(folders) != len(arguments.paths):
+            _error(
+                "status takes either jobs (state files, state object URLs) or folders of "
+                f"jobs ({', '.join(map(str, folders))}), without --watch for folders: run "
+                "it once for each"
+            )
+            return USAGE
+        return _status_of_folders([str(folder) for folder in folders], arguments.json)
     if arguments.watch:
         interval = 2.0 if arguments.interval is None else arguments.interval
         return watch(arguments.paths, interval, arguments.json, sys.stdout)
@@ -194,6 +211,18 @@ def _status(arguments: argparse.Namespace) -> int:
             if problem:
                 _error(problem)
     return max(report.status for report in reports)
+
+
+def _status_of_folders(folders: list[str], as_json: bool) -> int:
+    summaries = [summarise(folder) for folder in folders]
+    if as_json:
+        print(json.dumps([summary.as_json() for summary in summaries], indent=2))
+    else:
+        print("\n\n".join(summary.as_text() for summary in summaries))
+    for summary in summaries:
+        for problem in summary.problems():
+            _error(problem)
+    return PROBLEM if any(summary.problems() for summary in summaries) else OK
 
 
 def _look(path: JobName) -> _Report:
@@ -296,6 +325,13 @@ def _as_json(report: _Report, now: datetime) -> dict[str, Any]:
         "from_backup": snapshot.from_backup if snapshot else None,
         "running": None if report.lock_error else report.holder is not None,
         "pid": report.holder.pid if report.holder else None,
+        # On object storage: the holder's host, and until when its lease runs.
+        "host": report.holder.host if isinstance(report.holder, LeaseHolder) else None,
+        "lease_until": (
+            _utc_text(datetime.fromtimestamp(report.holder.expires_at, timezone.utc))
+            if isinstance(report.holder, LeaseHolder)
+            else None
+        ),
         "notes": report.notes,
     }
 
@@ -351,6 +387,8 @@ def _finished(finished: bool) -> str:
 
 
 def _process(holder: LockHolder) -> str:
+    if isinstance(holder, LeaseHolder):
+        return holder.describe()  # the host and the lease's expiry too
     return "an unknown process" if holder.pid is None else f"pid {holder.pid}"
 
 

@@ -51,6 +51,8 @@ JSON_KEYS = {
     "from_backup",
     "running",
     "pid",
+    "host",
+    "lease_until",
     "notes",
 }
 
@@ -183,6 +185,8 @@ def test_status_json_has_every_key_with_utc_times(
         "from_backup": False,
         "running": False,
         "pid": None,
+        "host": None,
+        "lease_until": None,
         "notes": [],
     }
 

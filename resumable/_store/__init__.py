@@ -17,6 +17,7 @@ through a store, never by their names.
 | `journal_files` | the journal files: names, generations, read, append, fold |
 | `object` | a job on object storage (a store URL): state object, backup, fenced saves |
 | `object_backend` | a URL's objects (obstore, imported only then) and the conditional puts |
+| `object_journal` | keyed progress and failure records on object storage: chunk objects |
 | `lease` | one run per job on object storage: a lease object, conditional puts |
 | `url` | a job named by a store URL: `is_url`, `JobURL` (a URL kept as given) |
 

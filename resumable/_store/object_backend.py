@@ -200,6 +200,32 @@ def open_objects(url: str) -> tuple[Objects, str]:
             f"{url} does not name a state object: give its full name, e.g. "
             f"{scheme}://{parts.netloc or 'bucket'}/crawl/job.state"
         )
+    if scheme == "file":
+        folder, name = os.path.split(os.path.abspath(parts.path))
+        return _open(url, folder), name
+    return _open(url), name
+
+
+def open_prefix(url: str) -> tuple[Objects, str, str]:
+    """The objects under the store URL `url` of a folder (``s3://bucket/crawl/``), the key
+    prefix of that folder in them, and the URL that a key is appended to."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if parts.query or parts.fragment:
+        raise UsageError(f"{url} is not a folder of jobs: e.g. {scheme}://bucket/crawl/")
+    if scheme == "file":
+        folder = os.path.abspath(parts.path)
+        return _open(url, folder, create=False), "", f"file://{folder.rstrip('/')}/"
+    prefix = parts.path.lstrip("/")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return _open(url), prefix, f"{scheme}://{parts.netloc}/"
+
+
+def _open(url: str, folder: str | None = None, create: bool = True) -> Objects:
+    """The backend of `url`'s bucket (or memory store, or local `folder`)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
     try:
         import obstore.store
     except ImportError:
@@ -209,15 +235,17 @@ def open_objects(url: str) -> tuple[Objects, str]:
     if scheme == "memory":
         with _memory_guard:
             backend = _memory.setdefault(parts.netloc, obstore.store.MemoryStore())
-        return Objects(backend), name
-    if scheme == "file":
-        folder, name = os.path.split(os.path.abspath(parts.path))
-        os.makedirs(folder, exist_ok=True)
-        return LocalObjects(obstore.store.LocalStore(folder), folder), name
+        return Objects(backend)
+    if folder is not None:
+        if create:
+            os.makedirs(folder, exist_ok=True)
+        elif not os.path.isdir(folder):
+            raise FileNotFoundError(f"{url}: no such folder")
+        return LocalObjects(obstore.store.LocalStore(folder), folder)
     if not parts.netloc:
         raise UsageError(f"{url} names no bucket: e.g. {scheme}://bucket/crawl/job.state")
     try:
         backend = obstore.store.from_url(f"{scheme}://{parts.netloc}")
     except (obstore.exceptions.BaseError, ValueError) as error:
         raise UsageError(f"cannot open {url}: {error}") from None
-    return Objects(backend), name
+    return Objects(backend)
