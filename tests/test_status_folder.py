@@ -72,8 +72,7 @@ def test_status_of_a_url_folder_sums_its_jobs_and_names_who_holds_each(
     assert "  failed        2 items" in lines
     host = socket.gethostname()
     assert any(
-        line.startswith("  running.state  ")
-        and f"running: pid {os.getpid()} on {host}" in line
+        line.startswith("  running.state  ") and f"running: pid {os.getpid()} on {host}" in line
         for line in lines
     )
     assert not any(".reset-" in line for line in lines)
