@@ -9,6 +9,8 @@
             save(fetch(url))
 """
 
+import logging
+
 from resumable._checkpoint import SaveRecord
 from resumable._display import ProgressDisplay
 from resumable._errors import (
@@ -29,6 +31,7 @@ from resumable._reset import reset
 from resumable._resumable import Resumable
 from resumable._shards import Shard, ShardFailedError, shards
 from resumable._sinks import CsvSink, Sink
+from resumable._text import PrintableArguments
 from resumable._version import __version__
 from resumable.policies import (
     AllOf,
@@ -40,6 +43,9 @@ from resumable.policies import (
     SinceLastSave,
     TimePolicy,
 )
+
+# File names and keys in the library's log records are escaped, as the CLI shows them.
+logging.getLogger("resumable").addFilter(PrintableArguments())
 
 __all__ = [
     "AllOf",

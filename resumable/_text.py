@@ -16,7 +16,9 @@ key journal holds keys of any size: `describe_key` never calls it on those.
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 
 KEY_CHARS = 60  # characters of a str key shown; a longer one is cut, its length given
 KEY_DIGITS = 40  # digits of an int key shown; a longer one as its first and last digits
@@ -90,3 +92,20 @@ def shown(value: object) -> str:
         return f"an integer of {value.bit_length():,} bits"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+class PrintableArguments(logging.Filter):
+    """Makes the text and path arguments of the library's log records `printable`.
+
+    File names and keys are data: a newline in one would forge a line of the log, and a
+    byte of a file name that is no UTF-8 (a lone surrogate in Python) fails a handler that
+    writes UTF-8 strictly (a ``FileHandler(encoding="utf-8")`` prints "--- Logging error
+    ---" and loses the record). They are logged escaped, as the CLI shows them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                printable(os.fsdecode(arg)) if isinstance(arg, (str, os.PathLike)) else arg
+                for arg in record.args
+            )
+        return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 from pathlib import Path
@@ -67,3 +68,32 @@ def test_a_stop_by_a_signal_is_logged_even_when_the_stderr_line_is_silenced(
         "Run again to continue.",
     ) in messages(caplog)
     assert capsys.readouterr().err == ""
+
+
+def test_a_file_name_that_is_no_utf8_with_a_newline_logs_one_escaped_line_to_a_utf8_file(
+    tmp_path: Path,
+) -> None:
+    """A FileHandler that writes UTF-8 strictly: a lone surrogate (a byte of the file name
+    that is no UTF-8) failed the handler ("--- Logging error ---"), and the newline made
+    a second line that looked like a record of its own."""
+    log = tmp_path / "job.log"
+    handler = logging.FileHandler(log, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger("resumable")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    name = "a\nINFO forged" + os.fsdecode(b"\xff") + ".state"
+    try:
+        with Resumable(tmp_path / name) as r:
+            for _ in r.iterate(range(3)):
+                pass
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        handler.close()
+    lines = log.read_text(encoding="utf-8").splitlines()
+    assert lines, "nothing was logged"
+    assert all(line.startswith("INFO ") for line in lines), lines
+    assert not any(line.startswith("INFO forged") for line in lines), lines
+    assert f"{tmp_path}/a\\nINFO forged\\xff.state: starting a new job" in lines[0]
