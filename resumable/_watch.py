@@ -24,6 +24,7 @@ import collections
 import json
 import math
 import os
+import socket
 import time
 import warnings
 from collections.abc import Sequence
@@ -77,6 +78,7 @@ class Watched:
     )
     runs: int | None = None
     holder_pid: int | None = None  # of the last run seen holding the lock
+    holder_here = True  # whether it runs on this host (a lease names the host of its run)
     seen_running: bool = False
     outcome: str | None = None
 
@@ -86,7 +88,7 @@ class Watched:
         holder_known = True
         try:
             holder = open_store(self.path).holder()  # a link's job: its own lock
-        except OSError as problem:
+        except (OSError, StateFileError) as problem:  # a store URL that cannot be reached
             holder, holder_known = None, False
             error = f"cannot tell whether a run holds {self.path}: {problem}"
         snapshot: StateSnapshot | None = None
@@ -101,6 +103,8 @@ class Watched:
         now = datetime.now(timezone.utc)
         if holder is not None:
             self.seen_running, self.holder_pid = True, holder.pid
+            host = getattr(holder, "host", None)  # a lease's (`LeaseHolder`)
+            self.holder_here = host is None or host == socket.gethostname()
         if snapshot is not None:
             self._note_save(snapshot)
         if snapshot is not None and snapshot.finished:
@@ -149,7 +153,8 @@ class Watched:
             eta_seconds=eta,
             running=running,
             pid=self.holder_pid,
-            alive=_alive(self.holder_pid),
+            # A pid on another host cannot be looked up here: unknown.
+            alive=_alive(self.holder_pid) if self.holder_here else None,
             outcome=self.outcome,
         )
 
@@ -258,7 +263,10 @@ def _running(reading: Reading) -> str:
     if reading.outcome == "finished":
         return "no: the job finished"
     if reading.outcome == "ended":
-        fate = "still alive" if reading.alive else "gone"
+        if reading.alive is None and reading.pid is not None:
+            fate = "another host's: not looked up"  # a lease's run on another machine
+        else:
+            fate = "still alive" if reading.alive else "gone"
         return f"no: {pid} let go without finishing the job ({fate})"
     return "no: waiting for a run to start"
 

@@ -133,3 +133,25 @@ def test_reset_by_url_at_the_shell_sets_the_job_aside(
     status, _, err = run(capsys, "status", job_url)
     assert status == 1
     assert "no state file" in err
+
+
+def test_status_watch_of_a_finished_url_job_reports_it_finished_and_exits_0(
+    job_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Resumable(job_url, quiet=True) as r:
+        for _ in r.iterate(range(3)):
+            pass
+    status, out, _ = run(capsys, "status", "--watch", "--json", job_url)
+    assert status == 0
+    (line,) = out.splitlines()
+    reading = json.loads(line)
+    assert (reading["path"], reading["position"], reading["finished"]) == (job_url, 3, True)
+
+
+def test_status_takes_jobs_or_folders_not_both(
+    job_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = job_url.rsplit("/", 1)[0] + "/"
+    status, _, err = run(capsys, "status", folder, job_url)
+    assert status == 2
+    assert "either jobs" in err
