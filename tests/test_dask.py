@@ -37,7 +37,7 @@ from jobs import shard_campaign
 from jobs.harness import TIMEOUT, campaign_seed
 from jobs.object_storage import BUCKET
 from jobs.shard_campaign import check_redone_within_the_bound, logged
-from jobs.shard_work import LoggedWork
+from jobs.shard_work import LoggedWork, first_item
 
 
 @pytest.fixture(scope="module")
@@ -176,13 +176,9 @@ def test_a_shard_that_fails_after_its_retries_is_named(
 
 def test_results_come_in_shard_order(client: distributed.Client, tmp_path: Path) -> None:
     parts = shards(["a", "b", "c", "d", "e"], 3, job=tmp_path / "job")
-    assert resumable.dask.run(_first_item, parts, client=client, retries=0) == ["a", "b", "c"]
-
-
-def _first_item(part: Shard[str]) -> str:
-    return part.items[0]
+    assert resumable.dask.run(first_item, parts, client=client, retries=0) == ["a", "b", "c"]
 
 
 def test_run_refuses_what_shards_did_not_make(client: distributed.Client) -> None:
     with pytest.raises(resumable.UsageError, match="what shards\\(\\) returns"):
-        resumable.dask.run(_first_item, ["not a shard"], client=client)  # type: ignore[list-item]
+        resumable.dask.run(first_item, ["not a shard"], client=client)  # type: ignore[list-item]

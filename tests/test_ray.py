@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 import resumable.ray
-from resumable import Shard, ShardFailedError, inspect, shards
+from resumable import ShardFailedError, inspect, shards
 
 from jobs.harness import JOBS_DIR
 from jobs.shard_campaign import check_redone_within_the_bound, kill_at_gates
-from jobs.shard_work import LoggedWork
+from jobs.shard_work import LoggedWork, first_item
 
 ray: Any = pytest.importorskip("ray", reason="Ray runs in its own session: nox -s ray")
 
@@ -81,8 +81,4 @@ def test_a_shard_that_fails_after_its_retries_is_named(tmp_path: Path) -> None:
 
 def test_results_come_in_shard_order(tmp_path: Path) -> None:
     parts = shards(["a", "b", "c", "d", "e"], 3, job=tmp_path / "job")
-    assert resumable.ray.run(_first_item, parts, retries=0) == ["a", "b", "c"]
-
-
-def _first_item(part: Shard[str]) -> str:
-    return part.items[0]
+    assert resumable.ray.run(first_item, parts, retries=0) == ["a", "b", "c"]

@@ -77,3 +77,8 @@ class LoggedWork:
             fifo.write(f"{os.getpid()}\n")
         threading.Event().wait(KILL_DEADLINE)
         raise RuntimeError(f"worker {os.getpid()} waited at the gate and was not killed")
+
+
+def first_item(part: Shard[str]) -> str:
+    """The first item of a shard: a task whose result says which shard it ran."""
+    return part.items[0]
