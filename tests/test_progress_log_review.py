@@ -1,0 +1,158 @@
+"""A hostile review of the progress log (issue 18): each test here shows a promise of
+docs/state-file.md, or a requirement of the issue, that the log does not keep yet.
+
+Each is a strict xfail whose reason names the bug: it fails on the code as it is, and
+the suite stays green; the fix turns it into a pass, and strict makes the suite say so.
+The logs are written by a real child process killed with SIGKILL in an item's body (every
+save before it returned), real files, real fsync.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from resumable import NPolicy, Resumable, ResumableWarning, inspect
+from resumable._store import document
+
+from jobs.harness import child_env
+
+HEADER = struct.Struct("<BII")  # magic, payload length, CRC: the documented framing
+
+# Saves after every item of range(10) and dies by SIGKILL in the body of item `stop`:
+# position 1 is in the state file (the run's first save compacts), 2 to `stop` in the log.
+KILLED_JOB = """
+import os, signal, sys
+from resumable import NPolicy, Resumable
+with Resumable(sys.argv[1], policy=NPolicy(1)) as r:
+    for item in r.iterate(range(10)):
+        if item == int(sys.argv[2]):
+            os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def killed_at(state: Path, stop: int) -> None:
+    """Run KILLED_JOB on `state` in a child that kill -9s itself in the body of `stop`."""
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_JOB, str(state), str(stop)],
+        env=child_env(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()
+
+
+def records(data: bytes) -> list[tuple[int, int]]:
+    """The (start, end) of each whole record of a log."""
+    found, offset = [], 0
+    while offset + HEADER.size <= len(data):
+        _, length, _ = HEADER.unpack_from(data, offset)
+        found.append((offset, offset + HEADER.size + length))
+        offset += HEADER.size + length
+    return found
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "review8: a record whose CRC fails in the middle of the log, with good records "
+        "after it, is damage no crash makes (only the last record can be torn), but "
+        "progress_log.last_record takes it for a torn tail: the job silently goes back to "
+        "the save before it, and the run's first append (ProgressLog._open's ftruncate) "
+        "destroys the damaged log: damage neither reported nor kept aside"
+    ),
+)
+def test_a_damaged_record_before_good_ones_is_reported_and_kept(tmp_path: Path) -> None:
+    state = tmp_path / "job.state"
+    killed_at(state, 6)  # the log holds positions 2 to 6
+    log = tmp_path / "job.state.log"
+    data = bytearray(log.read_bytes())
+    spans = records(bytes(data))
+    assert len(spans) == 5
+    start, end = spans[1]  # position 3's record; 4, 5 and 6 follow, whole and checked
+    data[(start + HEADER.size + end) // 2] ^= 0x01  # one bit of its payload
+    log.write_bytes(bytes(data))
+    damaged = bytes(data)
+    with (
+        pytest.warns(ResumableWarning, match=r"job\.state\.log"),
+        Resumable(state, policy=NPolicy(1)) as r,
+    ):
+        for _ in r.iterate(range(10)):
+            pass
+    kept = [path for path in tmp_path.iterdir() if path.read_bytes() == damaged]
+    assert kept, "the damaged log was overwritten"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "review8: issue 18 asks that keyed progress ride the log so that one save is one "
+        "flush, but a keyed save of progress flushes twice: fsync of the key journal "
+        "(journal_files.py, fsync_file) and then fdatasync of the log "
+        "(progress_log.ProgressLog.append)"
+    ),
+)
+def test_a_keyed_save_of_progress_flushes_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flushes: list[str] = []
+
+    def spy(name: str, real: Callable[[int], None]) -> Callable[[int], None]:
+        def flush(fd: int) -> None:
+            flushes.append(name)
+            real(fd)  # the real flush, to the real disk
+
+        return flush
+
+    with Resumable(tmp_path / "job.state", policy=NPolicy(1_000)) as r:
+        for item in r.iterate([f"key-{n}" for n in range(6)], key=str):
+            if item == "key-2":
+                r.save()  # the run's first save: a compaction
+            if item == "key-3":
+                r.save()  # the first append: opens the log
+            if item == "key-5":
+                monkeypatch.setattr(os, "fsync", spy("fsync", os.fsync))
+                monkeypatch.setattr(os, "fdatasync", spy("fdatasync", os.fdatasync))
+                r.save()  # key-3 and key-4 done since: progress alone
+                monkeypatch.undo()
+    assert len(flushes) == 1, flushes
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "review8: a save after r.state changed walks and serialises r.state twice "
+        "(_checkpoint.py: document.state_bytes to compare, then document.encode in "
+        "_compact): check_state runs twice where the rewrite before the log ran it once, "
+        "and such a save with a 600 KB r.state costs some 1.6 x its CPU time before"
+    ),
+)
+def test_a_rewrite_after_r_state_changed_checks_r_state_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checks: list[int] = []
+    real = document.check_state
+
+    def counted(state: dict[str, object]) -> None:
+        checks.append(len(state))
+        real(state)
+
+    with Resumable(tmp_path / "job.state", policy=NPolicy(1_000)) as r:
+        for item in r.iterate(range(4)):
+            r.state["item"] = item
+            if item == 1:
+                r.save()  # the run's first save
+            if item == 3:
+                monkeypatch.setattr(document, "check_state", counted)
+                r.save()  # r.state changed since: a rewrite
+                monkeypatch.undo()
+    assert len(checks) == 1, checks
+    assert inspect(tmp_path / "job.state").state == {"item": 3}
