@@ -118,7 +118,7 @@ def main() -> None:
             n_workers=2,
             processes=True,
             threads_per_worker=1,
-            dashboard_address=None,
+            dashboard_address=":0",
             silence_logs=logging.CRITICAL,  # the workers' goodbyes at the end
         ) as cluster,
         Client(cluster) as client,  # type: ignore[no-untyped-call]

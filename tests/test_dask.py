@@ -50,7 +50,7 @@ def client(s3_server: str) -> Iterator[distributed.Client]:
             n_workers=2,
             processes=True,
             threads_per_worker=1,
-            dashboard_address=None,
+            dashboard_address=":0",  # a free port: other test runs may hold 8787
             silence_logs=50,  # logging.CRITICAL: a killed worker is expected here
         ) as cluster,
         distributed.Client(cluster) as client,  # type: ignore[no-untyped-call]
