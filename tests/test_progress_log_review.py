@@ -22,7 +22,7 @@ import pytest
 from resumable import NPolicy, Resumable, ResumableWarning, inspect
 from resumable._store import document
 
-from jobs.harness import child_env
+from jobs.harness import RESUMABLE_COMMAND, STRACE, TIMEOUT, child_env
 
 HEADER = struct.Struct("<BII")  # magic, payload length, CRC: the documented framing
 
@@ -156,3 +156,35 @@ def test_a_rewrite_after_r_state_changed_checks_r_state_once(
                 monkeypatch.undo()
     assert len(checks) == 1, checks
     assert inspect(tmp_path / "job.state").state == {"item": 3}
+
+
+@pytest.mark.strace
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "review8: resumable reset moves the progress log aside before the state file "
+        "(_store/file.py, FileStore.set_aside: _move_log, then os.replace of the state "
+        "file): a crash between the two leaves the job's state file without its log, and "
+        "the job silently goes back to its last rewrite (here from 6 items done to 1), "
+        "where set_aside promises the job as it was"
+    ),
+)
+def test_a_reset_killed_before_it_moves_the_state_file_leaves_the_job_as_it_was(
+    tmp_path: Path,
+) -> None:
+    assert STRACE is not None
+    state = tmp_path / "job.state"
+    killed_at(state, 6)  # the log holds positions 2 to 6
+    assert inspect(state).position == 6
+    # SIGKILL on entering the first rename that names the state file itself: the rename of
+    # the state file aside (the backup's and the log's name other paths).
+    command = [STRACE, "-f", "-qq", "-o", str(tmp_path / "strace.log"), "-P", str(state)]
+    command += ["-e", "trace=rename,renameat,renameat2"]
+    command += ["-e", "inject=rename,renameat,renameat2:signal=SIGKILL"]
+    command += [sys.executable, "-c", RESUMABLE_COMMAND, "reset", "--yes", str(state)]
+    done = subprocess.run(
+        command, env=child_env(), capture_output=True, timeout=TIMEOUT, check=False
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()  # strace dies as it did
+    assert state.exists()  # killed before the state file moved: no reset happened
+    assert inspect(state).position == 6
