@@ -159,16 +159,6 @@ def test_a_rewrite_after_r_state_changed_checks_r_state_once(
 
 
 @pytest.mark.strace
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "review8: resumable reset moves the progress log aside before the state file "
-        "(_store/file.py, FileStore.set_aside: _move_log, then os.replace of the state "
-        "file): a crash between the two leaves the job's state file without its log, and "
-        "the job silently goes back to its last rewrite (here from 6 items done to 1), "
-        "where set_aside promises the job as it was"
-    ),
-)
 def test_a_reset_killed_before_it_moves_the_state_file_leaves_the_job_as_it_was(
     tmp_path: Path,
 ) -> None:

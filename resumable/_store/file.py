@@ -408,7 +408,9 @@ class FileStore:
                     f"the job is as it was, less that backup (rename it back to "
                     f"{self.backup.name} to keep it)."
                 )
-            _move_log(self._target, os.fspath(aside))
+            # The log gets its second name first and loses the first only after the state
+            # file moved: a crash between leaves the job as it was, log and all.
+            log_linked = _link_log(self._target, os.fspath(aside))
             os.replace(self.path, aside)
         except OSError as error:
             raise StateWriteError(
@@ -416,6 +418,9 @@ class FileStore:
                 f"{moved} Check that this user may write to its directory.",
                 errno=error.errno,
             ) from error
+        if log_linked:
+            with contextlib.suppress(OSError):
+                os.unlink(log_path(self._target))
         try:
             durable.fsync_directory(self.path.parent)
         except OSError as error:
@@ -448,3 +453,20 @@ def _move_log(state: str, to: str) -> None:
     if os.path.lexists(log):  # a look first: most jobs at rest have no log to move
         with contextlib.suppress(FileNotFoundError):
             os.replace(log, log_path(to))
+
+
+def _link_log(state: str, to: str) -> bool:
+    """Give the progress log of state file `state` the name of `to`'s log as well (a hard
+    link), if there is a log; True when the old name is left to delete. Without hard links
+    the log is moved instead."""
+    log = log_path(state)
+    if not os.path.lexists(log):
+        return False
+    try:
+        os.link(log, log_path(to))
+    except FileExistsError:
+        raise
+    except OSError:
+        _move_log(state, to)
+        return False
+    return True
