@@ -27,9 +27,10 @@ def group(name: str) -> tuple[str, ...]:
 
 @nox.session(python=["3.10", "3.11", "3.12", "3.13"])
 def tests(session: nox.Session) -> None:
-    """Run the test suite, minus slow tests, against the installed package."""
+    """Run the test suite, minus slow tests, against the installed package, in a process
+    per core (pytest-xdist; `-n 0` in posargs runs it in one)."""
     session.install(".", *group("test"))
-    session.run("pytest", "-m", "not slow", *session.posargs)
+    session.run("pytest", "-n", "auto", "-m", "not slow", *session.posargs)
 
 
 @nox.session(python="3.11", default=False)
