@@ -619,13 +619,10 @@ class Resumable:
             return
         import asyncio
 
-        from resumable._save_thread import to_the_end
-
         signals = session.signals
         signals.exiting = True  # a signal now waits for the exit, which delivers it
         try:
-            # Not cut by a second cancellation (a timeout's, the program's): the exit saves.
-            await to_the_end(self._aclose(exc))
+            await self._aclose(exc)
         finally:
             session.release_surely()
             saves.close()
@@ -643,15 +640,31 @@ class Resumable:
     async def _aclose(self, leaving: BaseException | None) -> None:
         """`_close` under asyncio, up to the release: the loop closed, the exit's save
         made in the save thread, the stop reported."""
+        import asyncio
+
         session, checkpoint, saves = self._session, self._checkpoint, self._saves
         if not session.is_open or saves is None:
             return
         session.lifecycle = "closed"
         driver = self._driver
+        # Not cut by a cancellation (a second one, a timeout's, asyncio.run's teardown,
+        # which cancels every task): closing the loop may be, but the loop has counted
+        # what it did, and the save comes (`saves.run` waits for it to its end).
+        # In this task, not one of its own: a task the teardown cancels before its first
+        # step would not run at all.
+        cut: asyncio.CancelledError | None = None
         if driver is not None:
-            await driver.aclose()
-        await saves.run(lambda: checkpoint.save_at_exit(leaving))
+            try:
+                await driver.aclose()
+            except asyncio.CancelledError as error:
+                cut = error
+        try:
+            await saves.run(lambda: checkpoint.save_at_exit(leaving))
+        except asyncio.CancelledError as error:  # made; cancelled while it was
+            cut = error
         session.report_stop(driver.display if driver is not None else None)
+        if cut is not None:
+            raise cut
 
     def __repr__(self) -> str:
         return (

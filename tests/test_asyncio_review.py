@@ -325,3 +325,45 @@ def test_amap_over_an_async_input_that_pauses_goes_on_and_ends_with_it(state_pat
 
     assert asyncio.run(run_beside(stream, job)), f"the job hung; the body took {taken}"
     assert sorted(taken) == [0, 1, 2, 3, 4]
+
+
+def test_an_exit_whose_tasks_asyncio_run_cancels_as_it_ends_still_saves(state_path: Path) -> None:
+    """asyncio.run's teardown cancels every task left, the exit's own among them, while
+    the exit waits for the calls it cancelled to end (here a call that takes its time to
+    wind down): the save still comes. It was cut, and the job saved nothing (seen with two
+    jobs in two tasks on one ctrl+c, once in ten runs)."""
+    parked, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_to_stop(item: int) -> int:
+        if item < 3:
+            return item
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            parked.set()
+            await release.wait()  # winds down only once the test says so
+            raise
+        return item
+
+    async def job() -> None:
+        async with Resumable(state_path, policy=NPolicy(10**9)) as r:
+            got = 0
+            # Kept in a variable: the exit closes it (and waits for its calls to end).
+            results = r.amap(slow_to_stop, range(10), concurrency=2, ordered=False)
+            async for _ in results:
+                got += 1
+                if got == 3:
+                    raise ValueError("the body fails")
+
+    async def main() -> None:
+        running = asyncio.create_task(job())
+        await parked.wait()  # the exit waits for the call it cancelled
+        for task in asyncio.all_tasks():  # what asyncio.run's teardown does
+            if task is not asyncio.current_task():
+                task.cancel()
+        release.set()
+        with pytest.raises((asyncio.CancelledError, ValueError)):
+            await running
+
+    asyncio.run(main())
+    assert progress_of(state_path)["position"] == 2  # the third result's body failed
