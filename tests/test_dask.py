@@ -19,12 +19,9 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import select
-import signal
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import distributed
@@ -34,7 +31,7 @@ import resumable.dask
 from resumable import Shard, ShardFailedError, inspect, shards
 
 from jobs import shard_campaign
-from jobs.harness import TIMEOUT, campaign_seed
+from jobs.harness import campaign_seed
 from jobs.object_storage import BUCKET
 from jobs.shard_campaign import check_redone_within_the_bound, logged
 from jobs.shard_work import LoggedWork, first_item
@@ -107,43 +104,30 @@ def test_workers_killed_at_random_items_of_many_shards_cost_at_most_the_bound_ea
 
 
 @pytest.mark.parametrize("store", ["file", "s3"])
-def test_on_object_storage_a_retry_within_the_dead_workers_lease_is_refused(
+def test_on_object_storage_a_worker_killed_in_a_shard_is_retried_at_once_and_completes(
     client: distributed.Client, tmp_path: Path, store: str
 ) -> None:
-    """A killed run leaves its lease on the store until it expires (60 s): Dask retries
-    at once, each retry gets StateLockedError, and the shard fails naming the holder. The
-    other shards complete. docs/distributed.md says so and gives the recipe below."""
+    """A killed run leaves its lease on the store, held, for up to 65 s; Dask retries at
+    once on a worker of the same host, which sees the holder's pid is gone and takes the
+    shard over (docs/object-storage.md): the job completes within the policy's bound."""
     prefix = f"file://{tmp_path}" if store == "file" else f"s3://{BUCKET}/{uuid.uuid4().hex}"
-    parts = shards(range(4 * 50), 4, job=f"{prefix}/job/")
-    gates = tmp_path / "gates"
-    gates.mkdir()
+    items = list(range(4 * 50))
+    parts = shards(items, 4, job=f"{prefix}/job/")
     gate_at = parts[1].items[25]
-    os.mkfifo(gates / str(gate_at))
-    fifo = os.open(gates / str(gate_at), os.O_RDONLY | os.O_NONBLOCK)
-    log = tmp_path / "effects.log"
-    work = LoggedWork(str(log), gates=str(gates), gate_items=frozenset([gate_at]))
-    try:
-        with ThreadPoolExecutor(1) as pool:
-            job = pool.submit(resumable.dask.run, work, parts, client=client, retries=2)
-            ready, _, _ = select.select([fifo], [], [], TIMEOUT)
-            assert ready, "no worker reached the gate"
-            pid = int(os.read(fifo, 64).split()[0])
-            os.kill(pid, signal.SIGKILL)
-            with pytest.raises(ShardFailedError, match=r"shard 1 of 4 .*StateLockedError"):
-                job.result(timeout=120)
-    finally:
-        os.close(fifo)
-    assert isinstance(job.exception(), ShardFailedError)
-    assert f"pid {pid}" in str(job.exception())
-    assert [inspect(part.state).finished for part in parts] == [True, False, True, True]
+    lines, killed = kill_at_gates(client, tmp_path, parts, [gate_at])
+    redone = check_redone_within_the_bound(lines, items, killed, [gate_at])
+    assert redone <= set(parts[1].items), "an item of a shard that was not killed was redone"
+    assert len(killed) == 1
 
 
 @pytest.mark.slow
 def test_on_object_storage_a_work_function_that_waits_for_the_lease_completes_the_job(
     client: distributed.Client, tmp_path: Path
 ) -> None:
-    """docs/distributed.md's recipe: the retry waits (up to 70 s) for the dead run's lease
-    to expire, takes the shard over and resumes it within the policy's bound."""
+    """docs/distributed.md's recipe, for a worker lost on another host: the retry waits (up
+    to 70 s) for the dead run's lease to expire. On this one host the retry finds the
+    holder dead and needs no wait; the recipe must still complete the job within the
+    policy's bound."""
     items = list(range(4 * 100))
     parts = shards(items, 4, job=f"file://{tmp_path}/job/")
     gate_at = parts[2].items[44]

@@ -9,6 +9,7 @@ fixtures `job_url`, `shared_job_url` and `s3_server` are in conftest.py).
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -357,39 +358,121 @@ sys.stdin.read()  # holds the lease until it is killed
 """
 
 
-def test_a_run_killed_with_its_lease_held_is_taken_over_after_expiry_and_resumed(
-    shared_job_url: str,
-) -> None:
+def hold(url: str) -> subprocess.Popen[str]:
+    """A process that opens job `url`, saves position 5 and holds the lease until killed."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, shared_job_url, state(5).hex()],
+        [sys.executable, "-c", HOLDER, url, state(5).hex()],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     assert holder.stdout is not None
     assert holder.stdout.readline() == "saved\n"
+    return holder
+
+
+def kill9(holder: subprocess.Popen[str]) -> None:
     holder.kill()  # SIGKILL: the lease stays, marked held
     holder.wait()
-    holder.stdout.close()
-    assert holder.stdin is not None
-    holder.stdin.close()
-    run = open_store(shared_job_url)
-    with pytest.raises(StateLockedError, match=f"pid {holder.pid} "):
-        run.lock()
+    for pipe in (holder.stdout, holder.stdin):
+        assert pipe is not None
+        pipe.close()
+
+
+def test_a_run_killed_with_its_lease_held_on_this_host_is_taken_over_at_once_and_resumed(
+    shared_job_url: str,
+) -> None:
+    """While the holder lives a run is refused, naming it; once it is killed with SIGKILL
+    (its lease left held, far from expiry) a run of the same host takes the job at once."""
+    holder = hold(shared_job_url)
+    try:
+        run = open_store(shared_job_url)
+        with pytest.raises(StateLockedError, match=f"pid {holder.pid} on {socket.gethostname()}"):
+            run.lock()
+    finally:
+        kill9(holder)
     dead = run.holder()
     assert isinstance(dead, LeaseHolder)
-    assert dead.pid == holder.pid
+    assert dead.pid == holder.pid  # not expired: only its death lets the run in
+    run.lock()
+    loaded = run.load()
+    assert loaded is not None
+    assert loaded.document.progress["position"] == 5
+    run.save(state(6))
+    run.unlock()
+    assert position(open_store(shared_job_url)) == 6
+
+
+def test_a_killed_holder_its_parent_has_not_reaped_yet_is_dead_and_its_lease_taken_at_once(
+    shared_job_url: str,
+) -> None:
+    """A zombie still answers ``kill(pid, 0)``: a nanny that has not yet waited for its
+    killed worker must not hold the job up for the lease's minute."""
+    holder = hold(shared_job_url)
+    try:
+        os.kill(holder.pid, signal.SIGKILL)
+        # Not waited for: a zombie once /proc says so (waitid with WNOWAIT reaps nothing).
+        os.waitid(os.P_PID, holder.pid, os.WEXITED | os.WNOWAIT)
+        run = open_store(shared_job_url)
+        run.lock()
+        run.unlock()
+    finally:
+        kill9(holder)
+
+
+def dead_lease(url: str) -> tuple[Objects, str, dict[str, object]]:
+    """Job `url` with the lease of a killed holder: its objects, the lease's key, and the
+    lease as the holder wrote it."""
+    kill9(hold(url))
+    objects, key = raw(url)
+    blob = objects.get(key + ".lease", 1 << 16)
+    assert blob is not None
+    return objects, key + ".lease", orjson.loads(blob.data)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({"boot_id": None, "pid_namespace": None}, id="an-earlier-version's"),
+        pytest.param({"host": "another-host"}, id="another-host's"),
+        pytest.param({"boot_id": "an-earlier-boot"}, id="an-earlier-boot's"),
+        pytest.param({"pid_namespace": "pid:[1]"}, id="another-pid-namespace's"),
+    ],
+)
+def test_a_dead_holders_lease_it_cannot_tell_is_dead_is_taken_over_only_after_expiry(
+    shared_job_url: str, change: dict[str, str | None]
+) -> None:
+    objects, key, lease = dead_lease(shared_job_url)
+    for name, value in change.items():
+        if value is None:
+            del lease[name]
+        else:
+            lease[name] = value
+    objects.put(key, orjson.dumps(lease))
+    run = open_store(shared_job_url)
+    with pytest.raises(StateLockedError, match=f"pid {lease['pid']} "):
+        run.lock()
+    assert isinstance(lease["expires_at"], float)
     with freeze_time(
-        datetime.fromtimestamp(dead.expires_at + CLOCK_SKEW_SECONDS + 1, timezone.utc),
+        datetime.fromtimestamp(lease["expires_at"] + CLOCK_SKEW_SECONDS + 1, timezone.utc),
         tick=False,
     ):
         run.lock()
-        loaded = run.load()
-        assert loaded is not None
-        assert loaded.document.progress["position"] == 5
-        run.save(state(6))
         run.unlock()
-    assert position(open_store(shared_job_url)) == 6
+
+
+def test_two_runs_racing_for_a_dead_holders_lease_exactly_one_wins_in_20_trials(
+    shared_job_url: str,
+) -> None:
+    objects, key, lease = dead_lease(shared_job_url)
+    for trial in range(20):
+        url = shared_job_url.replace("job.state", f"job-{trial}.state")
+        objects.put(key.replace("job.state", f"job-{trial}.state"), orjson.dumps(lease))
+        outcomes = race(url)
+        winners = [outcome for outcome in outcomes if not isinstance(outcome, Exception)]
+        losers = [outcome for outcome in outcomes if isinstance(outcome, StateLockedError)]
+        assert (len(winners), len(losers)) == (1, 1), f"trial {trial}: {outcomes}"
+        assert f"pid {os.getpid()}" in str(losers[0])  # the winner, not the dead holder
 
 
 def test_a_store_that_cannot_be_reached_is_no_damage_and_says_what_failed_in_a_line(

@@ -3,13 +3,13 @@
 There is no flock on a bucket. The run that has the job open holds ``<key>.lease``, a
 small JSON object that names it and says until when it holds the job::
 
-    {"host": "worker-7", "pid": 4242, "token": "9f0c...", "expires_at": 1796432460.5,
-     "released": false}
+    {"host": "worker-7", "pid": 4242, "boot_id": "6f1e...", "pid_namespace": "pid:[4026531836]",
+     "token": "9f0c...", "expires_at": 1796432460.5, "released": false}
 
 | step | the put | when another run got there first |
 | --- | --- | --- |
 | take a free job | create-if-absent | it holds the lease: refuse, naming it |
-| take a released or expired lease | update-if-ETag-matches (the ETag read) | refuse |
+| take a released, expired or dead holder's lease | update-if-ETag-matches (ETag read) | refuse |
 | renew (`check`, before a save) | update-if-ETag-matches (this run's ETag) | job lost |
 | release (the end of the run) | update-if-ETag-matches, ``"released": true`` | nothing |
 
@@ -22,6 +22,18 @@ another run compares it with its own wall clock. This assumes the machines' cloc
 within `CLOCK_SKEW_SECONDS` (NTP keeps them within milliseconds); a run takes over only
 once its clock is that much past the expiry.
 
+A dead holder on this machine: a run killed with SIGKILL cannot release its lease, and
+waiting for it to expire would refuse an engine's immediate retry (Dask's) for a minute.
+So a lease names the holder's process unambiguously on its machine: its pid, the kernel's
+boot id (``/proc/sys/kernel/random/boot_id``: a reboot reuses pids) and its pid namespace
+(containers on one kernel share the boot id, not their pids). A run that finds the lease
+held by a pid of its own host, boot and pid namespace that no longer exists
+(``os.kill(pid, 0)`` raises ProcessLookupError, or it is a zombie) takes it over at once,
+with the same conditional put as for an expired lease. A pid reused since by another
+process reads as alive, and the run waits for the expiry (the safe side). A holder of
+another host, or a lease without a boot id (another system, or written by an earlier
+version), is only ever taken over after its expiry.
+
 Renewal: a holder renews once a third of its lease has passed, by its wall clock, in two
 places: `check`, before every save, and a renewal thread (`keep_renewed`) that looks every
 sixth of the lease, so that an item that runs longer than the lease keeps the job too.
@@ -33,6 +45,7 @@ stopped VM) may lose the job to a second run, and then stops at its next save wi
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -61,6 +74,9 @@ class LeaseHolder(LockHolder):
 
     host: str = ""
     expires_at: float = 0.0
+    # Which machine and pid space `pid` is of ("" where unknown: never taken over early).
+    boot_id: str = ""
+    pid_namespace: str = ""
 
     def describe(self) -> str:
         """``pid 4242 on worker-7, lease until 2026-12-05T00:41:00Z``."""
@@ -115,7 +131,11 @@ class Lease:
             record = self._read()
             if record is None:  # released and deleted by hand between the two requests
                 etag = self._objects.create(self._key, body)
-            elif record.holder is None or self._expired(record.holder):
+            elif (
+                record.holder is None
+                or self._expired(record.holder)
+                or _died_on_this_machine(record.holder)
+            ):
                 etag = self._objects.replace(self._key, body, record.etag)
             if etag is None:
                 raise self._locked("is open in another run")
@@ -203,6 +223,8 @@ class Lease:
             {
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
+                "boot_id": _this_boot_id(),
+                "pid_namespace": _this_pid_namespace(),
                 "token": uuid.uuid4().hex,
                 "expires_at": now + self._seconds,
                 "released": released,
@@ -219,7 +241,12 @@ class Lease:
         try:
             data = orjson.loads(blob.data)
             holder = LeaseHolder(
-                pid=int(data["pid"]), host=str(data["host"]), expires_at=float(data["expires_at"])
+                pid=int(data["pid"]),
+                host=str(data["host"]),
+                expires_at=float(data["expires_at"]),
+                # Absent from the leases of earlier versions.
+                boot_id=str(data.get("boot_id", "")),
+                pid_namespace=str(data.get("pid_namespace", "")),
             )
             released = data["released"] is True
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
@@ -233,7 +260,58 @@ class Lease:
         named = f" (held by {holder.describe()})" if holder is not None else ""
         return StateLockedError(
             f"{self._job} {what}{named}. Only one run at a time may work on a job: wait for "
-            f"that run to end, or, if it died, for its lease to expire "
+            f"that run to end, or, if it died on another machine, for its lease to expire "
             f"({self._seconds:g} s after its last renewal), then run again.",
             pid=holder.pid if holder is not None else None,
         )
+
+
+def _died_on_this_machine(holder: LeaseHolder) -> bool:
+    """Whether `holder` was a process of this host, boot and pid namespace that no longer
+    exists; False whenever that is not certain."""
+    if not holder.boot_id or not holder.pid_namespace or holder.pid is None or holder.pid <= 0:
+        return False
+    if (holder.host, holder.boot_id, holder.pid_namespace) != (
+        socket.gethostname(),
+        _this_boot_id(),
+        _this_pid_namespace(),
+    ):
+        return False
+    try:
+        os.kill(holder.pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: it exists, as another user's process
+        return False
+    # A zombie (killed, not yet reaped by its parent: a Dask nanny, say) is dead, and its
+    # pid cannot be reused until it is reaped.
+    return _is_zombie(holder.pid)  # else alive, or its pid reused: wait for the expiry
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            stat = file.read()
+    except OSError:
+        return False
+    # ``4242 (name) Z ...``: the state follows the name, which may hold any character.
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] in (b"Z", b"X")
+
+
+@functools.cache
+def _this_boot_id() -> str:
+    """The kernel's boot id (Linux): new at each boot; "" elsewhere."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as file:
+            return file.read().strip()
+    except OSError:
+        return ""
+
+
+@functools.cache
+def _this_pid_namespace() -> str:
+    """This process's pid namespace (Linux: ``pid:[4026531836]``); "" elsewhere."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
