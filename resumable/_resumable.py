@@ -34,6 +34,8 @@ from resumable._store.url import JobName, JobURL, is_url
 from resumable.policies import Policy, as_policy
 
 if TYPE_CHECKING:
+    import asyncio
+
     from resumable._save_thread import SaveThread
 
 T = TypeVar("T")
@@ -622,11 +624,12 @@ class Resumable:
         signals = session.signals
         signals.exiting = True  # a signal now waits for the exit, which delivers it
         try:
-            await self._aclose(exc)
+            cut = await self._aclose(exc)
         finally:
             session.release_surely()
             saves.close()
         stop = signals.stop_of_cancelled(exc)
+        # Also when the exit was cancelled: a signal it holds (SIGTERM's death) still goes on.
         in_its_place = signals.deliver_in_event_loop(
             stop if stop is not None else exc, asyncio.get_running_loop()
         )
@@ -634,17 +637,20 @@ class Resumable:
             # resumable: ctrl+c stopped the job, which saved; asyncio.run's main task is
             # cancelled, and asyncio.run raises KeyboardInterrupt when it ends.
             raise in_its_place from None
+        if cut is not None:
+            raise cut  # the exit's task was cancelled meanwhile; the job saved
         if stop is not None:
             raise stop from None  # resumable: a signal stopped the job at once; progress saved
 
-    async def _aclose(self, leaving: BaseException | None) -> None:
+    async def _aclose(self, leaving: BaseException | None) -> asyncio.CancelledError | None:
         """`_close` under asyncio, up to the release: the loop closed, the exit's save
-        made in the save thread, the stop reported."""
+        made in the save thread, the stop reported; the cancellation of the task that
+        came meanwhile, if one did."""
         import asyncio
 
         session, checkpoint, saves = self._session, self._checkpoint, self._saves
         if not session.is_open or saves is None:
-            return
+            return None
         session.lifecycle = "closed"
         driver = self._driver
         # Not cut by a cancellation (a second one, a timeout's, asyncio.run's teardown,
@@ -663,8 +669,7 @@ class Resumable:
         except asyncio.CancelledError as error:  # made; cancelled while it was
             cut = error
         session.report_stop(driver.display if driver is not None else None)
-        if cut is not None:
-            raise cut
+        return cut
 
     def __repr__(self) -> str:
         return (

@@ -389,6 +389,7 @@ class AsyncPoolLoop(PoolLoop):
             if stop := session.stop_asked():
                 raise stop  # resumable: stopped after the last result; the progress is saved
         finally:
+            stopped_by_a_signal = stop is not None
             stop = None  # frees the run at once: see `resumable._drivers.loop`
             ended_event.set()
             signals.loop_running = False
@@ -402,7 +403,14 @@ class AsyncPoolLoop(PoolLoop):
             feeding = [feeder] if feeder is not None else []
             for task in feeding:  # the items read ahead are not taken: no call for them
                 task.cancel()
-            await asyncio.gather(*workers, *feeding, return_exceptions=True)
+            try:
+                await asyncio.gather(*workers, *feeding, return_exceptions=True)
+            except asyncio.CancelledError:
+                # The task cancelled as the signal's stop leaves (asyncio.run's teardown):
+                # the cancellation would take the stop's place, and the exit would not
+                # know to deliver the signal (SIGTERM's death). The stop goes on.
+                if not stopped_by_a_signal:
+                    raise
             if not completed:
                 logger.debug("%s: the calls in flight were cancelled", session.path)
             self.close_display()
