@@ -400,7 +400,10 @@ class Checkpoint:
             log=log_id,
         )
         try:
-            data = _state_file.encode(document, _WRITER, str(session.path))
+            # state_bytes checked r.state already when there is a log
+            data = _state_file.encode(
+                document, _WRITER, str(session.path), checked=state_bytes is not None
+            )
         except (StateNotSerializableError, StateFileError) as error:
             self.unsaveable = error  # the exit does not try again and raise it twice
             raise

@@ -126,15 +126,6 @@ def test_a_keyed_save_of_progress_flushes_once(
     assert len(flushes) == 1, flushes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "review8: a save after r.state changed walks and serialises r.state twice "
-        "(_checkpoint.py: document.state_bytes to compare, then document.encode in "
-        "_compact): check_state runs twice where the rewrite before the log ran it once, "
-        "and such a save with a 600 KB r.state costs some 1.6 x its CPU time before"
-    ),
-)
 def test_a_rewrite_after_r_state_changed_checks_r_state_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

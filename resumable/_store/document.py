@@ -99,14 +99,18 @@ class StateDocument:
     log: str | None = None
 
 
-def encode(document: StateDocument, writer: str, where: str = "the state file") -> bytes:
+def encode(
+    document: StateDocument, writer: str, where: str = "the state file", checked: bool = False
+) -> bytes:
     """Serialise a document with its checksum; a bad user value raises with its key.
 
     A value of the library's own that cannot be written (a counter beyond 64 bits, which
     only a state file edited or damaged under a valid checksum holds) raises
-    `StateFileError` naming its field; `where` names the file.
+    `StateFileError` naming its field; `where` names the file. `checked`: `check_state`
+    passed on this state already (`state_bytes`), and is not run again.
     """
-    check_state(document.state)
+    if not checked:
+        check_state(document.state)
     body = {
         "format_version": document.format_version,
         "progress": document.progress,
