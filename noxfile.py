@@ -10,7 +10,7 @@ import nox
 # (nox.project.dependency_groups needs only 2025.02.09).
 nox.needs_version = ">=2025.10.14"
 
-nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
+nox.options.sessions = ["tests", "ray", "lint", "typecheck", "docs"]
 nox.options.default_venv_backend = "venv"
 # A missing interpreter must fail the run, never be skipped or fetched from the network.
 nox.options.error_on_missing_interpreters = True
@@ -30,7 +30,10 @@ def tests(session: nox.Session) -> None:
     """Run the test suite, minus slow tests, against the installed package, in a process
     per core (pytest-xdist; `-n 0` in posargs runs it in one)."""
     session.install(".", *group("test"))
-    session.run("pytest", "-n", "auto", "-m", "not slow", *session.posargs)
+    # tests/test_ray.py runs in the ray session, which installs Ray.
+    session.run(
+        "pytest", "-n", "auto", "-m", "not slow", "--ignore=tests/test_ray.py", *session.posargs
+    )
 
 
 @nox.session(python="3.11", default=False)
@@ -41,11 +44,12 @@ def torture(session: nox.Session) -> None:
     session.run("pytest", "-m", "slow", *session.posargs, success_codes=[0, 5])
 
 
-@nox.session(python="3.11", default=False)
+@nox.session(python="3.11")
 def ray(session: nox.Session) -> None:
-    """Run the Ray tests (tests/test_ray.py) with the ray extra: heavy, so a session apart."""
+    """Run the Ray tests (tests/test_ray.py) with the ray extra: Ray is some 80 MB, so it is
+    installed in this session only, on one Python."""
     session.install(".[ray]", *group("test"))
-    session.run("pytest", "-m", "ray", *session.posargs)
+    session.run("pytest", "tests/test_ray.py", *session.posargs)
 
 
 @nox.session(python="3.11", default=False)

@@ -3,7 +3,8 @@ shard costs at most the policy's bound, and the job completes (Ray runs the task
 which resumes the shard from its saved state).
 
 Ray is heavy (a wheel of some 80 MB, seconds to start): these tests run in a nox session
-of their own, ``nox -s ray`` (Python 3.11), and are skipped where Ray is not installed.
+of their own, ``nox -s ray`` (Python 3.11, part of every ``nox`` run); the tests session
+leaves this file out, and a plain ``pytest`` where Ray is not installed skips it.
 The campaign is tests/jobs/shard_campaign.py's, as for Dask.
 """
 
