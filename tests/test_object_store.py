@@ -25,7 +25,7 @@ from resumable import ResumableWarning, StateFileError, StateLockedError, UsageE
 from resumable._store import Store, open_store
 from resumable._store.document import NotDamagedError
 from resumable._store.file import FileStore
-from resumable._store.lease import CLOCK_SKEW_SECONDS, LEASE_SECONDS, LeaseHolder
+from resumable._store.lease import CLOCK_SKEW_SECONDS, LEASE_SECONDS
 from resumable._store.object import ObjectStore
 from resumable._store.object_backend import Objects, open_objects
 
@@ -391,9 +391,13 @@ def test_a_run_killed_with_its_lease_held_on_this_host_is_taken_over_at_once_and
             run.lock()
     finally:
         kill9(holder)
-    dead = run.holder()
-    assert isinstance(dead, LeaseHolder)
-    assert dead.pid == holder.pid  # not expired: only its death lets the run in
+    objects, key = raw(shared_job_url)
+    blob = objects.get(key + ".lease", 1 << 16)
+    assert blob is not None
+    lease = orjson.loads(blob.data)
+    assert lease["pid"] == holder.pid
+    assert lease["expires_at"] > datetime.now(timezone.utc).timestamp()  # not expired
+    assert run.holder() is None  # dead: status shows no run holding the job
     run.lock()
     loaded = run.load()
     assert loaded is not None

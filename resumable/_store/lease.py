@@ -116,9 +116,15 @@ class Lease:
         return self._etag is not None
 
     def holder(self) -> LeaseHolder | None:
-        """Who holds the lease now; None when it is free, released or expired."""
+        """Who holds the lease now; None when it is free, released, expired, or its holder
+        died on this machine (the next run takes it at once)."""
         record = self._read()
-        if record is None or record.holder is None or self._expired(record.holder):
+        if (
+            record is None
+            or record.holder is None
+            or self._expired(record.holder)
+            or _died_on_this_machine(record.holder)
+        ):
             return None
         return record.holder
 
