@@ -136,14 +136,18 @@ def last_record(data: bytes, log_id: str, where: str) -> dict[str, Any] | None:
     last: dict[str, Any] | None = None
     offset, size = 0, len(data)
     while offset + HEADER_SIZE <= size:
-        magic, length = _PREFIX.unpack_from(data, offset)
-        end = offset + HEADER_SIZE + length
-        if magic != MAGIC or length > MAX_RECORD_BYTES or end > size:
+        payload = _checked(data, offset)
+        if payload is None:
+            # Only the last record can be torn (each one was on the disk before the next
+            # was written): one that fails with a whole, checked record after it is damage.
+            later = next((at for at in range(offset + 1, size) if _checked(data, at)), None)
+            if later is not None:
+                raise LogDamageError(
+                    f"{where} is damaged: the record at byte {offset} fails its check, and "
+                    f"a whole record follows it at byte {later}"
+                )
             break  # a torn or damaged tail: the records before it stand
-        (crc,) = _CRC.unpack_from(data, offset + _PREFIX.size)
-        payload = data[offset + HEADER_SIZE : end]
-        if zlib.crc32(payload, zlib.crc32(data[offset : offset + _PREFIX.size])) != crc:
-            break
+        end = offset + HEADER_SIZE + len(payload)
         record = _payload(payload, where)
         if last is None and record["base"] != log_id:
             return None  # the log of an earlier document: a compaction made it stale
@@ -157,6 +161,21 @@ def last_record(data: bytes, log_id: str, where: str) -> dict[str, Any] | None:
         last = record
         offset = end
     return last
+
+
+def _checked(data: bytes, offset: int) -> bytes | None:
+    """The payload of the record at `offset` of `data`, if one is there whole and checks."""
+    if offset + HEADER_SIZE > len(data):
+        return None
+    magic, length = _PREFIX.unpack_from(data, offset)
+    end = offset + HEADER_SIZE + length
+    if magic != MAGIC or length > MAX_RECORD_BYTES or end > len(data):
+        return None
+    (crc,) = _CRC.unpack_from(data, offset + _PREFIX.size)
+    payload = data[offset + HEADER_SIZE : end]
+    if zlib.crc32(payload, zlib.crc32(data[offset : offset + _PREFIX.size])) != crc:
+        return None
+    return payload
 
 
 def _payload(payload: bytes, where: str) -> dict[str, Any]:
