@@ -20,7 +20,8 @@ import resumable
 from resumable import NPolicy, Resumable, ResumableWarning, StateFileError, inspect
 from resumable._store import progress_log
 
-HEADER = struct.Struct("<BII")  # magic, payload length, CRC: the documented framing
+from jobs.documents import LOG_HEADER, log_records
+
 MAGIC = 0x53
 SAVES = 5  # the crashed copy: positions 1 to 5 saved, the first compacted
 
@@ -46,16 +47,6 @@ def crash_after_saves(directory: Path, saves: int = SAVES) -> Path:
 
 def log_of(state: Path) -> Path:
     return state.with_name(state.name + ".log")
-
-
-def records(data: bytes) -> list[tuple[int, int]]:
-    """The (start, end) of each whole record of a log."""
-    found, offset = [], 0
-    while offset + HEADER.size <= len(data):
-        _, length, _ = HEADER.unpack_from(data, offset)
-        found.append((offset, offset + HEADER.size + length))
-        offset += HEADER.size + length
-    return found
 
 
 def record(payload: dict[str, object]) -> bytes:
@@ -93,7 +84,7 @@ def test_a_crash_resumes_from_the_last_record_and_the_next_save_compacts(
     tmp_path: Path,
 ) -> None:
     copy = crash_after_saves(tmp_path)
-    assert len(records(log_of(copy).read_bytes())) == SAVES - 1
+    assert len(log_records(log_of(copy).read_bytes())) == SAVES - 1
     assert orjson.loads(copy.read_bytes())["progress"]["position"] == 1
     assert position_of(copy) == SAVES
     ran = []
@@ -105,7 +96,7 @@ def test_a_crash_resumes_from_the_last_record_and_the_next_save_compacts(
                 assert orjson.loads(copy.read_bytes())["progress"]["position"] == SAVES + 1
                 assert position_of(copy) == SAVES + 1
             if item == SAVES + 2:  # the next save cut the stale log, then appended
-                assert len(records(log_of(copy).read_bytes())) == 1
+                assert len(log_records(log_of(copy).read_bytes())) == 1
     assert ran == list(range(SAVES, 10))
     assert (inspect(copy).position, inspect(copy).finished) == (10, True)
 
@@ -143,7 +134,7 @@ def test_a_keyed_job_s_saves_append_too(tmp_path: Path) -> None:
         for item in r.iterate([f"k{n}" for n in range(8)], key=str):
             if item == "k5":
                 copy = crashed_copy(state, tmp_path / "crash")
-    assert len(records(log_of(copy).read_bytes())) == 4
+    assert len(log_records(log_of(copy).read_bytes())) == 4
     assert position_of(copy) == 5
     with Resumable(copy) as r:
         assert list(r.iterate([f"k{n}" for n in range(8)], key=str)) == [
@@ -162,7 +153,7 @@ def test_a_log_torn_at_every_byte_of_its_last_record_gives_the_record_before(
     copy = crash_after_saves(tmp_path)
     log = log_of(copy)
     data = log.read_bytes()
-    start, end = records(data)[-1]
+    start, end = log_records(data)[-1]
     for cut in range(start, end):
         log.write_bytes(data[:cut])
         assert position_of(copy) == SAVES - 1, f"log cut at byte {cut} of {end}"
@@ -178,11 +169,11 @@ def check_bit_flips(tmp_path: Path, which: int, every_bit: bool) -> None:
     copy = crash_after_saves(tmp_path)
     log = log_of(copy)
     data = log.read_bytes()
-    spans = records(data)
+    spans = log_records(data)
     start, end = spans[which]
     before = 1 + spans.index((start, end))  # the state file's position, then one per record
     for bit in range(start * 8, end * 8):
-        if not every_bit and bit // 8 >= start + HEADER.size and bit % 8 != (bit // 8) % 8:
+        if not every_bit and bit // 8 >= start + LOG_HEADER.size and bit % 8 != (bit // 8) % 8:
             continue  # the header's every bit, then one bit of each byte, in turn
         damaged = bytearray(data)
         damaged[bit // 8] ^= 1 << (bit % 8)
@@ -218,7 +209,7 @@ def test_a_record_that_checks_but_does_not_follow_is_damage_naming_the_log(
 ) -> None:
     copy = crash_after_saves(tmp_path)
     log = log_of(copy)
-    last = orjson.loads(log.read_bytes()[records(log.read_bytes())[-1][0] + HEADER.size :])
+    last = orjson.loads(log.read_bytes()[log_records(log.read_bytes())[-1][0] + LOG_HEADER.size :])
     with log.open("ab") as file:
         file.write(record({**last, "seq": last["seq"] + 2}))
     # A new job's first save keeps no backup: nothing stands in for the damaged job.

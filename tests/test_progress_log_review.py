@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import struct
 import subprocess
 import sys
 from collections.abc import Callable
@@ -22,9 +21,8 @@ import pytest
 from resumable import NPolicy, Resumable, StateFileError, inspect
 from resumable._store import document
 
+from jobs.documents import LOG_HEADER, log_records
 from jobs.harness import RESUMABLE_COMMAND, STRACE, TIMEOUT, child_env
-
-HEADER = struct.Struct("<BII")  # magic, payload length, CRC: the documented framing
 
 # Saves after every item of range(10) and dies by SIGKILL in the body of item `stop`:
 # position 1 is in the state file (the run's first save compacts), 2 to `stop` in the log.
@@ -50,25 +48,15 @@ def killed_at(state: Path, stop: int) -> None:
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()
 
 
-def records(data: bytes) -> list[tuple[int, int]]:
-    """The (start, end) of each whole record of a log."""
-    found, offset = [], 0
-    while offset + HEADER.size <= len(data):
-        _, length, _ = HEADER.unpack_from(data, offset)
-        found.append((offset, offset + HEADER.size + length))
-        offset += HEADER.size + length
-    return found
-
-
 def test_a_damaged_record_before_good_ones_is_reported_and_kept(tmp_path: Path) -> None:
     state = tmp_path / "job.state"
     killed_at(state, 6)  # the log holds positions 2 to 6
     log = tmp_path / "job.state.log"
     data = bytearray(log.read_bytes())
-    spans = records(bytes(data))
+    spans = log_records(bytes(data))
     assert len(spans) == 5
     start, end = spans[1]  # position 3's record; 4, 5 and 6 follow, whole and checked
-    data[(start + HEADER.size + end) // 2] ^= 0x01  # one bit of its payload
+    data[(start + LOG_HEADER.size + end) // 2] ^= 0x01  # one bit of its payload
     log.write_bytes(bytes(data))
     damaged = bytes(data)
     # No crash tears a record that whole records follow: damage, refused (this job's first

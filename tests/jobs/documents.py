@@ -152,3 +152,17 @@ def files_in(directory: Path) -> dict[str, object]:
                 else path.read_bytes()
             )
     return found
+
+
+# The progress log's framing, as docs/state-file.md documents it: magic, payload length, CRC.
+LOG_HEADER = struct.Struct("<BII")
+
+
+def log_records(data: bytes) -> list[tuple[int, int]]:
+    """The (start, end) of each whole record of a progress log."""
+    found, offset = [], 0
+    while offset + LOG_HEADER.size <= len(data):
+        _, length, _ = LOG_HEADER.unpack_from(data, offset)
+        found.append((offset, offset + LOG_HEADER.size + length))
+        offset += LOG_HEADER.size + length
+    return found
