@@ -307,7 +307,10 @@ class Checkpoint:
         store.check_lock()  # before the journal too: a second run may own the job
         # The sinks' output on the disk before anything counts it; a failure here leaves the
         # journals and the state file as they were.
-        sink_lengths = session.sinks.sync(mark=not session.item_in_flight())
+        sinks = session.sinks
+        sink_lengths = (
+            sinks.sync(mark=not session.item_in_flight()) if sinks.by_path else dict(sinks.recorded)
+        )
         if progress.journal_pending:
             # A state that cannot be saved is refused before a journal is written to.
             _state_file.check_state(state)
@@ -315,28 +318,39 @@ class Checkpoint:
         # the state file's permissions.
         progress.save(store)
         snapshot = progress.snapshot()
-        saved_at = _state_file.now_iso()
+        saved_at = _state_file.now()
         started = time.perf_counter()
         # What the save records is worked out before the disk is touched: after sleeping in
         # fsync the process runs with cold caches, and the same Python code takes several
-        # times longer there (benchmarks/bench_save.py).
-        fingerprint = _state_file.fingerprint(snapshot, state)
-        position = progress.position
+        # times longer there (benchmarks/bench_save.py). For the same reason a save of
+        # progress alone makes few calls: the progress and r.state are serialised once each,
+        # for the record and for the fingerprint.
         log: ProgressLog | None = getattr(store, "progress_log", None)
-        try:
-            state_bytes = None if log is None else _state_file.state_bytes(state)
-        except StateNotSerializableError as error:
-            self.unsaveable = error  # the exit does not try again and raise it twice
-            raise
+        if log is None:
+            fingerprint = _state_file.fingerprint(snapshot, state)
+            state_bytes = None
+        else:
+            try:
+                state_bytes = _state_file.state_bytes(state, log.state)
+            except StateNotSerializableError as error:
+                self.unsaveable = error  # the exit does not try again and raise it twice
+                raise
+            progress_bytes = _state_file.progress_bytes(snapshot)
+            fingerprint = (
+                None
+                if state_bytes is None
+                else _state_file.fingerprint_of(progress_bytes, state_bytes)
+            )
+        position = progress.position
         if (
             log is not None
             and state_bytes is not None
             and reason in _APPENDED
-            and log.append(state_bytes, snapshot, saved_at, sink_lengths)
+            and log.append(state_bytes, progress_bytes, snapshot, saved_at, sink_lengths)
         ):
             size = 0  # a record: no state file was written
         else:
-            size = self._compact(snapshot, saved_at, sink_lengths, log, state_bytes)
+            size = self._compact(snapshot, saved_at.isoformat(), sink_lengths, log, state_bytes)
         session.sinks.saved(sink_lengths)
         self.owed = None  # this save holds what an owed one would have
         if now is None:
@@ -356,7 +370,7 @@ class Checkpoint:
                 self.saves,
                 position,
                 seconds,
-                datetime.fromisoformat(saved_at),
+                saved_at,
                 reason,
                 fired,
             )
@@ -400,9 +414,12 @@ class Checkpoint:
             log=log_id,
         )
         try:
-            # state_bytes checked r.state already when there is a log
+            # state_bytes walked r.state already, unless it writes as the last compaction's
             data = _state_file.encode(
-                document, _WRITER, str(session.path), checked=state_bytes is not None
+                document,
+                _WRITER,
+                str(session.path),
+                checked=state_bytes is not None and log is not None and state_bytes != log.state,
             )
         except (StateNotSerializableError, StateFileError) as error:
             self.unsaveable = error  # the exit does not try again and raise it twice

@@ -59,6 +59,9 @@ _RAISED_BY = "_resumable_raised_by"
 # The guards whose handlers are installed in this process, for `_restore_in_forked_child`,
 # and the count that orders their installs.
 _installed: weakref.WeakSet[SignalGuard] = weakref.WeakSet()
+# Set with any guard's `overdue` (and cleared by `take_overdue` only), so that the check
+# after every explicit save costs one global read rather than a walk of the WeakSet.
+_maybe_overdue = False
 _installs = itertools.count()
 
 
@@ -321,11 +324,13 @@ class SignalGuard:
         return first
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        global _maybe_overdue
         first = self._note(signum)
         if first and self.loop_running:
             return  # the loop stops at its next item boundary
         if _in_deferring_code(frame):
             self.overdue = True
+            _maybe_overdue = True
             return
         # What a traceback shows last when the stop does not wait for the item to end:
         raise self.take_exception()  # resumable: stopped at once (a second signal, or no loop)
@@ -338,8 +343,13 @@ def take_overdue() -> BaseException | None:
     Whichever job's guard received it: with jobs open inside one another, a signal goes to
     the newest job's handler, also while an older job saves.
     """
+    global _maybe_overdue
+    if not _maybe_overdue:
+        return None
+    _maybe_overdue = False  # before the walk: a signal during it sets it again
     for guard in _installed:
         if guard.overdue:
+            _maybe_overdue = True  # another guard may be overdue too
             return guard.take_exception()
     return None
 

@@ -11,14 +11,16 @@ from __future__ import annotations
 import shutil
 import struct
 import zlib
+from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
 import pytest
+from freezegun import freeze_time
 
 import resumable
 from resumable import NPolicy, Resumable, ResumableWarning, StateFileError, inspect
-from resumable._store import progress_log
+from resumable._store import document, progress_log
 
 from jobs.documents import LOG_HEADER, log_records
 
@@ -266,7 +268,9 @@ def test_a_state_that_would_come_back_changed_is_refused_though_it_writes_the_sa
     tmp_path: Path,
 ) -> None:
     """A tuple writes as the list it replaced, NaN as the None: the bytes are those of the
-    last rewrite, but the save refuses them as a rewrite would, and appends nothing."""
+    last rewrite, so a save of progress alone does not walk r.state again (the walk is
+    most of such a save's Python) and appends progress only; the next rewrite walks it
+    and refuses it, here the exit's. The state file never holds the changed value."""
     state = tmp_path / "job.state"
     for changed in ((1, 2), float("nan")):
         state.with_name("job.state.bak").unlink(missing_ok=True)
@@ -276,5 +280,46 @@ def test_a_state_that_would_come_back_changed_is_refused_though_it_writes_the_sa
             r.save()
             r.save()  # appended: r.state as the first save wrote it
             r.state["value"] = changed
-            r.save()
+            r.save()  # progress alone: the state file holds r.state as it wrote it
+            assert len(log_records(log_of(state).read_bytes())) == 2
         assert orjson.loads(state.read_bytes())["state"]["value"] in ([1, 2], None)
+        assert inspect(state).state == {"value": [1, 2] if isinstance(changed, tuple) else None}
+
+
+def test_saves_of_progress_with_r_state_unchanged_do_not_walk_it_but_its_rewrites_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    walks: list[str] = []
+    real = document.check_state
+
+    def counted(state: dict[str, object]) -> None:
+        walks.append(str(state))
+        real(state)
+
+    monkeypatch.setattr(document, "check_state", counted)
+    with Resumable(tmp_path / "job.state", policy=NPolicy(1)) as r:
+        r.state["note"] = "unchanged"
+        for item in r.iterate(range(5)):
+            if item == 1:
+                assert walks == ["{'note': 'unchanged'}"]  # the first save: a rewrite
+            if item == 4:
+                assert len(walks) == 1  # saves 2 to 4: records of progress alone
+                assert len(log_records(log_of(tmp_path / "job.state").read_bytes())) == 3
+    # The end of the input rewrites the state file: r.state writes as before, but is
+    # walked, so what a record skipped is caught there.
+    assert len(walks) == 2
+
+
+def test_a_record_saved_under_frozen_time_holds_the_frozen_time(tmp_path: Path) -> None:
+    state = tmp_path / "job.state"
+    with freeze_time("2026-03-04 05:06:07.000089", tick=False), Resumable(state) as r:
+        r.save()
+        r.save()  # a record
+        data = log_of(state).read_bytes()
+        start, end = log_records(data)[-1]
+        payload = orjson.loads(data[start + LOG_HEADER.size : end])
+        assert payload["saved_at"] == "2026-03-04T05:06:07.000089+00:00"
+        assert r.save_log[-1].saved_at == datetime(2026, 3, 4, 5, 6, 7, 89, tzinfo=timezone.utc)
+        assert inspect(crashed_copy(state, tmp_path / "crash")).saved_at == (
+            datetime(2026, 3, 4, 5, 6, 7, 89, tzinfo=timezone.utc)
+        )

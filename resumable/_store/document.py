@@ -256,20 +256,43 @@ def fingerprint(progress: dict[str, Any], state: dict[str, Any]) -> bytes | None
     """Bytes that are equal exactly when two (progress, state) pairs save the same; None if
     the state cannot be serialised."""
     try:
-        return orjson.dumps([progress, state], option=orjson.OPT_SORT_KEYS)
+        return fingerprint_of(progress_bytes(progress), orjson.dumps(state, option=_SORTED))
     except TypeError:
         return None
 
 
-def state_bytes(state: dict[str, Any]) -> bytes | None:
+def fingerprint_of(progress: bytes, state: bytes) -> bytes:
+    """`fingerprint` from what a save serialised already: `progress_bytes` of the progress
+    and `state_bytes` of the state."""
+    return progress + b"\n" + state
+
+
+def progress_bytes(progress: dict[str, Any]) -> bytes:
+    """A progress snapshot as JSON, keys sorted (its fingerprint's half)."""
+    return orjson.dumps(progress, option=_SORTED)
+
+
+_SORTED = orjson.OPT_SORT_KEYS
+
+
+def state_bytes(state: dict[str, Any], checked: bytes = b"") -> bytes | None:
     """`state` as a save writes it, keys sorted, checked as `encode` checks it (a tuple, a
     NaN would write as a list, a null: `StateNotSerializableError`); None if orjson cannot
-    write it, which `encode` then explains."""
-    check_state(state)
+    write it, which `encode` then explains.
+
+    `checked`: the bytes of a state that passed the check. A state that writes exactly
+    those bytes is not walked again (the walk is most of a save's Python on a small
+    state); a value that writes as a checked one but would load as another type (a tuple
+    where a list was) is then refused at the next rewrite, which walks it (`encode`).
+    """
     try:
-        data = orjson.dumps(state, option=orjson.OPT_SORT_KEYS)
+        data = orjson.dumps(state, option=_SORTED)
     except TypeError:
+        check_state(state)  # the specific refusal, where it has one
         return None
+    if data == checked:
+        return data
+    check_state(state)
     if b"null" in data:  # NaN and infinity come out as null: look for them only then
         _reject_non_finite(state, "")
     return data
@@ -278,6 +301,20 @@ def state_bytes(state: dict[str, Any]) -> bytes | None:
 def now_iso() -> str:
     """The current wall-clock time as ISO 8601 in UTC (freezegun controls it in tests)."""
     return datetime.now(timezone.utc).isoformat()
+
+
+def now() -> datetime:
+    """The current wall-clock time in UTC, for a save's ``saved_at`` (freezegun controls
+    it in tests); `iso` writes it, as orjson would."""
+    return datetime.now(timezone.utc)
+
+
+def iso(moment: object) -> str:
+    """`moment` (a datetime) as ISO 8601: orjson's `default` for the datetime subclass
+    freezegun returns, which orjson does not write itself; raises TypeError otherwise."""
+    if isinstance(moment, datetime):
+        return moment.isoformat()
+    raise TypeError
 
 
 def _unserialisable(state: dict[str, Any], error: TypeError) -> StateNotSerializableError:

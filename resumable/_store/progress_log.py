@@ -49,7 +49,7 @@ import orjson
 
 from resumable._errors import StateFileError, StateWriteError, describe_os_error
 from resumable._store import durable
-from resumable._store.document import NotDamagedError, StateDocument, check_sinks
+from resumable._store.document import NotDamagedError, StateDocument, check_sinks, iso
 
 MAGIC = 0x53  # "S"
 _PREFIX = struct.Struct("<BI")  # magic and payload length: what the CRC covers first
@@ -66,13 +66,17 @@ MAX_LOG_BYTES = 4 << 20
 _READ_LIMIT = MAX_LOG_BYTES + MAX_RECORD_BYTES + HEADER_SIZE
 
 
+# fdatasync flushes the size an append changes too; macOS needs F_FULLFSYNC and Windows
+# has no fdatasync: there the state file's flush (durable.fsync_file).
+_FDATASYNC = sys.platform != "darwin" and hasattr(os, "fdatasync")
+
+
 def _flush(fd: int) -> None:
-    """Flush the log's new record to the disk: fdatasync (the size it changes is flushed
-    too); F_FULLFSYNC on macOS and fsync on Windows, as the state file's flush."""
-    if sys.platform == "darwin" or not hasattr(os, "fdatasync"):  # pragma: no cover
-        durable.fsync_file(fd)
-    else:
+    """Flush the log's new record to the disk."""
+    if _FDATASYNC:
         os.fdatasync(fd)  # looked up at call time: a test's spy sees it
+    else:  # pragma: no cover
+        durable.fsync_file(fd)
 
 
 class LogDamageError(StateFileError):
@@ -229,6 +233,11 @@ class ProgressLog:
         self._mode: int | None = None  # the bits a log this run creates gets
 
     @property
+    def state(self) -> bytes:
+        """r.state as this run's last compaction wrote it (checked); empty before one."""
+        return self._state
+
+    @property
     def live(self) -> bool:
         """Whether the log holds records the state file does not (no compaction since)."""
         return self._seq > 0
@@ -251,29 +260,41 @@ class ProgressLog:
         self._base = None
 
     def append(
-        self, state: bytes, progress: dict[str, Any], saved_at: str, sinks: dict[str, int]
+        self,
+        state: bytes,
+        progress: bytes,
+        snapshot: dict[str, Any],
+        saved_at: datetime,
+        sinks: dict[str, int],
     ) -> bool:
-        """Append a record of `progress` and flush it; False (nothing written) when the
-        save must compact instead. A failure of the system raises `StateWriteError`, and
-        leaves the log as it was as far as the system lets; the next save compacts."""
+        """Append a record of the progress `snapshot` (`progress`: it as JSON) and flush
+        it; False (nothing written) when the save must compact instead. A failure of the
+        system raises `StateWriteError`, and leaves the log as it was as far as the system
+        lets; the next save compacts."""
         base = self._base
         if (
             base is None
             or state != self._state
             or self._seq >= MAX_RECORDS
-            or journal_generations(progress) != self._generations
+            or journal_generations(snapshot) != self._generations
         ):
             return False
-        fields = {"base": base, "seq": self._seq + 1, "progress": progress, "saved_at": saved_at}
+        fields: dict[str, object] = {"base": base, "seq": self._seq + 1, "saved_at": saved_at}
         if sinks:
             fields["sinks"] = sinks
-        payload = orjson.dumps(fields)
+        # The progress is serialised once, for the fingerprint and here: spliced in as the
+        # last member of the object.
+        payload = b"".join(
+            (orjson.dumps(fields, default=iso)[:-1], b',"progress":', progress, b"}")
+        )
         if len(payload) > MAX_RECORD_BYTES or self._size + len(payload) > MAX_LOG_BYTES:
             return False
         record = encode_record(payload)
         try:
             fd = self._fd if self._fd is not None else self._open()
-            durable.write_all(fd, record)
+            written = os.write(fd, record)
+            if written < len(record):  # os.write may write less than it is given
+                durable.write_all(fd, record[written:])
             _flush(fd)
         except BaseException as error:
             # After a failed flush the kernel may have dropped the pages: the record is
