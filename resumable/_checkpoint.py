@@ -311,12 +311,6 @@ class Checkpoint:
         sink_lengths = (
             sinks.sync(mark=not session.item_in_flight()) if sinks.by_path else dict(sinks.recorded)
         )
-        if progress.journal_pending:
-            # A state that cannot be saved is refused before a journal is written to.
-            _state_file.check_state(state)
-        # The journals first: the state file commits them. Journal files a save creates get
-        # the state file's permissions.
-        progress.save(store)
         snapshot = progress.snapshot()
         saved_at = _state_file.now()
         started = time.perf_counter()
@@ -342,14 +336,26 @@ class Checkpoint:
                 else _state_file.fingerprint_of(progress_bytes, state_bytes)
             )
         position = progress.position
-        if (
-            log is not None
-            and state_bytes is not None
-            and reason in _APPENDED
-            and log.append(state_bytes, progress_bytes, snapshot, saved_at, sink_lengths)
-        ):
+        # A save of progress alone is one record, which carries the journals' entries since
+        # the last save too (`Progress.riding`): one flush.
+        appended = False
+        if log is not None and state_bytes is not None and reason in _APPENDED:
+            riding = progress.riding()
+            appended = riding is not None and log.append(
+                state_bytes, progress_bytes, snapshot, saved_at, sink_lengths, riding
+            )
+        if appended:
+            progress.rode()
             size = 0  # a record: no state file was written
         else:
+            if progress.journal_pending:
+                # A state that cannot be saved is refused before a journal is written to.
+                _state_file.check_state(state)
+            # The journals first: the state file commits them. Journal files a save creates
+            # get the state file's permissions.
+            progress.save(store)
+            snapshot = progress.snapshot()
+            fingerprint = _state_file.fingerprint(snapshot, state)
             size = self._compact(snapshot, saved_at.isoformat(), sink_lengths, log, state_bytes)
         session.sinks.saved(sink_lengths)
         self.owed = None  # this save holds what an owed one would have

@@ -3,9 +3,12 @@
 A failure is recorded for the item in flight when an exception (an `Exception`, never
 ctrl+c or SIGTERM) leaves a ``with r.attempt():`` block. The records are kept as the keys
 of keyed progress are: in a journal beside the state file, ``job.state.failed-<g>``
-(`resumable._store.journal_files`, records of the kind `FAILURES`), which each save
-appends the changes since the previous save to, before the state file commits them. So a save costs
-time in proportion to the failures and successes since the last save, not to every record.
+(`resumable._store.journal_files`, records of the kind `FAILURES`), which each rewrite of
+the state file appends the changes since the previous rewrite to, before the state file
+commits them; the saves between carry their changes in the records of the progress log
+(`riding`, `resumable._store.progress_log`), and the next rewrite appends those first. So
+a save costs time in proportion to the failures and successes since the last save, not
+to every record.
 `Failures` holds the records and a reference to the journal; the store reads and writes
 the journal (`resumable._store.journal_api`).
 
@@ -140,6 +143,9 @@ class Failures:
         # The items recorded or cleared since the last save, in order: what the next save
         # appends. (A dict as an ordered set: replayed, the records come back in order.)
         self.changed: dict[str | int, None] = {}
+        # The entries saved in records of the progress log since the state file was last
+        # rewritten, in order: the next rewrite appends them to the journal first.
+        self.logged: list[dict[str, Any]] = []
         self.journal: JournalReference | None = None  # until the first record is saved
         # Whether the next save writes all records into a new generation: records read
         # from the state file itself (format version 1), or all dropped by a restart.
@@ -171,19 +177,21 @@ class Failures:
         """Drop every record, as the job starts over."""
         self.items.clear()
         self.changed.clear()
+        self.logged = []
         self._rewrite = self.journal is not None
 
     def copy(self) -> Failures:
         """A copy to work on, with the same journal: only one of the two goes on to save."""
         copied = Failures(keyed=self.keyed)
         copied.items, copied.changed = dict(self.items), dict(self.changed)
+        copied.logged = list(self.logged)
         copied.journal, copied._rewrite = self.journal, self._rewrite
         return copied
 
     @property
     def unsaved(self) -> bool:
-        """Whether the next save writes to the journal."""
-        return bool(self.changed) or self._rewrite
+        """Whether the next rewrite of the state file writes to the journal."""
+        return bool(self.changed or self.logged) or self._rewrite
 
     def given_up(self, max_attempts: int) -> list[FailedItem]:
         """The items that failed `max_attempts` times: left recorded, and skipped."""
@@ -201,7 +209,7 @@ class Failures:
         journal = self.journal
         if journal is None and not self.items:
             return None
-        pending = len(self.items) if self._rewrite else len(self.changed)
+        pending = len(self.items) if self._rewrite else len(self.logged) + len(self.changed)
         return {
             **(journal.snapshot() if journal is not None else {}),
             "entries": (journal.entries if journal is not None else 0) + pending,
@@ -231,30 +239,54 @@ class Failures:
         failures.journal = JournalReference(generation, length, first_generation, job_id, entries)
         return failures
 
-    def load(self, journals: Journals) -> None:
-        """Replay the journal's entries; `StateFileError` when it is damaged or short, or
-        holds an entry that is no record of this job's kind."""
+    def load(self, journals: Journals, logged: list[Any]) -> None:
+        """Replay the journal's entries, then those the progress log holds past them
+        (`logged`); `StateFileError` when the journal is damaged or short, or either holds
+        an entry that is no record of this job's kind."""
         if self.journal is None:
             return
         read = journals.read_journal(FAILURES, self.journal)
         self.journal = read.reference
-        for number, entry in enumerate(read.entries, 1):
+        self._replay_all(read.entries, f"the failure journal {read.source}")
+        self._replay_all(logged, "the progress log")
+        self.logged = list(logged)
+
+    def _replay_all(self, entries: Iterable[object], source: str) -> None:
+        for number, entry in enumerate(entries, 1):
             try:
                 where, record = _replay(entry, self.keyed)
             except ValueError as error:
                 raise StateFileError(
-                    f"the failure journal {read.source} holds a bad entry (number "
-                    f"{number:,}): {error}. {_RESTORE}"
+                    f"{source} holds a bad failure entry (number {number:,}): {error}. {_RESTORE}"
                 ) from None
             if record is None:
                 self.items.pop(where, None)
             else:
                 self.items[where] = record
 
+    def riding(self) -> list[dict[str, Any]] | None:
+        """The entries a record of the progress log carries for this save: one per item
+        that failed or succeeded since the last save. None when the save must rewrite the
+        state file instead: the job's first failure (the journal starts), or a rewrite of
+        all records is due."""
+        if self._rewrite or (self.journal is None and self.items):
+            return None
+        if self.journal is None:  # what failed succeeded before a save: nothing to keep
+            self.changed.clear()
+            return []
+        return [self._entry(where) for where in self.changed]
+
+    def rode(self) -> None:
+        """The record of `riding` is on the disk: its entries wait there for a rewrite."""
+        if self.changed:
+            self.logged += [self._entry(where) for where in self.changed]
+            self.changed.clear()
+
     def save(self, journals: Journals) -> None:
-        """Put the changes since the last save into the journal, flushed to the disk, so
-        that the state file can commit them; or all records into a new generation when
-        that is due."""
+        """Put the changes since the last rewrite of the state file (those that rode the
+        progress log, then the new ones) into the journal, flushed to the disk, so that the
+        state file can commit them; or all records into a new generation when that is
+        due."""
         journal = self.journal
         if journal is None:
             if not self.items:  # nothing failed, or what failed succeeded before a save
@@ -264,13 +296,14 @@ class Failures:
         change = JournalChange(
             kind=FAILURES,
             reference=journal,
-            appended=[self._entry(where) for where in self.changed],
+            appended=self.logged + [self._entry(where) for where in self.changed],
             everything=lambda: [item.snapshot() for item in self.items.values()],
             count=len(self.items),
             rewrite=self._rewrite,
         )
         self.journal = journals.write_journal(change)
         self._rewrite = False
+        self.logged = []
         self.changed.clear()
 
     def _entry(self, where: str | int) -> dict[str, Any]:

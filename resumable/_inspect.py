@@ -71,10 +71,10 @@ def inspect(path: str | os.PathLike[str]) -> StateSnapshot:
     document = loaded.document
     try:
         progress = restore(document.progress)
-        # The failure records, read through the store; the keys are not: the count the
-        # state file records is what a quick look shows, not a journal of millions of
-        # keys read to count them again.
-        progress.failures.load(store)
+        # The failure records, read through the store (and those its progress log holds);
+        # the keys are not: the count the state file (or the log's last record) records is
+        # what a quick look shows, not a journal of millions of keys read to count them.
+        progress.failures.load(store, document.logged.failed)
         created_at = datetime.fromisoformat(document.created_at)
         saved_at = datetime.fromisoformat(document.saved_at)
     except ValueError as error:

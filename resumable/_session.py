@@ -120,7 +120,9 @@ class Session:
             logger.info("%s: starting a new job", self.path)
             return
         document = loaded.document
-        self.progress = restore_progress(document.progress, self.store, str(self.path))
+        self.progress = restore_progress(
+            document.progress, self.store, str(self.path), document.logged
+        )
         if loaded.from_backup:
             self.progress.resumed_from_backup()
         self.state = document.state

@@ -93,17 +93,20 @@ def test_a_new_journal_file_has_its_directory_flushed_after_its_first_record_onl
     state_path: Path, fsync_log: list[tuple[str, str]]
 ) -> None:
     """A keyed job's first save creates its key journal: the record, then the directory
-    entry of the new file, then the state file and its directory. Later appends to the
-    same journal need no directory flush of their own; the later saves append to the
-    progress log, whose directory entry is flushed once, when the run creates it."""
+    entry of the new file, then the state file and its directory. The saves of progress
+    after it carry their keys in the progress log, whose directory entry is flushed once,
+    when the run creates it, and leave the journal alone. A later rewrite (r.state
+    changed) appends to the same journal, with no directory flush of its own."""
     journal = f"{state_path.name}.keys-0"
     log = f"{state_path.name}.log"
     temp = f".{state_path.name}."
     directory = state_path.parent.name
     saves: list[list[tuple[str, str]]] = []
     with Resumable(state_path, policy=NPolicy(10**9)) as r:
-        for item in r.iterate(["a", "b", "c", "d"], key=str):
-            if item in ("b", "c", "d"):
+        for item in r.iterate(["a", "b", "c", "d", "e"], key=str):
+            if item == "e":
+                r.state["changed"] = True
+            if item in ("b", "c", "d", "e"):
                 fsync_log.clear()
                 r.save()
                 saves.append(
@@ -113,8 +116,9 @@ def test_a_new_journal_file_has_its_directory_flushed_after_its_first_record_onl
                     ]
                 )
     assert saves[0] == [(journal, "file"), (directory, "dir"), ("temp", "file"), (directory, "dir")]
-    assert saves[1] == [(journal, "file"), (directory, "dir"), (log, "data")]
-    assert saves[2] == [(journal, "file"), (log, "data")]
+    assert saves[1] == [(directory, "dir"), (log, "data")]
+    assert saves[2] == [(log, "data")]
+    assert saves[3] == [(journal, "file"), ("temp", "file"), (directory, "dir")]
 
 
 # -- the journal's checksum, on every byte of a record -----------------------------------

@@ -28,7 +28,8 @@ from jobs.documents import (
     journal_generations,
     journal_keys,
     key_frames,
-    saved_progress,
+    saved_keys,
+    saved_records,
 )
 from jobs.harness import Job, campaign_seed
 
@@ -50,9 +51,9 @@ def run(
 
 
 def done_keys(path: Path) -> set[str | int]:
-    """The keys the state file commits, read from its journal as docs/state-file.md says."""
-    journal = saved_progress(path)["journal"]
-    return journal_keys(journal_file(path, journal["generation"]), journal["length"])
+    """The keys the state file commits, read from its journal and its progress log as
+    docs/state-file.md says."""
+    return saved_keys(path)
 
 
 def test_new_items_run_done_ones_are_skipped_wherever_they_are(state_path: Path) -> None:
@@ -136,12 +137,17 @@ def test_a_save_appends_only_the_new_keys_and_the_state_file_stays_small(
         for item in r.iterate(range(1000), key=int):
             if item == 500:
                 size = state_path.stat().st_size
-                journal = journal_file(state_path, 0).stat().st_size
+                journal = journal_file(state_path, 0).read_bytes()
             if item == 600:
-                assert state_path.stat().st_size == size  # the state file does not grow
-                grown = journal_file(state_path, 0).stat().st_size - journal
-                record = len(b"".join(key_frames([range(500, 600)])))
-                assert grown == record  # one record of the 100 new keys, nothing else
+                # A save of progress alone: the state file and the journal stay as they
+                # were, and one record of the progress log holds the 100 new keys.
+                assert state_path.stat().st_size == size
+                assert journal_file(state_path, 0).read_bytes() == journal
+                assert saved_records(state_path)[-1]["keys"] == list(range(500, 600))
+    # The end of the run rewrote the state file: the journal holds every key.
+    assert journal_keys(
+        journal_file(state_path, 0), len(journal_file(state_path, 0).read_bytes())
+    ) == set(range(1000))
 
 
 def test_a_torn_journal_tail_is_ignored_and_cut_off(state_path: Path) -> None:
@@ -209,6 +215,7 @@ def test_a_journal_of_many_records_is_folded_into_a_new_generation(
         for item in r.iterate(range(10), key=int):
             if item == 8:
                 break
+            r.state["item"] = item  # every save rewrites the state file: a journal record
     generation = orjson.loads(state_path.read_bytes())["progress"]["journal"]["generation"]
     assert generation >= 2  # folded more than once
     assert done_keys(state_path) == set(range(8))
@@ -222,13 +229,15 @@ def test_with_the_fold_threshold_at_3_records_a_save_of_one_key_folds_every_thir
     state_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The fold comes exactly when the journal would hold more than FOLD_MIN_RECORDS
-    records: a new job's fourth save (records 1, 2, 3, then a fourth is due), and from
-    then on every third (the folded journal holds one record, then two, three). Each
-    body sees the save made after the item before it."""
+    records (each save rewrites the state file here, as r.state changes, and appends a
+    record to the journal): a new job's fourth save (records 1, 2, 3, then a fourth is
+    due), and from then on every third (the folded journal holds one record, then two,
+    three). Each body sees the save made after the item before it."""
     monkeypatch.setattr(journal_files, "FOLD_MIN_RECORDS", 3)  # the seam: fold past 3 records
     generations = []
     with Resumable(state_path, policy=NPolicy(1)) as r:
-        for _ in r.iterate(range(11), key=int):
+        for item in r.iterate(range(11), key=int):
+            r.state["item"] = item  # every save rewrites the state file: a journal record
             if state_path.exists():
                 document = orjson.loads(state_path.read_bytes())
                 generations.append(document["progress"]["journal"]["generation"])
@@ -249,6 +258,7 @@ def test_journal_files_get_the_state_file_s_permissions(
         for item in r.iterate(range(10), key=int):
             if item == 8:
                 break
+            r.state["item"] = item  # every save rewrites the state file: a journal record
     generations = journal_generations(state_path)
     assert len(generations) >= 2  # at least one journal file written by the private job
     newest = generations[max(generations)]

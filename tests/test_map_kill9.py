@@ -51,7 +51,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.documents import journal_file, journal_keys, saved_progress
+from jobs.documents import saved_keys, saved_progress
 from jobs.harness import Child, Job, campaign_seed, wait_until_group_ended
 from jobs.map_log import counted, log_lines, log_of
 
@@ -114,8 +114,7 @@ def saved_done(job: Job) -> tuple[set[int], int]:
         return set(), 0
     progress = saved_progress(job.state)
     if progress["kind"] == "keys":
-        journal = progress["journal"]
-        keys = journal_keys(journal_file(job.state, journal["generation"]), journal["length"])
+        keys = saved_keys(job.state)
         assert all(type(key) is int for key in keys)
         assert len(keys) == progress["done"]
         return {int(key) for key in keys}, 0

@@ -69,15 +69,6 @@ def test_a_damaged_record_before_good_ones_is_reported_and_kept(tmp_path: Path) 
     assert log.read_bytes() == damaged, "the damaged log was changed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "review8: issue 18 asks that keyed progress ride the log so that one save is one "
-        "flush, but a keyed save of progress flushes twice: fsync of the key journal "
-        "(journal_files.py, fsync_file) and then fdatasync of the log "
-        "(progress_log.ProgressLog.append)"
-    ),
-)
 def test_a_keyed_save_of_progress_flushes_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -27,6 +27,7 @@ import pytest
 
 import resumable
 
+from jobs.documents import saved_keys
 from jobs.harness import Job, Traced, child_env, run_script
 
 pytestmark = pytest.mark.strace  # skipped without strace, failed under CI=true
@@ -192,3 +193,100 @@ def test_a_failed_append_raises_state_write_error_and_the_exit_compacts(
     assert (snapshot.position, snapshot.finished, snapshot.from_backup) == (2, False, False)
     assert not log.exists()
     the_job_finishes(job)
+
+
+# -- keyed progress: the keys ride the log ----------------------------------------------------
+#
+# tests/jobs/keyed_save_job.py --log runs four items by key (k0 to k3), saving after each:
+# save 1 compacts (the key journal gets k0, then the state file is rewritten), saves 2 to 4
+# are records of the log that carry k1, k2 and k3 (no call on the key journal), and the
+# save at the end of the input compacts: the journal gets k1, k2 and k3, then the state
+# file.
+
+
+def run_keyed(job: Job, options: list[str]) -> Traced:
+    """Run keyed_save_job.py --log on `job`, under strace with `options` if any."""
+    return run_script(
+        "keyed_save_job.py",
+        [str(job.state), "--items", str(ITEMS), "--log"],
+        log=job.directory / ("strace.log" if options else "again.log"),
+        strace_options=options,
+        env={**child_env(), "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+
+
+def bodies(traced: Traced) -> set[int]:
+    """The items whose body ran in the run `traced`."""
+    return {int(line.split()[1]) for line in traced.stdout if line.startswith("did ")}
+
+
+def keyed_kill_at_each_call(tmp_path: Path, chosen: list[tuple[str, int, int]]) -> None:
+    """kill -9 on entering each call of `chosen`, one run each: every key a completed save
+    recorded is done (in the key journal up to its committed length, or in a record of
+    the log), and at most the key of the save in progress more; the next run redoes at
+    most one item (NPolicy(1)) and finishes the job with every key in the journal."""
+    for index, (name, nth, completed) in enumerate(chosen):
+        job = Job(tmp_path / f"kill-{index}")
+        job.directory.mkdir()
+        options = ["-e", f"trace={CALLS}", "-e", f"inject={name}:signal=SIGKILL:when={nth}"]
+        traced = run_keyed(job, options)
+        context = f"kill at {name} #{nth} after {completed} saves"
+        assert traced.returncode == -signal.SIGKILL, traced.describe(context)
+        killed = traced.killed_call()
+        assert str(job.directory) in killed, traced.describe(f"{context}: hit {killed!r}")
+        saved = saved_keys(job.state) if job.state.exists() else set()
+        recorded = {f"k{item}" for item in range(completed)}
+        assert recorded <= saved, traced.describe(f"{context}: lost {recorded - saved}")
+        assert len(saved) <= completed + 1, traced.describe(f"{context}: saved {saved}")
+        if job.state.exists():
+            snapshot = resumable.inspect(job.state)
+            assert not snapshot.from_backup, traced.describe(f"{context}: from the backup")
+            assert snapshot.position == len(saved), traced.describe(f"{context}: counted")
+        again = run_keyed(job, [])
+        assert again.stdout[-1].startswith(f"done {ITEMS} True"), again.describe(
+            f"{context}: the next run did not finish"
+        )
+        redone = bodies(traced) & bodies(again)
+        assert len(redone) <= 1, again.describe(f"{context}: redone {redone}")
+        assert saved_keys(job.state) == {f"k{item}" for item in range(ITEMS)}
+        assert not log_of(job).exists()
+
+
+@pytest.fixture
+def keyed_clean_calls(tmp_path: Path) -> list[tuple[str, int, int]]:
+    job = Job(tmp_path / "clean")
+    job.directory.mkdir()
+    clean = run_keyed(job, ["-e", f"trace={CALLS}"])
+    assert clean.returncode == 0, clean.describe("the run without faults failed")
+    calls = calls_of_the_job(clean, job)
+    flushes = [name for name, _, _ in calls if name in ("fsync", "fdatasync")]
+    # Save 1: the new journal, its directory, the temp file, the directory; save 2 opens the
+    # log (its directory flushed); saves 2 to 4 one fdatasync each, nothing on the key
+    # journal; the end: the journal, the temp file, the directory.
+    assert flushes == ["fsync"] * 5 + ["fdatasync"] * 3 + ["fsync"] * 3, clean.describe(
+        f"flushes: {flushes}"
+    )
+    return calls
+
+
+def test_kill9_at_every_call_of_a_keyed_append_loses_no_recorded_key(
+    tmp_path: Path, keyed_clean_calls: list[tuple[str, int, int]]
+) -> None:
+    """The calls of saves 2 to 4 (the log opened and emptied, three records with their
+    keys appended and flushed), and the key journal's write and flush in the compaction
+    that follows, which writes the logged keys into the journal."""
+    first = next(i for i, (name, _, _) in enumerate(keyed_clean_calls) if name == "ftruncate")
+    calls = keyed_clean_calls[first - 1 :]
+    last_append = max(i for i, (name, _, _) in enumerate(calls) if name == "fdatasync")
+    chosen = calls[: last_append + 3]  # the appends, then the journal's write and fsync
+    assert [name for name, _, _ in chosen[-2:]] == ["write", "fsync"], chosen
+    keyed_kill_at_each_call(tmp_path, chosen)
+
+
+@pytest.mark.slow
+def test_kill9_at_every_call_of_every_keyed_save_loses_no_recorded_key(
+    tmp_path: Path, keyed_clean_calls: list[tuple[str, int, int]]
+) -> None:
+    """Every call on the job's files of the whole keyed run: two compactions (with their
+    key journal), three appends, the close."""
+    keyed_kill_at_each_call(tmp_path, keyed_clean_calls)

@@ -24,7 +24,7 @@ from resumable._failures import Failures
 from resumable._progress.keys import KeyProgress
 from resumable._progress.position import PositionProgress
 from resumable._progress.watermark import WatermarkProgress
-from resumable._store.journal_api import Journals
+from resumable._store.journal_api import Journals, LoggedEntries
 
 __all__ = [
     "KINDS",
@@ -62,9 +62,10 @@ class Progress(Protocol):
     def snapshot(self) -> dict[str, Any]:
         """The progress as plain JSON-ready data; what the state file's "progress" holds."""
 
-    def load(self, journals: Journals, describe: str) -> None:
-        """Read, through the store, the journals the restored progress names;
-        `StateFileError` if damaged. `describe` names the job in a warning."""
+    def load(self, journals: Journals, describe: str, logged: LoggedEntries) -> None:
+        """Read, through the store, the journals the restored progress names, and add what
+        the progress log holds past them (`logged`); `StateFileError` if damaged.
+        `describe` names the job in a warning."""
 
     def resumed_from_backup(self) -> None:
         """The progress came from the backup: the first save writes new generations."""
@@ -73,9 +74,18 @@ class Progress(Protocol):
     def journal_pending(self) -> bool:
         """Whether the next save writes to a journal before it writes the state file."""
 
+    def riding(self) -> dict[str, list[Any]] | None:
+        """What a record of the progress log carries for a save of progress alone: the
+        journals' entries since the last save (``keys``, ``failed``), so that the save is one
+        flush; None when the save must rewrite the state file instead."""
+
+    def rode(self) -> None:
+        """The record of `riding` is on the disk: its entries wait for the next rewrite."""
+
     def save(self, journals: Journals) -> None:
-        """Hand the store what the next save commits to the journals, and take back the
-        references the state file records: written and flushed before the state file."""
+        """Hand the store what the next rewrite commits to the journals (what rode the log
+        since the last one, and what is new), and take back the references the state file
+        records: written and flushed before the state file."""
 
 
 KINDS: dict[str, type[PositionProgress] | type[KeyProgress] | type[WatermarkProgress]] = {
@@ -95,9 +105,12 @@ def restore(data: Mapping[str, Any]) -> Progress:
     return kind.restore(data)
 
 
-def restore_progress(data: Mapping[str, Any], journals: Journals, describe: str) -> Progress:
+def restore_progress(
+    data: Mapping[str, Any], journals: Journals, describe: str, logged: LoggedEntries
+) -> Progress:
     """The progress a state file holds, of the kind it names, its journals read through
-    the store (`journals`): ready to resume. `describe` names the state file in messages.
+    the store (`journals`) and what its progress log holds past them (`logged`) added:
+    ready to resume. `describe` names the state file in messages.
 
     Raises `StateFileError` when it is malformed, of an unknown kind, or when its key
     journal or failure journal is damaged.
@@ -108,7 +121,7 @@ def restore_progress(data: Mapping[str, Any], journals: Journals, describe: str)
         raise StateFileError(
             f"{describe} holds progress this version cannot use: {error}"
         ) from None
-    progress.load(journals, describe)
+    progress.load(journals, describe, logged)
     return progress
 
 

@@ -2,10 +2,13 @@
 
 `KeyProgress` remembers the key of every finished item (``key(item)``, a str or an int) and
 skips items whose key is done, wherever they now are in the input. The keys live in the
-key journal (`resumable._store.journal_files`): each save appends the keys finished since
-the previous one, so a save costs time in proportion to those, not to every key ever done.
-The state file records the journal's generation and the length that save commits to; a
-fold rewrites a journal of many small records as a compact new generation now and then.
+key journal (`resumable._store.journal_files`): each rewrite of the state file appends
+the keys finished since the previous one, so a save costs time in proportion to those,
+not to every key ever done. The saves between two rewrites carry their keys in the
+records of the progress log (`riding`, `resumable._store.progress_log`): one flush each;
+the keys that rode it (`logged`) go into the journal at the next rewrite. The state file
+records the journal's generation and the length that rewrite commits to; a fold rewrites
+a journal of many small records as a compact new generation now and then.
 The store reads and writes the journal (`resumable._store.journal_api`); the progress
 holds the keys and a reference to it.
 
@@ -23,12 +26,13 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from resumable._failures import Failures
-from resumable._keys import Key
+from resumable._keys import Key, check_keys
 from resumable._store import journal_codec
 from resumable._store.journal_api import (
     JournalChange,
     JournalReference,
     Journals,
+    LoggedEntries,
     count_field,
     generation_field,
 )
@@ -49,6 +53,9 @@ class KeyProgress:
         self.done: set[Key] = set()
         self.recorded_done = done  # keys the state file says are done (checked on load)
         self.unsaved: list[Key] = []  # finished since the last save, in order
+        # Saved in records of the progress log since the state file was last rewritten: the
+        # next rewrite puts them into the journal first.
+        self.logged: list[Key] = []
         self.failures = Failures(keyed=True)
 
     @classmethod
@@ -107,12 +114,14 @@ class KeyProgress:
         """Keyed progress records no input length: its input may change between runs."""
         return None
 
-    def load(self, journals: Journals, describe: str) -> None:
-        """Read the committed keys and the failure records; `StateFileError` when a journal
-        is damaged or short."""
+    def load(self, journals: Journals, describe: str, logged: LoggedEntries) -> None:
+        """Read the committed keys and the failure records, and add what the progress log
+        holds past them (`logged`); `StateFileError` when a journal is damaged or short."""
         read = journals.read_journal(KEYS, self.journal)
         assert isinstance(read.entries, set)  # a key journal reads as a set of keys
         self.done, self.journal = read.entries, read.reference
+        self.logged = list(logged.keys)
+        self.done.update(self.logged)
         if len(self.done) != self.recorded_done:
             logger.warning(
                 "%s: the state file counts %d done keys, its journal holds %d; going by the "
@@ -121,7 +130,7 @@ class KeyProgress:
                 self.recorded_done,
                 len(self.done),
             )
-        self.failures.load(journals)
+        self.failures.load(journals, logged.failed)
 
     def resumed_from_backup(self) -> None:
         """This progress was read from the backup, as the state file was damaged.
@@ -139,9 +148,31 @@ class KeyProgress:
         """Whether the next save writes to a journal: always, as the keys live there."""
         return True
 
+    def riding(self) -> dict[str, list[Any]] | None:
+        """What a record of the progress log carries for this save: the keys finished
+        since the last save, and the failure entries; None when the save must rewrite the
+        state file instead (a new generation is due: see the module's docstring).
+        `UsageError` for a key that is not a str or an int, before anything is written."""
+        if self._from_backup or self.journal.job_id is None:
+            return None
+        failed = self.failures.riding()
+        if failed is None:
+            return None
+        check_keys(self.unsaved)
+        riding: dict[str, list[Any]] = {"keys": self.unsaved} if self.unsaved else {}
+        if failed:
+            riding["failed"] = failed
+        return riding
+
+    def rode(self) -> None:
+        """The record of `riding` is on the disk: its keys wait there for the next rewrite."""
+        self.logged += self.unsaved
+        self.unsaved.clear()  # in place: the loop holds this list's append
+        self.failures.rode()
+
     def save(self, journals: Journals) -> None:
         """Write what the next save commits to the journals (the keys first), flushed to
-        the disk."""
+        the disk: what rode the log since the last rewrite, and what is new."""
         self._save_keys(journals)
         self.failures.save(journals)
 
@@ -156,18 +187,19 @@ class KeyProgress:
         docstring.
         """
         rewrite = self._from_backup or self.journal.job_id is None
-        if not (rewrite or self.unsaved):
+        if not (rewrite or self.unsaved or self.logged):
             return
         change = JournalChange(
             kind=KEYS,
             reference=self.journal,
-            appended=self.unsaved,
+            appended=self.logged + self.unsaved,
             everything=lambda: list(self.done),
             count=len(self.done),
             rewrite=rewrite,
         )
         self.journal = journals.write_journal(change)
         self._from_backup = False
+        self.logged = []
         self.unsaved.clear()  # in place: the loop holds this list's append
 
 

@@ -30,7 +30,7 @@ from resumable._input_check import (
     check_on_change,
     what_changed,
 )
-from resumable._store.journal_api import Journals
+from resumable._store.journal_api import Journals, LoggedEntries
 from resumable._text import counted
 
 T = TypeVar("T")
@@ -44,9 +44,10 @@ class FailureJournalOnly:
 
     failures: Failures
 
-    def load(self, journals: Journals, describe: str) -> None:
-        """Read the journals the restored progress names."""
-        self.failures.load(journals)
+    def load(self, journals: Journals, describe: str, logged: LoggedEntries) -> None:
+        """Read the journals the restored progress names, then what the progress log holds
+        past them (`logged`)."""
+        self.failures.load(journals, logged.failed)
 
     def resumed_from_backup(self) -> None:
         """This progress was read from the backup, as the state file was damaged."""
@@ -56,6 +57,16 @@ class FailureJournalOnly:
     def journal_pending(self) -> bool:
         """Whether the next save writes to a journal (before the state file)."""
         return self.failures.unsaved
+
+    def riding(self) -> dict[str, list[Any]] | None:
+        """What a record of the progress log carries for this save (the failure entries);
+        None when the save must rewrite the state file instead."""
+        failed = self.failures.riding()
+        return None if failed is None else ({"failed": failed} if failed else {})
+
+    def rode(self) -> None:
+        """The record of `riding` is on the disk."""
+        self.failures.rode()
 
     def save(self, journals: Journals) -> None:
         """Write what the next save commits to the journals, flushed to the disk."""

@@ -61,6 +61,7 @@ from uuid import UUID
 import orjson
 
 from resumable._errors import StateFileError, StateNotSerializableError
+from resumable._store.journal_api import NOTHING_LOGGED, LoggedEntries
 from resumable._text import shown
 
 FORMAT_VERSION = 2  # what this version writes; it reads every version from 1 up to it
@@ -97,6 +98,9 @@ class StateDocument:
     # The id of the progress log records that extend this document (`progress_log`); None
     # in a document of an earlier version, or of a store without a log.
     log: str | None = None
+    # The keys and failure entries that the log's records hold past the journals' committed
+    # lengths (`progress_log.apply_log`); never written to the state file itself.
+    logged: LoggedEntries = NOTHING_LOGGED
 
 
 def encode(

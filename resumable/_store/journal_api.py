@@ -6,12 +6,16 @@ file commits, the job id the journal starts with. It never opens a file; it asks
 store (`Journals`, a part of `resumable._store.Store`) to start a journal, to read the
 one a reference names (`JournalRead`), and at a save to write what changed
 (`JournalChange`), and takes back the updated reference, which its snapshot records.
+
+Between two rewrites of the state file, what changed rides the progress log instead
+(`Progress.riding`): a reader hands the progress the entries of the log's records
+(`LoggedEntries`) beside the journals, and the next rewrite writes them to the journals.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from resumable._keys import Key
@@ -53,6 +57,19 @@ class JournalRead:
     entries: set[Key] | list[Any]  # the keys of a key journal; else the entries, in order
     reference: JournalReference  # with the entries counted
     source: str  # the journal file, as messages name it
+
+
+@dataclass(frozen=True)
+class LoggedEntries:
+    """What the records of the progress log hold past the journals' committed lengths
+    (`resumable._store.progress_log`): the keys done and the failure entries saved since
+    the state file was last rewritten, in order. A compaction writes them to the journals."""
+
+    keys: list[Key] = field(default_factory=list)
+    failed: list[Any] = field(default_factory=list)
+
+
+NOTHING_LOGGED = LoggedEntries()
 
 
 @dataclass(frozen=True)

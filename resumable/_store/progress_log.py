@@ -14,14 +14,21 @@ unsigned little-endian::
     1       4     payload length n, at most MAX_RECORD_BYTES
     5       4     CRC-32 of bytes 0-4 and of the payload
     9       n     payload, written by orjson: {"base": "<the document's log id>",
-                  "seq": 1, 2, ..., "progress": {...}, "saved_at": "...", "sinks": {...}}
+                  "seq": 1, 2, ..., "progress": {...}, "saved_at": "...", "sinks": {...},
+                  "keys": [...], "failed": [...]}
+
+``keys`` and ``failed`` (each only when not empty) ride the record in place of the
+journals: the keys finished and the failure entries changed since the previous save
+(`Progress.riding`). The journals are written only by a compaction, which appends what
+every record since the previous one carried before the state file commits it.
 
 What a reader does with the log of a document whose ``log`` id is ``X``:
 
 - no log, an empty one, or a first record naming another id: the document as it is
   (a stale log);
 - records naming ``X``, ``seq`` 1, 2, 3, ...: the last one's progress, ``saved_at`` and
-  ``sinks``;
+  ``sinks``, and the ``keys`` and ``failed`` of them all, in order (`LoggedEntries`),
+  which the progress adds to what its journals commit;
 - a record cut short, a CRC that does not match, a wrong magic byte: the records before
   it stand, and it and all after it are ignored (a torn tail);
 - a record whose CRC matches but that does not follow (another id after ``X``'s, a
@@ -48,8 +55,10 @@ from typing import Any
 import orjson
 
 from resumable._errors import StateFileError, StateWriteError, describe_os_error
+from resumable._keys import KEY_TYPES, Key, key_from_tagged, tagged_key
 from resumable._store import durable
 from resumable._store.document import NotDamagedError, StateDocument, check_sinks, iso
+from resumable._store.journal_api import NOTHING_LOGGED, LoggedEntries
 
 MAGIC = 0x53  # "S"
 _PREFIX = struct.Struct("<BI")  # magic and payload length: what the CRC covers first
@@ -126,18 +135,25 @@ def apply_log(document: StateDocument, state: str) -> StateDocument:
             "so it is not taken for damage: nothing was changed. Fix the permissions or "
             "the disk, then run again."
         ) from error
-    last = last_record(data, document.log, path)
-    if last is None:
+    records = good_records(data, document.log, path)
+    if not records:
         return document
+    last = records[-1]
+    keys = [key for record in records for key in record.get("keys", ())]
+    failed = [entry for record in records for entry in record.get("failed", ())]
     return dataclasses.replace(
-        document, progress=last["progress"], saved_at=last["saved_at"], sinks=last["sinks"]
+        document,
+        progress=last["progress"],
+        saved_at=last["saved_at"],
+        sinks=last["sinks"],
+        logged=LoggedEntries(keys, failed) if keys or failed else NOTHING_LOGGED,
     )
 
 
-def last_record(data: bytes, log_id: str, where: str) -> dict[str, Any] | None:
-    """The payload of the last good record of `data` that extends document `log_id`; None
-    when there is none (an empty or stale log)."""
-    last: dict[str, Any] | None = None
+def good_records(data: bytes, log_id: str, where: str) -> list[dict[str, Any]]:
+    """The payloads of the good records of `data` that extend document `log_id`, in
+    order; none for an empty or stale log."""
+    records: list[dict[str, Any]] = []
     offset, size = 0, len(data)
     while offset + HEADER_SIZE <= size:
         payload = _checked(data, offset)
@@ -153,18 +169,18 @@ def last_record(data: bytes, log_id: str, where: str) -> dict[str, Any] | None:
             break  # a torn or damaged tail: the records before it stand
         end = offset + HEADER_SIZE + len(payload)
         record = _payload(payload, where)
-        if last is None and record["base"] != log_id:
-            return None  # the log of an earlier document: a compaction made it stale
-        expected = 1 if last is None else last["seq"] + 1
+        if not records and record["base"] != log_id:
+            return records  # the log of an earlier document: a compaction made it stale
+        expected = len(records) + 1
         if record["base"] != log_id or record["seq"] != expected:
             raise LogDamageError(
                 f"{where} is damaged: a record at byte {offset} checks but does not follow "
                 f"(log {record['base']}, save {record['seq']}; expected log {log_id}, "
                 f"save {expected})"
             )
-        last = record
+        records.append(record)
         offset = end
-    return last
+    return records
 
 
 def _checked(data: bytes, offset: int) -> bytes | None:
@@ -200,7 +216,37 @@ def _payload(payload: bytes, where: str) -> dict[str, Any]:
     except ValueError:
         raise LogDamageError(f"{where} is damaged: a saved_at is no ISO 8601 time") from None
     record["sinks"] = check_sinks(record.get("sinks", {}), where)
+    if "keys" in record:
+        record["keys"] = _keys_of(record["keys"], where)
+    failed = record.get("failed", [])
+    if type(failed) is not list or not all(type(entry) is dict for entry in failed):
+        # The entries' fields are checked as the failure journal's, as they are replayed.
+        raise LogDamageError(f"{where} is damaged: a record's failed is no list of entries")
     return record
+
+
+def _keys_of(keys: object, where: str) -> list[Key]:
+    """The keys a record holds, untagged (`resumable._keys`), or `LogDamageError`."""
+    if type(keys) is not list:
+        raise LogDamageError(f"{where} is damaged: a record's keys are no list")
+    if set(map(type, keys)) <= KEY_TYPES:  # one pass in C: the keys as they are
+        return keys
+    try:
+        return [key_from_tagged(key) for key in keys]
+    except ValueError as error:
+        raise LogDamageError(f"{where} is damaged: a record holds {error}") from None
+
+
+def _encoded(fields: dict[str, object]) -> bytes:
+    """The payload of a record of `fields`; a key orjson cannot write (an int beyond 64
+    bits, a str with a lone surrogate) goes in the tagged form of `resumable._keys`."""
+    try:
+        return orjson.dumps(fields, default=iso)
+    except TypeError:  # orjson.JSONEncodeError
+        keys = fields.get("keys")
+        if not isinstance(keys, list):
+            raise
+        return orjson.dumps({**fields, "keys": [tagged_key(key) for key in keys]}, default=iso)
 
 
 def encode_record(payload: bytes) -> bytes:
@@ -266,11 +312,14 @@ class ProgressLog:
         snapshot: dict[str, Any],
         saved_at: datetime,
         sinks: dict[str, int],
+        riding: dict[str, list[Any]] | None = None,
     ) -> bool:
         """Append a record of the progress `snapshot` (`progress`: it as JSON) and flush
-        it; False (nothing written) when the save must compact instead. A failure of the
-        system raises `StateWriteError`, and leaves the log as it was as far as the system
-        lets; the next save compacts."""
+        it; False (nothing written) when the save must compact instead. `riding` holds the
+        journals' entries since the last save (``keys``, ``failed``), which the record
+        carries until the next compaction. A failure of the system raises
+        `StateWriteError`, and leaves the log as it was as far as the system lets; the next
+        save compacts."""
         base = self._base
         if (
             base is None
@@ -282,11 +331,11 @@ class ProgressLog:
         fields: dict[str, object] = {"base": base, "seq": self._seq + 1, "saved_at": saved_at}
         if sinks:
             fields["sinks"] = sinks
+        if riding:
+            fields.update(riding)
         # The progress is serialised once, for the fingerprint and here: spliced in as the
         # last member of the object.
-        payload = b"".join(
-            (orjson.dumps(fields, default=iso)[:-1], b',"progress":', progress, b"}")
-        )
+        payload = b"".join((_encoded(fields)[:-1], b',"progress":', progress, b"}"))
         if len(payload) > MAX_RECORD_BYTES or self._size + len(payload) > MAX_LOG_BYTES:
             return False
         record = encode_record(payload)

@@ -33,16 +33,16 @@ def checksummed(document: dict[str, Any]) -> bytes:
 SAVE = 0x53  # magic byte of a record of the progress log
 
 
-def saved_progress(state: Path) -> dict[str, Any]:
-    """The progress a state file and its progress log (``<state>.log``) hold together, read
-    as docs/state-file.md says: the last record in order that extends the document (its
-    ``base`` is the document's ``log`` id), or the document's own."""
+def saved_records(state: Path) -> list[dict[str, Any]]:
+    """The records of the progress log (``<state>.log``) that extend the state file, read
+    as docs/state-file.md says: in order, while each checks and its ``base`` is the
+    document's ``log`` id and its ``seq`` the next."""
     document = orjson.loads(state.read_bytes())
-    progress: dict[str, Any] = document["progress"]
     log = state.with_name(state.name + ".log")
     if "log" not in document or not log.exists():
-        return progress
-    data, offset, seq = log.read_bytes(), 0, 1
+        return []
+    records: list[dict[str, Any]] = []
+    data, offset = log.read_bytes(), 0
     while offset + 9 <= len(data):
         magic, length, crc = struct.unpack_from("<BII", data, offset)
         payload = data[offset + 9 : offset + 9 + length]
@@ -50,10 +50,35 @@ def saved_progress(state: Path) -> dict[str, Any]:
         if magic != SAVE or len(payload) < length or not checks:
             break
         record = orjson.loads(payload)
-        if record["base"] != document["log"] or record["seq"] != seq:
+        if record["base"] != document["log"] or record["seq"] != len(records) + 1:
             break
-        progress, offset, seq = record["progress"], offset + 9 + length, seq + 1
-    return progress
+        records.append(record)
+        offset += 9 + length
+    return records
+
+
+def saved_progress(state: Path) -> dict[str, Any]:
+    """The progress a state file and its progress log hold together: the last record's
+    that extends the document (`saved_records`), or the document's own."""
+    records = saved_records(state)
+    if records:
+        progress: dict[str, Any] = records[-1]["progress"]
+        return progress
+    return orjson.loads(state.read_bytes())["progress"]  # type: ignore[no-any-return]
+
+
+def logged_keys(state: Path) -> set[str | int]:
+    """The keys the records of the progress log hold past the key journal's committed
+    length (plain keys only, as `journal_keys`)."""
+    return {key for record in saved_records(state) for key in record.get("keys", ())}
+
+
+def saved_keys(state: Path) -> set[str | int]:
+    """The keys a keyed job's state file commits: its key journal up to the committed
+    length, and the keys of its progress log's records."""
+    journal = saved_progress(state)["journal"]
+    generation, length = journal["generation"], journal["length"]
+    return journal_keys(journal_file(state, generation), length) | logged_keys(state)
 
 
 def frame(payload: bytes, magic: int = KEYS, claimed: int | None = None) -> bytes:

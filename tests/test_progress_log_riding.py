@@ -1,0 +1,332 @@
+"""Keyed progress and failure records ride the progress log (issue 18, docs/state-file.md,
+"Progress log"): a save of progress alone is one record, which carries the keys finished
+and the failure entries changed since the previous save; a rewrite of the state file (a
+compaction) writes them into their journals first. One save, one flush.
+
+A crash is copied, not caused, as in test_progress_log.py: in the body of an item the
+job's files are exactly what a kill -9 there would leave (every save before it returned).
+test_progress_log_strace.py kills the process for real at each system call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from resumable import NPolicy, Resumable, ResumableWarning, StateFileError, inspect
+
+from jobs.documents import (
+    journal_file,
+    journal_keys,
+    log_records,
+    saved_keys,
+    saved_progress,
+    saved_records,
+)
+from jobs.harness import RESUMABLE_COMMAND, TIMEOUT, child_env
+
+KEYS = [f"k{n}" for n in range(10)]
+
+
+class PageError(Exception):
+    """What a failing item's body raises."""
+
+
+def crashed_copy(state: Path, into: Path) -> Path:
+    """A copy of the job's folder as a kill -9 now would leave it; its state file."""
+    shutil.copytree(state.parent, into)
+    (into / f"{state.name}.lock").unlink(missing_ok=True)
+    return into / state.name
+
+
+def keyed_crash(directory: Path, at: str = "k5") -> Path:
+    """Run a keyed job over KEYS, saving after every item, and copy its files in the body
+    of item `at`: the state file commits k0 (the run's first save compacts), the log's
+    records hold one key each after it."""
+    state = directory / "job" / "job.state"
+    state.parent.mkdir(parents=True)
+    with Resumable(state, policy=NPolicy(1)) as r:
+        for item in r.iterate(KEYS, key=str):
+            if item == at:
+                return crashed_copy(state, directory / "crash")
+    raise AssertionError("the loop ended early")
+
+
+def log_of(state: Path) -> Path:
+    return state.with_name(state.name + ".log")
+
+
+def committed_keys(state: Path) -> set[str | int]:
+    """The keys of the key journal up to the length the state file itself commits."""
+    journal = orjson.loads(state.read_bytes())["progress"]["journal"]
+    return journal_keys(journal_file(state, journal["generation"]), journal["length"])
+
+
+def resumed(state: Path, items: list[str] | None = None) -> list[str]:
+    """Run the keyed job at `state` to its end; the items whose body ran."""
+    ran = []
+    with Resumable(state, policy=NPolicy(1)) as r:
+        for item in r.iterate(KEYS if items is None else items, key=str):
+            ran.append(item)
+    return ran
+
+
+def record(payload: dict[str, object]) -> bytes:
+    """A record of the progress log whose CRC is right, holding `payload`."""
+    body = orjson.dumps(payload)
+    prefix = struct.pack("<BI", 0x53, len(body))
+    return prefix + struct.pack("<I", zlib.crc32(body, zlib.crc32(prefix))) + body
+
+
+# -- keys ----------------------------------------------------------------------------------
+
+
+def test_a_keyed_save_of_progress_is_a_record_of_its_new_keys_and_the_journal_waits(
+    tmp_path: Path,
+) -> None:
+    copy = keyed_crash(tmp_path)
+    # The first save rewrote the state file, with k0 in the journal; saves 2 to 5 are
+    # records carrying one key each, and wrote nothing to the journal.
+    assert committed_keys(copy) == {"k0"}
+    assert (
+        journal_file(copy, 0).stat().st_size
+        == orjson.loads(copy.read_bytes())["progress"]["journal"]["length"]
+    )
+    assert [record["keys"] for record in saved_records(copy)] == [["k1"], ["k2"], ["k3"], ["k4"]]
+    assert saved_keys(copy) == set(KEYS[:5])
+    assert inspect(copy).position == 5
+    assert resumed(copy) == KEYS[5:]
+    # The end of the run compacted: the journal holds every key, and no log is left.
+    assert committed_keys(copy) == set(KEYS)
+    assert not log_of(copy).exists()
+    assert inspect(copy).position == 10
+
+
+def test_a_compaction_puts_the_logged_keys_into_the_journal_and_a_crash_after_it_resumes(
+    tmp_path: Path,
+) -> None:
+    """r.state changes at k4: that save compacts, the journal gets k1 to k4 (which rode
+    the log) and k4's own, and the records after it carry the keys after it."""
+    state = tmp_path / "job" / "job.state"
+    state.parent.mkdir()
+    with Resumable(state, policy=NPolicy(1)) as r:
+        for item in r.iterate(KEYS, key=str):
+            if item == "k4":
+                r.state["seen"] = item
+            if item == "k5":
+                assert committed_keys(state) == set(KEYS[:5])
+                assert saved_records(state) == []  # the compaction made the log stale
+            if item == "k8":
+                assert [record["keys"] for record in saved_records(state)] == [
+                    ["k5"],
+                    ["k6"],
+                    ["k7"],
+                ]
+                copy = crashed_copy(state, tmp_path / "crash")
+    assert inspect(copy).position == 8
+    with Resumable(copy, policy=NPolicy(1)) as r:
+        assert r.position == 8
+        assert r.state == {"seen": "k4"}
+        assert list(r.iterate([*reversed(KEYS), "new"], key=str)) == ["k9", "k8", "new"]
+    assert committed_keys(copy) == {*KEYS, "new"}
+
+
+def test_a_torn_keyed_record_s_keys_run_again_and_the_earlier_records_keys_do_not(
+    tmp_path: Path,
+) -> None:
+    copy = keyed_crash(tmp_path)
+    log = log_of(copy)
+    data = log.read_bytes()
+    start, end = log_records(data)[-1]  # the record of k4
+    for cut in range(start, end):
+        log.write_bytes(data[:cut])
+        assert inspect(copy).position == 4, f"log cut at byte {cut} of {end}"
+    for cut in (start + 1, (start + end) // 2, end - 1):
+        log.write_bytes(data[:cut])
+        again = crashed_copy(copy, tmp_path / f"cut-{cut}")
+        assert resumed(again) == KEYS[4:], f"log cut at byte {cut} of {end}"
+
+
+def test_inspect_and_status_count_the_keys_of_the_log(tmp_path: Path) -> None:
+    copy = keyed_crash(tmp_path)
+    assert orjson.loads(copy.read_bytes())["progress"]["done"] == 1
+    assert inspect(copy).position == 5
+    command = [sys.executable, "-c", RESUMABLE_COMMAND, "status", "--json", str(copy)]
+    done = subprocess.run(
+        command, env=child_env(), capture_output=True, timeout=TIMEOUT, check=False
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    [report] = json.loads(done.stdout)
+    assert (report["position"], report["progress_kind"]) == (5, "keys")
+
+
+def test_a_keyed_job_resumes_from_the_backup_with_the_keys_the_backup_commits(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "job" / "job.state"
+    state.parent.mkdir()
+    assert resumed(state, KEYS[:3]) == KEYS[:3]  # run 1 ends compacted: k0 to k2
+    with Resumable(state, policy=NPolicy(1)) as r:  # run 2: compacts, then appends
+        for item in r.iterate(KEYS, key=str):
+            if item == "k6":
+                copy = crashed_copy(state, tmp_path / "crash")
+    data = bytearray(copy.read_bytes())
+    data[len(data) // 2] ^= 0x01  # the state file is damaged: its backup is run 1's
+    copy.write_bytes(bytes(data))
+    with pytest.warns(ResumableWarning, match="resuming from the backup"):
+        assert inspect(copy).position == 3
+    with pytest.warns(ResumableWarning):
+        ran = resumed(copy)
+    assert ran == KEYS[3:]  # what the backup commits is not run again
+    assert committed_keys(copy) == set(KEYS)
+    corrupt = [path for path in copy.parent.glob("job.state.corrupt-*") if path.suffix != ".log"]
+    assert len(corrupt) == 1  # kept for repair, with its log
+    assert [record["keys"] for record in saved_records(corrupt[0])] == [["k4"], ["k5"]]
+
+
+def test_keys_orjson_cannot_write_as_they_are_ride_the_log_tagged(tmp_path: Path) -> None:
+    huge, surrogate = 2**70, "caf\udce9.txt"
+    items: list[str | int] = [1, huge, surrogate, "plain"]
+
+    def key(item: object) -> str | int:
+        assert isinstance(item, (str, int))
+        return item
+
+    state = tmp_path / "job" / "job.state"
+    state.parent.mkdir()
+    with Resumable(state, policy=NPolicy(1)) as r:
+        for item in r.iterate(items, key=key):
+            if item == "plain":
+                copy = crashed_copy(state, tmp_path / "crash")
+    assert [record["keys"] for record in saved_records(copy)] == [
+        [{"int": format(huge, "x")}],
+        [{"str": surrogate.encode("utf-8", "surrogatepass").hex()}],
+    ]
+    with Resumable(copy, policy=NPolicy(1)) as r:
+        assert list(r.iterate([*items, 2], key=key)) == ["plain", 2]
+
+
+def test_a_save_of_more_keys_than_a_record_holds_compacts_instead(tmp_path: Path) -> None:
+    """100 keys of 700 characters are over the 64 KiB of a record: that save rewrites the
+    state file, the keys in the journal first."""
+    long_keys = [f"{n:03d}" + "x" * 697 for n in range(300)]
+    state = tmp_path / "job" / "job.state"
+    state.parent.mkdir()
+    with Resumable(state, policy=NPolicy(100)) as r:
+        for item in r.iterate(long_keys, key=str):
+            if item == long_keys[200]:  # saves at 100 (the first: a compaction) and 200
+                assert saved_records(state) == []
+                assert committed_keys(state) == set(long_keys[:200])
+                copy = crashed_copy(state, tmp_path / "crash")
+    assert inspect(copy).position == 200
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [{"keys": [1.5]}, {"keys": "k9"}, {"keys": [{"int": "5"}]}, {"failed": [3]}],
+    ids=["a float key", "no list", "a tag no save writes", "an entry no object"],
+)
+def test_a_record_whose_keys_or_entries_no_save_writes_is_damage_naming_the_log(
+    tmp_path: Path, damage: dict[str, object]
+) -> None:
+    copy = keyed_crash(tmp_path)
+    log = log_of(copy)
+    data = log.read_bytes()
+    last = orjson.loads(data[log_records(data)[-1][0] + 9 :])
+    log.write_bytes(data + record({**last, "seq": last["seq"] + 1, **damage}))
+    # The run's first save kept no backup: nothing stands in for the damaged job.
+    with pytest.raises(StateFileError, match=r"job\.state\.log is damaged"):
+        inspect(copy)
+
+
+# -- failure records -----------------------------------------------------------------------
+
+
+def flushes_of(save: Callable[[], None], monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The flushes `save` makes: each fsync and fdatasync, passed on to the real one."""
+    flushes: list[str] = []
+
+    def spy(name: str, real: Callable[[int], None]) -> Callable[[int], None]:
+        def flush(fd: int) -> None:
+            flushes.append(name)
+            real(fd)
+
+        return flush
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fsync", spy("fsync", os.fsync))
+        patch.setattr(os, "fdatasync", spy("fdatasync", os.fdatasync))
+        save()
+    return flushes
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["by position", "by key"])
+def test_a_save_that_records_a_failure_is_one_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keyed: bool
+) -> None:
+    """The job's first failure starts the failure journal (a rewrite of the state file);
+    every later save of progress and failures is one record."""
+    seen: dict[str, list[str]] = {}
+    with Resumable(tmp_path / "job.state", policy=NPolicy(1_000), quiet=True) as r:
+        loop = r.iterate(KEYS, key=str if keyed else None, on_error="record")
+        for item in loop:
+            with r.attempt():
+                if item in ("k2", "k5"):
+                    raise PageError(item)
+            if item in ("k2", "k3", "k5", "k6"):
+                seen[item] = flushes_of(r.save, monkeypatch)
+    assert seen["k2"].count("fdatasync") == 0  # the first failure: a rewrite
+    assert seen["k3"] == ["fsync", "fdatasync"]  # the log opened: its directory flushed
+    assert seen["k5"] == ["fdatasync"]  # a new failure: one record
+    assert seen["k6"] == ["fdatasync"]
+    assert {item.where for item in inspect(tmp_path / "job.state").failed} == (
+        {"k2", "k5"} if keyed else {2, 5}
+    )
+
+
+def test_failure_entries_ride_the_log_and_a_crash_keeps_them(tmp_path: Path) -> None:
+    """k2 fails and is recorded (a rewrite), k5 fails in a record, and k2 succeeds on its
+    retry in the next run: a crash copy in each shows what the saves before it recorded."""
+    state = tmp_path / "job" / "job.state"
+    state.parent.mkdir()
+    fail = {"k2", "k5"}
+    with Resumable(state, policy=NPolicy(1), quiet=True) as r:
+        for item in r.iterate(KEYS, key=str, on_error="record"):
+            with r.attempt():
+                if item in fail:
+                    raise PageError(item)
+            if item == "k7":
+                copy = crashed_copy(state, tmp_path / "crash")
+    failed_entries = [entry for record in saved_records(copy) for entry in record.get("failed", [])]
+    assert [entry["key"] for entry in failed_entries] == ["k5"]
+    failed = {item.where: item.attempts for item in inspect(copy).failed}
+    assert failed == {"k2": 1, "k5": 1}
+    assert inspect(copy).position == 5  # k0 to k6 but the two failed
+    # The next run retries both; k2 succeeds (its record goes, an entry of the log), k5
+    # fails again; a crash copy in k9's body holds both entries.
+    fail = {"k5"}
+    with Resumable(copy, policy=NPolicy(1), quiet=True) as r:
+        ran = []
+        for item in r.iterate(KEYS, key=str, on_error="record"):
+            ran.append(item)
+            with r.attempt():
+                if item in fail:
+                    raise PageError(item)
+            if item == "k9":
+                second = crashed_copy(copy, tmp_path / "second")
+    assert set(ran) == {"k2", "k5", "k7", "k8", "k9"}  # k7 was in its body
+    assert {item.where: item.attempts for item in inspect(second).failed} == {"k5": 2}
+    # The end of that run compacted: the failure journal holds the same.
+    assert not log_of(copy).exists()
+    assert saved_progress(copy)["failed"]["items"] == 1
+    assert {item.where: item.attempts for item in inspect(copy).failed} == {"k5": 2}
