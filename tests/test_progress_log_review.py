@@ -138,3 +138,52 @@ def test_a_reset_killed_before_it_moves_the_state_file_leaves_the_job_as_it_was(
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()  # strace dies as it did
     assert state.exists()  # killed before the state file moved: no reset happened
     assert inspect(state).position == 6
+
+
+RESTARTED_JOB = """
+import sys
+from resumable import Resumable
+with Resumable(sys.argv[1], restart=True) as r:
+    r.save()
+"""
+
+
+def restart_killed_at(state: Path, path: Path, calls: str) -> None:
+    """Run RESTARTED_JOB on `state` under strace, SIGKILL on entering the first of `calls`
+    that names `path`."""
+    assert STRACE is not None
+    command = [STRACE, "-f", "-qq", "-o", str(state.parent / "strace.log"), "-P", str(path)]
+    command += ["-e", f"trace={calls}", "-e", f"inject={calls}:signal=SIGKILL"]
+    command += [sys.executable, "-c", RESTARTED_JOB, str(state)]
+    done = subprocess.run(
+        command, env=child_env(), capture_output=True, timeout=TIMEOUT, check=False
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()  # strace dies as it did
+
+
+@pytest.mark.strace
+def test_restart_killed_before_it_moves_the_state_file_leaves_the_earlier_job_with_its_log(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "job.state"
+    killed_at(state, 6)  # the log holds positions 2 to 6
+    restart_killed_at(state, state, "rename,renameat,renameat2")
+    assert inspect(state).position == 6  # the state file and its log, as they were
+
+
+@pytest.mark.strace
+def test_restart_killed_after_it_moved_the_state_file_leaves_the_log_stale(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "job.state"
+    killed_at(state, 6)
+    log = tmp_path / "job.state.log"
+    restart_killed_at(state, log, "unlink,unlinkat")
+    [aside] = [path for path in tmp_path.glob("job.state.reset-*") if path.suffix != ".log"]
+    assert inspect(aside).position == 6  # the earlier job moved aside whole, log and all
+    assert not state.exists()
+    assert log.exists()  # stale: no state file names its id
+    with Resumable(state, policy=NPolicy(1)) as r:  # a new job, which the log does not touch
+        assert r.position == 0
+        assert list(r.iterate(range(3))) == [0, 1, 2]
+    assert (inspect(state).position, inspect(state).finished) == (3, True)

@@ -357,9 +357,15 @@ class FileStore:
         aside = aside_path(self.path, "reset")
         with contextlib.suppress(FileNotFoundError):
             os.replace(self.backup, backup_path(aside))  # first: see set_aside
-        _move_log(self._target, os.fspath(aside))
+        # As in set_aside: the log keeps its name until the state file moved, so that a
+        # crash between the two leaves the earlier job whole (a log whose state file is
+        # gone is stale by its id: no later state file names it).
+        log_linked = _link_log(self._target, os.fspath(aside))
         with contextlib.suppress(FileNotFoundError):
             os.replace(self.path, aside)
+        if log_linked:
+            with contextlib.suppress(OSError):
+                os.unlink(log_path(self._target))
 
     def new_journal(self, kind: Kind) -> JournalReference:
         """A new journal of `kind` beside the state file (`FileJournals`)."""
