@@ -25,7 +25,7 @@ from resumable._feed import MAX_CHUNK
 from resumable._session import Session
 from resumable._signals import defers_signals
 from resumable._store import document as _state_file  # the state file's format
-from resumable._store.document import StateDocument
+from resumable._store.document import SinkRecord, StateDocument
 from resumable._store.progress_log import ProgressLog, new_log_id
 from resumable._version import __version__
 from resumable.policies import Policy, PolicySwitch, SinceLastSave
@@ -209,6 +209,9 @@ class Checkpoint:
     def save_for_loop(self, reason: SaveReason) -> None:
         """A save the loop asks for (on completion): made now, or under asyncio owed to
         the async driver (see `deferring`)."""
+        # The end of the loop is an item boundary: the output so far is of items done, and
+        # what follows (a footer) counts only once the with block leaves without an error.
+        self._session.sinks.mark()
         if self.deferring:
             self.owed = (reason, None, None)
         else:
@@ -286,6 +289,8 @@ class Checkpoint:
         # A run that ends by itself compacts its records into the state file; one stopped
         # by a signal or an error leaves them (the next run's first save compacts).
         compact = leaving is None and session.signals.stop_requested is None
+        # The code after a finished loop ran to its end: its output (a footer) counts now.
+        session.sinks.finishing = compact and session.progress.finished
         if not (session.refused or session.store.lock_lost or failed_already) and (
             self.changed_anything() or (compact and log is not None and log.live)
         ):
@@ -403,7 +408,7 @@ class Checkpoint:
         self,
         snapshot: dict[str, Any],
         saved_at: str,
-        sink_lengths: dict[str, int],
+        sink_lengths: dict[str, SinkRecord],
         log: ProgressLog | None,
         state_bytes: bytes | None,
     ) -> int:

@@ -93,7 +93,7 @@ def inspect(path: str | os.PathLike[str]) -> StateSnapshot:
         failed=tuple(progress.failures.items.values()),
         input_length=progress.input_length,
         sinks={
-            os.path.normpath(local_anchor(location).parent / path): length
-            for path, length in document.sinks.items()
+            os.path.normpath(local_anchor(location).parent / path): record["length"]
+            for path, record in document.sinks.items()
         },
     )

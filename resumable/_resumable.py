@@ -455,8 +455,11 @@ class Resumable:
 
         Call it before the loop; write in the loop body (`Sink.write`, `Sink.write_json`,
         `Sink.csv`). Each save flushes and fsyncs the file before the state file records
-        its length; the next run cuts it back to that length. A new sink starts empty (a
-        non-empty file the job did not write is refused; restart=True moves it aside).
+        its length; the next run checks the file's bytes before that length and cuts it
+        back to it. A new sink is a new file: one that exists already is refused, empty or
+        not (another job's output, perhaps; restart=True moves it aside). A rerun of a
+        finished job appends nothing: what it writes after the loop is compared with what
+        the run that finished it wrote there.
 
         Args:
             path: the file (str or PathLike); created if missing.
@@ -472,12 +475,11 @@ class Resumable:
                 "sink() was called after the loop started: open every sink before "
                 f"{self._loop_method}(), so that each run cuts it back before any output"
             )
+        checkpoint = self._checkpoint
         if session.sinks.moves_aside(path):
-            self._checkpoint.save("sink")  # the old state set aside before the old output
-        sink, new = session.sinks.open(path, mode, encoding)
-        if new:
-            self._checkpoint.save("sink")  # recorded at 0 bytes before anything is written
-        return sink
+            checkpoint.save("sink")  # the old state set aside before the old output
+        # A new sink is recorded at 0 bytes before its file is made: see `Sinks.open`.
+        return session.sinks.open(path, mode, encoding, record=lambda: checkpoint.save("sink"))
 
     @property
     def failed(self) -> list[FailedItem]:

@@ -54,7 +54,7 @@ class Session:
         self.runs = 1
         self.created_at = ""
         # The output files of r.sink: local files, for a job named by a URL too.
-        self.sinks = Sinks(local_anchor(path), restart=restart)
+        self.sinks = Sinks(local_anchor(path), restart=restart, job_finished=self._finished)
         self.saved_fingerprint: bytes | None = None  # of what the state file holds
         self.start_position = 0  # the progress's position when this run's loop started
         self.iterated = False  # whether iterate() made this run's loop
@@ -139,10 +139,15 @@ class Session:
             f"{self.runs:,}",
         )
 
+    def _finished(self) -> bool:
+        return self.progress.finished
+
     def item_in_flight(self) -> bool:
-        """Whether the loop started and has not finished: a save records the sinks'
-        lengths at its last item boundary, not the output of the item in flight."""
-        return self.iterated and not self.progress.finished
+        """Whether output written now may not count yet: a save records the sinks'
+        lengths at the last item boundary. So it is from the loop's start (the item in
+        flight) until the with block leaves without an error once the loop has finished
+        (the code after the loop, a footer: a run stopped there runs it again)."""
+        return self.iterated and not (self.progress.finished and self.sinks.finishing)
 
     def stop_asked(self) -> BaseException | None:
         """At the end of the loop, the boundary after its last item: the stop of a signal

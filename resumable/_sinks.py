@@ -1,21 +1,29 @@
 """Output files in step with progress: `Sink` (what `Resumable.sink` returns) and `Sinks`
 (the job's set of them, which the session holds and every save records).
 
-- ``r.sink(path)``: opened to append, and cut back to the length the state file records.
-  A new sink (the state file records none at this path) starts empty, and a save records
-  it at 0 bytes at once.
+- ``r.sink(path)``, a sink the state file records: opened to append; the CRC-32 of the
+  last 4 KiB before the recorded length is checked (a file replaced or rewritten is
+  refused, never cut), then the file is cut back to that length.
+- ``r.sink(path)``, a new sink: the path must hold no file yet (one there is another
+  job's output, perhaps: refused, empty or not). A save records it at 0 bytes, and only
+  then is the file made, so that no run leaves a file its state does not count.
 - The body writes: into a buffer in memory, counted.
 - An item boundary: the length is *marked*; every byte so far belongs to items done. A
-  job with sinks has a boundary after every item (every batch, every result of ``r.map``).
+  job with sinks has a boundary after every item (every batch, every result of ``r.map``),
+  at the start of the loop, and at its end.
 - A save: every sink is flushed and fsynced, then the state file records the marked
-  lengths beside the progress. Output reaches the disk before the state that counts it.
+  lengths, and the CRC of the bytes before them, beside the progress. Output reaches the
+  disk before the state that counts it.
 - The end of the run: closed.
 
-Before the loop starts and once it has finished, no item is in flight: a save marks every
-sink first, so a header or a footer written then counts at once. Inside the loop a save
-(``r.save()`` in the body, the exit after an exception or a second ctrl+c) records the
-lengths of the last boundary, so the output of the item in flight is cut off on the next
-run, which runs that item again.
+Before the loop starts no item is in flight: a save marks every sink first, so a header
+counts at once. Inside the loop, and after it until the with block leaves without an
+error, a save records the lengths of the last boundary: the output of the item in flight,
+or of the code after the loop (a footer) cut short by a stop, is cut off on the next run,
+which runs it again. The exit of a finished job's run that leaves without an error records
+where its footer starts (``footer_at``). A rerun of that job appends nothing: its writes
+are compared with the bytes from there (`_Unchanged`); only a new item (a keyed input that
+grew) makes a sink append again.
 """
 
 from __future__ import annotations
@@ -23,14 +31,16 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import errno
 import io
 import os
 import stat
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, Protocol
 
 import orjson
 
@@ -42,6 +52,7 @@ from resumable._errors import (
     warn,
 )
 from resumable._store import durable
+from resumable._store.document import SINK_TAIL_BYTES, SinkRecord
 from resumable._store.file import aside_path, backup_path, lock_path, resolve
 from resumable._store.flock import try_lock
 
@@ -58,14 +69,22 @@ class Sink:
         encoding: the text encoding (``"t"``; ``"b"`` writes `write_json` and `csv` as UTF-8).
     """
 
-    def __init__(self, path: Path, file: BinaryIO, length: int, mode: SinkMode, encoding: str):
+    def __init__(
+        self, path: Path, file: BinaryIO, record: SinkRecord, mode: SinkMode, encoding: str
+    ) -> None:
         self.path = path
         self.mode = mode
         self.encoding = encoding
-        self._file = file
+        length = record["length"]
+        self._out = file
+        # What `write` goes through: the file, or in a rerun of a finished job `_Unchanged`.
+        self._file: _Writer = file
         self._length = length  # bytes in the file and in the buffer
         self.marked = length  # the length at the last moment no item was in flight
         self.synced = length  # the length the last save flushed to the disk and recorded
+        self._tail = record.get("tail")  # the CRC of the bytes before `synced`
+        # Where the output after the loop starts, once a finished job's exit recorded it.
+        self.footer_at = record.get("footer_at")
         self._text = mode == "t"
         self._failed: OSError | None = None
         # Text in another encoding than UTF-8 goes through one incremental encoder, so that
@@ -157,17 +176,91 @@ class Sink:
         if self.marked == self.synced:
             return  # no output since the last save: nothing to wait for
         try:
-            self._file.flush()
-            durable.fsync_file(self._file.fileno())
+            self._out.flush()
+            durable.fsync_file(self._out.fileno())
         except OSError as error:
             self._failed = error
             raise _write_error(self.path, error) from error
+
+    def _record(self) -> SinkRecord:
+        """What a save records of this sink, once `_sync` flushed it."""
+        length = self.marked
+        record: SinkRecord = {"length": length}
+        if length:
+            if self._tail is None or length != self.synced:
+                try:
+                    self._tail = _tail(self._out.fileno(), length)
+                except OSError as error:
+                    self._failed = error
+                    raise _write_error(self.path, error) from error
+            record["tail"] = self._tail
+        if self.footer_at is not None:
+            record["footer_at"] = self.footer_at
+        return record
+
+    def _saved(self, record: SinkRecord) -> None:
+        self.synced = record["length"]
+        self._tail = record.get("tail")
+
+    def _append_again(self) -> None:
+        """A rerun of a finished job found a new item: its output is appended, after the
+        earlier runs' (and their footer), and the job's next exit records a footer anew."""
+        self._file = self._out
+        self.footer_at = None
 
     def _close(self) -> None:
         # Closing flushes what the buffer holds; a failure there loses nothing the state
         # file counts (the last save fsynced all of that).
         with contextlib.suppress(OSError, ValueError):
-            self._file.close()
+            self._out.close()
+
+
+class _Writer(Protocol):
+    """What a `Sink` writes through: its file, or `_Unchanged`."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def write(self, data: Any, /) -> int: ...
+
+
+class _Unchanged:
+    """A finished job's sink in a rerun: what the run writes (after the loop: a footer) is
+    compared with the bytes the run that finished the job wrote there, from `footer_at`,
+    and appended nowhere. It counts 0 bytes written. Once the job takes a new item (a keyed
+    input that grew, ``on_change="continue"``), the sink appends again."""
+
+    def __init__(self, sink: Sink, job_finished: Callable[[], bool]) -> None:
+        self._sink = sink
+        self._job_finished = job_finished
+        self._at = sink.footer_at or 0
+        self._differs: UsageError | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._sink._out.closed
+
+    def write(self, data: Any, /) -> int:
+        sink = self._sink
+        if not self._job_finished():
+            sink._append_again()
+            return sink._out.write(data)
+        if self._differs is not None:
+            raise self._differs
+        data = bytes(data)
+        end = self._at + len(data)
+        if end > sink.length or _read_at(sink._out.fileno(), len(data), self._at) != data:
+            self._differs = UsageError(
+                f"sink {sink.path} holds the output of a job that finished in an earlier run, "
+                f"and this run writes other bytes after the loop than that run did (at byte "
+                f"{self._at:,}; that run wrote bytes {sink.footer_at or 0:,} to "
+                f"{sink.length:,} after its loop). A rerun of a finished job appends nothing: "
+                "the file was left as it is. To write the output anew, start the job over "
+                "with restart=True (it moves the file aside)."
+            )
+            raise self._differs
+        self._at = end
+        return 0
 
 
 class CsvSink:
@@ -201,19 +294,31 @@ class CsvSink:
 
 
 class Sinks:
-    """A job's sinks: the lengths its state file records, and those this run opened."""
+    """A job's sinks: the records its state file holds, and the sinks this run opened."""
 
-    def __init__(self, state_path: Path, *, restart: bool) -> None:
+    def __init__(
+        self, state_path: Path, *, restart: bool, job_finished: Callable[[], bool]
+    ) -> None:
         self._state_path = state_path
         self._restart = restart
-        # As the state file has it: the path relative to the state file's folder -> length.
-        self.recorded: dict[str, int] = {}
+        self._job_finished = job_finished
+        # As the state file has it: the path relative to the state file's folder -> record.
+        self.recorded: dict[str, SinkRecord] = {}
         self.by_path: dict[str, Sink] = {}  # opened by this run
         self._opened_here: set[str] = set()  # and first recorded by this run, too
+        # Set by the exit of a run whose loop finished and whose with block leaves without
+        # an error: the output after the loop (a footer) counts now.
+        self.finishing = False
 
-    def open(self, path: str | os.PathLike[str], mode: str, encoding: str) -> tuple[Sink, bool]:
-        """Open the sink at `path`, cut back to its recorded length; and whether it is new
-        (the state file records none there: a save must record it before it is used)."""
+    def open(
+        self,
+        path: str | os.PathLike[str],
+        mode: str,
+        encoding: str,
+        record: Callable[[], None],
+    ) -> Sink:
+        """Open the sink at `path`: checked and cut back to its recorded length, or, new to
+        the job, recorded at 0 bytes by `record` (a save) before its file is made."""
         if mode not in ("t", "b"):
             raise ValueError(f"sink mode must be 't' (text) or 'b' (bytes), got {mode!r}")
         try:
@@ -259,10 +364,57 @@ class Sinks:
                 "between two files. Pass the same path each run (an absolute one)."
             )
         text_or_bytes: SinkMode = "t" if mode == "t" else "b"
-        sink = _open_cut(target, recorded, state, self._restart, text_or_bytes, encoding)
+        if recorded is None:
+            file = self._open_new(target, key, record)
+            recorded = self.recorded[key]
+        else:
+            file = _open_recorded(target, recorded, state)
+        sink = Sink(target, file, recorded, text_or_bytes, encoding)
+        if sink.footer_at is not None:  # the job finished: a rerun compares, appends nothing
+            sink._file = _Unchanged(sink, self._job_finished)
         self.by_path[key] = sink
         self._opened_here.add(key)
-        return sink, recorded is None
+        return sink
+
+    def _open_new(self, target: Path, key: str, record: Callable[[], None]) -> BinaryIO:
+        """Open `target`, a sink new to this job, recorded at 0 bytes by `record`: a file
+        made after that save, or (restart=True) the one there, moved aside if not empty."""
+        existing = _open_existing(target)
+        try:
+            if existing is not None:
+                size = os.fstat(existing).st_size
+                if not self._restart:
+                    raise _not_ours(target, size, self._state_path)
+                if size:
+                    # restart=True starts the output over too, keeping the old one under a
+                    # new name (the old state was set aside first: `moves_aside`).
+                    existing = durable.close_fd(existing)
+                    os.replace(target, aside_path(target, "reset"))
+            elif not target.parent.is_dir():
+                raise FileNotFoundError(errno.ENOENT, "no such folder for the sink", str(target))
+            # Counted as recorded for the save that records it (which may be the only
+            # sink, and a save without open sinks writes `recorded` as it is).
+            self.recorded[key] = {"length": 0}
+            try:
+                record()
+            except BaseException:
+                self.recorded.pop(key, None)
+                raise
+            if existing is None:
+                try:
+                    existing = os.open(target, _FLAGS | os.O_CREAT | os.O_EXCL, 0o666)
+                except FileExistsError:
+                    # Made by someone else since the check: not ours, and not recorded.
+                    del self.recorded[key]
+                    record()
+                    raise _not_ours(target, None, self._state_path) from None
+                try_lock(existing)  # a new file: nobody else has it open as a sink
+                durable.fsync_directory(target.parent)  # the new file survives a power cut
+            return os.fdopen(existing, "ab")
+        except BaseException:
+            if existing is not None:
+                os.close(existing)
+            raise
 
     def moves_aside(self, path: str | os.PathLike[str]) -> bool:
         """Whether opening `path` moves an earlier output aside (restart=True, a non-empty
@@ -285,7 +437,7 @@ class Sinks:
         with contextlib.suppress(OSError):  # a new file: no other name
             found = os.stat(target)
             for sink in self.by_path.values():
-                other = os.fstat(sink._file.fileno())
+                other = os.fstat(sink._out.fileno())
                 if (other.st_dev, other.st_ino) == (found.st_dev, found.st_ino):
                     raise UsageError(
                         f"{target} is the same file as {sink.path}, already a sink of this "
@@ -297,29 +449,41 @@ class Sinks:
         for sink in self.by_path.values():
             sink.marked = sink._length
 
-    def sync(self, mark: bool) -> dict[str, int]:
+    def sync(self, mark: bool) -> dict[str, SinkRecord]:
         """Before a save: flush and fsync every sink (after marking it, if `mark`: no item
-        is in flight); return the lengths the state file is to record."""
+        is in flight); return the records the state file is to hold."""
+        if self.finishing:
+            for sink in self.by_path.values():
+                if sink.footer_at is None:  # the output after the loop starts there
+                    sink.footer_at = sink.marked
         if mark:
             self.mark()
-        lengths = dict(self.recorded)
+        records = dict(self.recorded)
         for key, sink in self.by_path.items():
             sink._sync()
-            lengths[key] = sink.marked
-        return lengths
+            records[key] = sink._record()
+        return records
 
-    def saved(self, lengths: dict[str, int]) -> None:
-        """The state file now records `lengths`."""
-        self.recorded = lengths
+    def saved(self, records: dict[str, SinkRecord]) -> None:
+        """The state file now holds `records`."""
+        self.recorded = records
         for key, sink in self.by_path.items():
-            sink.synced = lengths[key]
+            sink._saved(records[key])
 
     def changed(self, mark: bool) -> bool:
         """Whether a save would record other lengths than the state file has."""
-        return any(
-            (sink._length if mark else sink.marked) != self.recorded.get(key)
-            for key, sink in self.by_path.items()
-        )
+        for key, sink in self.by_path.items():
+            recorded = self.recorded.get(key)
+            footer_at = sink.footer_at
+            if self.finishing and footer_at is None:
+                footer_at = sink.marked
+            if (
+                recorded is None
+                or (sink._length if mark else sink.marked) != recorded["length"]
+                or footer_at != recorded.get("footer_at")
+            ):
+                return True
+        return False
 
     def close(self) -> None:
         """The run ends: close every sink (idempotent)."""
@@ -330,26 +494,21 @@ class Sinks:
 _UTF8_NAMES = frozenset({"utf-8"})  # codecs.lookup's name for every spelling of UTF-8
 
 
-def _open_cut(
-    target: Path, recorded: int | None, state: Path, restart: bool, mode: SinkMode, encoding: str
-) -> Sink:
-    """Open `target` to append, cut back to `recorded` bytes (None: a new sink, empty)."""
-    flags = os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
-    if not recorded:
-        flags |= os.O_CREAT  # a file the state file counts output in is never made up
-    fd: int | None = None
+_FLAGS = os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)  # read: the tail's check
+
+
+def _open_existing(target: Path) -> int | None:
+    """A descriptor of the regular file at `target`, locked as this job's sink; None when
+    there is no file. `UsageError` for another kind of file, or one another run holds."""
     with contextlib.suppress(OSError):  # a FIFO's open would wait for a reader: not opened
         if not stat.S_ISREG(os.stat(target).st_mode):
             raise _not_regular(target)
     try:
-        fd = os.open(target, flags, 0o666)
+        fd = os.open(target, _FLAGS)
     except FileNotFoundError:
-        if not recorded:
-            raise  # its folder is missing: the OS error names the path
-        raise _shorter(target, None, recorded, state) from None
+        return None
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise _not_regular(target)
         if not try_lock(fd):
             raise UsageError(
@@ -357,32 +516,57 @@ def _open_cut(
                 "belongs to one job, whose next run cuts off what others appended. Give "
                 "each job its own output file."
             )
-        size = info.st_size
-        if recorded is None and size and restart:
-            # restart=True starts the output over too, keeping the old one under a new name.
-            fd = durable.close_fd(fd)
-            os.replace(target, aside_path(target, "reset"))
-            fd = os.open(target, flags | os.O_CREAT, 0o666)
-            try_lock(fd)  # a new file: nobody else has it open as a sink
-            size = 0
-        elif recorded is None and size:
-            raise UsageError(
-                f"sink {target} holds {size:,} bytes this job did not write: {state} records "
-                "no sink at this path. Move the file aside or delete it, or start the job "
-                "over with restart=True (which moves it aside)."
-            )
-        elif recorded is not None and size < recorded:
-            raise _shorter(target, size, recorded, state)
-        elif recorded is not None and size > recorded:
-            os.ftruncate(fd, recorded)  # the output of items not done, to run again
-        if recorded is None:
-            durable.fsync_directory(target.parent)  # the new file survives a power cut
-        file = os.fdopen(fd, "ab")
     except BaseException:
-        if fd is not None:
-            os.close(fd)
+        os.close(fd)
         raise
-    return Sink(target, file, recorded or 0, mode, encoding)
+    return fd
+
+
+def _open_recorded(target: Path, recorded: SinkRecord, state: Path) -> BinaryIO:
+    """Open `target`, a sink the state file records: its bytes before the recorded length
+    checked, and cut back to it."""
+    length = recorded["length"]
+    fd = _open_existing(target)
+    if fd is None:
+        if length:  # a file the state file counts output in is never made up
+            raise _shorter(target, None, length, state)
+        fd = os.open(target, _FLAGS | os.O_CREAT, 0o666)  # recorded empty: made again
+        try_lock(fd)
+    try:
+        size = os.fstat(fd).st_size
+        if size < length:
+            raise _shorter(target, size, length, state)
+        tail = recorded.get("tail")
+        if tail is not None and _tail(fd, length) != tail:
+            raise _replaced(target, length, state)
+        if size > length:
+            os.ftruncate(fd, length)  # the output of items not done, to run again
+        return os.fdopen(fd, "ab")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _tail(fd: int, length: int) -> str:
+    """The CRC-32 of the last `SINK_TAIL_BYTES` bytes before `length` in file `fd`."""
+    size = min(length, SINK_TAIL_BYTES)
+    return f"crc32:{zlib.crc32(_read_at(fd, size, length - size)):08x}"
+
+
+def _read_at(fd: int, size: int, offset: int) -> bytes:
+    """Up to `size` bytes of file `fd` from `offset` (fewer at its end)."""
+    if not hasattr(os, "pread"):  # pragma: no cover (Windows: appends go to the end anyway)
+        os.lseek(fd, offset, os.SEEK_SET)
+        return os.read(fd, size)
+    chunks = []
+    while size > 0:
+        chunk = os.pread(fd, size, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
 
 
 # The sinks open in this process, for `_silence_in_forked_child`.
@@ -399,7 +583,7 @@ def _silence_in_forked_child() -> None:
     try:
         for sink in list(_open_sinks):
             with contextlib.suppress(OSError, ValueError):
-                os.dup2(null, sink._file.fileno())
+                os.dup2(null, sink._out.fileno())
     finally:
         os.close(null)
 
@@ -418,6 +602,28 @@ def _encoder_after(length: int, encoding: str) -> Any:
 
 def _not_regular(target: Path) -> UsageError:
     return UsageError(f"sink {target} is not a regular file: pass the path of a file")
+
+
+def _not_ours(target: Path, size: int | None, state: Path) -> UsageError:
+    held = "an empty file" if not size else f"a file of {size:,} bytes"
+    return UsageError(
+        f"sink {target} is {held} this job did not make: {state} records no sink at this "
+        "path, and a job records each sink it opens before it makes the file, so this one "
+        "is another job's output file, or yours. Nothing was changed. Move it aside or "
+        "delete it, pass another path, or start the job over with restart=True (which "
+        "moves a file that holds data aside)."
+    )
+
+
+def _replaced(target: Path, length: int, state: Path) -> StateFileError:
+    return StateFileError(
+        f"sink {target} is not the file this job wrote: its last "
+        f"{min(length, SINK_TAIL_BYTES):,} bytes before byte {length:,}, where {state} "
+        "records the end of the job's output, differ from those the job wrote (the file "
+        "was replaced or rewritten: another job's output, a regenerated or restored file). "
+        "Nothing was changed, and nothing cut. Put the job's own file back, or start the "
+        "job over with restart=True (which moves this file aside)."
+    )
 
 
 def _shorter(target: Path, size: int | None, recorded: int, state: Path) -> StateFileError:

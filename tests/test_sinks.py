@@ -322,18 +322,29 @@ def test_a_job_of_an_earlier_version_without_sinks_gets_one(tmp_path: Path) -> N
     assert inspect(state).sinks == {str(out): 8}
 
 
-def test_a_damaged_sinks_field_is_a_state_file_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "record",
+    [
+        -1,
+        {"length": -1},
+        {"length": 5},  # output with no tail to check
+        {"length": 5, "tail": "sha1:0"},
+        {"length": 5, "tail": "crc32:00000000", "footer_at": 6},
+        {"length": 0, "size": 0},
+    ],
+)
+def test_a_damaged_sinks_field_is_a_state_file_error(tmp_path: Path, record: object) -> None:
     state, out = tmp_path / "job.state", tmp_path / "out.txt"
     run(state, out)
     document = orjson.loads(state.read_bytes())
-    document["sinks"] = {"out.txt": -1}
+    document["sinks"] = {"out.txt": record}
     del document["checksum"]
     canonical = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
     state.write_bytes(
         canonical[:-1] + f',"checksum":"crc32:{zlib.crc32(canonical):08x}"}}'.encode()
     )
     os.unlink(str(state) + ".bak")
-    with pytest.raises(StateFileError, match=r"its sink 'out\.txt' has the length -1"):
+    with pytest.raises(StateFileError, match=r"its sink 'out\.txt' has the record "):
         inspect(state)
 
 

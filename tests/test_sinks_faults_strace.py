@@ -36,7 +36,8 @@ def test_a_failed_write_or_fsync_of_a_sink_keeps_the_state_and_the_next_run_cuts
     tmp_path: Path, call: str, errno_name: str
 ) -> None:
     state, out = tmp_path / "job.state", tmp_path / "out.txt"
-    out.touch()  # strace's -P names an existing file
+    with resumable.Resumable(state) as job:
+        job.sink(out)  # strace's -P names an existing file: the job's own, recorded empty
     args = [str(state), str(out), "--items", str(ITEMS)]
     inject = f"{call}:error={errno_name}:when=2+"
     traced = run_script(

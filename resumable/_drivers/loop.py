@@ -210,6 +210,7 @@ class Loop:
         self.display = self._checkpoint.display = display
         self._checkpoint.start_loop(progress.position)
         session.iterated, session.refused = True, False
+        session.sinks.mark()  # the output before the loop (a header) counts at once
 
     def _keep(self, generator: Generator[Any, None, None]) -> None:
         self._generator = weakref.ref(generator)

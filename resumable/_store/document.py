@@ -10,7 +10,7 @@ Version 2 looks like this (one line on disk, shown indented)::
       "created_at": "2026-11-26T09:12:01.512034+00:00",
       "saved_at": "2026-11-26T10:40:17.004211+00:00",
       "writer": "resumable-loop 0.1.0",
-      "sinks": {"results.jsonl": 48213},
+      "sinks": {"results.jsonl": {"length": 48213, "tail": "crc32:0b9d5e41"}},
       "checksum": "crc32:5f1c0a9e"
     }
 
@@ -28,8 +28,13 @@ progress names, ``"failed": {"generation": ...}``; version 1 kept them in the pr
 itself, ``"failed": [{...}, ...]``, and its first save moves them into a journal.
 
 ``sinks`` (optional, since 0.2; absent when the job has no output file of `r.sink`) maps
-each sink's path, relative to the state file's folder, to its length in bytes when the
-progress beside it was saved.
+each sink's path, relative to the state file's folder, to its record (`SinkRecord`): its
+``length`` in bytes when the progress beside it was saved; ``tail``, the CRC-32 of the
+last `SINK_TAIL_BYTES` bytes before that length (absent at length 0), which the next run
+checks before it cuts the file back; and ``footer_at``, present once the run that finished
+the job left its with block without an error: where the output written after the loop (a
+footer) starts. Files of 0.2's first form, a bare length per sink, load as records without
+``tail`` and ``footer_at``.
 Files without it load as jobs without sinks; a reader that predates it ignores it (and its
 next save drops it: the next run of this version then refuses the unrecorded, non-empty
 output file rather than guess).
@@ -55,7 +60,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
 from enum import Enum
-from typing import Any
+from typing import Any, TypedDict
 from uuid import UUID
 
 import orjson
@@ -84,6 +89,21 @@ _REQUIRED = {
 }
 
 
+# How many bytes before a sink's recorded length its ``tail`` checksum covers.
+SINK_TAIL_BYTES = 4096
+
+
+class _SinkLength(TypedDict):
+    length: int
+
+
+class SinkRecord(_SinkLength, total=False):
+    """What the state file records of one sink (``length``, ``tail``, ``footer_at``)."""
+
+    tail: str
+    footer_at: int
+
+
 @dataclass(frozen=True)
 class StateDocument:
     """The parsed content of a state file."""
@@ -94,7 +114,7 @@ class StateDocument:
     created_at: str
     saved_at: str
     format_version: int = FORMAT_VERSION
-    sinks: dict[str, int] = dataclasses.field(default_factory=dict)
+    sinks: dict[str, SinkRecord] = dataclasses.field(default_factory=dict)
     # The id of the progress log records that extend this document (`progress_log`); None
     # in a document of an earlier version, or of a store without a log.
     log: str | None = None
@@ -225,21 +245,53 @@ def check_log_id(value: object, where: str) -> str | None:
     return value
 
 
-def check_sinks(sinks: object, where: str) -> dict[str, int]:
-    """The ``sinks`` field: relative paths to lengths in bytes, or `StateFileError`."""
+def check_sinks(sinks: object, where: str) -> dict[str, SinkRecord]:
+    """The ``sinks`` field: relative paths to records (or, in 0.2's first form, to bare
+    lengths), or `StateFileError`."""
     if not isinstance(sinks, dict):
         raise StateFileError(
             f"{where} holds JSON of the wrong shape: 'sinks' should be dict, found "
             f"{type(sinks).__name__}"
         )
-    for path, length in sinks.items():
-        if type(length) is not int or length < 0 or not path or os.path.isabs(path):
+    records: dict[str, SinkRecord] = {}
+    for path, value in sinks.items():
+        if not path or os.path.isabs(path):
             raise StateFileError(
-                f"{where} is damaged: its sink {path[:80]!r} has the length {shown(length)}; "
-                "a save records a path relative to the state file's folder and a length "
-                "of 0 bytes or more"
+                f"{where} is damaged: its sink {path[:80]!r} is no path relative to the "
+                "state file's folder, which is what a save records"
             )
-    return sinks
+        record = _sink_record(value)
+        if record is None:
+            raise StateFileError(
+                f"{where} is damaged: its sink {path[:80]!r} has the record {shown(value)}; "
+                "a save records a length of 0 bytes or more, the CRC-32 of the bytes "
+                "before it, and where a footer starts (at most the length)"
+            )
+        records[path] = record
+    return records
+
+
+def _sink_record(value: object) -> SinkRecord | None:
+    """`value` as a sink's record; None when no save writes it."""
+    if type(value) is int:  # 0.2's first form: the length alone
+        return {"length": value} if value >= 0 else None
+    if not isinstance(value, dict) or not value.keys() <= {"length", "tail", "footer_at"}:
+        return None
+    length, tail, footer_at = value.get("length"), value.get("tail"), value.get("footer_at")
+    if type(length) is not int or length < 0:
+        return None
+    record: SinkRecord = {"length": length}
+    if tail is not None:
+        if not isinstance(tail, str) or re.fullmatch(r"crc32:[0-9a-f]{8}", tail) is None:
+            return None
+        record["tail"] = tail
+    elif length:
+        return None  # every save records the tail of a sink that holds output
+    if footer_at is not None:
+        if type(footer_at) is not int or not 0 <= footer_at <= length:
+            return None
+        record["footer_at"] = footer_at
+    return record
 
 
 def _check_values(parsed: dict[str, Any], where: str) -> None:

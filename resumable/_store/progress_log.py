@@ -57,7 +57,13 @@ import orjson
 from resumable._errors import StateFileError, StateWriteError, describe_os_error
 from resumable._keys import KEY_TYPES, Key, key_from_tagged, tagged_key
 from resumable._store import durable
-from resumable._store.document import NotDamagedError, StateDocument, check_sinks, iso
+from resumable._store.document import (
+    NotDamagedError,
+    SinkRecord,
+    StateDocument,
+    check_sinks,
+    iso,
+)
 from resumable._store.journal_api import NOTHING_LOGGED, LoggedEntries
 
 MAGIC = 0x53  # "S"
@@ -311,7 +317,7 @@ class ProgressLog:
         progress: bytes,
         snapshot: dict[str, Any],
         saved_at: datetime,
-        sinks: dict[str, int],
+        sinks: dict[str, SinkRecord],
         riding: dict[str, list[Any]] | None = None,
     ) -> bool:
         """Append a record of the progress `snapshot` (`progress`: it as JSON) and flush
