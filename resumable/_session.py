@@ -54,7 +54,7 @@ class Session:
         self.runs = 1
         self.created_at = ""
         # The output files of r.sink: local files, for a job named by a URL too.
-        self.sinks = Sinks(local_anchor(path), restart=restart, job_finished=self._finished)
+        self.sinks = Sinks(local_anchor(path), restart=restart, rerun=self._rerun_of_finished_job)
         self.saved_fingerprint: bytes | None = None  # of what the state file holds
         self.start_position = 0  # the progress's position when this run's loop started
         self.iterated = False  # whether iterate() made this run's loop
@@ -139,8 +139,11 @@ class Session:
             f"{self.runs:,}",
         )
 
-    def _finished(self) -> bool:
-        return self.progress.finished
+    def _rerun_of_finished_job(self) -> bool:
+        """Whether the job was finished when this run opened it, and this run did no item
+        since (a keyed input that grew hands out new items)."""
+        progress = self.progress
+        return progress.finished and progress.position == self.start_position
 
     def item_in_flight(self) -> bool:
         """Whether output written now may not count yet: a save records the sinks'

@@ -230,9 +230,9 @@ class _Unchanged:
     and appended nowhere. It counts 0 bytes written. Once the job takes a new item (a keyed
     input that grew, ``on_change="continue"``), the sink appends again."""
 
-    def __init__(self, sink: Sink, job_finished: Callable[[], bool]) -> None:
+    def __init__(self, sink: Sink, rerun: Callable[[], bool]) -> None:
         self._sink = sink
-        self._job_finished = job_finished
+        self._rerun = rerun
         self._at = sink.footer_at or 0
         self._differs: UsageError | None = None
 
@@ -242,7 +242,7 @@ class _Unchanged:
 
     def write(self, data: Any, /) -> int:
         sink = self._sink
-        if not self._job_finished():
+        if not self._rerun():
             sink._append_again()
             return sink._out.write(data)
         if self._differs is not None:
@@ -296,12 +296,10 @@ class CsvSink:
 class Sinks:
     """A job's sinks: the records its state file holds, and the sinks this run opened."""
 
-    def __init__(
-        self, state_path: Path, *, restart: bool, job_finished: Callable[[], bool]
-    ) -> None:
+    def __init__(self, state_path: Path, *, restart: bool, rerun: Callable[[], bool]) -> None:
         self._state_path = state_path
         self._restart = restart
-        self._job_finished = job_finished
+        self._rerun = rerun  # whether this is (still) a rerun of a finished job
         # As the state file has it: the path relative to the state file's folder -> record.
         self.recorded: dict[str, SinkRecord] = {}
         self.by_path: dict[str, Sink] = {}  # opened by this run
@@ -371,7 +369,7 @@ class Sinks:
             file = _open_recorded(target, recorded, state)
         sink = Sink(target, file, recorded, text_or_bytes, encoding)
         if sink.footer_at is not None:  # the job finished: a rerun compares, appends nothing
-            sink._file = _Unchanged(sink, self._job_finished)
+            sink._file = _Unchanged(sink, self._rerun)
         self.by_path[key] = sink
         self._opened_here.add(key)
         return sink

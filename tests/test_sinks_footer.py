@@ -176,6 +176,28 @@ def test_a_finished_keyed_job_whose_input_grew_appends_after_its_footer(
     assert out.read_text() == "a\nb\nend\nc\nend\n"
 
 
+def test_a_finished_keyed_job_whose_input_grew_writes_its_new_footer_without_new_lines(
+    tmp_path: Path,
+) -> None:
+    """New items that write nothing still make the footer new output (a count, here)."""
+    state, out = tmp_path / "job.state", tmp_path / "out.txt"
+
+    def counted(keys: str) -> None:
+        with Resumable(state) as r:
+            sink = r.sink(out)
+            for _ in r.iterate(keys, key=str):
+                pass
+            sink.write(f"{r.position} done\n")
+
+    counted("ab")
+    with finished_job_rerun():
+        counted("ab")
+    counted("abc")
+    with finished_job_rerun():
+        counted("abc")
+    assert out.read_text() == "2 done\n3 done\n"
+
+
 NOTES = "notes: " + "n" * 9000 + "\n"
 FOOTER_JOB = f"""
 import os, signal, sys
