@@ -471,6 +471,59 @@ def test_the_saved_state_stays_the_size_of_the_window_with_one_item_stuck(
     asyncio.run(main())
 
 
+def test_a_resumed_window_with_gaps_calls_nothing_past_the_watermark_plus_window(
+    state_path: Path,
+) -> None:
+    """Items 1 to 6 done above a watermark of 0: a rerun's input jumps from index 0 to 7,
+    and with item 0 stuck nothing from 8 on may be called (the window is 8 past 0)."""
+    called: list[int] = []
+    called_while_stuck: list[int] = []
+
+    async def first_run() -> None:
+        async def work(item: int) -> int:
+            if item == 0:
+                await asyncio.Event().wait()  # never ends: cancelled by the break
+            return item
+
+        async with Resumable(state_path) as r:
+            got = 0
+            async for _ in r.amap(work, range(100), concurrency=4, window=8, ordered=False):
+                got += 1
+                if got == 7:
+                    break  # item 0's call is cancelled, and the 7th result is not done
+
+    asyncio.run(first_run())
+    assert progress_of(state_path)["done_above"] == [1, 2, 3, 4, 5, 6]
+
+    async def second_run() -> None:
+        release = asyncio.Event()
+
+        async def work(item: int) -> int:
+            called.append(item)
+            if item == 0:
+                await release.wait()
+            return item
+
+        async def watch() -> None:
+            try:
+                for _ in range(50):  # turns of the event loop, not time: the loop's chances
+                    await asyncio.sleep(0)
+                called_while_stuck.extend(called)
+            finally:
+                release.set()
+
+        watcher = asyncio.create_task(watch())
+        async with Resumable(state_path) as r:
+            async for _ in r.amap(work, range(100), concurrency=4, window=8, ordered=False):
+                pass
+            assert r.position == 100
+        await watcher
+
+    asyncio.run(second_run())
+    assert sorted(called_while_stuck) == [0, 7]
+    assert sorted(called) == [0, *range(7, 100)]
+
+
 def test_frozen_time_drives_the_time_policy_under_asyncio(state_path: Path) -> None:
     """freezegun's clock is the one TimePolicy is counted by, in amap as in iterate."""
     with freeze_time("2026-01-01", tick=False) as frozen:

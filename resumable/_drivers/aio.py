@@ -31,6 +31,7 @@ from collections.abc import (
     Iterable,
     Iterator,
 )
+from itertools import count, islice
 from typing import Any, TypeVar, cast
 
 from resumable._checkpoint import Checkpoint
@@ -166,15 +167,18 @@ class AsyncPoolLoop(PoolLoop):
         opener, signals.task = signals.task, asyncio.current_task()
         loop = asyncio.get_running_loop()
         fn, window, ordered, marked = self._fn, self._window, self._ordered, self._marked
-        todo: deque[tuple[int, Key | int, Any]] = deque()  # queued: not started
+        todo: deque[tuple[int, tuple[Key | int, Any]]] = deque()  # queued: not started
         idle: deque[asyncio.Future[None]] = deque()  # a worker waiting for a call, each
         ended: deque[Ended] = deque()  # calls that ended, as they ended
         ready: dict[int, Ended] = {}  # ordered: those that ended, by submission number
-        waiter: list[asyncio.Future[None]] = []  # the loop's, while it waits for a call
+        # The loop's, while it waits for a call: taken out as it is woken.
+        waiter: list[asyncio.Future[None]] = []
         cancelling = False  # the loop cancels its workers: their cancellation is not a call's
+        waking = False  # a worker was woken and has not run yet
         queued = handed = 0  # submission numbers: the next to queue, the next to hand out
         outstanding = 0  # queued, running, or ended and not yet handed out
-        held: tuple[Key | int, Any] | None = None  # taken from the work, not yet queued
+        held: tuple[Key | int, Any] | None = None  # taken from an async input, not queued
+        held_back: deque[tuple[Key | int, Any]] = deque()  # taken, past the window's limit
         # An async input is read ahead by a feeder task, at most `window` items, into
         # `read`: the loop hands out results and sees signals while the input waits.
         read: deque[tuple[Key | int, Any]] = deque()
@@ -183,13 +187,17 @@ class AsyncPoolLoop(PoolLoop):
         input_ended = False
 
         async def call_each() -> None:
+            nonlocal waking
             while True:
                 if not todo:
                     wake = loop.create_future()
                     idle.append(wake)
                     await wake
+                    waking = False  # this worker was the one woken
                     continue
-                number, where, item = todo.popleft()
+                number, (where, item) = todo.popleft()
+                if todo and not waking:
+                    wake_a_worker()  # for the calls after this one, should this one wait
                 awaitable: Any = _UNCALLED
                 try:
                     awaitable = fn(item)
@@ -205,8 +213,8 @@ class AsyncPoolLoop(PoolLoop):
                         error = _not_async(fn, awaitable, error)
                     entry = (number, where, False, error)
                 ended.append(entry)
-                if waiter and not waiter[0].done():
-                    waiter[0].set_result(None)
+                if waiter:  # taken, so the calls that end after it cost one test
+                    wake_the_loop()
 
         # Cast once: a subscripted type is built anew each time the expression runs.
         from_async = isinstance(work, AsyncIterator)  # an async input (by key)
@@ -216,14 +224,15 @@ class AsyncPoolLoop(PoolLoop):
         async def top_up() -> None:
             """Queue the work the window allows, and wake a worker per call queued."""
             nonlocal queued, outstanding, held, feeder, input_ended
+            if not from_async:
+                queue_from_input()
+                return
             # By position, nothing at or past the watermark + window: a slow item holds
             # the watermark back, and so new calls (by key, only `outstanding` counts).
             limit = marked.watermark + window if marked is not None else None
             while not input_ended and outstanding < window:
                 if held is None:
-                    if not from_async:
-                        held = next(work_sync, None)
-                    elif read:
+                    if read:
                         held = read.popleft()
                         # Woken at half: one wake-up per half a window read, not per item.
                         wakes = feeder_waits and len(read) <= window // 2
@@ -241,25 +250,70 @@ class AsyncPoolLoop(PoolLoop):
                     if held is None:
                         input_ended = True
                         break
-                if limit is not None and int(held[0]) >= limit:
+                if limit is not None and held[0] >= limit:  # type: ignore[operator]
                     break
                 if session.stop_soon:  # came while an async input made us wait: no call
                     break
-                todo.append((queued, *held))
+                todo.append((queued, held))
                 queued += 1
                 outstanding += 1
                 held = None
-                # A worker per call queued, woken now: an async input may make the next
-                # item wait, and the calls queued so far should run meanwhile.
-                while idle:
-                    wake = idle.popleft()
-                    if not wake.done():
-                        wake.set_result(None)
-                        break
+                # A worker woken now (an async input may make the next item wait, and the
+                # calls queued so far should run meanwhile), unless one is on its way.
+                if not waking:
+                    wake_a_worker()
+
+        def queue_from_input() -> None:
+            """`top_up` for an input that is no async one: the items taken in C, as many
+            as the window has room for, and those past the watermark's limit put back."""
+            nonlocal queued, outstanding, input_ended
+            room = window - outstanding
+            before = len(todo)
+            limit = marked.watermark + window if marked is not None else None
+            while held_back and room > 0:  # taken before, past the limit then
+                if limit is not None and held_back[0][0] >= limit:  # type: ignore[operator]
+                    break
+                todo.append((queued + len(todo) - before, held_back.popleft()))
+                room -= 1
+            if room > 0 and not held_back and not input_ended:
+                taking = len(todo)
+                todo.extend(zip(count(queued + taking - before), islice(work_sync, room)))
+                if len(todo) - taking < room:
+                    input_ended = True  # islice took fewer: the input ran out
+                if limit is not None:
+                    # Indexes rise along the input (retried items come first, below the
+                    # limit): those past it are the last ones taken.
+                    while len(todo) > taking and todo[-1][1][0] >= limit:  # type: ignore[operator]
+                        held_back.appendleft(todo.pop()[1])
+            added = len(todo) - before
+            queued += added
+            outstanding += added
+            if session.stop_soon:  # a signal while the input was read: no new call
+                drop_queued()
+            elif added and not waking:
+                wake_a_worker()
+
+        def wake_a_worker() -> None:
+            """Wake an idle worker, if there is one.
+
+            One at a time: the worker woken wakes the next as it takes a call while more
+            are queued. So calls that wait start a worker each, one turn of the event loop
+            apart, while calls that end at once all run in the first worker woken (the
+            others would wake to an empty queue: most of the cost of a result).
+            """
+            nonlocal waking
+            while idle:
+                wake = idle.popleft()
+                if not wake.done():
+                    wake.set_result(None)
+                    waking = True
+                    return
 
         def wake_the_loop(_: object = None) -> None:
-            if waiter and not waiter[0].done():
-                waiter[0].set_result(None)
+            if waiter:
+                waiting = waiter.pop()  # woken once (or cancelled: the loop's task was)
+                if not waiting.done():
+                    waiting.set_result(None)
 
         async def feed() -> None:
             async for found in work_async:
@@ -323,10 +377,13 @@ class AsyncPoolLoop(PoolLoop):
                 # The next call whose result goes to the body, if it has ended: the first
                 # queued (ordered), else the first that ended.
                 if ordered:
-                    while ended:
-                        entry = ended.popleft()
-                        ready[entry[0]] = entry
-                    found = ready.pop(handed, None)
+                    if not ready and (not ended or ended[0][0] == handed):
+                        found = ended.popleft() if ended else None  # in order, as most end
+                    else:
+                        while ended:
+                            entry = ended.popleft()
+                            ready[entry[0]] = entry
+                        found = ready.pop(handed, None)
                 else:
                     found = ended.popleft() if ended else None
                 if found is None:
@@ -354,13 +411,11 @@ class AsyncPoolLoop(PoolLoop):
                     yield value
                     self.in_flight = None
                     if (
-                        marked is not None
-                        and not self.item_failed
-                        and where not in failures.items
-                        and where >= marked.watermark  # type: ignore[operator]
-                    ):
-                        marked.mark_done(where)  # type: ignore[arg-type]
-                    else:  # by key, a recorded failure, a retry: see _count
+                        marked is None
+                        or self.item_failed
+                        or where in failures.items
+                        or not marked.mark_done(where)  # type: ignore[arg-type]
+                    ):  # by key, a recorded failure, a retry: see _count
                         self._count(where, progress)
                 countdown -= 1
                 stopping = session.stop_soon or signals.pending is not None

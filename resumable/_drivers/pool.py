@@ -304,10 +304,8 @@ class PoolLoop(Loop):
         if keyed is not None:
             keyed.done.add(where)
             keyed.unsaved.append(where)
-        elif marked is not None and int(where) >= marked.watermark:
-            marked.mark_done(int(where))
-        else:  # a failed item of an earlier run, retried below the watermark
-            self._checkpoint.uncounted += 1
+        elif marked is None or not marked.mark_done(int(where)):
+            self._checkpoint.uncounted += 1  # a failed item of an earlier run, retried
         failures = progress.failures
         if failures and where in failures.items:
             failures.succeeded(where)  # it failed before; now it ran
@@ -316,9 +314,7 @@ class PoolLoop(Loop):
         """A failure was recorded for `where`: passed this run, as `iterate` passes a
         failed item, and retried on a later one."""
         marked = self._marked
-        if marked is not None and int(where) >= marked.watermark:
-            marked.mark_done(int(where))  # counted by the watermark, as by a position
-        else:
+        if marked is None or not marked.mark_done(int(where)):  # else counted by it
             self._checkpoint.uncounted += 1  # the policy counts it: see Checkpoint
 
     def _call_failed(

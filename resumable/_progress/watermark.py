@@ -60,17 +60,23 @@ class WatermarkProgress(FailureJournalOnly):
         """Whether the item at `index` is done (or failed and recorded this run)."""
         return index < self._below.position or index in self.done_above
 
-    def mark_done(self, index: int) -> None:
-        """The item at `index` is done (or passed: failed and recorded)."""
+    def mark_done(self, index: int) -> bool:
+        """The item at `index` is done (or passed: failed and recorded); False, and
+        nothing marked, for one before the watermark (a failed item of an earlier run,
+        retried: the watermark counts it already)."""
         below = self._below
-        if index != below.position:
+        position = below.position
+        if index != position:
+            if index < position:
+                return False
             self.done_above.add(index)
-            return
+            return True
         watermark, above = index + 1, self.done_above
         while watermark in above:
             above.remove(watermark)
             watermark += 1
         below.position = watermark
+        return True
 
     def copy(self) -> WatermarkProgress:
         """A copy of the progress as loaded, for one loop to work on."""
