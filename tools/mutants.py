@@ -85,7 +85,13 @@ TESTS: dict[str, list[str]] = {
         "test_lock_processes",
         "test_cli",
     ],
-    "_signals": ["test_uncovered_branches", "test_signal_promises", "test_fork", "test_signals"],
+    "_signals": [
+        "test_loop",
+        "test_uncovered_branches",
+        "test_signal_promises",
+        "test_fork",
+        "test_signals",
+    ],
     "_store.journal_codec": ["test_journal", "test_journal_fuzz", "test_hostile_files"],
     "_keys": ["test_journal", "test_keyed", "test_key_display"],
     "_store.journal_files": [
@@ -123,10 +129,12 @@ TESTS: dict[str, list[str]] = {
     ],
     "_resumable": _CONTROLLER,
     "_session": _CONTROLLER,
-    "_checkpoint": _CONTROLLER,
+    "_checkpoint": ["test_save_schedule", *_CONTROLLER, "test_sinks"],
     "_drivers.chunked": _CONTROLLER,
     "_drivers.keyed": _CONTROLLER,
     "_drivers.loop": _CONTROLLER,
+    "_drivers.pool": ["test_amap", "test_map", "test_map_process_pool", "test_map_kill9"],
+    "_progress.watermark": ["test_amap", "test_asyncio_review", "test_map", "test_map_kill9"],
     "policies": ["test_policies", "test_save_schedule"],
 }
 
