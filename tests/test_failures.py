@@ -367,6 +367,22 @@ def test_an_item_failing_again_past_the_position_counts_its_attempts_on(
     assert failed(state_path) == {2: 2}
 
 
+def test_a_run_that_breaks_at_an_item_that_failed_before_keeps_its_record(
+    state_path: Path,
+) -> None:
+    """The item was reached but not run: its failure record stays, attempts and all."""
+    with pytest.raises(KeyboardInterrupt), Resumable(state_path, quiet=True) as r:
+        for item in r.iterate(ITEMS, on_error="record"):
+            with r.attempt():
+                if item == "page-2":
+                    raise UnavailableError("503")
+            if item == "page-2":
+                raise KeyboardInterrupt
+    assert (inspect(state_path).position, failed(state_path)) == (2, {2: 1})
+    assert run(state_path, ITEMS, set(), stop_at="page-2") == []
+    assert (inspect(state_path).position, failed(state_path)) == (2, {2: 1})
+
+
 def test_a_changed_input_started_over_drops_the_failure_records(state_path: Path) -> None:
     """Their positions were in the other input."""
     run(state_path, ITEMS, {"page-2"})

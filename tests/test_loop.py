@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal, overload
 
 import pytest
+from freezegun import freeze_time
 
 from resumable import (
     InputChangedError,
@@ -265,10 +266,36 @@ def test_a_huge_state_round_trips_and_is_flagged_once(
     warnings = [record.getMessage() for record in caplog.records if "MB" in record.getMessage()]
     assert len(warnings) == 1, warnings
     assert "every save writes all of it" in warnings[0]
+    assert "of it r.state" in warnings[0]  # r.state is the bulk: the advice says what to do
+    assert "Keep bulky data in files of your own" in warnings[0]
     assert state_path.stat().st_size > 2_000_000
     snapshot = inspect(state_path)
     assert (snapshot.position, snapshot.finished) == (3, True)
     assert snapshot.state == {"rows": rows, "last": 2}
+
+
+def test_a_state_file_of_exactly_1_mb_is_not_flagged_and_one_byte_more_is(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ "Past 1 MB" (docs/guarantees.md): 1,000,000 bytes is not past it."""
+
+    def save_with_padding(path: Path, padding: int) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="resumable"), Resumable(path) as r:
+            r.state["padding"] = "x" * padding
+            r.save()
+        return [record.getMessage() for record in caplog.records]
+
+    with freeze_time("2026-01-01", tick=False):  # the same times, so the same lengths
+        assert save_with_padding(tmp_path / "probe.state", 900_000) == []
+        rest = (tmp_path / "probe.state").stat().st_size - 900_000
+        for size, flagged in [(1_000_000, False), (1_000_001, True)]:
+            path = tmp_path / f"{size}.state"
+            warnings = save_with_padding(path, size - rest)
+            assert path.stat().st_size == size
+            assert [("the state file is 1.0 MB" in line) for line in warnings] == (
+                [True] if flagged else []
+            )
 
 
 def test_leaving_without_changes_does_not_write(state_path: Path) -> None:

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -121,6 +122,36 @@ def test_a_slow_first_item_holds_the_window_and_a_rerun_calls_none_of_the_done_o
         rest = list(r.map(work, range(1000), workers=4))
     assert rest == list(range(16, 1000))
     assert not first_run & set(calls.items)
+
+
+@pytest.mark.parametrize("pool", ["workers=2", "executor of 2 threads"])
+def test_the_default_window_is_four_calls_per_worker(state_path: Path, pool: str) -> None:
+    """Item 0 is stuck: with 2 workers the default window lets 7 more run above it (8 in
+    all, docs/concurrent.md), and none past them until item 0 ends."""
+    release = threading.Event()
+    calls = Calls()
+    released: list[bool] = []
+
+    def work(item: int) -> int:
+        calls.note(item)
+        if item == 0:
+            # The body sets it at its 7th result; the bound is for a failing run only.
+            released.append(release.wait(timeout=10))
+        return item
+
+    executor = ThreadPoolExecutor(2) if pool != "workers=2" else None
+    workers = 2 if executor is None else None
+    at_seven: list[int] = []
+    with Resumable(state_path) as r:
+        results = r.map(work, range(100), workers=workers, executor=executor, ordered=False)
+        for count, _ in enumerate(results, 1):
+            if count == 7:
+                at_seven = sorted(calls.items)
+                release.set()
+    if executor is not None:
+        executor.shutdown()
+    assert (released, at_seven) == ([True], list(range(8)))
+    assert r.position == 100
 
 
 def test_the_saved_state_stays_the_size_of_the_window_with_one_item_stuck(
@@ -277,6 +308,47 @@ def test_map_with_key_skips_done_keys_wherever_they_are(state_path: Path) -> Non
         assert list(r.map(noted, [9, 2, 5, 1, 3], key=str)) == [2, 3]
     assert sorted(calls.items) == [2, 3]
     assert inspect(state_path).progress_kind == "keys"
+
+
+def test_a_keyed_map_job_rerun_without_its_key_is_refused_saying_to_pass_it(
+    state_path: Path,
+) -> None:
+    with Resumable(state_path) as r:
+        assert list(r.map(square, [5, 1], key=str)) == [25, 1]
+    before = state_path.read_bytes()
+    with pytest.raises(UsageError, match="by key: pass the same key="), Resumable(state_path) as r:
+        r.map(square, [5, 1, 9])
+    assert state_path.read_bytes() == before
+
+
+def test_a_map_whose_key_function_returns_no_str_or_int_is_refused_naming_the_key(
+    state_path: Path,
+) -> None:
+    with Resumable(state_path) as r:
+        with pytest.raises(TypeError, match=r"key=\.\.\.\) takes a function"):
+            r.map(square, [1], key="id")  # type: ignore[arg-type]
+        with pytest.raises(UsageError, match=r"returned a float: 1\.5"):
+            list(r.map(abs, [1.5], key=cast(Any, float)))  # float keys are refused
+    assert inspect(state_path).position == 0
+
+
+def test_a_keyed_map_retries_a_failed_item_until_its_attempts_are_used_up(
+    state_path: Path,
+) -> None:
+    calls = Calls()
+
+    def work(item: int) -> int:
+        calls.note(item)
+        if item == 2:
+            raise ValueError("item 2 is bad")
+        return item
+
+    for run in range(3):
+        calls.items.clear()
+        with Resumable(state_path) as r:
+            got = sorted(r.map(work, [1, 2, 3], key=str, on_error="record", max_attempts=2))
+        assert (got, sorted(calls.items)) == [([1, 3], [1, 2, 3]), ([], [2]), ([], [])][run]
+    assert [(item.key, item.attempts) for item in r.failed] == [("2", 2)]
 
 
 def test_a_process_pool_runs_the_calls(state_path: Path) -> None:

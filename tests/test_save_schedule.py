@@ -178,6 +178,15 @@ def test_min_interval_defers_a_policy_save_to_the_next_check(state_path: Path) -
     assert positions == [1, 6, 11]
 
 
+def test_after_a_save_held_by_min_interval_the_policy_is_asked_again_after_one_item(
+    state_path: Path,
+) -> None:
+    """Items of 1 s, min_interval=1.5: each held save comes at the first item after the
+    1.5 s (the second), not at a later one."""
+    positions = save_positions(state_path, NPolicy(1), 12, 1.0, min_interval=1.5)
+    assert positions == [1, 3, 5, 7, 9, 11]
+
+
 def test_min_interval_does_not_hold_the_first_policy_save_from_the_opening(
     state_path: Path,
 ) -> None:

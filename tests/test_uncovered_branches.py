@@ -8,6 +8,7 @@ symlink loop or by text that is no pid, a state file of format version 0.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import signal
@@ -19,7 +20,7 @@ import threading
 import warnings
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -428,3 +429,129 @@ def test_a_keyed_job_resumed_as_saved_logs_no_warning(
             pass
     assert [record.getMessage() for record in caplog.records] == []
     assert inspect(state).finished
+
+
+# The arcs of the with block's entry and exit (`_resumable.py`) that coverage found no
+# test for; docs/reliability.md lists them.
+
+
+def test_a_second_exit_of_a_run_changes_nothing_not_even_a_later_run_of_the_job(
+    tmp_path: Path,
+) -> None:
+    """Calling ``__exit__`` again (an exit stack unwound twice) saves nothing, not even a
+    change made to ``r.state`` since, and frees nothing: the state file stays byte for
+    byte, and the lock of the run opened since is still held."""
+    state = tmp_path / "job.state"
+    first = Resumable(state)
+    first.__enter__()
+    assert list(first.iterate(range(3))) == [0, 1, 2]
+    first.__exit__(None, None, None)
+    saved = state.read_bytes()
+    first.state["late"] = True  # a change after the exit, which no exit saves
+    with Resumable(state, policy=NPolicy(1)) as later:
+        first.__exit__(None, None, None)
+        assert state.read_bytes() == saved
+        with pytest.raises(StateLockedError, match="already open in this process"):
+            Resumable(state).__enter__()
+        later.state["seen"] = True
+    assert inspect(state).state == {"seen": True}
+
+
+def test_a_second_async_exit_of_a_run_changes_nothing(tmp_path: Path) -> None:
+    state = tmp_path / "job.state"
+
+    async def main() -> None:
+        first = Resumable(state)
+        await first.__aenter__()
+        assert [item async for item in first.aiterate(range(3))] == [0, 1, 2]
+        await first.__aexit__(None, None, None)
+        saved = state.read_bytes()
+        first.state["late"] = True  # a change after the exit, which no exit saves
+        async with Resumable(state) as later:
+            await first.__aexit__(None, None, None)
+            assert state.read_bytes() == saved
+            with pytest.raises(StateLockedError, match="already open in this process"):
+                Resumable(state).__enter__()
+            later.state["seen"] = True
+
+    asyncio.run(main())
+    assert inspect(state).state == {"seen": True}
+
+
+def test_an_async_with_block_entered_twice_is_refused(tmp_path: Path) -> None:
+    async def main() -> None:
+        r = Resumable(tmp_path / "job.state")
+        async with r:
+            pass
+        with pytest.raises(UsageError, match="runs once"):
+            async with r:
+                pass
+
+    asyncio.run(main())
+
+
+def test_asave_in_a_plain_with_block_says_to_use_save(tmp_path: Path) -> None:
+    async def main() -> None:
+        with (
+            Resumable(tmp_path / "job.state") as r,
+            pytest.raises(UsageError, match=r"async with Resumable\(path\) as r:`; use save"),
+        ):
+            await r.asave()
+
+    asyncio.run(main())
+
+
+def test_an_async_with_block_refused_at_its_entry_leaves_the_handlers_and_the_lock_free(
+    tmp_path: Path,
+) -> None:
+    """A damaged state file refused by ``__aenter__``: the handlers of before are back,
+    and the lock is free for the next run once the file is dealt with."""
+    state = tmp_path / "job.state"
+    state.write_bytes(b"not a state file")
+
+    async def main() -> None:
+        before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+        with pytest.raises(StateFileError):
+            async with Resumable(state):
+                pass
+        after = {signum: signal.getsignal(signum) for signum in before}
+        assert after == before
+
+    asyncio.run(main())
+    assert state.read_bytes() == b"not a state file"
+    state.unlink()
+    with Resumable(state) as r:
+        assert list(r.iterate(range(2))) == [0, 1]
+
+
+def test_an_async_with_block_away_from_the_main_thread_warns_and_still_works(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "job.state"
+    outcome: dict[str, object] = {}
+
+    async def main() -> None:
+        async with Resumable(state) as r:
+            outcome["items"] = [item async for item in r.aiterate(range(3))]
+            outcome["handler"] = signal.getsignal(signal.SIGINT)
+
+    def job() -> None:
+        with pytest.warns(ResumableWarning, match="not on the main thread"):
+            asyncio.run(main())
+
+    before = signal.getsignal(signal.SIGINT)
+    thread = threading.Thread(target=job)
+    thread.start()
+    thread.join()
+    assert outcome == {"items": [0, 1, 2], "handler": before}
+    assert inspect(state).finished
+
+
+def test_a_keyed_batch_loop_whose_key_function_returns_no_str_or_int_is_refused(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "job.state"
+    with Resumable(state) as r, pytest.raises(UsageError, match=r"returned a float: 1\.5"):
+        for _ in r.iterate([1.5, 2.5], key=cast(Any, float), batch=2):
+            pass
+    assert inspect(state).position == 0
