@@ -117,6 +117,18 @@ def test_a_record_is_framed_as_documented(journal: Path) -> None:
     assert len(frame(b"")) == HEADER_SIZE
 
 
+def test_keys_within_64_bits_stay_plain_in_a_record_that_tags_others(journal: Path) -> None:
+    """A record with a key beyond 64 bits is written key by key: the edges of the 64-bit
+    range beside it stay plain JSON integers, only the keys beyond them are tagged."""
+    keys: list[Key] = [2**64, 2**64 - 1, -(2**63), -(2**63) - 1, -(2**10)]
+    write_batches(journal, [keys])
+    assert journal.read_bytes()[HEADER_SIZE:] == (
+        b'[{"int":"10000000000000000"},18446744073709551615,-9223372036854775808,'
+        b'{"int":"-8000000000000001"},-1024]'
+    )
+    assert read_journal(journal, journal.stat().st_size).keys == set(keys)
+
+
 @pytest.mark.parametrize(
     ("key", "stored"),
     [

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
-from resumable import Resumable
+from resumable import Resumable, UsageError
 
 from jobs.harness import resumable_command
 
@@ -95,3 +97,38 @@ def test_a_str_key_that_is_no_utf8_is_tagged_in_json_and_escaped_in_text(
     [report] = json.loads(out)
     [tagged] = [item["key"] for item in report["failed"]]
     assert bytes.fromhex(tagged["str"]).decode("utf-8", "surrogatepass") == name
+
+
+class Name(str):
+    """A str subclass, as some libraries return for names."""
+
+
+class Count(int):
+    """An int subclass, as numpy-like libraries return for counts."""
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        (b"x" * 57, "returned a bytes: b'" + "x" * 57 + "'. Return"),  # 60 characters: whole
+        (b"x" * 58, "returned a bytes: b'" + "x" * 55 + ".... Return"),  # 61: cut to 57 and ...
+        (1.5, "returned a float: 1.5. Return"),
+        (
+            Name("a"),
+            "returned a Name: 'a'. Return a str or an int from the key function, "
+            "e.g. str(key) or int(key): Name is a subclass of str,",
+        ),
+        (
+            Count(7),
+            "returned a Count: 7. Return a str or an int from the key function, "
+            "e.g. str(key) or int(key): Count is a subclass of int,",
+        ),
+    ],
+    ids=["60-characters", "61-characters", "float", "str-subclass", "int-subclass"],
+)
+def test_a_bad_key_is_shown_whole_up_to_60_characters_and_a_subclass_is_named(
+    state_path: Path, key: object, message: str
+) -> None:
+    with Resumable(state_path) as r, pytest.raises(UsageError, match=re.escape(message)):
+        for _ in r.iterate([key], key=cast(Any, lambda item: item)):
+            pass

@@ -187,6 +187,36 @@ def test_malformed_position_progress_with_a_good_checksum_is_refused(
     refused(state_path, document, problem)
 
 
+# r.map's progress: the position job's, with the indexes done above its watermark.
+WATERMARK_CASES: dict[str, list[Any] | int] = {
+    "an index at the watermark": [4],
+    "an index below it": [2, 6],
+    "an index as a string": ["6"],
+    "not a list": 6,
+}
+
+
+@pytest.mark.parametrize("case", WATERMARK_CASES)
+def test_malformed_watermark_progress_with_a_good_checksum_is_refused(
+    state_path: Path, case: str
+) -> None:
+    document = saved_job(state_path, keyed=False)  # position 4
+    above = WATERMARK_CASES[case]
+    document["progress"] = {**document["progress"], "kind": "watermark", "done_above": above}
+    refused(
+        state_path,
+        document,
+        f"done_above must be a list of the indexes done above the "
+        f"watermark (whole numbers > 4), got {above!r}",
+    )
+
+
+def test_watermark_progress_listing_an_index_twice_is_refused(state_path: Path) -> None:
+    document = saved_job(state_path, keyed=False)
+    document["progress"] = {**document["progress"], "kind": "watermark", "done_above": [6, 6]}
+    refused(state_path, document, "done_above lists an index twice")
+
+
 @pytest.mark.parametrize("case", KEYED_CASES)
 def test_malformed_keyed_progress_with_a_good_checksum_is_refused(
     state_path: Path, case: str
@@ -231,3 +261,10 @@ def test_the_unchanged_documents_resume(state_path: Path, tmp_path: Path) -> Non
         with Resumable(path) as r:
             assert r.position == (3 if keyed else 4)  # a failed key is not done
             assert len(r.failed) == 1
+    path = tmp_path / "watermark" / "job.state"
+    path.parent.mkdir()
+    document = saved_job(path, keyed=False)
+    document["progress"] = {**document["progress"], "kind": "watermark", "done_above": [6]}
+    path.write_bytes(with_checksum(document))
+    with Resumable(path) as r:
+        assert r.position == 5  # the 4 below the watermark, and item 6
