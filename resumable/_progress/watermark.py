@@ -56,10 +56,6 @@ class WatermarkProgress(FailureJournalOnly):
     finished: bool = _of_below("finished", "Whether the input ran out.")
     failures: Failures = _of_below("failures", "The failed items, by position.")
 
-    def is_done(self, index: int) -> bool:
-        """Whether the item at `index` is done (or failed and recorded this run)."""
-        return index < self._below.position or index in self.done_above
-
     def mark_done(self, index: int) -> bool:
         """The item at `index` is done (or passed: failed and recorded); False, and
         nothing marked, for one before the watermark (a failed item of an earlier run,
