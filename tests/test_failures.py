@@ -383,6 +383,22 @@ def test_a_run_that_breaks_at_an_item_that_failed_before_keeps_its_record(
     assert (inspect(state_path).position, failed(state_path)) == (2, {2: 1})
 
 
+def test_the_start_of_a_run_says_how_many_failed_items_it_retries_and_skips(
+    state_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """page-1 fails twice (given up, max_attempts=2), page-3 once then succeeds: the
+    third run retries nothing, and says only that it skips page-1."""
+    run(state_path, ITEMS, {"page-1", "page-3"}, max_attempts=2)
+    with caplog.at_level(logging.INFO, logger="resumable"):
+        run(state_path, ITEMS, {"page-1"}, max_attempts=2)
+    assert "retrying 2 failed items" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="resumable"):
+        assert run(state_path, ITEMS, set(), max_attempts=2) == []
+    assert "skipping 1 item that failed 2 times or more" in caplog.text
+    assert "retrying" not in caplog.text
+
+
 def test_a_changed_input_started_over_drops_the_failure_records(state_path: Path) -> None:
     """Their positions were in the other input."""
     run(state_path, ITEMS, {"page-2"})

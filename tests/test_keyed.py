@@ -6,7 +6,7 @@ import os
 import random
 import signal
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import orjson
@@ -331,22 +331,50 @@ def test_kill9_at_random_moments_loses_no_item_with_keys_in_a_new_order_each_run
     assert set(job.effects_log()) == set(range(total))
 
 
+@pytest.mark.parametrize("batch", [None, 2], ids=["items", "batches"])
 def test_a_finished_keyed_job_whose_input_gains_items_is_not_finished_until_they_ran(
-    state_path: Path,
+    state_path: Path, batch: int | None
 ) -> None:
     with Resumable(state_path) as r:
-        assert list(r.iterate(["a", "b"], key=str)) == ["a", "b"]
+        ran = list(r.iterate(["a", "b"], key=str, batch=batch))
+        assert ran == (["a", "b"] if batch is None else [["a", "b"]])
     assert inspect(state_path).finished
     with Resumable(state_path) as r:
-        for item in r.iterate(["a", "b", "c", "d"], key=str):
-            assert item == "c"
+        for item in r.iterate(["a", "b", "c", "d"], key=str, batch=batch):
+            assert item == ("c" if batch is None else ["c", "d"])
             assert not r.finished
             break
     snapshot = inspect(state_path)
     assert (snapshot.position, snapshot.finished) == (2, False)
     with Resumable(state_path) as r:
-        assert list(r.iterate(["a", "b", "c", "d"], key=str)) == ["c", "d"]
+        ran = list(r.iterate(["a", "b", "c", "d"], key=str, batch=batch))
+        assert ran == (["c", "d"] if batch is None else [["c", "d"]])
     assert inspect(state_path).finished
+
+
+def test_ctrl_c_while_done_keys_are_skipped_stops_there_and_raises_only_the_stop(
+    state_path: Path,
+) -> None:
+    """The stop comes at a done key, before any item of this run finished: the loop's
+    first check, with no item counted since the loop started, raises the stop itself."""
+    with Resumable(state_path) as r:
+        for item in r.iterate(["a", "b", "c"], key=str):
+            if item == "c":
+                break
+    ran: list[str] = []
+
+    def keys() -> Iterator[str]:
+        yield "a"
+        signal.raise_signal(signal.SIGINT)  # a ctrl+c while the input is read
+        yield "b"
+        yield "c"
+
+    with pytest.raises(KeyboardInterrupt) as raised, Resumable(state_path, quiet=True) as r:
+        for item in r.iterate(keys(), key=str):
+            ran.append(item)
+    assert ran == []
+    assert raised.value.__context__ is None  # not raised while another error propagated
+    assert inspect(state_path).position == 2
 
 
 def test_a_refused_key_function_leaves_a_new_job_as_it_was(state_path: Path) -> None:

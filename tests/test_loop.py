@@ -90,6 +90,15 @@ def test_runs_are_counted(state_path: Path) -> None:
         assert r.runs == 3
 
 
+def test_a_run_whose_loop_started_but_finished_no_item_counts_as_a_run(state_path: Path) -> None:
+    """A run counts once it starts its loop (`Resumable.runs`), even if it then finishes
+    nothing: its exit saves, to record it."""
+    run(state_path, range(5), stop_at=2)
+    assert run(state_path, range(5), stop_at=0) == []
+    snapshot = inspect(state_path)
+    assert (snapshot.runs, snapshot.position) == (2, 2)
+
+
 class CountingSequence(Sequence[int]):
     """A sequence that records which indexes were read."""
 

@@ -117,6 +117,10 @@ def test_a_switch_takes_the_smallest_answer_whatever_its_integer_type() -> None:
     since = SinceLastSave(items=0, seconds=0.0)
     assert (NumpyLikeAnswer() | NPolicy(3)).items_until_check(since) == 3
     assert (NPolicy(8) | NumpyLikeAnswer()).items_until_check(since) == 5
+    # AllOf takes the largest, as an int too.
+    assert type((NPolicy(3) & NumpyLikeAnswer()).items_until_check(since)) is int
+    assert (NPolicy(3) & NumpyLikeAnswer()).items_until_check(since) == 5
+    assert (NPolicy(8) & NumpyLikeAnswer()).items_until_check(since) == 8
 
 
 def test_a_custom_policy_needs_only_should_save() -> None:
@@ -249,6 +253,14 @@ def test_a_quantity_policy_counts_what_it_is_given_until_a_save() -> None:
     assert not written.should_save(SinceLastSave(items=0, seconds=0.0))
     assert written.items_until_check(SinceLastSave(items=0, seconds=0.0)) == 1
     assert repr(written) == "QuantityPolicy(1000)"
+
+
+def test_a_quantity_policy_asks_after_the_next_item_when_it_cannot_predict_or_is_due() -> None:
+    written = QuantityPolicy(1000)
+    # Items done but nothing added yet: no amount per item to predict from.
+    assert written.items_until_check(SinceLastSave(items=4, seconds=0.0)) == 1
+    written.add(1000)  # due already (its save may have been held by min_interval)
+    assert written.items_until_check(SinceLastSave(items=4, seconds=0.0)) == 1
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import struct
 import zlib
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -80,6 +81,33 @@ def test_a_progress_save_appends_a_record_and_leaves_the_state_file_as_it_was(
     assert not log_of(state).exists()
     snapshot = inspect(state)
     assert (snapshot.position, snapshot.finished) == (6, True)
+
+
+@pytest.mark.parametrize("leaving", ["an error", "break"])
+def test_a_run_that_ends_by_an_error_leaves_its_records_and_one_by_break_compacts_them(
+    tmp_path: Path, leaving: str
+) -> None:
+    """Only a run that ends by itself (no error, no signal) compacts at its exit: one left
+    by an error, with nothing unsaved, keeps the log, and the next run's first save
+    compacts (docs/state-file.md)."""
+    state = tmp_path / "job.state"
+    with (
+        pytest.raises(RuntimeError) if leaving == "an error" else nullcontext(),
+        Resumable(state, policy=NPolicy(1)) as r,
+    ):
+        for item in r.iterate(range(10)):
+            if item == 4:  # saves 2 to 4 appended; item 4 not done
+                before = state.read_bytes()
+                if leaving == "break":
+                    break
+                raise RuntimeError("the body failed")
+    if leaving == "an error":
+        assert state.read_bytes() == before
+        assert len(log_records(log_of(state).read_bytes())) == 3
+    else:
+        assert orjson.loads(state.read_bytes())["progress"]["position"] == 4
+        assert not log_of(state).exists()
+    assert inspect(state).position == 4
 
 
 def test_a_crash_resumes_from_the_last_record_and_the_next_save_compacts(
