@@ -4,7 +4,9 @@ A save of progress alone appends a record to the progress log (docs/state-file.m
 its floor is the **append floor**: os.write of a record of the same size to a file already
 open, then os.fdatasync. A save after ``r.state`` changed rewrites the state file (a
 compaction); its floor is the bare rename sequence. Both are measured in one run, with
-the ratios, and how often a compaction comes when nothing forces one.
+the ratios, and how often a compaction comes when nothing forces one. A keyed save of 100
+new URL keys rides the log too (the keys in the record, one flush): it is measured beside
+an append floor of a record of its size.
 
 The bare rename sequence writes the same bytes: os.open a temp file, os.write, os.fsync, os.close,
 os.replace over the target, then open, fsync and close the directory. resumable also keeps
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import itertools
 import os
 import tempfile
 import time
@@ -55,6 +58,7 @@ from resumable._store.document import StateDocument
 LIMIT = 1.25  # ours at most this times the bare calls, by the medians
 APPEND_LIMIT = 1.25  # a progress save at most this times the append floor (issue 18)
 EVERY = 100  # items between saves in the per-item table
+KEYS_PER_SAVE = 100  # new keys in each keyed save
 WRITER = "resumable-loop bench"
 SMALL_STATE = {
     "last_url": "https://example.org/catalogue/items/000123456?page=42",
@@ -100,6 +104,22 @@ def record_size(state_path: Path) -> int:
         last = 9 + int.from_bytes(data[offset + 1 : offset + 5], "little")
         offset += last
     return last
+
+
+def keyed_save_timer(job: Resumable) -> Timer:
+    """Time `job.save()` after KEYS_PER_SAVE more items of a keyed loop are done (the
+    items handed out untimed)."""
+    urls = (f"https://example.org/catalogue/items/{n:09d}" for n in itertools.count())
+    items = iter(job.iterate(urls, key=str))
+
+    def run() -> int:
+        for _ in range(KEYS_PER_SAVE):
+            next(items)
+        start = time.perf_counter_ns()
+        job.save()
+        return time.perf_counter_ns() - start
+
+    return run
 
 
 def compaction_bound() -> int | None:
@@ -218,6 +238,7 @@ def main() -> None:
         with (
             Resumable(state_path, policy=None) as r,
             Resumable(rewritten_path, policy=None) as rewritten,
+            Resumable(directory / "keyed.state", policy=None, signals=()) as keyed,
         ):
             r.state = SMALL_STATE
             r.save()
@@ -237,6 +258,13 @@ def main() -> None:
 
             floor_fd = os.open(directory / "floor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
             record = b"S" * size
+            keyed_save = keyed_save_timer(keyed)
+            keyed_save()  # the run's first save rewrites; the next ones append
+            keyed_save()
+            keyed_size = record_size(directory / "keyed.state") or 4_000
+            keyed_record = b"S" * keyed_size
+            print(f"a keyed save's record, {KEYS_PER_SAVE} new keys: {keyed_size} bytes.")
+            print()
 
             bare_target = directory / "bare.state"
             linked_target = directory / "linked.state"
@@ -247,6 +275,10 @@ def main() -> None:
                 "r.save()": call_timer(r.save),
                 "append floor: os.write + os.fdatasync, file open": call_timer(
                     lambda: append_floor(floor_fd, record)
+                ),
+                f"keyed r.save(), {KEYS_PER_SAVE} new keys": keyed_save,
+                "append floor, a record of the keyed save's size": call_timer(
+                    lambda: append_floor(floor_fd, keyed_record)
                 ),
                 "r.save() after r.state changed (a rewrite)": call_timer(rewrite),
                 "bare calls": call_timer(lambda: bare_save(bare_target, data)),
@@ -315,6 +347,14 @@ def main() -> None:
             ["variant", "min", "median", "p90", "median ÷ append floor", "median ÷ bare calls"],
             rows,
         )
+    )
+    print()
+    keyed_cost = median(samples[f"keyed r.save(), {KEYS_PER_SAVE} new keys"])
+    keyed_floor = median(samples["append floor, a record of the keyed save's size"])
+    print(
+        f"a keyed save of {KEYS_PER_SAVE} new keys: {fmt_time(keyed_cost)} = "
+        f"{keyed_cost / keyed_floor:.3f} x the append floor of a record its size "
+        f"({fmt_time(keyed_floor)}), {keyed_cost / floor:.3f} x a positional record's."
     )
     print()
     rewrite_cost = median(samples["r.save() after r.state changed (a rewrite)"])
