@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from resumable import Resumable
+from resumable import Resumable, inspect
 
 
 def progress_of(path: Path) -> dict[str, object]:
@@ -89,3 +89,40 @@ def test_an_item_done_above_the_watermark_is_not_run_again_by_map(tmp_path: Path
         handed = list(r.map(call, range(12), workers=1, window=1))
     assert handed == [7, 9, 10, 11]
     assert sorted(ran) == [7, 9, 10, 11]
+
+
+class PageError(Exception):
+    """What a failing item raises."""
+
+
+def report_with_a_footer(state: Path, out: Path, failing: set[int]) -> None:
+    """A positional job writing one line per item and a footer; the items in `failing`
+    fail and are recorded."""
+    with Resumable(state, quiet=True) as r:
+        sink = r.sink(out)
+        for item in r.iterate(range(6), on_error="record"):
+            with r.attempt():
+                if item in failing:
+                    raise PageError(item)
+                sink.write(f"{item}\n")
+        sink.write("total\n")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="_session.py _rerun_of_finished_job takes a finished positional job whose "
+    "position has not moved for a rerun that did no item, but a retried failure (below "
+    "the position) moves no position: its output goes to _Unchanged, is compared with "
+    "the earlier footer, and raises UsageError inside the attempt, recorded as the item's "
+    "failure on every run until it is given up (keyed jobs append, as documented)",
+)
+def test_a_finished_job_s_retried_failure_appends_its_output_after_the_footer(
+    tmp_path: Path,
+) -> None:
+    state, out = tmp_path / "job.state", tmp_path / "out.txt"
+    report_with_a_footer(state, out, failing={3})
+    assert out.read_text() == "0\n1\n2\n4\n5\ntotal\n"
+    report_with_a_footer(state, out, failing=set())  # 3 is retried, and succeeds
+    assert inspect(state).failed == []
+    # As a finished keyed job that takes new items: after the earlier footer, then anew.
+    assert out.read_text() == "0\n1\n2\n4\n5\ntotal\n3\ntotal\n"
