@@ -123,6 +123,6 @@ def test_a_finished_job_s_retried_failure_appends_its_output_after_the_footer(
     report_with_a_footer(state, out, failing={3})
     assert out.read_text() == "0\n1\n2\n4\n5\ntotal\n"
     report_with_a_footer(state, out, failing=set())  # 3 is retried, and succeeds
-    assert inspect(state).failed == []
+    assert not inspect(state).failed
     # As a finished keyed job that takes new items: after the earlier footer, then anew.
     assert out.read_text() == "0\n1\n2\n4\n5\ntotal\n3\ntotal\n"
