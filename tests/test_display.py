@@ -203,3 +203,21 @@ def test_quiet_silences_the_stop_line_with_a_bar_too(
             if item == 5:
                 signal.raise_signal(signal.SIGINT)
     assert "stopped by" not in capsys.readouterr().err
+
+
+def test_without_tqdm_a_resumed_generator_is_not_read_and_a_loop_without_a_bar_runs(
+    state_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, for a resumed job: the ImportError comes before the done prefix of the
+    generator is skipped; and progress=False needs no tqdm."""
+    with Resumable(state_path) as r:
+        for item in r.iterate(iter(range(10))):
+            if item == 3:
+                break
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # what an absent package makes import do
+    source = iter(range(10))
+    with Resumable(state_path) as r:
+        with pytest.raises(ImportError, match="pip install tqdm"):
+            r.iterate(source, progress=True)
+        assert next(source) == 0  # nothing read
+        assert list(r.iterate(range(10))) == list(range(3, 10))

@@ -135,7 +135,7 @@ TESTS: dict[str, list[str]] = {
     "_checkpoint": ["test_save_schedule", "test_save_log", *_CONTROLLER, "test_sinks"],
     "_drivers.chunked": _CONTROLLER,
     "_drivers.keyed": [*_CONTROLLER, "test_signals"],
-    "_drivers.loop": _CONTROLLER,
+    "_drivers.loop": [*_CONTROLLER, "test_display", "test_amap", "test_signals"],
     "_drivers.pool": ["test_amap", "test_map", "test_map_process_pool", "test_map_kill9"],
     "_progress.watermark": ["test_amap", "test_asyncio_review", "test_map", "test_map_kill9"],
     "policies": ["test_policies", "test_save_schedule"],
