@@ -30,6 +30,7 @@ from resumable import (
 from resumable._store import progress_log
 
 from jobs.documents import (
+    JOB,
     JOB_ID,
     MAX_PAYLOAD,
     OTHER_JOB_ID,
@@ -113,6 +114,38 @@ def test_a_record_claiming_more_than_16_mib_is_damage_found_before_a_byte_of_it_
     )
     assert "more than the 16,777,216 a record holds" in message
     assert peak < MIB
+    assert files_in(state_path.parent) == before
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        (b'{"job_id":"' + b"Z" * 32 + b'"}', "its job record holds no job id: a job id is 32"),
+        (b'{"job_id":5}', "its job record holds no job id"),
+        (
+            b'{"job":"' + JOB_ID.encode() + b'"}',
+            'its job record is not an object of one key, "job_id"',
+        ),
+        (b'{"job_id":"' + JOB_ID.encode() + b'"', "its job record is not valid JSON"),
+    ],
+    ids=["not hex", "not a str", "another key", "not JSON"],
+)
+def test_a_checksummed_job_record_that_holds_no_job_id_is_damage(
+    state_path: Path, payload: bytes, problem: str
+) -> None:
+    """A job record whose CRC is right but whose content is not a job id (written by
+    hand, by another tool): the journal is refused as damaged, naming why, and nothing
+    changes."""
+    journal = state_path.with_name("job.state.keys-0")
+    journal.write_bytes(frame(payload, JOB) + b"".join(key_frames([["a"]])))
+    state_path.write_bytes(checksummed(keyed(0, journal.stat().st_size, 1)))
+    before = files_in(state_path.parent)
+    with (
+        pytest.raises(StateFileError, match=r"job\.state\.keys-0") as raised,
+        Resumable(state_path),
+    ):
+        pass
+    assert problem in str(raised.value)
     assert files_in(state_path.parent) == before
 
 
