@@ -42,15 +42,6 @@ def leave_8_done_above_7(state: Path) -> None:
     assert (progress["position"], progress["done_above"]) == (7, [8])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pool.py _indexed_work tests `index not in done_above` lazily, as it reads the "
-    "input; WatermarkProgress.mark_done removes an index from done_above as the watermark "
-    "passes it. When the window is full at the item just before a done one (window=1 "
-    "here, or retried failures filling it), the watermark passes 8 before the input is "
-    "read at 8, and 8 (done in the first run) is called and handed to the body again. "
-    "Older than this session (a2f5e36 does the same).",
-)
 def test_an_item_done_above_the_watermark_is_not_run_again_by_amap(tmp_path: Path) -> None:
     state = tmp_path / "job.state"
     leave_8_done_above_7(state)
@@ -69,11 +60,6 @@ def test_an_item_done_above_the_watermark_is_not_run_again_by_amap(tmp_path: Pat
     assert ran == [7, 9, 10, 11]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the same in r.map (threads): pool.py _indexed_work reads done_above as it "
-    "reads the input, after the watermark passed 8 and took it out",
-)
 def test_an_item_done_above_the_watermark_is_not_run_again_by_map(tmp_path: Path) -> None:
     state = tmp_path / "job.state"
     leave_8_done_above_7(state)

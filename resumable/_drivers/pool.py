@@ -181,10 +181,13 @@ class PoolLoop(Loop):
         its index; those done above the watermark are left out."""
         yield from retried
         index = progress.watermark
-        done_above = progress.done_above
+        done_above, below = progress.done_above, progress.below
         while True:
             for item in progress.tap(feed.chunk(MAX_CHUNK)):
-                if index not in done_above:
+                # Done: in done_above, or passed by the watermark (which only passes items
+                # done) while the input was not read there yet, the window being full: the
+                # watermark takes such an index out of done_above as it passes it.
+                if index not in done_above and index >= below.position:
                     yield index, item
                 index += 1
             if feed.exhausted():

@@ -25,8 +25,8 @@ T = TypeVar("T")
 def _of_below(name: str, doc: str) -> Any:
     """An attribute of the position progress below, read and set through."""
     return property(
-        lambda self: getattr(self._below, name),
-        lambda self, value: setattr(self._below, name, value),
+        lambda self: getattr(self.below, name),
+        lambda self, value: setattr(self.below, name, value),
         doc=doc,
     )
 
@@ -38,19 +38,20 @@ class WatermarkProgress(FailureJournalOnly):
     kind: ClassVar[str] = "watermark"
 
     def __init__(self, below: PositionProgress | None = None, done_above: Iterable[int] = ()):
-        # The prefix, as position progress keeps it: its position is the watermark.
-        self._below = below if below is not None else PositionProgress()
+        # The prefix, as position progress keeps it: its position is the watermark (a
+        # plain attribute: the loop's input reader looks at it per item).
+        self.below = below if below is not None else PositionProgress()
         self.done_above: set[int] = set(done_above)
 
     @property
     def watermark(self) -> int:
         """Every item before this index is done."""
-        return self._below.position
+        return self.below.position
 
     @property
     def position(self) -> int:
         """How many items are done, counting earlier runs."""
-        return self._below.position + len(self.done_above)
+        return self.below.position + len(self.done_above)
 
     # Kept by the position progress below, which writes them into the snapshot.
     finished: bool = _of_below("finished", "Whether the input ran out.")
@@ -60,7 +61,7 @@ class WatermarkProgress(FailureJournalOnly):
         """The item at `index` is done (or passed: failed and recorded); False, and
         nothing marked, for one before the watermark (a failed item of an earlier run,
         retried: the watermark counts it already)."""
-        below = self._below
+        below = self.below
         position = below.position
         if index != position:
             if index < position:
@@ -76,7 +77,7 @@ class WatermarkProgress(FailureJournalOnly):
 
     def copy(self) -> WatermarkProgress:
         """A copy of the progress as loaded, for one loop to work on."""
-        return WatermarkProgress(self._below.copy(), self.done_above)
+        return WatermarkProgress(self.below.copy(), self.done_above)
 
     @classmethod
     def from_position(cls, progress: PositionProgress) -> WatermarkProgress:
@@ -84,7 +85,7 @@ class WatermarkProgress(FailureJournalOnly):
         return cls(progress)
 
     def snapshot(self) -> dict[str, Any]:
-        data = self._below.snapshot()
+        data = self.below.snapshot()
         data["kind"] = self.kind
         data["done_above"] = sorted(self.done_above)
         return data
@@ -113,7 +114,7 @@ class WatermarkProgress(FailureJournalOnly):
 
     @property
     def input_length(self) -> int | None:
-        return self._below.input_length
+        return self.below.input_length
 
     def feed(
         self, items: Iterable[T], describe: str, on_change: str, retry: Iterable[int]
@@ -124,15 +125,15 @@ class WatermarkProgress(FailureJournalOnly):
         forgets what was done above the watermark too."""
         retry = list(retry)
         self.done_above.difference_update(retry)
-        feed, retried = self._below.feed(items, describe, on_change, retry=retry)
-        if self._below.started_over:
+        feed, retried = self.below.feed(items, describe, on_change, retry=retry)
+        if self.below.started_over:
             self.done_above.clear()
         return feed, retried
 
     @property
     def started_over(self) -> bool:
         """Whether on_change="restart" dropped what was done."""
-        return self._below.started_over
+        return self.below.started_over
 
     def tap(self, chunk: Iterator[T]) -> Iterator[T]:
-        return self._below.tap(chunk)
+        return self.below.tap(chunk)
