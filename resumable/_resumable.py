@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from pathlib import Path
@@ -106,6 +107,17 @@ class Resumable:
         self._driver: Loop | None = None  # the loop iterate() or map() made
         self._loop_method = "iterate"  # which of them was called
         self._saves: SaveThread | None = None  # under `async with`: where saves are made
+        # Weakly: the session must not keep the Resumable alive (its finaliser frees the
+        # lock of a run whose exit never ran).
+        worked = weakref.WeakMethod(self._worked)
+        self._session.worked = lambda: (method := worked()) is not None and method()
+
+    def _worked(self) -> bool:
+        """Whether this run's loop has an item (or a batch) in flight, or finished one that
+        moved neither the position nor the done keys (`Checkpoint.uncounted`)."""
+        driver = self._driver
+        busy = driver is not None and (driver.in_flight is not None or driver.batch_out)
+        return busy or self._checkpoint.uncounted > 0
 
     # -- the public surface -------------------------------------------------------------
 

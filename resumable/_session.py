@@ -57,6 +57,9 @@ class Session:
         self.sinks = Sinks(local_anchor(path), restart=restart, rerun=self._rerun_of_finished_job)
         self.saved_fingerprint: bytes | None = None  # of what the state file holds
         self.start_position = 0  # the progress's position when this run's loop started
+        # Whether this run's loop has an item in flight, or finished one that moved neither
+        # the position nor the done keys: the Resumable, which knows its loop, answers.
+        self.worked: Callable[[], bool] = _no
         self.iterated = False  # whether iterate() made this run's loop
         self.refused = False  # whether iterate() was refused, and nothing made up for it
         # A stop asked for by a signal during the loop: it stands, even if the exception of
@@ -141,9 +144,10 @@ class Session:
 
     def _rerun_of_finished_job(self) -> bool:
         """Whether the job was finished when this run opened it, and this run did no item
-        since (a keyed input that grew hands out new items)."""
+        since: none moved the position (a keyed input that grew hands out new items), none
+        that moves it not (a retried failure, a key that failed) is done or in flight."""
         progress = self.progress
-        return progress.finished and progress.position == self.start_position
+        return progress.finished and progress.position == self.start_position and not self.worked()
 
     def item_in_flight(self) -> bool:
         """Whether output written now may not count yet: a save records the sinks'
@@ -229,6 +233,10 @@ def _release_abandoned(store: Store, signals: SignalGuard) -> None:
     store.unlock()
     if threading.current_thread() is threading.main_thread():  # signal.signal works there only
         signals.restore_where_still_ours()
+
+
+def _no() -> bool:
+    return False
 
 
 def _call_weakly(method: Callable[[], None]) -> Callable[[], None]:

@@ -1,5 +1,5 @@
 """A hostile review of session 9's changes (review9): each test states what the user should
-get; a strict xfail names a bug found, for the lead to fix (the xfail then goes)."""
+get; each was a strict xfail naming a bug found, until the lead fixed it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import threading
 from pathlib import Path
 
 import orjson
-import pytest
 
 from resumable import Resumable, inspect
 
@@ -94,14 +93,6 @@ def report_with_a_footer(state: Path, out: Path, failing: set[int]) -> None:
         sink.write("total\n")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_session.py _rerun_of_finished_job takes a finished positional job whose "
-    "position has not moved for a rerun that did no item, but a retried failure (below "
-    "the position) moves no position: its output goes to _Unchanged, is compared with "
-    "the earlier footer, and raises UsageError inside the attempt, recorded as the item's "
-    "failure on every run until it is given up (keyed jobs append, as documented)",
-)
 def test_a_finished_job_s_retried_failure_appends_its_output_after_the_footer(
     tmp_path: Path,
 ) -> None:
@@ -126,13 +117,6 @@ def keyed_report(state: Path, out: Path, keys: list[str], failing: set[str]) -> 
         sink.write(f"done {r.position}, failed {len(r.failed)}\n")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_session.py _rerun_of_finished_job: a finished keyed job whose input grew by "
-    "an item that fails (recorded) did an item, but its position did not move: the "
-    "footer, which now counts the failure, is compared with the earlier one and refused "
-    "(UsageError), on this run and every later one",
-)
 def test_a_finished_keyed_job_s_new_failing_item_gets_its_footer_appended(
     tmp_path: Path,
 ) -> None:
