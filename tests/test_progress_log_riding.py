@@ -10,6 +10,7 @@ test_progress_log_strace.py kills the process for real at each system call.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -23,7 +24,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-from resumable import NPolicy, Resumable, ResumableWarning, StateFileError, inspect
+from resumable import (
+    NPolicy,
+    Resumable,
+    ResumableWarning,
+    StateFileError,
+    StateWriteError,
+    inspect,
+)
 
 from jobs.documents import (
     journal_file,
@@ -330,3 +338,28 @@ def test_failure_entries_ride_the_log_and_a_crash_keeps_them(tmp_path: Path) -> 
     assert not log_of(copy).exists()
     assert saved_progress(copy)["failed"]["items"] == 1
     assert {item.where: item.attempts for item in inspect(copy).failed} == {"k5": 2}
+
+
+def test_a_keyed_append_that_fails_leaves_its_keys_to_the_exit_s_rewrite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EIO from the fdatasync of the record after k3: the save raises StateWriteError, the
+    record is cut off, and the exit's rewrite puts k1 and k2 (which rode the log) and k3
+    (whose record failed) into the key journal. The next run starts at k4."""
+    state = tmp_path / "job.state"
+    real = os.fdatasync
+
+    def fails_once(fd: int) -> None:
+        monkeypatch.setattr(os, "fdatasync", real)
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    with (
+        pytest.raises(StateWriteError, match=r"job\.state\.log.*EIO"),
+        Resumable(state, policy=NPolicy(1)) as r,
+    ):
+        for item in r.iterate(KEYS, key=str):
+            if item == "k3":
+                monkeypatch.setattr(os, "fdatasync", fails_once)
+    assert not log_of(state).exists()
+    assert committed_keys(state) == set(KEYS[:4])
+    assert resumed(state) == KEYS[4:]
