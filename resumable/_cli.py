@@ -487,8 +487,9 @@ def _reset_path(path: JobName, yes: bool) -> int:
         print(
             printable(
                 f"Its output files are left as they are: {', '.join(sorted(sinks))}. The next "
-                "run refuses one that is not empty: move them aside or delete them first, or "
-                "run it with restart=True, which moves them aside."
+                "run refuses them (a new job's output file must be a new file): move them "
+                "aside or delete them first, or run it with restart=True, which moves them "
+                "aside."
             )
         )
     return OK
