@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ import pytest
 
 from resumable import Resumable, UsageError, inspect
 
-from jobs.harness import TIMEOUT, child_env
+from jobs.harness import TIMEOUT, Child, campaign_seed, child_env
 
 ONE_RUN = "header\n0\n1\n2\n3\n4\ntotal: 5\n"
 
@@ -262,3 +263,60 @@ def test_a_rerun_of_a_finished_job_without_its_footer_record_appends_it_once(
         run(state, out)
         run(state, out)
     assert out.read_text() == ONE_RUN
+
+
+FOOTER_ITEMS = 12
+FOOTER_STEPS = 1 + 2 * FOOTER_ITEMS + 4  # the header, two writes per item, the footer's four
+
+
+def footer_job(directory: Path) -> Child:
+    items = str(FOOTER_ITEMS)
+    return Child("footer_job.py", directory / "job.state", directory / "out.txt", "--items", items)
+
+
+def footer_campaign(tmp_path: Path, kills: int, seed: int) -> None:
+    """Kill the footer job `kills` times, each at a random step of its run (the runs
+    after the job finished are reruns, killed in their footer), then run it to the end,
+    and once more: each time, its output equals that of one run."""
+    rng = random.Random(seed)
+    once = tmp_path / "once"
+    once.mkdir()
+    with footer_job(once) as child:
+        assert child.finish().returncode == 0, child.describe("the uninterrupted run")
+    reference = (once / "out.txt").read_bytes()
+    job = tmp_path / "job"
+    job.mkdir()
+    for kill in range(kills):
+        target = rng.randrange(FOOTER_STEPS)
+        context = f"kill {kill + 1} at step {target} (seed {seed})"
+        with footer_job(job) as child:
+            for step in range(target + 1):
+                line = child.read_line()
+                assert line is not None, child.describe(f"{context}: ended early")
+                if line.startswith("done"):
+                    break  # a rerun of the finished job has fewer steps
+                if step != target:
+                    child.send("go")
+            result = child.kill9()
+        assert result.returncode in (-signal.SIGKILL, 0), child.describe(context)
+        written = (job / "out.txt").read_bytes()
+        recorded = inspect(job / "job.state").sinks[str(job / "out.txt")]
+        assert written[:recorded] == reference[:recorded], f"{context}: output differs"
+    for run in ("final run", "rerun"):
+        with footer_job(job) as child:
+            result = child.finish()
+        assert result.returncode == 0, child.describe(run)
+        assert (job / "out.txt").read_bytes() == reference, f"{run} (seed {seed})"
+
+
+def test_kill9_at_random_steps_around_the_footer_leaves_the_output_of_one_run(
+    tmp_path: Path,
+) -> None:
+    footer_campaign(tmp_path, kills=10, seed=campaign_seed())
+
+
+@pytest.mark.slow
+def test_200_kill9_at_random_steps_around_the_footer_leave_the_output_of_one_run(
+    tmp_path: Path,
+) -> None:
+    footer_campaign(tmp_path, kills=200, seed=campaign_seed())
