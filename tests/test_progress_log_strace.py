@@ -273,13 +273,15 @@ def keyed_clean_calls(tmp_path: Path) -> list[tuple[str, int, int]]:
 def test_kill9_at_every_call_of_a_keyed_append_loses_no_recorded_key(
     tmp_path: Path, keyed_clean_calls: list[tuple[str, int, int]]
 ) -> None:
-    """The calls of saves 2 to 4 (the log opened and emptied, three records with their
-    keys appended and flushed), and the key journal's write and flush in the compaction
-    that follows, which writes the logged keys into the journal."""
+    """The calls of saves 2 and 3 (the log opened and emptied, two records with their
+    keys appended and flushed; save 4 makes the same calls as save 3), and the key
+    journal's write and flush in the compaction at the end, which writes the logged keys
+    into the journal. The full sweep (torture) kills at every call of the run."""
     first = next(i for i, (name, _, _) in enumerate(keyed_clean_calls) if name == "ftruncate")
     calls = keyed_clean_calls[first - 1 :]
-    last_append = max(i for i, (name, _, _) in enumerate(calls) if name == "fdatasync")
-    chosen = calls[: last_append + 3]  # the appends, then the journal's write and fsync
+    flushes = [i for i, (name, _, _) in enumerate(calls) if name == "fdatasync"]
+    journal = max(flushes) + 1  # the journal's write, then its fsync
+    chosen = calls[: flushes[1] + 1] + calls[journal : journal + 2]
     assert [name for name, _, _ in chosen[-2:]] == ["write", "fsync"], chosen
     keyed_kill_at_each_call(tmp_path, chosen)
 
