@@ -22,8 +22,9 @@ error, a save records the lengths of the last boundary: the output of the item i
 or of the code after the loop (a footer) cut short by a stop, is cut off on the next run,
 which runs it again. The exit of a finished job's run that leaves without an error records
 where its footer starts (``footer_at``). A rerun of that job appends nothing: its writes
-are compared with the bytes from there (`_Unchanged`); only a new item (a keyed input that
-grew) makes a sink append again.
+are compared with the bytes from there (`_Unchanged`; other bytes are dropped with a
+warning); only an item taken again (a keyed input that grew, a failed item retried) makes
+a sink append again.
 """
 
 from __future__ import annotations
@@ -227,14 +228,15 @@ class _Writer(Protocol):
 class _Unchanged:
     """A finished job's sink in a rerun: what the run writes (after the loop: a footer) is
     compared with the bytes the run that finished the job wrote there, from `footer_at`,
-    and appended nowhere. It counts 0 bytes written. Once the job takes a new item (a keyed
-    input that grew, ``on_change="continue"``), the sink appends again."""
+    and appended nowhere; other bytes get a `ResumableWarning`, once, and are dropped with
+    the rest. It counts 0 bytes written. Once the job takes an item again (a keyed input
+    that grew, ``on_change="continue"``, a failed item retried), the sink appends again."""
 
     def __init__(self, sink: Sink, rerun: Callable[[], bool]) -> None:
         self._sink = sink
         self._rerun = rerun
         self._at = sink.footer_at or 0
-        self._differs: UsageError | None = None
+        self._differs = False  # this run wrote other bytes: warned, and dropped
 
     @property
     def closed(self) -> bool:
@@ -245,20 +247,24 @@ class _Unchanged:
         if not self._rerun():
             sink._append_again()
             return sink._out.write(data)
-        if self._differs is not None:
-            raise self._differs
+        if self._differs:
+            return 0  # said once; the rest of this run's output after the loop goes too
         data = bytes(data)
         end = self._at + len(data)
         if end > sink.length or _read_at(sink._out.fileno(), len(data), self._at) != data:
-            self._differs = UsageError(
-                f"sink {sink.path} holds the output of a job that finished in an earlier run, "
-                f"and this run writes other bytes after the loop than that run did (at byte "
-                f"{self._at:,}; that run wrote bytes {sink.footer_at or 0:,} to "
-                f"{sink.length:,} after its loop). A rerun of a finished job appends nothing: "
-                "the file was left as it is. To write the output anew, start the job over "
-                "with restart=True (it moves the file aside)."
+            # Not an error: rerunning a finished job is harmless, and a footer that changes
+            # from run to run (a time, a count of this run's items) is common.
+            self._differs = True
+            warn(
+                f"sink {sink.path} holds the output of a job that finished in an earlier "
+                f"run, and this run writes other bytes after the loop than that run did (at "
+                f"byte {self._at:,}; that run wrote bytes {sink.footer_at or 0:,} to "
+                f"{sink.length:,} after its loop). They were not written: a rerun of a "
+                "finished job appends nothing, and the file keeps that run's output. To "
+                "write the output anew, start the job over with restart=True (it moves the "
+                "file aside)."
             )
-            raise self._differs
+            return 0
         self._at = end
         return 0
 
