@@ -498,7 +498,9 @@ class Sinks:
 _UTF8_NAMES = frozenset({"utf-8"})  # codecs.lookup's name for every spelling of UTF-8
 
 
-_FLAGS = os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)  # read: the tail's check
+# Read too: the tail's check. O_BINARY: on Windows a descriptor opened without it writes
+# "\n" as "\r\n", and the lengths the state file records would not be the file's.
+_FLAGS = os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
 
 def _open_existing(target: Path) -> int | None:

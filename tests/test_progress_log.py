@@ -351,3 +351,20 @@ def test_a_record_saved_under_frozen_time_holds_the_frozen_time(tmp_path: Path) 
         assert inspect(crashed_copy(state, tmp_path / "crash")).saved_at == (
             datetime(2026, 3, 4, 5, 6, 7, 89, tzinfo=timezone.utc)
         )
+
+
+def test_restart_takes_another_name_when_a_crash_left_a_log_under_the_first(
+    tmp_path: Path,
+) -> None:
+    """A move aside cut short by a crash leaves the earlier job's log under the aside name
+    (the log is linked there first): a restart in the same second takes the next name."""
+    copy = crash_after_saves(tmp_path)
+    with freeze_time("2026-01-02 03:04:05", tick=False):
+        leftover = copy.with_name(f"{copy.name}.reset-20260102T030405.log")
+        leftover.write_bytes(b"a log a crash left")
+        with Resumable(copy, restart=True) as r:
+            assert r.position == 0
+            r.save()  # the first save sets the earlier job aside
+    assert leftover.read_bytes() == b"a log a crash left"
+    aside = copy.with_name(f"{copy.name}.reset-20260102T030405-2")
+    assert position_of(aside) == SAVES

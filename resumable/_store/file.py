@@ -73,13 +73,14 @@ def lock_path(path: Path) -> Path:
 def aside_path(path: Path, reason: str) -> Path:
     """A free name to move state file `path` aside to: ``<name>.<reason>-<local time>``.
 
-    The time is ``YYYYmmddTHHMMSS``; ``-2``, ``-3``... follow when that name or its
-    ``.bak`` is taken. No save ever writes such a name, so what is moved there stays.
+    The time is ``YYYYmmddTHHMMSS``; ``-2``, ``-3``... follow when that name, its
+    ``.bak`` or its ``.log`` is taken (a move aside that a crash cut short leaves a log
+    under the name). No save ever writes such a name, so what is moved there stays.
     """
     stamp = time.strftime("%Y%m%dT%H%M%S")
     aside = path.with_name(f"{path.name}.{reason}-{stamp}")
     count = 1
-    while aside.exists() or backup_path(aside).exists():
+    while aside.exists() or backup_path(aside).exists() or os.path.lexists(log_path(str(aside))):
         count += 1
         aside = path.with_name(f"{path.name}.{reason}-{stamp}-{count}")
     return aside
