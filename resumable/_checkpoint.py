@@ -469,7 +469,7 @@ def _member_that_fired(policy: Policy, since: SinceLastSave) -> Policy:
 
 def _warn_large_state(session: Session, size: int) -> None:
     """Say once that saves write a big file, and what makes it big."""
-    state = len(_state_file.fingerprint({}, session.state) or b"")  # r.state's bytes
+    state = len(_state_file.state_bytes(session.state) or b"")  # r.state's bytes
     if state * 2 >= size:
         logger.warning(
             "%s: the state file is %.1f MB, %.1f MB of it r.state, and every save writes "
