@@ -408,6 +408,18 @@ def test_a_changed_input_started_over_drops_the_failure_records(state_path: Path
     assert failed(state_path) == {}
 
 
+def test_a_retry_saved_by_the_policy_is_not_saved_again_when_the_input_ends(
+    state_path: Path,
+) -> None:
+    """A finished job's one failed item, retried under NPolicy(1): the policy's save after
+    it holds everything; the end of the input makes no second save of the same progress."""
+    run(state_path, ITEMS, {"page-2"})
+    with Resumable(state_path, policy=NPolicy(1)) as r:
+        assert list(r.iterate(ITEMS, on_error="record")) == ["page-2"]
+        assert [record.reason for record in r.save_log] == ["policy"]
+    assert failed(state_path) == {}
+
+
 def test_positional_retries_are_saved_as_the_policy_asks(state_path: Path) -> None:
     """With NPolicy(1) each retried item is followed by a save, as in the main loop."""
     run(state_path, ITEMS, {"page-1", "page-3", "page-5"})
