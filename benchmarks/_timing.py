@@ -9,15 +9,19 @@ machine hits every variant alike; a variant's figure is then its best (or median
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import importlib
 import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
 
 #: One repeat of a variant: does its own untimed set-up, returns the ns of its timed region.
 Timer = Callable[[], int]
@@ -201,3 +205,31 @@ def run_python(code: str, *args: str) -> str:
         command = ["/bin/sh", "-c", script, "sh", *command]
     completed = subprocess.run(command, check=True, capture_output=True, text=True)
     return completed.stdout
+
+
+def _empty_body(item: object) -> None:
+    pass
+
+
+def loopz_loop(cache: Path, save_every: int) -> Callable[[Iterable[Any]], None] | None:
+    """loopz 1.0, if installed (`nox -s bench` installs it): a decorator that runs an empty
+    function once per item and checkpoints every `save_every` items (a JSON file written
+    and renamed under `cache`, no fsync) plus once at the end, with a tqdm bar on stderr
+    that cannot be turned off (here sent to /dev/null)."""
+    try:
+        loopz: Any = importlib.import_module("loopz")
+        tracker: Any = importlib.import_module("loopz.tracker")
+    except ImportError:
+        return None
+    tracker.CACHE_DIR = cache  # it writes under ~/.loopz otherwise
+    tracked = loopz.track("bench", save_every=save_every)(_empty_body)
+
+    def loop(items: Iterable[Any]) -> None:
+        with (
+            open(os.devnull, "w", encoding="utf-8") as sink,
+            contextlib.redirect_stdout(sink),
+            contextlib.redirect_stderr(sink),
+        ):
+            tracked(items)
+
+    return loop

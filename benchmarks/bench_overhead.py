@@ -29,6 +29,7 @@ from _timing import (
     fmt_ratio,
     fmt_time,
     interleaved,
+    loopz_loop,
     median,
     parse_args,
     print_header,
@@ -130,30 +131,6 @@ def resumable_loop(state: Path, policy: Callable[[], Policy | None], saves: list
             for _ in r.iterate(items):
                 pass
         saves.append(r.saves)
-
-    return loop
-
-
-def loopz_loop(cache: Path) -> Loop | None:
-    """loopz 1.0: a decorator that runs the function once per item and checkpoints every
-    `save_every` items (a JSON file written and renamed, no fsync) plus once at the end,
-    with a tqdm bar on stderr that cannot be turned off (here sent to /dev/null)."""
-    try:
-        loopz: Any = importlib.import_module("loopz")
-        tracker: Any = importlib.import_module("loopz.tracker")
-    except ImportError:
-        return None
-    tracker.CACHE_DIR = cache  # it writes under ~/.loopz otherwise
-
-    tracked = loopz.track("bench_overhead", save_every=SAVE_EVERY)(_empty_body)
-
-    def loop(items: Iterable[Any]) -> None:
-        with (
-            open(os.devnull, "w", encoding="utf-8") as sink,
-            contextlib.redirect_stdout(sink),
-            contextlib.redirect_stderr(sink),
-        ):
-            tracked(items)
 
     return loop
 
@@ -307,7 +284,7 @@ def main() -> None:
             ),
             job_files(state),
         )
-        loopz = loopz_loop(directory / "loopz")
+        loopz = loopz_loop(directory / "loopz", SAVE_EVERY)
         if loopz is not None:
             variants["others/loopz"] = make_timer(list_input, loopz)
         database = directory / "ledger.sqlite"

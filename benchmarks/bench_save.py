@@ -28,20 +28,19 @@ each one first on ``PYTHONPATH`` (an older checkout has no log: its ``r.save()``
 from __future__ import annotations
 
 import contextlib
-import importlib
 import itertools
 import os
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from _timing import (
     Timer,
     fmt_ratio,
     fmt_time,
     interleaved,
+    loopz_loop,
     median,
     parse_args,
     print_header,
@@ -164,33 +163,6 @@ def hand_written_no_fsync(items: range, directory: Path) -> None:
     for n, _ in enumerate(items, 1):
         if n % EVERY == 0:
             target.write_text(f'{{"position": {n}}}')
-
-
-def _empty_body(item: object) -> None:
-    pass
-
-
-def loopz_loop() -> Callable[[range, Path], None] | None:
-    """loopz 1.0.0 saving every EVERY items (a JSON file written and renamed, no fsync),
-    if it is installed (`nox -s bench` installs it); it calls a function per item and
-    draws a tqdm bar on stderr that cannot be turned off (sent to /dev/null here)."""
-    try:
-        loopz: Any = importlib.import_module("loopz")
-        tracker: Any = importlib.import_module("loopz.tracker")
-    except ImportError:
-        return None
-
-    def loop(items: range, directory: Path) -> None:
-        tracker.CACHE_DIR = directory  # it writes under ~/.loopz otherwise
-        tracked = loopz.track("bench_save", save_every=EVERY)(_empty_body)
-        with (
-            open(os.devnull, "w", encoding="utf-8") as sink,
-            contextlib.redirect_stdout(sink),
-            contextlib.redirect_stderr(sink),
-        ):
-            tracked(items)
-
-    return loop
 
 
 def loop_timer(loop: Callable[[range, Path], None], items: range, directory: Path) -> Timer:
@@ -457,10 +429,11 @@ def loops_every_100(quick: bool) -> list[list[object]]:
         f"hand-written: append + fdatasync every {EVERY}": hand_written_append,
         f"hand-written: JSON file every {EVERY}, no fsync": hand_written_no_fsync,
     }
-    loopz = loopz_loop()
-    if loopz is not None:
-        loops[f"loopz 1.0.0, save_every={EVERY} (no fsync; a call per item)"] = loopz
     with tempfile.TemporaryDirectory() as tmp:
+        loopz = loopz_loop(Path(tmp) / "loopz", EVERY)
+        if loopz is not None:
+            name = f"loopz 1.0.0, save_every={EVERY} (no fsync; a call per item)"
+            loops[name] = lambda items, directory: loopz(items)  # its own directory
         timers = {}
         for index, (name, loop) in enumerate(loops.items()):
             directory = Path(tmp) / str(index)
