@@ -555,3 +555,46 @@ def test_a_keyed_batch_loop_whose_key_function_returns_no_str_or_int_is_refused(
         for _ in r.iterate([1.5, 2.5], key=cast(Any, float), batch=2):
             pass
     assert inspect(state).position == 0
+
+
+def test_an_error_in_an_item_after_a_save_at_its_boundary_makes_no_exit_save(
+    tmp_path: Path,
+) -> None:
+    """The exit saves only what changed: with an item in flight, a sink counts up to the
+    last boundary (which the last save recorded), not the item's own output so far."""
+    state = tmp_path / "job.state"
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom), Resumable(state, policy=NPolicy(1)) as r:
+        out = r.sink(tmp_path / "out.txt")
+        for item in r.iterate(range(5)):
+            out.write(f"{item}\n")
+            if item == 2:
+                saves, written = r.saves, digest(state)
+                raise Boom
+    assert r.saves == saves  # no exit save: it would write what the file holds
+    assert digest(state) == written
+    assert inspect(state).sinks == {str(tmp_path / "out.txt"): len("0\n1\n")}
+
+
+def test_a_run_that_caught_the_refusal_of_a_lost_lock_leaves_without_another_save(
+    tmp_path: Path,
+) -> None:
+    """After a save found the lock file deleted (StateLockedError, caught in the body),
+    the exit makes no save of its own: it would be refused the same way, and its error
+    would replace the run's ending."""
+    state = tmp_path / "job.state"
+    with Resumable(state, policy=NPolicy(1_000)) as r:
+        for item in r.iterate(range(5)):
+            if item == 2:
+                r.save()
+                lock_file_of(state).unlink()
+                with pytest.raises(StateLockedError, match="was deleted"):
+                    r.save()
+                r.state["changed"] = "after the refusal"  # the exit would have to save it
+                written = digest(state)
+                break  # the loop's end would save (and be refused) too
+    assert digest(state) == written
+    assert inspect(state).position == 2
