@@ -564,16 +564,16 @@ def test_an_error_in_an_item_after_a_save_at_its_boundary_makes_no_exit_save(
     last boundary (which the last save recorded), not the item's own output so far."""
     state = tmp_path / "job.state"
 
-    class Boom(Exception):
+    class BoomError(Exception):
         pass
 
-    with pytest.raises(Boom), Resumable(state, policy=NPolicy(1)) as r:
+    with pytest.raises(BoomError), Resumable(state, policy=NPolicy(1)) as r:
         out = r.sink(tmp_path / "out.txt")
         for item in r.iterate(range(5)):
             out.write(f"{item}\n")
             if item == 2:
                 saves, written = r.saves, digest(state)
-                raise Boom
+                raise BoomError
     assert r.saves == saves  # no exit save: it would write what the file holds
     assert digest(state) == written
     assert inspect(state).sinks == {str(tmp_path / "out.txt"): len("0\n1\n")}
