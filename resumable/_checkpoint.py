@@ -325,26 +325,23 @@ class Checkpoint:
         # progress alone makes few calls: the progress and r.state are serialised once each,
         # for the record and for the fingerprint.
         log: ProgressLog | None = getattr(store, "progress_log", None)
-        if log is None:
-            fingerprint = _state_file.fingerprint(snapshot, state)
-            state_bytes = None
-        else:
+        state_bytes = None  # r.state as a record's save checks it: with a progress log only
+        if log is not None:
             try:
                 state_bytes = _state_file.state_bytes(state, log.state)
             except StateNotSerializableError as error:
                 self.unsaveable = error  # the exit does not try again and raise it twice
                 raise
-            progress_bytes = _state_file.progress_bytes(snapshot)
-            fingerprint = (
-                None
-                if state_bytes is None
-                else _state_file.fingerprint_of(progress_bytes, state_bytes)
-            )
+        # Whether state_bytes walked r.state: it does unless r.state writes as last rewritten.
+        walked = log is not None and state_bytes is not None and state_bytes != log.state
         position = progress.position
         # A save of progress alone is one record, which carries the journals' entries since
         # the last save too (`Progress.riding`): one flush.
         appended = False
+        fingerprint: bytes | None = None
         if log is not None and state_bytes is not None and reason in _APPENDED:
+            progress_bytes = _state_file.progress_bytes(snapshot)
+            fingerprint = _state_file.fingerprint_of(progress_bytes, state_bytes)
             riding = progress.riding()
             appended = riding is not None and log.append(
                 state_bytes, progress_bytes, snapshot, saved_at, sink_lengths, riding
@@ -353,15 +350,18 @@ class Checkpoint:
             progress.rode()
             size = 0  # a record: no state file was written
         else:
-            if progress.journal_pending:
+            if progress.journal_pending and not walked:
                 # A state that cannot be saved is refused before a journal is written to.
                 _state_file.check_state(state)
+                walked = True
             # The journals first: the state file commits them. Journal files a save creates
             # get the state file's permissions.
             progress.save(store)
             snapshot = progress.snapshot()
             fingerprint = _state_file.fingerprint(snapshot, state)
-            size = self._compact(snapshot, saved_at.isoformat(), sink_lengths, log, state_bytes)
+            size = self._compact(
+                snapshot, saved_at.isoformat(), sink_lengths, log, state_bytes, walked
+            )
         session.sinks.saved(sink_lengths)
         self.owed = None  # this save holds what an owed one would have
         if now is None:
@@ -411,8 +411,10 @@ class Checkpoint:
         sink_lengths: dict[str, SinkRecord],
         log: ProgressLog | None,
         state_bytes: bytes | None,
+        walked: bool,
     ) -> int:
-        """Write the whole state file (a compaction of the progress log); its size."""
+        """Write the whole state file (a compaction of the progress log); its size.
+        `walked`: r.state was checked for this save already (`check_state`)."""
         session = self._session
         log_id = None if log is None else new_log_id()
         document = StateDocument(
@@ -425,13 +427,7 @@ class Checkpoint:
             log=log_id,
         )
         try:
-            # state_bytes walked r.state already, unless it writes as the last compaction's
-            data = _state_file.encode(
-                document,
-                _WRITER,
-                str(session.path),
-                checked=state_bytes is not None and log is not None and state_bytes != log.state,
-            )
+            data = _state_file.encode(document, _WRITER, str(session.path), checked=walked)
         except (StateNotSerializableError, StateFileError) as error:
             self.unsaveable = error  # the exit does not try again and raise it twice
             raise

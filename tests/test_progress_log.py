@@ -368,3 +368,28 @@ def test_restart_takes_another_name_when_a_crash_left_a_log_under_the_first(
     assert leftover.read_bytes() == b"a log a crash left"
     aside = copy.with_name(f"{copy.name}.reset-20260102T030405-2")
     assert position_of(aside) == SAVES
+
+
+def test_a_keyed_rewrite_after_r_state_changed_walks_r_state_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A keyed job writes journals before a rewrite, and refuses an unsaveable r.state
+    before them: the check that refuses it is the one the rewrite counts, not a second."""
+    walks: list[str] = []
+    real = document.check_state
+
+    def counted(state: dict[str, object]) -> None:
+        walks.append(str(state))
+        real(state)
+
+    with Resumable(tmp_path / "job.state", policy=NPolicy(1_000)) as r:
+        for item in r.iterate([f"key-{n}" for n in range(4)], key=str):
+            r.state["item"] = item
+            if item == "key-1":
+                r.save()  # the run's first save
+            if item == "key-3":
+                monkeypatch.setattr(document, "check_state", counted)
+                r.save()  # r.state changed since: a rewrite, keys into the journal first
+                monkeypatch.undo()
+    assert walks == ["{'item': 'key-3'}"]
+    assert inspect(tmp_path / "job.state").state == {"item": "key-3"}
