@@ -8,7 +8,9 @@ the state file appends the changes since the previous rewrite to, before the sta
 commits them; the saves between carry their changes in the records of the progress log
 (`riding`, `resumable._store.progress_log`), and the next rewrite appends those first. So
 a save costs time in proportion to the failures and successes since the last save, not
-to every record.
+to every record. The job's first failures ride a record too: until a rewrite starts the
+journal, the records' progress says ``"failed": {"entries": n, "items": m}``, naming no
+journal, and the entries are all in the log.
 `Failures` holds the records and a reference to the journal; the store reads and writes
 the journal (`resumable._store.journal_api`).
 
@@ -50,6 +52,9 @@ from resumable._text import shown
 MESSAGE_LIMIT = 500  # characters of an exception's message kept in the state file
 ON_ERROR_CHOICES = ("raise", "record")
 logger = logging.getLogger("resumable")
+# The fields of "failed" in a record of the progress log that saved a job's first failures,
+# before a rewrite of the state file started the journal.
+_UNJOURNALED = frozenset(("entries", "items"))
 _RESTORE = (
     "Restore the file from a backup, or pass restart=True to start the job over "
     "(every item runs again)."
@@ -230,6 +235,12 @@ class Failures:
                 f"1, a list of failed items), got {shown(data)}"
             )
         failures = cls(keyed=keyed)
+        if data.keys() == _UNJOURNALED:
+            # A record of the progress log saved the job's first failures: no journal yet,
+            # its entries are all in the log's records (`load`).
+            count_field(data, "entries", "failed")
+            count_field(data, "items", "failed")
+            return failures
         generation = generation_field(data, "generation", "failed")
         job_id = check_job_id(data.get("job_id"))
         length = count_field(data, "length", "failed")
@@ -241,13 +252,13 @@ class Failures:
 
     def load(self, journals: Journals, logged: list[Any]) -> None:
         """Replay the journal's entries, then those the progress log holds past them
-        (`logged`); `StateFileError` when the journal is damaged or short, or either holds
-        an entry that is no record of this job's kind."""
-        if self.journal is None:
-            return
-        read = journals.read_journal(FAILURES, self.journal)
-        self.journal = read.reference
-        self._replay_all(read.entries, f"the failure journal {read.source}")
+        (`logged`: all of them before the first rewrite after the job's first failure
+        starts the journal); `StateFileError` when the journal is damaged or short, or
+        either holds an entry that is no record of this job's kind."""
+        if self.journal is not None:
+            read = journals.read_journal(FAILURES, self.journal)
+            self.journal = read.reference
+            self._replay_all(read.entries, f"the failure journal {read.source}")
         self._replay_all(logged, "the progress log")
         self.logged = list(logged)
 
@@ -266,13 +277,13 @@ class Failures:
 
     def riding(self) -> list[dict[str, Any]] | None:
         """The entries a record of the progress log carries for this save: one per item
-        that failed or succeeded since the last save. None when the save must rewrite the
-        state file instead: the job's first failure (the journal starts), or a rewrite of
-        all records is due."""
-        if self._rewrite or (self.journal is None and self.items):
+        that failed or succeeded since the last save, the job's first failures too (the
+        rewrite that compacts the log starts the journal). None when the save must rewrite
+        the state file instead: a rewrite of all records is due."""
+        if self._rewrite:
             return None
-        if self.journal is None:  # what failed succeeded before a save: nothing to keep
-            self.changed.clear()
+        if self.journal is None and not self.items and not self.logged:
+            self.changed.clear()  # what failed succeeded before a save: nothing to keep
             return []
         return [self._entry(where) for where in self.changed]
 
@@ -289,8 +300,9 @@ class Failures:
         due."""
         journal = self.journal
         if journal is None:
-            if not self.items:  # nothing failed, or what failed succeeded before a save
+            if not self.items:  # nothing failed, or what failed succeeded: nothing to keep
                 self.changed.clear()
+                self.logged = []
                 return
             journal = self.journal = journals.new_journal(FAILURES)
         change = JournalChange(

@@ -257,6 +257,97 @@ def test_a_record_whose_keys_or_entries_no_save_writes_is_damage_naming_the_log(
         inspect(copy)
 
 
+# -- records carrying keys and failure entries: a torn tail, bit flips ---------------------
+
+
+def both_kinds_crash(directory: Path) -> Path:
+    """A keyed job saving every two items, k2 and k4 failing: a crash copy in k6's body.
+    The state file commits k0 and k1 (the run's first save); the log's first record
+    carries k3 and the failure of k2 (the job's first), its last k5 and the failure of k4."""
+    state = directory / "job" / "job.state"
+    state.parent.mkdir(parents=True)
+    with Resumable(state, policy=NPolicy(2), quiet=True) as r:
+        for item in r.iterate(KEYS, key=str, on_error="record"):
+            with r.attempt():
+                if item in ("k2", "k4"):
+                    raise PageError(item)
+            if item == "k6":
+                return crashed_copy(state, directory / "crash")
+    raise AssertionError("the loop ended early")
+
+
+def keys_and_failures(state: Path) -> tuple[int, set[str | int]]:
+    """The keys done, and the failed keys, that `inspect` finds."""
+    snapshot = inspect(state)
+    return snapshot.position, {item.where for item in snapshot.failed}
+
+
+BEFORE_LAST = (3, {"k2"})  # k0, k1, k3 done, k2 failed: the records before the last
+
+
+def test_a_record_of_keys_and_failures_torn_at_every_byte_gives_the_record_before(
+    tmp_path: Path,
+) -> None:
+    copy = both_kinds_crash(tmp_path)
+    log = log_of(copy)
+    data = log.read_bytes()
+    assert [
+        (record["keys"], [e["key"] for e in record["failed"]]) for record in saved_records(copy)
+    ] == [
+        (["k3"], ["k2"]),
+        (["k5"], ["k4"]),
+    ]
+    assert keys_and_failures(copy) == (4, {"k2", "k4"})
+    start, end = log_records(data)[-1]
+    for cut in range(start, end):
+        log.write_bytes(data[:cut])
+        assert keys_and_failures(copy) == BEFORE_LAST, f"log cut at byte {cut} of {end}"
+    log.write_bytes(data[: (start + end) // 2])
+    with Resumable(copy, policy=NPolicy(2), quiet=True) as r:
+        ran = list(r.iterate(KEYS, key=str, on_error="record"))
+    assert ran == ["k2", "k4", "k5", "k6", "k7", "k8", "k9"]  # k4's failure was torn off
+    assert inspect(copy).failed == ()
+
+
+def check_flips_in_a_record_of_both(tmp_path: Path, which: int, every_bit: bool) -> None:
+    """Flip bits of record `which` (0: the first, 1: the last) one at a time. In the last
+    record each flip reads as a torn tail (the records before it stand); in the first,
+    which a whole record follows, each is damage (no backup to fall back on), the log
+    kept as it is."""
+    copy = both_kinds_crash(tmp_path)
+    log = log_of(copy)
+    data = log.read_bytes()
+    start, end = log_records(data)[which]
+    for bit in range(start * 8, end * 8):
+        if not every_bit and bit // 8 >= start + 9 and bit % 8 != (bit // 8) % 8:
+            continue  # the header's every bit, then one bit of each byte, in turn
+        damaged = bytearray(data)
+        damaged[bit // 8] ^= 1 << (bit % 8)
+        log.write_bytes(damaged)
+        where = f"bit {bit % 8} of byte {bit // 8} flipped"
+        if end == len(data):
+            assert keys_and_failures(copy) == BEFORE_LAST, where
+            continue
+        with pytest.raises(StateFileError, match=r"job\.state\.log is damaged"):
+            keys_and_failures(copy)
+        assert log.read_bytes() == damaged, where
+
+
+@pytest.mark.parametrize("which", [1, 0], ids=["last record", "first record"])
+def test_a_bit_flipped_in_a_record_of_keys_and_failures_is_detected(
+    tmp_path: Path, which: int
+) -> None:
+    check_flips_in_a_record_of_both(tmp_path, which, every_bit=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", [1, 0], ids=["last record", "first record"])
+def test_every_bit_flipped_in_a_record_of_keys_and_failures_is_detected(
+    tmp_path: Path, which: int
+) -> None:
+    check_flips_in_a_record_of_both(tmp_path, which, every_bit=True)
+
+
 # -- failure records -----------------------------------------------------------------------
 
 
@@ -282,29 +373,38 @@ def flushes_of(save: Callable[[], None], monkeypatch: pytest.MonkeyPatch) -> lis
 def test_a_save_that_records_a_failure_is_one_flush(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keyed: bool
 ) -> None:
-    """The job's first failure starts the failure journal (a rewrite of the state file);
-    every later save of progress and failures is one record."""
+    """The job's first failure is one record, as every later save of progress and
+    failures: the failure journal waits for the next rewrite of the state file."""
+    state = tmp_path / "job.state"
     seen: dict[str, list[str]] = {}
-    with Resumable(tmp_path / "job.state", policy=NPolicy(1_000), quiet=True) as r:
+    with Resumable(state, policy=NPolicy(1_000), quiet=True) as r:
         loop = r.iterate(KEYS, key=str if keyed else None, on_error="record")
         for item in loop:
             with r.attempt():
                 if item in ("k2", "k5"):
                     raise PageError(item)
-            if item in ("k2", "k3", "k5", "k6"):
+            if item in ("k0", "k1", "k2", "k3", "k5", "k6"):
                 seen[item] = flushes_of(r.save, monkeypatch)
-    assert seen["k2"].count("fdatasync") == 0  # the first failure: a rewrite
-    assert seen["k3"] == ["fsync", "fdatasync"]  # the log opened: its directory flushed
+            if item == "k2":
+                assert list(tmp_path.glob("job.state.failed-*")) == []
+                assert {failed.where for failed in inspect(state).failed} == (
+                    {"k2"} if keyed else {2}
+                )
+    assert seen["k0"].count("fdatasync") == 0  # the run's first save: a rewrite
+    assert seen["k1"] == ["fsync", "fdatasync"]  # the log opened: its directory flushed
+    assert seen["k2"] == ["fdatasync"]  # the job's first failure: one record
+    assert seen["k3"] == ["fdatasync"]
     assert seen["k5"] == ["fdatasync"]  # a new failure: one record
     assert seen["k6"] == ["fdatasync"]
-    assert {item.where for item in inspect(tmp_path / "job.state").failed} == (
-        {"k2", "k5"} if keyed else {2, 5}
-    )
+    assert {item.where for item in inspect(state).failed} == ({"k2", "k5"} if keyed else {2, 5})
+    assert saved_progress(state)["failed"]["items"] == 2  # the exit started the journal
+    assert len(list(tmp_path.glob("job.state.failed-*"))) == 1
 
 
 def test_failure_entries_ride_the_log_and_a_crash_keeps_them(tmp_path: Path) -> None:
-    """k2 fails and is recorded (a rewrite), k5 fails in a record, and k2 succeeds on its
-    retry in the next run: a crash copy in each shows what the saves before it recorded."""
+    """k2 fails (the job's first failure) and k5 fails, each recorded in a record of the
+    log, and k2 succeeds on its retry in the next run: a crash copy in each shows what the
+    saves before it recorded."""
     state = tmp_path / "job" / "job.state"
     state.parent.mkdir()
     fail = {"k2", "k5"}
@@ -316,12 +416,15 @@ def test_failure_entries_ride_the_log_and_a_crash_keeps_them(tmp_path: Path) -> 
             if item == "k7":
                 copy = crashed_copy(state, tmp_path / "crash")
     failed_entries = [entry for record in saved_records(copy) for entry in record.get("failed", [])]
-    assert [entry["key"] for entry in failed_entries] == ["k5"]
+    assert [entry["key"] for entry in failed_entries] == ["k2", "k5"]
+    assert "failed" not in orjson.loads(copy.read_bytes())["progress"]  # no journal yet
+    assert list(copy.parent.glob("job.state.failed-*")) == []
     failed = {item.where: item.attempts for item in inspect(copy).failed}
     assert failed == {"k2": 1, "k5": 1}
     assert inspect(copy).position == 5  # k0 to k6 but the two failed
-    # The next run retries both; k2 succeeds (its record goes, an entry of the log), k5
-    # fails again; a crash copy in k9's body holds both entries.
+    # The next run retries both; its first save starts the failure journal with the two
+    # entries of the log; k2 succeeds (its record goes, an entry of the log), k5 fails
+    # again; a crash copy in k9's body holds both entries.
     fail = {"k5"}
     with Resumable(copy, policy=NPolicy(1), quiet=True) as r:
         ran = []
@@ -338,6 +441,52 @@ def test_failure_entries_ride_the_log_and_a_crash_keeps_them(tmp_path: Path) -> 
     assert not log_of(copy).exists()
     assert saved_progress(copy)["failed"]["items"] == 1
     assert {item.where: item.attempts for item in inspect(copy).failed} == {"k5": 2}
+
+
+def status_json(state: Path) -> dict[str, object]:
+    """What ``resumable status --json`` reports of the job at `state`."""
+    command = [sys.executable, "-c", RESUMABLE_COMMAND, "status", "--json", str(state)]
+    done = subprocess.run(
+        command, env=child_env(), capture_output=True, timeout=TIMEOUT, check=False
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    [report] = json.loads(done.stdout)
+    assert isinstance(report, dict)
+    return report
+
+
+def test_a_failure_only_the_log_holds_is_shown_retried_and_kept_by_no_journal_once_cleared(
+    tmp_path: Path,
+) -> None:
+    """Item 2 of a positional job fails, the job's first failure: a crash copy in item 4's
+    body holds it in a record of the log alone (no failure journal), which inspect and
+    `resumable status` show. The next run retries it first, it succeeds before the run's
+    first save, and that save (a rewrite) finds nothing failed: no journal is ever made."""
+    state = tmp_path / "job" / "job.state"
+    state.parent.mkdir()
+    with Resumable(state, policy=NPolicy(1), quiet=True) as r:
+        for item in r.iterate(range(6), on_error="record"):
+            with r.attempt():
+                if item == 2:
+                    raise PageError(item)
+            if item == 4:
+                copy = crashed_copy(state, tmp_path / "crash")
+    assert list(copy.parent.glob("job.state.failed-*")) == []
+    assert saved_progress(copy)["failed"] == {"entries": 1, "items": 1}
+    assert [failed.where for failed in inspect(copy).failed] == [2]
+    report = status_json(copy)
+    assert report["position"] == 4
+    assert report["failed"] == [
+        {**entry, "key": None}
+        for record in saved_records(copy)
+        for entry in record.get("failed", [])
+    ]
+    with Resumable(copy, policy=NPolicy(1), quiet=True) as r:
+        ran = list(r.iterate(range(6), on_error="record"))
+    assert ran == [2, 4, 5]  # the failed item first, then the rest
+    assert inspect(copy).failed == ()
+    assert "failed" not in orjson.loads(copy.read_bytes())["progress"]
+    assert list(copy.parent.glob("job.state.failed-*")) == []
 
 
 def test_a_keyed_append_that_fails_leaves_its_keys_to_the_exit_s_rewrite(

@@ -1,5 +1,7 @@
 """Fault injection with strace into the progress log: kill -9 at each system call of an
-append and of a compaction, ENOSPC and EIO on the append and on its fdatasync.
+append and of a compaction, ENOSPC and EIO on the append and on its fdatasync, for each
+kind of record: positional progress, keys, failure entries (the job's first failure, one
+record too).
 
 tests/jobs/save_job.py with ``--log`` runs four items with NPolicy(1) and saves four
 times: position 1 compacts (the run's first save), 2 and 3 are records appended to
@@ -33,6 +35,7 @@ from jobs.harness import Job, Traced, child_env, run_script
 pytestmark = pytest.mark.strace  # skipped without strace, failed under CI=true
 
 ITEMS = 4
+Call = tuple[str, int, int]  # a call's name, its number among those of the name, saves done
 CALLS = (
     "write,fsync,fdatasync,ftruncate,openat,?link,linkat,?rename,renameat,renameat2,"
     "?unlink,unlinkat"
@@ -157,44 +160,6 @@ def test_kill9_at_every_call_of_every_save_keeps_the_last_save_or_the_one_in_pro
     kill_at_each_call(tmp_path, clean_calls)
 
 
-# -- ENOSPC and EIO ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("call", "errno_name"), [("write", "ENOSPC"), ("fdatasync", "EIO")], ids=["enospc", "eio"]
-)
-def test_a_failed_append_raises_state_write_error_and_the_exit_compacts(
-    tmp_path: Path, call: str, errno_name: str
-) -> None:
-    """Every call of `call` on the log fails: the append of save 2 raises StateWriteError
-    naming the log and the errno; the failed record is cut off (a flush that failed is
-    never retried); the exit's compaction saves position 2 in the state file; a run
-    without faults then finishes the job."""
-    job = Job(tmp_path)
-    log = log_of(job)
-    options = ["-e", f"trace={CALLS}", "-e", f"inject={call}:error={errno_name}:when=1+"]
-    traced = run_traced(job, [*options, "-P", str(log)])
-    assert traced.returncode == 0, traced.describe("the job did not end by itself")
-    assert traced.stdout[0] == "ready 0 1", traced.describe("unexpected output")
-    kind, _, payload = traced.stdout[-1].partition(" ")
-    assert kind == "error", traced.describe("the job saw no StateWriteError")
-    report = json.loads(payload)
-    assert report["errno"] == errno_name, report
-    assert str(log) in report["message"], report
-    assert report["saves"] == 2, report  # save 1, and the exit's compaction
-    on_log = [line for line in traced.log if f"<{log}>" in line or f'"{log}"' in line]
-    names = [m[1] for line in on_log if (m := _CALL.match(line))]
-    # open, empty, the record (and its flush), cut back to 0 bytes, then deleted by the close.
-    expected = ["openat", "ftruncate", "write", "fdatasync", "ftruncate", "ftruncate", "unlink"]
-    if call == "write":
-        expected.remove("fdatasync")
-    assert names == expected, traced.describe(f"calls on the log: {names}")
-    snapshot = resumable.inspect(job.state)
-    assert (snapshot.position, snapshot.finished, snapshot.from_backup) == (2, False, False)
-    assert not log.exists()
-    the_job_finishes(job)
-
-
 # -- keyed progress: the keys ride the log ----------------------------------------------------
 #
 # tests/jobs/keyed_save_job.py --log runs four items by key (k0 to k3), saving after each:
@@ -293,3 +258,237 @@ def test_kill9_at_every_call_of_every_keyed_save_loses_no_recorded_key(
     """Every call on the job's files of the whole keyed run: two compactions (with their
     key journal), three appends, the close."""
     keyed_kill_at_each_call(tmp_path, keyed_clean_calls)
+
+
+# -- failure entries: the job's first failure rides the log -----------------------------------
+#
+# With --record --fail-at 2 both jobs record item 2's failure (on_error="record") instead
+# of finishing it. save_job.py: save 3, the first failure, is one record (write and
+# fdatasync of the log, as save 2's record), and the save at the end of the input starts
+# the failure journal (job.state.failed-0: created, written, flushed, its directory
+# flushed) before it writes the state file. keyed_save_job.py: save 3 is the same record,
+# between the records of k1 and k3. A later run retries item 2 first (by position) or
+# where the input has it (by key).
+
+FAILING = ["--record", "--fail-at", "2"]
+JOBS = {"position": "save_job.py", "key": "keyed_save_job.py"}
+
+
+def run_failing(job: Job, keyed: bool, options: list[str], args: list[str] = FAILING) -> Traced:
+    """Run save_job.py (keyed_save_job.py if `keyed`) --log with `args` on `job`, under
+    strace with `options` if any."""
+    return run_script(
+        JOBS["key" if keyed else "position"],
+        [str(job.state), "--items", str(ITEMS), "--log", *args],
+        log=job.directory / ("strace.log" if options else "again.log"),
+        strace_options=options,
+        env={**child_env(), "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+
+
+def recorded(job: Job, keyed: bool) -> list[str]:
+    """What the job's files hold of the run's events, in their order: the items done
+    (k0, k1, k3 by key; 0, 1, 3 by position) and ``failed 2``."""
+    snapshot = resumable.inspect(job.state)
+    assert not snapshot.from_backup
+    failed = [f"failed {item.where}" for item in snapshot.failed]
+    assert failed in ([], ["failed k2" if keyed else "failed 2"]), failed
+    if keyed:
+        done = sorted(saved_keys(job.state), key=str)
+        return [key for key in done if key in ("k0", "k1")] + failed + (["k3"] * ("k3" in done))
+    assert bool(failed) == (snapshot.position >= 3), (snapshot.position, failed)
+    return (
+        [str(item) for item in range(min(snapshot.position, 2))]
+        + failed
+        + (["3"] * (snapshot.position == ITEMS))
+    )
+
+
+def events(keyed: bool) -> list[str]:
+    """What each save of the run records, in turn."""
+    return ["k0", "k1", "failed k2", "k3"] if keyed else ["0", "1", "failed 2", "3"]
+
+
+def the_failed_item_is_retried(job: Job, keyed: bool, context: str) -> None:
+    """A run without the fault retries item 2 (it succeeds now) and finishes the job:
+    no failure left, no log, no temp file."""
+    again = run_failing(job, keyed, [], ["--record"])
+    assert again.returncode == 0, again.describe(f"{context}: the run after it failed")
+    assert "did 2" in again.stdout, again.describe(f"{context}: item 2 did not run")
+    snapshot = resumable.inspect(job.state)
+    assert (snapshot.position, snapshot.finished, snapshot.failed) == (ITEMS, True, ()), (
+        again.describe(f"{context}: {snapshot}")
+    )
+    assert not log_of(job).exists()
+    assert job.temp_files() == []
+
+
+@pytest.fixture(params=[False, True], ids=["by position", "by key"])
+def failing_calls(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[bool, list[Call]]:
+    """Whether the job is keyed, and the calls on its files of a clean run."""
+    keyed: bool = request.param
+    job = Job(tmp_path / "clean")
+    job.directory.mkdir()
+    clean = run_failing(job, keyed, ["-e", f"trace={CALLS}"])
+    assert clean.returncode == 0, clean.describe("the run without faults failed")
+    assert recorded(job, keyed) == events(keyed), clean.describe("not every event recorded")
+    return keyed, calls_of_the_job(clean, job)
+
+
+def test_the_job_s_first_failure_is_one_record_and_one_fdatasync(
+    tmp_path: Path, failing_calls: tuple[bool, list[Call]]
+) -> None:
+    """Save 3 (item 2 failed) writes one record to the log and flushes it with one
+    fdatasync, as save 2: no journal is touched. The failure journal is created by the
+    compaction at the end, after every record."""
+    job = Job(tmp_path / "clean")
+    log, journal = log_of(job), job.directory / "job.state.failed-0"
+    on_files = [
+        (match[1], line)
+        for line in (job.directory / "strace.log").read_text().splitlines()
+        if (match := _CALL.match(line)) and str(job.directory) in line and ".lock" not in line
+    ]
+    syncs = [index for index, (name, _) in enumerate(on_files) if name == "fdatasync"]
+    save_3 = on_files[syncs[0] + 1 : syncs[1] + 1]
+    assert [(name, f"<{log}>" in line) for name, line in save_3] == [
+        ("write", True),
+        ("fdatasync", True),
+    ], save_3
+    created = next(index for index, (_, line) in enumerate(on_files) if f'"{journal}"' in line)
+    assert created > syncs[-1], on_files[created]
+
+
+def failing_kill_at_each_call(tmp_path: Path, keyed: bool, chosen: list[Call]) -> None:
+    """kill -9 on entering each call of `chosen`, one run each: the job's files hold the
+    events of the saves completed and at most that of the save in progress, in order (the
+    failure recorded or not, never a damaged file nor the backup); a run without the
+    fault retries item 2 and finishes the job."""
+    for index, (name, nth, completed) in enumerate(chosen):
+        job = Job(tmp_path / f"kill-{index}")
+        job.directory.mkdir()
+        options = ["-e", f"trace={CALLS}", "-e", f"inject={name}:signal=SIGKILL:when={nth}"]
+        traced = run_failing(job, keyed, options)
+        context = f"kill at {name} #{nth} after {completed} saves"
+        assert traced.returncode == -signal.SIGKILL, traced.describe(context)
+        killed = traced.killed_call()
+        assert str(job.directory) in killed, traced.describe(f"{context}: hit {killed!r}")
+        if job.state.exists():
+            held = recorded(job, keyed)
+            saved = events(keyed)[: min(completed, ITEMS)]
+            assert held[: len(saved)] == saved, traced.describe(f"{context}: holds {held}")
+            assert held == events(keyed)[: len(held)], traced.describe(f"{context}: {held}")
+            assert len(held) <= completed + 1, traced.describe(f"{context}: holds {held}")
+        else:
+            assert completed == 0, traced.describe(f"{context}: no state file")
+        the_failed_item_is_retried(job, keyed, context)
+
+
+def test_kill9_at_every_call_of_the_first_failure_s_save_records_it_or_not(
+    tmp_path: Path, failing_calls: tuple[bool, list[Call]]
+) -> None:
+    """The calls of save 3, the record that carries the first failure (its write and its
+    fdatasync), and those of the compaction at the end that start the failure journal
+    (its write and fsync). The full sweep (torture) kills at every call of the run."""
+    keyed, calls = failing_calls
+    syncs = [index for index, (name, _, _) in enumerate(calls) if name == "fdatasync"]
+    chosen = calls[syncs[0] + 1 : syncs[1] + 1]
+    clean = Job(tmp_path / "clean")
+    journal = f"<{clean.directory / 'job.state.failed-0'}>"
+    seen: dict[str, int] = {}
+    for line in (clean.directory / "strace.log").read_text().splitlines():
+        if (match := _CALL.match(line)) is not None:
+            seen[match[1]] = seen.get(match[1], 0) + 1
+            if match[1] in ("write", "fsync") and journal in line:
+                chosen += [call for call in calls if call[:2] == (match[1], seen[match[1]])]
+    assert [name for name, _, _ in chosen] == ["write", "fdatasync", "write", "fsync"], chosen
+    failing_kill_at_each_call(tmp_path, keyed, chosen)
+
+
+@pytest.mark.slow
+def test_kill9_at_every_call_of_a_run_with_a_failure_records_it_or_not(
+    tmp_path: Path, failing_calls: tuple[bool, list[Call]]
+) -> None:
+    """Every call on the job's files of the whole run: the compactions (the last starts
+    the failure journal), the records (one carries the failure), the close."""
+    keyed, calls = failing_calls
+    failing_kill_at_each_call(tmp_path, keyed, calls)
+
+
+# -- ENOSPC and EIO on the append and its fdatasync, for every kind of record ----------------
+#
+# Every call of `call` on the log fails from the first record that carries `kind`: a
+# positional save (save_job.py, save 2), keys (keyed_save_job.py, save 2 carries k1), the
+# job's first failure (save_job.py --record --fail-at 2, save 3; save 2's record is
+# written before the faults start).
+
+FAULTS = {
+    # kind: (the script's options, the first faulty record, the position it saves)
+    "position": ([], 1, 2),
+    "keys": ([], 1, 2),
+    "failure": (FAILING, 2, 3),
+}
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    ("kind", "call", "errno_name"),
+    [
+        ("position", "write", "ENOSPC"),
+        ("position", "fdatasync", "EIO"),
+        ("keys", "write", "ENOSPC"),
+        ("keys", "fdatasync", "ENOSPC"),
+        ("failure", "write", "ENOSPC"),
+        ("failure", "fdatasync", "EIO"),
+        pytest.param("position", "write", "EIO", marks=SLOW),
+        pytest.param("position", "fdatasync", "ENOSPC", marks=SLOW),
+        pytest.param("keys", "write", "EIO", marks=SLOW),
+        pytest.param("keys", "fdatasync", "EIO", marks=SLOW),
+        pytest.param("failure", "write", "EIO", marks=SLOW),
+        pytest.param("failure", "fdatasync", "ENOSPC", marks=SLOW),
+    ],
+)
+def test_a_failed_append_raises_state_write_error_and_the_exit_compacts(
+    tmp_path: Path, kind: str, call: str, errno_name: str
+) -> None:
+    """The append of the first record of `kind` fails: the save raises StateWriteError
+    naming the log and the errno; the failed record is cut off (a flush that failed is
+    never retried); the exit's compaction saves what that save held, the failure too, in
+    the state file and its journals; a run without faults then finishes the job."""
+    args, faulty, position = FAULTS[kind]
+    keyed = kind == "keys"
+    job = Job(tmp_path)
+    log = log_of(job)
+    options = ["-e", f"trace={CALLS}", "-e", f"inject={call}:error={errno_name}:when={faulty}+"]
+    traced = run_failing(job, keyed, [*options, "-P", str(log)], args)
+    assert traced.returncode == 0, traced.describe("the job did not end by itself")
+    assert traced.stdout[0] == "ready 0 1", traced.describe("unexpected output")
+    kind_of_line, _, payload = traced.stdout[-1].partition(" ")
+    assert kind_of_line == "error", traced.describe("the job saw no StateWriteError")
+    report = json.loads(payload)
+    assert report["errno"] == errno_name, report
+    assert str(log) in report["message"], report
+    assert report["saves"] == position, report  # the saves before it, and the exit's
+    on_log = [line for line in traced.log if f"<{log}>" in line or f'"{log}"' in line]
+    names = [m[1] for line in on_log if (m := _CALL.match(line))]
+    # Open, empty, the records (each flushed), the failed one cut back to the log's length
+    # before it, the compaction's cut to 0 bytes, then deleted by the close.
+    records = ["write", "fdatasync"] * faulty
+    if call == "write":
+        records.pop()
+    expected = ["openat", "ftruncate", *records, "ftruncate", "ftruncate", "unlink"]
+    assert names == expected, traced.describe(f"calls on the log: {names}")
+    assert not log.exists()
+    if kind == "keys":
+        assert saved_keys(job.state) == {"k0", "k1"}
+        again = run_failing(job, keyed, [], [])
+        assert again.stdout[-1].startswith(f"done {ITEMS} True"), again.describe("not done")
+        assert bodies(again) == {2, 3}
+        return
+    snapshot = resumable.inspect(job.state)
+    assert (snapshot.position, snapshot.finished, snapshot.from_backup) == (position, False, False)
+    if kind == "failure":
+        assert [item.where for item in snapshot.failed] == [2]
+        assert (job.directory / "job.state.failed-0").exists()
+        the_failed_item_is_retried(job, keyed, f"{call} {errno_name}")
+    else:
+        the_job_finishes(job)

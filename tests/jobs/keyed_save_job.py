@@ -1,7 +1,7 @@
 """A keyed job with a fixed sequence of saves, for the strace fault tests of the key journal.
 
     python keyed_save_job.py STATE --items N [--stop-at K] [--fold-after R] [--raise-on-usr1]
-                             [--log]
+                             [--log] [--record [--fail-at K]]
     python keyed_save_job.py STATE reset
 
 It runs ``range(N)`` with ``key=`` (item i has the key ``"k<i>"``), ``NPolicy(1)`` and a
@@ -27,6 +27,11 @@ the seam for tests ``progress_log.MAX_RECORDS`` to 0, as save_job.py does.
 program's own handler may (a timeout on SIGALRM, say): not an `OSError`, and not held
 back by the library, whose handlers are for SIGINT, SIGTERM and SIGHUP only.
 
+With ``--record`` the loop records failures (``on_error="record"``); with ``--fail-at K``
+too, the body of item K raises in ``r.attempt()`` after it reported ``did K``: one
+failure recorded, which is no key done and counts as an item for the policy (a save).
+Without ``--fail-at`` a recorded failure succeeds when it is retried.
+
 ``reset`` calls `resumable.reset` and prints ``reset <name of the file set aside>``, or
 ``error <json>`` when it raises `StateWriteError`.
 """
@@ -40,6 +45,7 @@ import os
 import signal
 from pathlib import Path
 from types import FrameType
+from typing import Literal
 
 import resumable
 from resumable._store import journal_files, progress_log
@@ -84,6 +90,8 @@ def main() -> None:
     parser.add_argument("--fold-after", type=int, default=0)
     parser.add_argument("--raise-on-usr1", action="store_true")
     parser.add_argument("--log", action="store_true", help="progress saves append")
+    parser.add_argument("--record", action="store_true", help='on_error="record"')
+    parser.add_argument("--fail-at", type=int, default=-1, help="the item that fails")
     parsed = parser.parse_args()
     if not parsed.log:
         progress_log.MAX_RECORDS = 0  # the seam for tests: every save compacts
@@ -104,10 +112,15 @@ def main() -> None:
     try:
         with job:
             say(f"ready {job.position} {job.runs}")
-            for item in job.iterate(range(int(parsed.items)), key=key):
+            on_error: Literal["raise", "record"] = "record" if parsed.record else "raise"
+            for item in job.iterate(range(int(parsed.items)), key=key, on_error=on_error):
                 if item == parsed.stop_at:
                     break
                 say(f"did {item}")
+                if parsed.record:
+                    with job.attempt():
+                        if item == parsed.fail_at:
+                            raise RuntimeError(f"item {item} fails")
     except (resumable.StateWriteError, resumable.StateFileError) as error:
         say(f"error {json.dumps({**describe(error), 'saves': job.saves})}")
         return

@@ -1,6 +1,7 @@
 """A job with a fixed sequence of saves, for the strace fault-injection tests.
 
     python save_job.py STATE --items N [--digest] [--fsize-limit BYTES] [--log]
+                       [--record [--fail-at K]]
 
 It runs ``range(N)`` with ``NPolicy(1)`` and an empty loop body, so a run from scratch
 saves exactly N times, at positions 1, 2, ... N (the last save also marks the job
@@ -24,6 +25,11 @@ injected into ``write`` hits the library's writes only:
   ``message``, its ``errno`` name, ``saves`` (``job.saves``: the saves the run completed)
   and, as ``context``, the message and errno name of the `StateWriteError` during whose
   handling it was raised, if any (found along the chain of ``__context__``).
+
+With ``--record`` the loop records failures (``on_error="record"``) and reports ``did <i>``
+in the body of item i; with ``--fail-at K`` too, the body of item K raises in
+``r.attempt()`` (one failure recorded; a later run retries the item first). Without
+``--fail-at`` a recorded failure succeeds when it is retried.
 
 With ``--fsize-limit``, the body of item 1 ignores ``SIGXFSZ`` and lowers the soft
 ``RLIMIT_FSIZE`` of the process to BYTES, so that a write past the limit fails with
@@ -70,6 +76,15 @@ def during(error: BaseException) -> resumable.StateWriteError | None:
     return context
 
 
+def run_recording(job: resumable.Resumable, items: int, fail_at: int) -> None:
+    """The loop of ``--record``: item `fail_at` fails in ``r.attempt()``."""
+    for item in job.iterate(range(items), on_error="record"):
+        say(f"did {item}")
+        with job.attempt():
+            if item == fail_at:
+                raise RuntimeError(f"item {item} fails")
+
+
 def main() -> None:
     """Run the job."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -78,6 +93,8 @@ def main() -> None:
     parser.add_argument("--digest", action="store_true", help="report the file at item 1")
     parser.add_argument("--fsize-limit", type=int, help="RLIMIT_FSIZE from item 1 on")
     parser.add_argument("--log", action="store_true", help="progress saves append")
+    parser.add_argument("--record", action="store_true", help='on_error="record"')
+    parser.add_argument("--fail-at", type=int, default=-1, help="the item that fails")
     parsed = parser.parse_args()
     if not parsed.log:
         progress_log.MAX_RECORDS = 0  # the seam for tests: every save compacts
@@ -91,12 +108,15 @@ def main() -> None:
     try:
         with job:
             say(f"ready {job.position} {job.runs}")
-            for item in job.iterate(range(items)):
-                if item == 1 and digest:
-                    say(f"digest {hashlib.sha256(state.read_bytes()).hexdigest()}")
-                if item == 1 and fsize_limit is not None:
-                    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-                    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_limit, limits[1]))
+            if parsed.record:
+                run_recording(job, items, parsed.fail_at)
+            else:
+                for item in job.iterate(range(items)):
+                    if item == 1 and digest:
+                        say(f"digest {hashlib.sha256(state.read_bytes()).hexdigest()}")
+                    if item == 1 and fsize_limit is not None:
+                        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+                        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_limit, limits[1]))
     except resumable.StateWriteError as error:
         report = {**describe(error), "saves": job.saves}
         earlier = during(error)
