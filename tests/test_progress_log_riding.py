@@ -1,7 +1,9 @@
 """Keyed progress and failure records ride the progress log (issue 18, docs/state-file.md,
 "Progress log"): a save of progress alone is one record, which carries the keys finished
 and the failure entries changed since the previous save; a rewrite of the state file (a
-compaction) writes them into their journals first. One save, one flush.
+compaction) writes them into their journals first. One save, one flush. The records carry
+the output lengths of a job's sinks too; a torn, flipped or failed record of any of these
+kinds leaves the records before it.
 
 A crash is copied, not caused, as in test_progress_log.py: in the body of an item the
 job's files are exactly what a kill -9 there would leave (every save before it returned).
@@ -348,6 +350,104 @@ def test_every_bit_flipped_in_a_record_of_keys_and_failures_is_detected(
     check_flips_in_a_record_of_both(tmp_path, which, every_bit=True)
 
 
+# -- records carrying output lengths (sinks) ---------------------------------------------
+
+LINES = "".join(f"line {n}\n" for n in range(10))  # the output of one uninterrupted run
+
+
+def sink_crash(directory: Path) -> Path:
+    """A positional job writing one line per item to a sink, saving after every item: a
+    crash copy in item 6's body. The state file records the sink at 0 bytes (the save
+    `r.sink` makes, the run's first: a rewrite); the log's records its lengths after
+    lines 0 to 5."""
+    state = directory / "job" / "job.state"
+    state.parent.mkdir(parents=True)
+    with Resumable(state, policy=NPolicy(1)) as r:
+        out = r.sink(state.parent / "out.txt")
+        for item in r.iterate(range(10)):
+            if item == 6:
+                return crashed_copy(state, directory / "crash")
+            out.write(f"line {item}\n")
+    raise AssertionError("the loop ended early")
+
+
+def sink_length(state: Path) -> int:
+    """The length `inspect` finds recorded for the job's sink."""
+    return inspect(state).sinks[str(state.parent / "out.txt")]
+
+
+def finish_sink_job(state: Path) -> str:
+    """Run the job of `sink_crash` to its end; its output."""
+    with Resumable(state, policy=NPolicy(1)) as r:
+        out = r.sink(state.parent / "out.txt")
+        for item in r.iterate(range(10)):
+            out.write(f"line {item}\n")
+    return (state.parent / "out.txt").read_text()
+
+
+def test_a_record_of_output_lengths_torn_or_flipped_gives_the_lengths_before(
+    tmp_path: Path,
+) -> None:
+    """The last record cut at every byte, or a bit of each byte of it flipped: the length
+    of the record before (lines 0 to 4), which the next run cuts the file back to; the
+    finished output is that of one uninterrupted run. A bit flipped in a record that
+    another follows is damage naming the log."""
+    copy = sink_crash(tmp_path)
+    log = log_of(copy)
+    data = log.read_bytes()
+    assert [record["sinks"]["out.txt"]["length"] for record in saved_records(copy)] == [
+        len(LINES.split(f"line {n}")[0]) for n in range(1, 7)
+    ]
+    before = len(LINES.split("line 5")[0])
+    spans = log_records(data)
+    start, end = spans[-1]
+    for cut in range(start, end):
+        log.write_bytes(data[:cut])
+        assert sink_length(copy) == before, f"log cut at byte {cut} of {end}"
+    for byte in range(start, end):
+        damaged = bytearray(data)
+        damaged[byte] ^= 1 << (byte % 8)
+        log.write_bytes(damaged)
+        assert sink_length(copy) == before, f"bit {byte % 8} of byte {byte} flipped"
+    first_start, first_end = spans[0]
+    for byte in range(first_start, first_end, 7):
+        damaged = bytearray(data)
+        damaged[byte] ^= 1 << (byte % 8)
+        log.write_bytes(damaged)
+        with pytest.raises(StateFileError, match=r"job\.state\.log is damaged"):
+            sink_length(copy)
+    log.write_bytes(data[: (start + end) // 2])
+    assert finish_sink_job(copy) == LINES
+
+
+def test_a_record_of_output_lengths_that_fails_leaves_them_to_the_exit_s_rewrite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EIO from the fdatasync of the record after line 3: the save raises StateWriteError
+    naming the log; the exit's rewrite records the sink at the boundary it reached (lines
+    0 to 3, fsynced before the record), and the next run finishes with the output of one
+    uninterrupted run."""
+    state = tmp_path / "job.state"
+    real = os.fdatasync
+
+    def fails_once(fd: int) -> None:
+        monkeypatch.setattr(os, "fdatasync", real)
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    with (
+        pytest.raises(StateWriteError, match=r"job\.state\.log.*EIO"),
+        Resumable(state, policy=NPolicy(1)) as r,
+    ):
+        out = r.sink(tmp_path / "out.txt")
+        for item in r.iterate(range(10)):
+            out.write(f"line {item}\n")
+            if item == 3:
+                monkeypatch.setattr(os, "fdatasync", fails_once)
+    assert not log_of(state).exists()
+    assert (inspect(state).position, sink_length(state)) == (4, len(LINES.split("line 4")[0]))
+    assert finish_sink_job(state) == LINES
+
+
 # -- failure records -----------------------------------------------------------------------
 
 
@@ -487,6 +587,68 @@ def test_a_failure_only_the_log_holds_is_shown_retried_and_kept_by_no_journal_on
     assert inspect(copy).failed == ()
     assert "failed" not in orjson.loads(copy.read_bytes())["progress"]
     assert list(copy.parent.glob("job.state.failed-*")) == []
+
+
+def failure_in_the_log_crash(directory: Path) -> Path:
+    """A positional job over a generator of 6 items: run 1 stops at position 2, compacted
+    (the backup of run 2's first save); in run 2 item 3 fails, the job's first failure,
+    which only a record of the log holds in the crash copy made in item 5's body."""
+    state = directory / "job" / "job.state"
+    state.parent.mkdir(parents=True)
+    with Resumable(state, policy=NPolicy(1), quiet=True) as r:
+        for item in r.iterate(iter(range(6)), on_error="record"):
+            if item == 2:
+                break
+    with Resumable(state, policy=NPolicy(1), quiet=True) as r:
+        for item in r.iterate(iter(range(6)), on_error="record"):
+            with r.attempt():
+                if item == 3:
+                    raise PageError(item)
+            if item == 5:
+                return crashed_copy(state, directory / "crash")
+    raise AssertionError("the loop ended early")
+
+
+def test_restart_drops_a_failure_only_the_log_holds_and_keeps_it_aside(tmp_path: Path) -> None:
+    copy = failure_in_the_log_crash(tmp_path)
+    assert [item.where for item in inspect(copy).failed] == [3]
+    with Resumable(copy, policy=NPolicy(1), quiet=True, restart=True) as r:
+        assert r.failed == []
+        assert list(r.iterate(iter(range(6)), on_error="record")) == list(range(6))
+    assert inspect(copy).failed == ()
+    [aside] = [
+        path
+        for path in copy.parent.glob("job.state.reset-*")
+        if path.suffix not in (".bak", ".log")
+    ]
+    assert [item.where for item in inspect(aside).failed] == [3]  # its log moved with it
+
+
+def test_a_damaged_state_file_goes_back_to_the_backup_without_the_failure_its_log_held(
+    tmp_path: Path,
+) -> None:
+    """The backup is the state file before run 2's first save: position 2, no failure.
+    Its items after it run again, item 3 among them, as an item not yet done; the damaged
+    file's log, kept aside, still holds the failure."""
+    copy = failure_in_the_log_crash(tmp_path)
+    data = bytearray(copy.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    copy.write_bytes(bytes(data))
+    with pytest.warns(ResumableWarning, match="resuming from the backup"):
+        snapshot = inspect(copy)
+    assert (snapshot.position, snapshot.failed) == (2, ())
+    with pytest.warns(ResumableWarning), Resumable(copy, policy=NPolicy(1), quiet=True) as r:
+        assert list(r.iterate(iter(range(6)), on_error="record")) == [2, 3, 4, 5]
+    assert inspect(copy).failed == ()
+    [log] = copy.parent.glob("job.state.corrupt-*.log")
+    assert [entry["position"] for entry in saved_records_of_log(log)] == [3]
+
+
+def saved_records_of_log(log: Path) -> list[dict[str, object]]:
+    """The failure entries of every record of `log` that checks."""
+    data = log.read_bytes()
+    records = [orjson.loads(data[start + 9 : end]) for start, end in log_records(data)]
+    return [entry for record in records for entry in record.get("failed", [])]
 
 
 def test_a_keyed_append_that_fails_leaves_its_keys_to_the_exit_s_rewrite(
