@@ -128,9 +128,14 @@ def test_a_killed_run_of_a_url_job_on_this_host_is_taken_over_at_once_and_resume
     """kill -9 of a real process with the job by URL: its lease stays on the store, held,
     but a run of the same host sees its pid is gone, takes the job over at once (no
     waiting for the expiry) and resumes from its last save; every item's effect is in the
-    log at least once, the redone ones since the last save only."""
+    log at least once, the redone ones since the last save only.
+
+    The child's input is long enough that it cannot end before the kill (100 items did,
+    under load, on the file backend: the lease was released, and the refusal not raised)."""
     effects = tmp_path / "effects.log"
-    with Child("fast_job.py", shared_job_url, effects, "--items", "100", "--every", "5") as job:
+    items = 100_000  # some 20,000 saves for the child; the resuming run saves by time
+    arguments = ("--items", str(items), "--every", "5")
+    with Child("fast_job.py", shared_job_url, effects, *arguments) as job:
         while job.read_line() != "saved 20":
             pass
         with pytest.raises(StateLockedError, match=f"pid {job.pid} on {socket.gethostname()}"):
@@ -140,11 +145,11 @@ def test_a_killed_run_of_a_url_job_on_this_host_is_taken_over_at_once_and_resume
     assert saved >= 20
     with Resumable(shared_job_url, quiet=True) as r, effects.open("a") as log:
         assert r.position == saved
-        for item in r.iterate(range(100)):
+        for item in r.iterate(range(items)):
             log.write(f"{item}\n")
     logged = [int(line) for line in effects.read_text().split()]
-    assert sorted(set(logged)) == list(range(100))
-    redone = len(logged) - 100
+    assert sorted(set(logged)) == list(range(items))
+    redone = len(logged) - items
     assert redone <= 5  # at most the items since the last save (NPolicy(5))
 
 
