@@ -117,6 +117,23 @@ def test_a_record_claiming_more_than_16_mib_is_damage_found_before_a_byte_of_it_
     assert files_in(state_path.parent) == before
 
 
+def test_a_record_claiming_more_than_the_committed_bytes_after_it_names_both_counts(
+    state_path: Path,
+) -> None:
+    """A length field flipped to claim 1,000 bytes where the state file commits 9 after
+    the header (the record's own payload): damage, with both figures in the message."""
+    journal = state_path.with_name("job.state.keys-0")
+    journal.write_bytes(job_frame(JOB_ID) + frame(b'["a","b"]', claimed=1_000))
+    state_path.write_bytes(checksummed(keyed(0, journal.stat().st_size, 2)))
+    before = files_in(state_path.parent)
+    message, _ = refusal_and_peak_memory(state_path)
+    assert (
+        f"damaged at byte {len(job_frame(JOB_ID))}: the record claims 1,000 bytes, more than "
+        "the 9 committed bytes after its header"
+    ) in message
+    assert files_in(state_path.parent) == before
+
+
 @pytest.mark.parametrize(
     ("payload", "problem"),
     [

@@ -150,6 +150,10 @@ JOURNAL_CASES: dict[str, tuple[dict[str, Any], str]] = {
         {"first_generation": False},
         "first_generation must be a whole number >= 0",
     ),
+    # A bad job id is shown whole up to 60 characters (its repr, quotes counted), and cut
+    # to 57 and "..." past them.
+    "job id of 60 characters shown whole": ({"job_id": "x" * 58}, f"got '{'x' * 58}'"),
+    "job id of 61 characters cut": ({"job_id": "y" * 59}, f"got '{'y' * 56}..."),
 }
 
 
