@@ -35,6 +35,7 @@ from resumable import (
     inspect,
     reset,
 )
+from resumable._store import document as state_document
 
 from jobs.harness import RESUMABLE_COMMAND
 
@@ -427,6 +428,25 @@ def test_a_save_over_the_size_limit_is_refused_and_the_previous_save_kept(
     with too_big, Resumable(state_path) as r:
         r.state["blob"] = "x" * STATE_LIMIT
         r.save()
+    assert state_path.read_bytes() == before
+
+
+def test_a_save_over_the_size_limit_names_the_sizes_in_mib(
+    state_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The figures of the refusal, with the limit lowered to 1 MiB (the seam; the slow
+    test above builds a real 256 MiB state and checks the limit): the file would be
+    1.5 MiB, r.state 1.5 MiB of it."""
+    make_job(state_path, 3)
+    before = state_path.read_bytes()
+    monkeypatch.setattr(state_document, "MAX_BYTES", 2**20)
+    with pytest.raises(StateNotSerializableError) as raised, Resumable(state_path) as r:
+        r.state["blob"] = "x" * (3 * 2**19)
+        r.save()
+    assert (
+        "the state file would be 1.5 MiB, more than the 1 MiB a state file may hold; "
+        "r.state makes 1.5 MiB of it."
+    ) in str(raised.value)
     assert state_path.read_bytes() == before
 
 
