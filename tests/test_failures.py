@@ -27,7 +27,7 @@ from resumable import (
     UsageError,
     inspect,
 )
-from resumable._store import progress_log
+from resumable._store import journal_files, progress_log
 
 from jobs.harness import Job, campaign_seed
 
@@ -545,6 +545,50 @@ def test_a_journal_of_mostly_cleared_records_is_rewritten_into_a_new_generation(
         == 0
     )
     assert state_path.with_name("job.state.failed-0").exists()
+
+
+@pytest.mark.parametrize(
+    ("failing", "passing", "expected"),
+    [(500, 500, (0, 1_000, 0)), (501, 500, (1, 1, 1))],
+    ids=["1,000 entries: appended", "1,001: rewritten"],
+)
+def test_a_failure_journal_is_rewritten_once_it_holds_more_than_1_000_entries(
+    state_path: Path, failing: int, passing: int, expected: tuple[int, int, int]
+) -> None:
+    """The boundary of REWRITE_MIN_ENTRIES: `failing` items fail, then the first
+    `passing` of them succeed (the run stops there), a cleared entry each. At 1,000
+    entries the journal is appended to; at 1,001 (more than twice the 1 record left, too)
+    its records are rewritten into a new generation: (generation, entries, items)."""
+    keys = [f"item-{n}" for n in range(failing)]
+    run(state_path, keys, set(keys), keyed=True)
+    assert state_document(state_path)["progress"]["failed"]["entries"] == failing
+    stop_at = keys[passing] if passing < failing else None
+    run(state_path, keys, set(), keyed=True, stop_at=stop_at)
+    failed = state_document(state_path)["progress"]["failed"]
+    assert (failed["generation"], failed["entries"], failed["items"]) == expected
+    assert [item.where for item in inspect(state_path).failed] == keys[passing:]
+
+
+def test_with_the_fold_threshold_at_3_records_the_failure_journal_folds_every_third_save(
+    state_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the key journal (tests/test_keyed.py): the failure journal is rewritten exactly
+    when it would hold more than FOLD_MIN_RECORDS records. Every item fails, and every
+    save rewrites the state file (r.state changes), appending the failure to the journal
+    as a record: the first starts it (one record), the next two append, the fourth is due
+    and folds; then every third. Each body sees the save made after the item before it."""
+    monkeypatch.setattr(journal_files, "FOLD_MIN_RECORDS", 3)  # the seam: fold past 3 records
+    generations = []
+    with Resumable(state_path, policy=NPolicy(1)) as r:
+        for item in r.iterate(range(11), on_error="record"):
+            r.state["item"] = item
+            if state_path.exists():
+                failed = orjson.loads(state_path.read_bytes())["progress"]["failed"]
+                generations.append(failed["generation"])
+            with r.attempt():
+                raise UnavailableError(f"{item}: 503 Service Unavailable")
+    assert generations == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3]
+    assert len(inspect(state_path).failed) == 11
 
 
 def test_a_damaged_failure_journal_is_refused_and_left_as_it_is(state_path: Path) -> None:
