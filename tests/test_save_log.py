@@ -121,3 +121,24 @@ def test_the_debug_line_of_a_save_says_when_and_why(
         saves[0],
     ), saves[0]
     assert re.fullmatch(rf"{path}: saved position 3 at 4\.500 s \(completion; .*", saves[1])
+
+
+def test_the_debug_line_gives_the_length_of_the_save_in_milliseconds(
+    state_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The clock moves by exactly 1 s at each reading (freezegun's auto tick), so a save
+    that reads it k times between its start and its end lasted k whole seconds: the line
+    says k * 1000 ms, 1 <= k <= 100, whatever k the save's code makes it."""
+    with (
+        caplog.at_level(logging.DEBUG, logger="resumable"),
+        freeze_time("2026-01-01", auto_tick_seconds=1),
+        Resumable(state_path) as r,
+    ):
+        r.save()
+    [line] = [record.getMessage() for record in caplog.records if " in " in record.getMessage()]
+    found = re.search(r" in (\d+)\.(\d) ms$", line)
+    assert found is not None, line
+    milliseconds, tenths = int(found[1]), found[2]
+    assert tenths == "0", line
+    assert 1000 <= milliseconds <= 100_000, line
+    assert milliseconds % 1000 == 0, line
