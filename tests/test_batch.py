@@ -204,6 +204,14 @@ def test_a_display_is_advanced_by_items_not_batches(state_path: Path) -> None:
     assert display.total == 25
 
 
+@pytest.mark.parametrize("key", [None, str], ids=["positional", "keyed"])
+def test_batches_of_one_item_are_lists_of_one(state_path: Path, key: object) -> None:
+    """batch=1, the smallest batch: each item in a list of its own."""
+    with Resumable(state_path) as r:
+        assert list(r.iterate(["a", "b", "c"], key=key, batch=1)) == [["a"], ["b"], ["c"]]  # type: ignore[call-overload]
+    assert inspect(state_path).finished
+
+
 @pytest.mark.parametrize("batch", [0, -1, True, 2.0, "3"])
 def test_a_batch_that_is_not_a_whole_number_of_items_is_refused_and_changes_nothing(
     state_path: Path, batch: object
