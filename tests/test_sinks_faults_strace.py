@@ -66,3 +66,26 @@ def test_a_failed_write_or_fsync_of_a_sink_keeps_the_state_and_the_next_run_cuts
     again = run_script("sink_fault_job.py", args, log=tmp_path / "none.log")
     assert again.stdout[-1] == f"done {ITEMS} True", again.describe("the next run failed")
     assert out.read_text() == "".join(f"{item}\n" for item in range(ITEMS))
+
+
+def test_a_save_with_no_new_output_makes_no_call_on_the_sink(tmp_path: Path) -> None:
+    """Items 0 and 1 write a line each, items 2 to 5 nothing: the saves of positions 1
+    and 2 each make one write and one fsync of the sink, and the four saves after them
+    (and the exit) none: no output since the last save, nothing to wait for, and the CRC
+    of its last bytes is not read again."""
+    state, out = tmp_path / "job.state", tmp_path / "out.txt"
+    with resumable.Resumable(state) as job:
+        job.sink(out)  # strace's -P names an existing file: the job's own, recorded empty
+    args = [str(state), str(out), "--items", "6", "--silent-from", "2"]
+    traced = run_script(
+        "sink_fault_job.py",
+        args,
+        log=tmp_path / "strace.log",
+        strace_options=["-P", str(out), "-e", "trace=write,fsync,pread64"],
+        env={**child_env(), "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    assert traced.stdout[-1] == "done 6 True", traced.describe("the job failed")
+    counted = {call: len(traced.calls(call, out)) for call in ("write", "fsync", "pread64")}
+    assert counted == {"write": 2, "fsync": 2, "pread64": 2}, traced.describe(str(counted))
+    assert out.read_text() == "0\n1\n"
+    assert resumable.inspect(state).sinks == {str(out): 4}

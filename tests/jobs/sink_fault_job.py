@@ -1,11 +1,12 @@
 """A job with a sink and a fixed sequence of saves, for the strace fault tests of sinks.
 
-    python sink_fault_job.py STATE OUT --items N
+    python sink_fault_job.py STATE OUT --items N [--silent-from M]
 
 It runs ``range(N)`` with ``NPolicy(1)`` and writes ``<item>\\n`` to the sink OUT per item,
 so the save of position K is the K-th that flushes and fsyncs the sink: the sink's K-th
 ``write`` and ``fsync`` system calls. (Opening a new sink saves first, with nothing to
-flush.) It reports on stdout with one ``writev`` per line:
+flush.) With ``--silent-from M`` the items from M on write nothing: their saves have no
+output to flush. It reports on stdout with one ``writev`` per line:
 
 - ``ready <position>`` once the sink is open;
 - ``digest <sha256>`` in the body of item 1, between the save of position 1 and that of
@@ -52,6 +53,7 @@ def main() -> None:
     parser.add_argument("state", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--items", type=int, required=True)
+    parser.add_argument("--silent-from", type=int, default=None)
     parsed = parser.parse_args()
     job = resumable.Resumable(parsed.state, policy=resumable.NPolicy(1))
     try:
@@ -61,7 +63,8 @@ def main() -> None:
             for item in job.iterate(range(int(parsed.items))):
                 if item == 1:
                     say(f"digest {hashlib.sha256(parsed.state.read_bytes()).hexdigest()}")
-                out.write(f"{item}\n")
+                if parsed.silent_from is None or item < parsed.silent_from:
+                    out.write(f"{item}\n")
     except resumable.StateWriteError as error:
         report: dict[str, object] = {**describe(error), "saves": job.saves}
         if (context := during(error)) is not None:
