@@ -1,4 +1,5 @@
-"""Injected I/O errors on a sink (strace): ENOSPC and EIO on the sink's write and fsync.
+"""Injected I/O errors on a sink (strace): ENOSPC and EIO on the sink's write and fsync, EIO
+on the read of its last bytes for their CRC (pread).
 
 tests/jobs/sink_fault_job.py writes one line per item to its sink with NPolicy(1), so the
 save of position K makes the sink's K-th ``write`` and ``fsync``. strace (``-P`` the sink:
@@ -28,6 +29,8 @@ FAULTS = [
     pytest.param("write", "EIO", id="EIO-write"),
     pytest.param("fsync", "ENOSPC", id="ENOSPC-fsync"),
     pytest.param("fsync", "EIO", id="EIO-fsync"),
+    # The read of the last bytes before the length, for their CRC, after the fsync.
+    pytest.param("pread64", "EIO", id="EIO-pread"),
 ]
 
 

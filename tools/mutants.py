@@ -57,6 +57,8 @@ _CONTROLLER = [
     "test_logging",
 ]
 
+_OBJECT_STORE = ["test_job_by_url", "test_object_store"]
+
 TESTS: dict[str, list[str]] = {
     "_store.durable": [
         "test_durability",
@@ -145,6 +147,36 @@ TESTS: dict[str, list[str]] = {
     "_drivers.pool": ["test_amap", "test_map", "test_map_process_pool", "test_map_kill9"],
     "_progress.watermark": ["test_amap", "test_asyncio_review", "test_map", "test_map_kill9"],
     "policies": ["test_policies", "test_save_schedule"],
+    "_drivers.aio": ["test_asyncio_review", "test_amap", "test_asyncio_signals"],
+    "_drivers.batches": ["test_batch", "test_uncovered_branches", "test_keyed", "test_failures"],
+    "_drivers.read_ahead": ["test_batch", "test_map"],
+    "_sinks": [
+        "test_sinks",
+        "test_sinks_replaced",
+        "test_sinks_faults_strace",
+        "test_sinks_review",
+        "test_sinks_footer",
+    ],
+    # The object-store modules: their tests start a real S3-compatible server (moto) on
+    # localhost, and run each job on the memory://, file:// and s3:// backends.
+    "_store.lease": _OBJECT_STORE,
+    "_store.object": _OBJECT_STORE,
+    "_store.object_backend": _OBJECT_STORE,
+    "_store.object_journal": _OBJECT_STORE,
+    "_store.url": [*_OBJECT_STORE, "test_sinks", "test_status_folder"],
+    "_failures": [
+        "test_progress_log_riding",
+        "test_failures",
+        "test_malformed_progress",
+        "test_keyed",
+    ],
+    "_store.progress_log": [
+        "test_progress_log",
+        "test_progress_log_riding",
+        "test_progress_log_review",
+        "test_failures",
+        "test_progress_log_strace",
+    ],
 }
 
 # The operators whose mutants run. A binary operator keeps its nearest confusion (+ and -,
