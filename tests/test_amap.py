@@ -4,6 +4,7 @@ that do not stall the event loop and signals that go through it."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -15,6 +16,7 @@ import orjson
 import pytest
 from freezegun import freeze_time
 
+import resumable
 from resumable import NPolicy, Policy, Resumable, SinceLastSave, TimePolicy, UsageError
 
 
@@ -806,3 +808,84 @@ def test_a_custom_policy_sees_saves_under_asyncio_as_under_iterate(state_path: P
         for _ in r.iterate(range(10)):
             pass
     assert asyncio.run(run_async()) == [record.position for record in r.save_log]
+
+
+# -- the mutation run of _drivers.aio (docs/reliability.md) ---------------------------------
+
+
+def test_amap_awaits_16_calls_at_once_by_default(state_path: Path) -> None:
+    running = most = 0
+
+    async def slow(number: int) -> int:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.001 * (number % 5))  # real waits: the calls overlap
+        running -= 1
+        return number
+
+    async def main() -> list[int]:
+        async with Resumable(state_path) as r:
+            return [n async for n in r.amap(slow, range(300), ordered=False)]
+
+    assert sorted(asyncio.run(main())) == list(range(300))
+    assert most == 16  # docs/concurrent.md: concurrency=16
+
+
+def test_a_retried_failure_above_the_watermark_that_succeeds_is_no_longer_failed(
+    state_path: Path,
+) -> None:
+    """Run 1: item 0 waits for good (the watermark stays at 0), item 7 fails and is
+    recorded, passed above the watermark; the body breaks at the next result. Run 2: item
+    7 is retried first and succeeds: its record goes, and the job finishes with none."""
+    fixed = False
+    blocked = asyncio.Event()  # never set: item 0 of the first run is cancelled at the break
+
+    async def flaky(item: int) -> int:
+        if item == 0 and not fixed:
+            await blocked.wait()
+        if item == 7 and not fixed:
+            raise ConnectionError("no answer for 7")
+        return item
+
+    async def run() -> tuple[list[int], list[object]]:
+        got = []
+        async with Resumable(state_path) as r:
+            async for n in r.amap(flaky, range(30), on_error="record", ordered=False):
+                got.append(n)
+                if r.failed and not fixed:
+                    break
+            return got, [item.where for item in r.failed]
+
+    got, failed = asyncio.run(run())
+    assert failed == [7]
+    assert 0 not in got
+    saved = progress_of(state_path)
+    assert saved["position"] == 0
+    assert 7 in saved["done_above"]  # type: ignore[operator]
+    fixed = True
+    got, failed = asyncio.run(run())
+    assert failed == []
+    assert 7 in got
+    assert progress_of(state_path)["position"] == 30
+    assert resumable.inspect(state_path).failed == ()
+
+
+def test_the_debug_line_of_calls_cancelled_comes_after_a_break_not_a_completed_loop(
+    state_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def run(stop_at: int | None) -> None:
+        async with Resumable(state_path) as r:
+            async for n in r.amap(double, range(10)):
+                if n == stop_at:
+                    break
+
+    cancelled = "the calls in flight were cancelled"
+    with caplog.at_level(logging.DEBUG, logger="resumable"):
+        asyncio.run(run(stop_at=4))
+    assert cancelled in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="resumable"):
+        asyncio.run(run(stop_at=None))
+    assert "finished" in caplog.text
+    assert cancelled not in caplog.text
