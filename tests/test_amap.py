@@ -889,3 +889,34 @@ def test_the_debug_line_of_calls_cancelled_comes_after_a_break_not_a_completed_l
         asyncio.run(run(stop_at=None))
     assert "finished" in caplog.text
     assert cancelled not in caplog.text
+
+
+def test_an_async_input_is_read_at_most_a_window_ahead_of_the_calls(state_path: Path) -> None:
+    """While the first call waits, amap takes from the stream the window's calls (one
+    running, three queued) and, read ahead by its feeder, a window more: 8 items of 100
+    with window=4, not one more (docs/concurrent.md). The first
+    call lets the event loop run 50 turns (no time passes) before it counts: the feeder
+    reads without waiting, so it has long stopped at its limit."""
+    pulled = 0
+    counted: list[int] = []
+
+    async def stream() -> AsyncIterator[str]:
+        nonlocal pulled
+        for number in range(100):
+            pulled += 1
+            yield f"k{number:03d}"
+
+    async def first_waits(item: str) -> str:
+        if item == "k000":
+            for _ in range(50):
+                await asyncio.sleep(0)
+            counted.append(pulled)
+        return item
+
+    async def run() -> list[str]:
+        async with Resumable(state_path) as r:
+            results = r.amap(first_waits, stream(), key=str, concurrency=1, window=4)
+            return [item async for item in results]
+
+    assert len(asyncio.run(run())) == 100
+    assert counted == [8]
