@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -225,6 +226,31 @@ def test_the_renewal_thread_renews_the_lease_of_a_run_that_does_not_save(
         pytest.raises(StateLockedError),
     ):
         ObjectStore(job_url, lease_seconds=0.6).lock()
+    run.unlock()
+
+
+def test_the_renewal_thread_of_a_run_that_lost_its_lease_ends_at_its_next_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run finds at its check that a second run took its lease over: its renewal thread
+    (a 6 s lease: it looks every second, by the real clock, and renews after 2 s) ends at
+    its next turn, quietly, instead of renewing a lease this run no longer holds. The
+    test waits for the thread to end (join), not for a time; the lease's logic is the
+    same on every backend, so on memory:// only (a second each)."""
+    job_url = f"memory://{uuid.uuid4().hex}/job.state"
+    failed: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda hook: failed.append(hook.exc_value))
+    run = ObjectStore(job_url, lease_seconds=6)
+    run.lock()
+    renewer = run._lease._renewer
+    assert renewer is not None
+    with freeze_time("2100-01-01", tick=False):  # long past any expiry of this lease
+        ObjectStore(job_url, lease_seconds=6).lock()
+        with pytest.raises(StateLockedError, match="taken over by another run"):
+            run.check_lock()
+    renewer.join(timeout=60)
+    assert not renewer.is_alive()
+    assert failed == []
     run.unlock()
 
 
