@@ -258,6 +258,22 @@ def test_a_keyed_url_job_resumed_from_its_backup_deletes_no_chunk_of_before(
     assert inspect(job_url).position == 80
 
 
+def test_a_state_object_over_256_mib_is_refused_unread_naming_the_limit(
+    tmp_path: Path,
+) -> None:
+    """A sparse file of 256 MiB and a byte on the file backend: its size is checked
+    before a byte is read, and with no backup the run is refused naming the limit."""
+    with Resumable(f"file://{tmp_path}/job.state", quiet=True) as r:
+        list(r.iterate(range(3)))
+    with (tmp_path / "job.state").open("r+b") as file:
+        file.truncate(256 * 2**20 + 1)
+    assert not (tmp_path / "job.state.bak").exists()  # one save: no backup yet
+    with pytest.raises(StateFileError) as refused:
+        Resumable(f"file://{tmp_path}/job.state", quiet=True).__enter__()
+    assert "job.state is larger than any state object (256 MiB at most)" in str(refused.value)
+    assert (tmp_path / "job.state").stat().st_size == 256 * 2**20 + 1
+
+
 def test_a_keyed_run_that_lost_its_lease_leaves_the_new_owners_keys_whole(
     job_url: str,
 ) -> None:
