@@ -1,7 +1,8 @@
 """Fault injection with strace into the progress log: kill -9 at each system call of an
 append and of a compaction, ENOSPC and EIO on the append and on its fdatasync, for each
 kind of record: positional progress, keys, failure entries (the job's first failure, one
-record too).
+record too), output lengths (kill -9 only: the sink's own faults are in
+test_sinks_faults_strace.py).
 
 tests/jobs/save_job.py with ``--log`` runs four items with NPolicy(1) and saves four
 times: position 1 compacts (the run's first save), 2 and 3 are records appended to
@@ -492,3 +493,89 @@ def test_a_failed_append_raises_state_write_error_and_the_exit_compacts(
         the_failed_item_is_retried(job, keyed, f"{call} {errno_name}")
     else:
         the_job_finishes(job)
+
+
+# -- output lengths: a record carrying a sink's length ---------------------------------------
+#
+# tests/jobs/sink_fault_job.py writes "<i>\n" to its sink per item with NPolicy(1): save 1
+# records the new sink at 0 bytes (a rewrite), the saves of positions 1 to 3 each write the
+# sink's line and fsync it, then append a record with its length (the first opens the
+# log), and the saves at the end rewrite the state file. The sink's bytes reach the disk
+# before the record that counts them.
+
+SINK_OUTPUT = "".join(f"{item}\n" for item in range(ITEMS))
+
+
+def run_sink_job(job: Job, options: list[str]) -> Traced:
+    """Run sink_fault_job.py on `job` (its sink out.txt beside the state file)."""
+    return run_script(
+        "sink_fault_job.py",
+        [str(job.state), str(job.directory / "out.txt"), "--items", str(ITEMS)],
+        log=job.directory / ("strace.log" if options else "again.log"),
+        strace_options=options,
+        env={**child_env(), "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+
+
+@pytest.fixture
+def sink_calls(tmp_path: Path) -> list[Call]:
+    job = Job(tmp_path / "clean")
+    job.directory.mkdir()
+    clean = run_sink_job(job, ["-e", f"trace={CALLS}"])
+    assert clean.stdout[-1] == f"done {ITEMS} True", clean.describe("the clean run failed")
+    return calls_of_the_job(clean, job)
+
+
+def sink_kill_at_each_call(tmp_path: Path, chosen: list[Call]) -> None:
+    """kill -9 on entering each call of `chosen`, one run each: the job's files hold the
+    last save that returned or the one in progress, and the sink its output up to the
+    length recorded (and perhaps more, which the next run cuts off); that run finishes
+    with the output of one uninterrupted run."""
+    for index, (name, nth, completed) in enumerate(chosen):
+        job = Job(tmp_path / f"kill-{index}")
+        job.directory.mkdir()
+        out = job.directory / "out.txt"
+        options = ["-e", f"trace={CALLS}", "-e", f"inject={name}:signal=SIGKILL:when={nth}"]
+        traced = run_sink_job(job, options)
+        context = f"kill at {name} #{nth} after {completed} saves"
+        assert traced.returncode == -signal.SIGKILL, traced.describe(context)
+        assert str(job.directory) in traced.killed_call(), traced.describe(context)
+        if job.state.exists():
+            snapshot = resumable.inspect(job.state)
+            assert not snapshot.from_backup, traced.describe(f"{context}: from the backup")
+            # Save 1 records the sink at position 0, save k > 1 position k - 1, and the
+            # exit's save after the completion's the same position (the output after the
+            # loop: none).
+            saved = min(max(completed - 1, 0), ITEMS)
+            assert snapshot.position in (saved, saved + 1), traced.describe(
+                f"{context}: {snapshot}"
+            )
+            length = snapshot.sinks.get(str(out), 0)
+            assert length == 2 * snapshot.position, traced.describe(f"{context}: {snapshot}")
+            written = out.read_text() if out.exists() else ""
+            assert written[:length] == SINK_OUTPUT[:length], traced.describe(
+                f"{context}: {written!r}"
+            )
+        again = run_sink_job(job, [])
+        assert again.stdout[-1] == f"done {ITEMS} True", again.describe(f"{context}: not done")
+        assert out.read_text() == SINK_OUTPUT, again.describe(f"{context}: the output")
+        assert not log_of(job).exists()
+
+
+def test_kill9_at_every_call_of_a_record_of_output_lengths_keeps_output_and_state_in_step(
+    tmp_path: Path, sink_calls: list[Call]
+) -> None:
+    """The calls of the record of the save of position 2 (its write: the sink's line is on
+    the disk, its length not yet recorded; its fdatasync), after the sink's write and
+    fsync. The full sweep (torture) kills at every call of the run."""
+    syncs = [index for index, (name, _, _) in enumerate(sink_calls) if name == "fdatasync"]
+    chosen = [call for call in sink_calls[syncs[0] + 1 : syncs[1] + 1] if call[0] != "openat"]
+    assert [name for name, _, _ in chosen] == ["write", "fsync", "write", "fdatasync"], chosen
+    sink_kill_at_each_call(tmp_path, chosen[2:])
+
+
+@pytest.mark.slow
+def test_kill9_at_every_call_of_a_job_with_a_sink_keeps_output_and_state_in_step(
+    tmp_path: Path, sink_calls: list[Call]
+) -> None:
+    sink_kill_at_each_call(tmp_path, sink_calls)
