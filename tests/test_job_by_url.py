@@ -81,6 +81,8 @@ def test_a_url_job_names_itself_as_given_in_repr_and_path(job_url: str) -> None:
     job = Resumable(job_url)
     assert job.path == job_url
     assert job.path.name == "job.state"
+    assert job.path.parent == job_url.removesuffix("/job.state")  # memory://<name>, ...
+    assert job.path.parent.name == job_url.removesuffix("/job.state").rpartition("/")[2]
     assert repr(job).startswith(f"Resumable({job_url!r}, position=0")
 
 
