@@ -11,8 +11,10 @@ import os
 import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
+import orjson
 import pytest
 from freezegun import freeze_time
 
@@ -27,6 +29,7 @@ from resumable import (
 )
 from resumable._store.object_backend import open_objects
 
+from jobs.documents import key_frames
 from jobs.harness import Child
 
 LEASE = 60.0  # the lease a run takes (docs/object-storage.md)
@@ -274,6 +277,59 @@ def test_a_state_object_over_256_mib_is_refused_unread_naming_the_limit(
         Resumable(f"file://{tmp_path}/job.state", quiet=True).__enter__()
     assert "job.state is larger than any state object (256 MiB at most)" in str(refused.value)
     assert (tmp_path / "job.state").stat().st_size == 256 * 2**20 + 1
+
+
+def journal_reference(job_url: str) -> tuple[int, int]:
+    """The (generation, length in chunks) of the key journal the state object commits."""
+    objects, key = open_objects(job_url)
+    blob = objects.get(key, 1 << 20)
+    assert blob is not None
+    journal = orjson.loads(blob.data)["progress"]["journal"]
+    return journal["generation"], journal["length"]
+
+
+def test_each_run_of_a_keyed_url_job_writes_a_generation_of_its_own_folded_at_32_chunks() -> None:
+    """docs/object-storage.md: a run's first save that adds keys puts them into chunk 0 of
+    a new generation; each later save adds a chunk, and once a generation has 32 chunks
+    the next save folds it into a new one. Seen by each body (NPolicy(1)), on memory://
+    (the journal's logic is the same on every backend)."""
+    job_url = f"memory://{uuid.uuid4().hex}/job.state"
+
+    def run(items: range) -> list[tuple[int, int]]:
+        seen = []
+        with Resumable(job_url, policy=NPolicy(1), quiet=True) as r:
+            for item in r.iterate(items, key=int):
+                if item > items.start:  # the save of the item before is in
+                    seen.append(journal_reference(job_url))
+        return seen
+
+    first = run(range(40))
+    generations = [generation for generation, _ in first]
+    lengths = [length for _, length in first]
+    # Saves 1 to 32 fill the first generation, save 33 folds: one chunk of all 33 keys.
+    assert lengths == [*range(1, 33), *range(1, 8)]
+    assert len(set(generations[:32])) == 1
+    assert len(set(generations[32:])) == 1
+    assert generations[32] != generations[0]
+    second = run(range(40, 45))
+    assert [length for _, length in second] == [1, 2, 3, 4]
+    assert len({generation for generation, _ in second}) == 1
+    assert second[0][0] not in generations  # a generation of its own from its first save
+
+
+def test_a_chunk_0_without_its_job_record_is_damage_named_and_nothing_is_changed() -> None:
+    """Chunk 0 of a generation starts with the job record, which ties the journal to its
+    job: one written without it (by hand, by another tool) is refused, naming it."""
+    job_url = f"memory://{uuid.uuid4().hex}/job.state"
+    with Resumable(job_url, policy=NPolicy(1), quiet=True) as r:
+        for _ in r.iterate(range(3), key=int):
+            pass
+    objects, key = open_objects(job_url)
+    chunk = next(name for name, _ in objects.list(key.rpartition("/")[0]) if name.endswith(".0"))
+    objects.put(chunk, b"".join(key_frames([[0, 1, 2]])))
+    with pytest.raises(StateFileError, match="chunk 0 does not start with the job record"):
+        Resumable(job_url, quiet=True).__enter__()
+    assert inspect(job_url).position == 3
 
 
 def test_a_keyed_run_that_lost_its_lease_leaves_the_new_owners_keys_whole(
