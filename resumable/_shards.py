@@ -152,7 +152,8 @@ def _check_manifest(job: str, wanted: dict[str, object]) -> None:
     if found is None:
         return
     try:
-        recorded = orjson.loads(found)
+        # One byte past the bound was read, or none (an object too large): no manifest.
+        recorded = orjson.loads(found) if len(found) <= _MANIFEST_MAX_BYTES else None
     except orjson.JSONDecodeError:
         recorded = None
     if not isinstance(recorded, dict) or recorded.get("format") != MANIFEST_FORMAT:
@@ -187,7 +188,7 @@ def _create_file(folder: str, path: str, data: bytes) -> bytes | None:
         os.link(temp, path)
     except FileExistsError:
         with open(path, "rb") as file:
-            return file.read(_MANIFEST_MAX_BYTES)
+            return file.read(_MANIFEST_MAX_BYTES + 1)
     finally:
         os.unlink(temp)
     fsync_directory(folder)
@@ -197,10 +198,13 @@ def _create_file(folder: str, path: str, data: bytes) -> bytes | None:
 def _create_url(url: str, data: bytes) -> bytes | None:
     """Write `data` at `url` if there is no object there (a conditional put); else its
     bytes."""
-    from resumable._store.object_backend import open_objects
+    from resumable._store.object_backend import TooLargeError, open_objects
 
     objects, name = open_objects(url)
     if objects.create(name, data) is not None:
         return None
-    blob = objects.get(name, _MANIFEST_MAX_BYTES)
+    try:
+        blob = objects.get(name, _MANIFEST_MAX_BYTES)
+    except TooLargeError:
+        return b""  # not read: no manifest this version wrote, as b"" is none
     return b"" if blob is None else blob.data

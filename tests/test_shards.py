@@ -129,6 +129,29 @@ def test_a_damaged_manifest_is_refused_not_overwritten(tmp_path: Path) -> None:
     assert (tmp_path / "shards.json").read_bytes() == b"{not json"
 
 
+@pytest.mark.parametrize("where", ["folder", "file URL"])
+def test_a_manifest_of_up_to_64_kib_is_read_and_one_byte_more_is_refused(
+    tmp_path: Path, where: str
+) -> None:
+    """The manifest's bound, on a local folder and a URL prefix alike: one padded with
+    spaces (another tool's, say) to exactly 64 KiB is read, and matches; one of 64 KiB and
+    a byte is refused as no manifest, not read whole (was, by URL: a bare TooLargeError),
+    and left as it is."""
+    folder = tmp_path / "crawl"
+    folder.mkdir()
+    job = str(folder) if where == "folder" else f"file://{folder}/"
+    manifest = orjson.dumps({"format": 1, "shards": 2, "split": "position"})
+    for size, accepted in [(64 * 1024, True), (64 * 1024 + 1, False)]:
+        padded = manifest + b" " * (size - len(manifest))
+        (folder / "shards.json").write_bytes(padded)
+        if accepted:
+            assert [list(part.items) for part in shards(range(4), 2, job=job)] == [[0, 2], [1, 3]]
+        else:
+            with pytest.raises(InputChangedError, match="is not a shards manifest"):
+                shards(range(4), 2, job=job)
+        assert (folder / "shards.json").read_bytes() == padded
+
+
 def test_the_manifest_leaves_no_temp_file_and_the_folder_is_made(tmp_path: Path) -> None:
     job = tmp_path / "deep" / "crawl"
     shards(range(3), 2, job=job)
