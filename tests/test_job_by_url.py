@@ -190,6 +190,27 @@ def test_a_plain_path_job_imports_no_object_storage_library(tmp_path: Path) -> N
     assert ran.stdout == "3 False\n"
 
 
+def test_a_url_job_without_obstore_is_refused_naming_the_extra_to_install() -> None:
+    """In a process where obstore cannot be imported (None in sys.modules: as if not
+    installed), a job by URL raises UsageError saying which extra to install."""
+    code = (
+        "import sys\n"
+        "sys.modules['obstore'] = None  # import obstore raises ImportError\n"
+        "import resumable\n"
+        "try:\n"
+        "    resumable.Resumable('s3://bucket/crawl/job.state').__enter__()\n"
+        "except resumable.UsageError as error:\n"
+        "    print(error)\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert ran.stdout == (
+        "s3://bucket/crawl/job.state is on object storage, which needs obstore: "
+        "pip install 'resumable-loop[s3]'\n"
+    )
+
+
 def test_a_keyed_job_by_url_resumes_by_key_in_another_order(job_url: str) -> None:
     items = [f"page-{n}" for n in range(40)]
     done: list[str] = []

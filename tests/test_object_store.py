@@ -519,3 +519,5 @@ def test_a_store_that_cannot_be_reached_is_no_damage_and_says_what_failed_in_a_l
     assert message.startswith(f"s3://{BUCKET}/job.state cannot be read: ")
     assert "the backup is not used and nothing was changed" in message
     assert "Debug source" not in message
+    assert "\n" not in message
+    assert f"Error performing GET http://127.0.0.1:1/{BUCKET}/job.state" in message

@@ -161,7 +161,7 @@ TESTS: dict[str, list[str]] = {
     # localhost, and run each job on the memory://, file:// and s3:// backends.
     "_store.lease": _OBJECT_STORE,
     "_store.object": _OBJECT_STORE,
-    "_store.object_backend": _OBJECT_STORE,
+    "_store.object_backend": [*_OBJECT_STORE, "test_shards", "test_status_folder"],
     "_store.object_journal": _OBJECT_STORE,
     "_store.url": [*_OBJECT_STORE, "test_sinks", "test_status_folder"],
     "_failures": [
