@@ -48,7 +48,6 @@ T = TypeVar("T")
 logger = logging.getLogger("resumable")
 
 DEFAULT_CONCURRENCY = 16
-_UNCALLED = object()  # what a call returned, before it returned
 
 # A call's place in the submission order, its item's place (index or key), whether it
 # returned, and what it returned or raised.
@@ -198,20 +197,23 @@ class AsyncPoolLoop(PoolLoop):
                 number, (where, item) = todo.popleft()
                 if todo and not waking:
                     wake_a_worker()  # for the calls after this one, should this one wait
-                awaitable: Any = _UNCALLED
                 try:
                     awaitable = fn(item)
-                    entry: Ended = (number, where, True, await awaitable)
-                except asyncio.CancelledError as error:
-                    if cancelling:
-                        raise
-                    entry = (number, where, False, error)  # fn's own, not the loop's
-                except GeneratorExit:
-                    raise  # the worker itself is closed (destroyed while pending)
                 except BaseException as error:
-                    if isinstance(error, TypeError) and awaitable is not _UNCALLED:
-                        error = _not_async(fn, awaitable, error)
-                    entry = (number, where, False, error)
+                    entry: Ended = (number, where, False, error)
+                else:
+                    try:
+                        entry = (number, where, True, await awaitable)
+                    except asyncio.CancelledError as error:
+                        if cancelling:
+                            raise
+                        entry = (number, where, False, error)  # fn's own, not the loop's
+                    except GeneratorExit:
+                        raise  # the worker itself is closed (destroyed while pending)
+                    except BaseException as error:
+                        if isinstance(error, TypeError):
+                            error = _not_async(fn, awaitable, error)
+                        entry = (number, where, False, error)
                 ended.append(entry)
                 if waiter:  # taken, so the calls that end after it cost one test
                     wake_the_loop()
@@ -372,7 +374,11 @@ class AsyncPoolLoop(PoolLoop):
         signals.loop_running = True
         try:
             countdown = checkpoint.items_between_checks
-            failures = progress.failures
+            failed = progress.failures.items  # the same dict for the whole loop
+            # In order, the result's index is the watermark's, and nothing is done above:
+            # the watermark moves on by one here, without a call (most results, ordered).
+            below = marked.below if marked is not None else None
+            above = marked.done_above if marked is not None else None
             while True:
                 # The next call whose result goes to the body, if it has ended: the first
                 # queued (ordered), else the first that ended.
@@ -407,28 +413,39 @@ class AsyncPoolLoop(PoolLoop):
                     self.item_failed = False
                     self._passed(where, progress)
                 else:
-                    self.in_flight, self.item_failed = where, False
+                    self.in_flight = where  # item_failed is False: each reader resets it
                     yield value
                     self.in_flight = None
-                    if (
+                    if below is not None and where == below.position and not above:
+                        if self.item_failed or where in failed:
+                            self._count(where, progress)
+                        else:
+                            below.position = where + 1
+                    elif (
                         marked is None
                         or self.item_failed
-                        or where in failures.items
+                        or where in failed
                         or not marked.mark_done(where)  # type: ignore[arg-type]
                     ):  # by key, a recorded failure, a retry: see _count
                         self._count(where, progress)
                 countdown -= 1
-                stopping = session.stop_soon or signals.pending is not None
-                if countdown <= 0 or stopping:
-                    checkpoint.reached(progress.position)
-                    countdown = checkpoint.items_between_checks
-                if checkpoint.owed is not None:  # by the check, or asked for (asave)
-                    await pay_owed(checkpoint, saves)
-                if stopping:
-                    drop_queued()
-                    if not outstanding:
-                        stop = signals.take_exception()
-                        raise stop  # resumable: stopped after the calls in flight; saved
+                if (
+                    countdown <= 0
+                    or session.stop_soon
+                    or signals.pending is not None
+                    or checkpoint.owed is not None
+                ):
+                    stopping = session.stop_soon or signals.pending is not None
+                    if countdown <= 0 or stopping:
+                        checkpoint.reached(progress.position)
+                        countdown = checkpoint.items_between_checks
+                    if checkpoint.owed is not None:  # by the check, or asked for (asave)
+                        await pay_owed(checkpoint, saves)
+                    if stopping:
+                        drop_queued()
+                        if not outstanding:
+                            stop = signals.take_exception()
+                            raise stop  # resumable: stopped after the calls in flight; saved
             if session.stop_soon or signals.pending is not None:  # came as the work ran out
                 checkpoint.reached(progress.position)
                 if checkpoint.owed is not None:

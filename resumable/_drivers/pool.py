@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
 from concurrent.futures import BrokenExecutor, Executor, Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FuturesTimeoutError
+from itertools import chain, count
 from typing import Any, TypeVar
 
 from resumable._checkpoint import Checkpoint
@@ -178,20 +179,11 @@ class PoolLoop(Loop):
         self, feed: Feed[T], progress: WatermarkProgress, retried: list[tuple[int, T]]
     ) -> Iterator[tuple[Key | int, T]]:
         """The failed items to retry, then the input's items from the watermark, each with
-        its index; those done above the watermark are left out."""
-        yield from retried
-        index = progress.watermark
-        done_above, below = progress.done_above, progress.below
-        while True:
-            for item in progress.tap(feed.chunk(MAX_CHUNK)):
-                # Done: in done_above, or passed by the watermark (which only passes items
-                # done) while the input was not read there yet, the window being full: the
-                # watermark takes such an index out of done_above as it passes it.
-                if index not in done_above and index >= below.position:
-                    yield index, item
-                index += 1
-            if feed.exhausted():
-                return
+        its index; those done above the watermark are left out.
+
+        An iterator of C parts (`chain` of `zip`s): the Python code runs once per chunk of
+        the input, not per item."""
+        return chain(retried, chain.from_iterable(_indexed_chunks(feed, progress)))
 
     def _keyed_work(
         self, items: Iterable[T], key: Callable[[T], Key], progress: KeyProgress
@@ -417,3 +409,34 @@ def check_count(value: object, name: str, method: str = "map") -> int | None:
     if type(value) is not int or value < 1:
         raise ValueError(f"{method}({name}=...) takes a whole number >= 1, got {value!r}")
     return value
+
+
+def _indexed_chunks(
+    feed: Feed[T], progress: WatermarkProgress
+) -> Iterator[Iterable[tuple[Key | int, T]]]:
+    """The input from the watermark, a chunk at a time, each item with its index.
+
+    Done items are left out: those an earlier run finished above the watermark, and those
+    the watermark passed (it passes only done items) while the input was not read there
+    yet, the window being full. This run adds to `done_above` only indexes already read,
+    so past the highest index an earlier run finished, a chunk needs no test per item.
+    """
+    index = progress.watermark
+    done_above, below = progress.done_above, progress.below
+    done_before = max(done_above, default=-1)
+    while True:
+        numbers = count(index)
+        pairs = zip(numbers, progress.tap(feed.chunk(MAX_CHUNK)), strict=False)
+        yield pairs if index > done_before else _not_done(pairs, done_above, below)
+        # zip takes the next number before it finds the chunk ended: one too many.
+        index = next(numbers) - 1
+        if feed.exhausted():
+            return
+
+
+def _not_done(
+    pairs: Iterator[tuple[int, T]], done_above: set[int], below: PositionProgress
+) -> Iterator[tuple[int, T]]:
+    for pair in pairs:
+        if pair[0] not in done_above and pair[0] >= below.position:
+            yield pair
