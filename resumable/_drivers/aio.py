@@ -381,17 +381,16 @@ class AsyncPoolLoop(PoolLoop):
             above = marked.done_above if marked is not None else None
             while True:
                 # The next call whose result goes to the body, if it has ended: the first
-                # queued (ordered), else the first that ended.
-                if ordered:
-                    if not ready and (not ended or ended[0][0] == handed):
-                        found = ended.popleft() if ended else None  # in order, as most end
-                    else:
-                        while ended:
-                            entry = ended.popleft()
-                            ready[entry[0]] = entry
-                        found = ready.pop(handed, None)
-                else:
-                    found = ended.popleft() if ended else None
+                # that ended, unless ordered and another call is next in submission order.
+                found = ended.popleft() if ended else None
+                if ordered and (ready or (found is not None and found[0] != handed)):
+                    # Out of order: park what ended by number, and take the next one's.
+                    if found is not None:
+                        ready[found[0]] = found
+                    while ended:
+                        entry = ended.popleft()
+                        ready[entry[0]] = entry
+                    found = ready.pop(handed, None)
                 if found is None:
                     if session.stop_soon:  # a signal: calls not started are not made
                         drop_queued()
