@@ -81,6 +81,7 @@ class InputHead:
         # Whether it needs no more items: an attribute, as the loop asks at every check.
         self.full = False
         self._digest: tuple[int, str] | None = None  # (items covered, their hash)
+        self._record: InputRecord | None = None  # the last `record`, asked again each save
 
     def add(self, item: object) -> None:
         if self.full:
@@ -109,10 +110,14 @@ class InputHead:
         if not self.stable:
             return InputRecord(length, 0, None)
         covered = min(done, len(self.fingerprints))
-        # Every save asks; once the head is complete the answer never changes.
+        # Every save asks; once the head is complete the answer seldom changes.
+        last = self._record
+        if last is not None and last.head_items == covered and last.length == length:
+            return last
         if self._digest is None or self._digest[0] != covered:
             self._digest = (covered, head_hash(self.fingerprints[:covered]))
-        return InputRecord(length, covered, self._digest[1])
+        self._record = InputRecord(length, covered, self._digest[1])
+        return self._record
 
 
 def head_hash(fingerprints: Iterable[bytes]) -> str:
