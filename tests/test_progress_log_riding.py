@@ -350,6 +350,27 @@ def test_every_bit_flipped_in_a_record_of_keys_and_failures_is_detected(
     check_flips_in_a_record_of_both(tmp_path, which, every_bit=True)
 
 
+@pytest.mark.parametrize(
+    "failed",
+    [{"entries": -1, "items": 2}, {"entries": 2, "items": "2"}, {"entries": 2}],
+    ids=["a negative count", "a count no int", "no journal and no items"],
+)
+def test_a_record_naming_no_failure_journal_with_bad_counts_is_refused(
+    tmp_path: Path, failed: dict[str, object]
+) -> None:
+    """The failure entries before the journal starts: a record's progress says how many,
+    and a count no save writes is refused (StateFileError) as any malformed progress."""
+    copy = both_kinds_crash(tmp_path)
+    log = log_of(copy)
+    data = log.read_bytes()
+    last = orjson.loads(data[log_records(data)[-1][0] + 9 :])
+    assert last["progress"]["failed"] == {"entries": 2, "items": 2}
+    forged = {**last, "seq": last["seq"] + 1, "progress": {**last["progress"], "failed": failed}}
+    log.write_bytes(data + record(forged))
+    with pytest.raises(StateFileError, match="failed"):
+        inspect(copy)
+
+
 # -- records carrying output lengths (sinks) ---------------------------------------------
 
 LINES = "".join(f"line {n}\n" for n in range(10))  # the output of one uninterrupted run
@@ -587,6 +608,30 @@ def test_a_failure_only_the_log_holds_is_shown_retried_and_kept_by_no_journal_on
     assert inspect(copy).failed == ()
     assert "failed" not in orjson.loads(copy.read_bytes())["progress"]
     assert list(copy.parent.glob("job.state.failed-*")) == []
+
+
+def test_a_failure_cleared_before_the_journal_starts_stays_cleared_by_later_failures(
+    tmp_path: Path,
+) -> None:
+    """Item 2's failure rides the log alone; the next run retries it first and it
+    succeeds, so that run's first save (a rewrite) keeps nothing; item 5 then fails, and
+    the journal the exit starts holds that failure alone: item 2 is not failed again."""
+    state = tmp_path / "job" / "job.state"
+    state.parent.mkdir()
+    with Resumable(state, policy=NPolicy(1), quiet=True) as r:
+        for item in r.iterate(range(8), on_error="record"):
+            with r.attempt():
+                if item == 2:
+                    raise PageError(item)
+            if item == 4:
+                copy = crashed_copy(state, tmp_path / "crash")
+    with Resumable(copy, policy=NPolicy(1), quiet=True) as r:
+        for item in r.iterate(range(8), on_error="record"):
+            with r.attempt():
+                if item == 5:
+                    raise PageError(item)
+    assert [failed.where for failed in inspect(copy).failed] == [5]
+    assert saved_progress(copy)["failed"]["entries"] == 1
 
 
 def failure_in_the_log_crash(directory: Path) -> Path:
