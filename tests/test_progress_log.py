@@ -157,6 +157,27 @@ def test_the_log_past_its_bound_is_compacted(
     assert written == [1, 1, 1, 1, 5, 5, 5, 5]
 
 
+def test_a_log_that_would_pass_4_mib_is_compacted_first(tmp_path: Path) -> None:
+    """The log's byte bound, reached for real: a keyed job of 1,000-character keys saved
+    every 60 items makes records of some 60 KB, so after some 69 of them the next would
+    take the log past 4 MiB: that save compacts instead. The log never holds more."""
+    state = tmp_path / "job.state"
+    log = log_of(state)
+    keys = [f"{number:06d}" + "x" * 994 for number in range(6_000)]
+    sizes: list[int] = []
+    compacted_at: list[int] = []
+    with Resumable(state, policy=NPolicy(60)) as r:
+        for number, _ in enumerate(r.iterate(keys, key=str)):
+            if number % 60 == 1 and number > 60:  # the save of the items before is in
+                sizes.append(log.stat().st_size if log.exists() else 0)
+                if len(sizes) > 1 and sizes[-1] < sizes[-2]:
+                    compacted_at.append(number)
+    assert 0 < max(sizes) <= 4 << 20
+    assert max(sizes) > (4 << 20) - 70_000  # filled to within a record of the bound
+    assert len(compacted_at) == 1
+    assert inspect(state).position == 6_000
+
+
 def test_a_keyed_job_s_saves_append_too(tmp_path: Path) -> None:
     state = tmp_path / "job" / "job.state"
     state.parent.mkdir()
@@ -245,6 +266,42 @@ def test_a_record_that_checks_but_does_not_follow_is_damage_naming_the_log(
     # A new job's first save keeps no backup: nothing stands in for the damaged job.
     with pytest.raises(StateFileError, match=r"job\.state\.log is damaged: a record at byte"):
         inspect(copy)
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"seq": "6"}, "a record checks but holds no save's progress"),
+        ({"seq": 6.0}, "a record checks but holds no save's progress"),
+        ({"base": 5}, "a record checks but holds no save's progress"),
+        ({"progress": [6]}, "a record checks but holds no save's progress"),
+        ({"saved_at": 6}, "a record checks but holds no save's progress"),
+        ({"saved_at": "yesterday"}, "a saved_at is no ISO 8601 time"),
+        ({"failed": "none"}, "a record's failed is no list of entries"),
+    ],
+    ids=[
+        "seq a str",
+        "seq a float",
+        "base no str",
+        "progress no object",
+        "saved_at no str",
+        "saved_at no time",
+        "failed no list",
+    ],
+)
+def test_a_record_that_checks_but_holds_a_malformed_field_is_damage_naming_it(
+    tmp_path: Path, change: dict[str, object], problem: str
+) -> None:
+    """The next record, its CRC right (another tool's, or a bug's) and one field of the
+    wrong type: damage naming the log and what is wrong, never taken as a save."""
+    copy = crash_after_saves(tmp_path)
+    log = log_of(copy)
+    last = orjson.loads(log.read_bytes()[log_records(log.read_bytes())[-1][0] + LOG_HEADER.size :])
+    with log.open("ab") as file:
+        file.write(record({**last, "seq": last["seq"] + 1, **change}))
+    with pytest.raises(StateFileError, match=r"job\.state\.log is damaged") as refused:
+        inspect(copy)
+    assert problem in str(refused.value)
 
 
 def test_a_damaged_log_sends_the_job_to_the_backup_and_is_kept_aside(tmp_path: Path) -> None:
