@@ -495,6 +495,34 @@ def test_a_failed_append_raises_state_write_error_and_the_exit_compacts(
         the_job_finishes(job)
 
 
+def test_a_log_that_cannot_be_emptied_at_its_open_is_closed_and_the_exit_compacts(
+    tmp_path: Path,
+) -> None:
+    """EIO on the `ftruncate` that empties the log as the first append opens it: the save
+    raises StateWriteError naming the log, the descriptor is closed at once (not left
+    open till the process ends), the exit compacts and deletes the log, and a run without
+    faults finishes the job."""
+    job = Job(tmp_path)
+    log = log_of(job)
+    options = [
+        *("-e", "trace=openat,ftruncate,close,unlink,unlinkat"),
+        *("-e", "inject=ftruncate:error=EIO:when=1", "-P", str(log)),
+    ]
+    traced = run_failing(job, False, options, [])
+    assert traced.returncode == 0, traced.describe("the job did not end by itself")
+    kind_of_line, _, payload = traced.stdout[-1].partition(" ")
+    assert kind_of_line == "error", traced.describe("the job saw no StateWriteError")
+    report = json.loads(payload)
+    assert (report["errno"], report["saves"]) == ("EIO", 2), report
+    assert str(log) in report["message"], report
+    on_log = [line for line in traced.log if f"<{log}>" in line or f'"{log}"' in line]
+    names = [m[1] for line in on_log if (m := _CALL.match(line))]
+    assert names == ["openat", "ftruncate", "close", "unlink"], traced.describe(str(names))
+    assert "= -1 EIO" in on_log[1], traced.describe("the emptying did not fail")
+    assert resumable.inspect(job.state).position == 2
+    the_job_finishes(job)
+
+
 # -- output lengths: a record carrying a sink's length ---------------------------------------
 #
 # tests/jobs/sink_fault_job.py writes "<i>\n" to its sink per item with NPolicy(1): save 1
