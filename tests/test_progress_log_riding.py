@@ -259,6 +259,25 @@ def test_a_record_whose_keys_or_entries_no_save_writes_is_damage_naming_the_log(
         inspect(copy)
 
 
+@pytest.mark.parametrize(
+    "entry",
+    [{"key": "k9"}, {"key": "k9", "cleared": 1}, {"position": 3, "cleared": True}],
+    ids=["no record's fields", "cleared not true", "a position in a keyed job"],
+)
+def test_a_record_whose_failure_entry_is_no_record_of_the_job_is_refused_naming_it(
+    tmp_path: Path, entry: dict[str, object]
+) -> None:
+    """An entry that is an object, but no failure record or clearing of this job's kind:
+    StateFileError naming the progress log and the entry's number, never a bare error."""
+    copy = keyed_crash(tmp_path)
+    log = log_of(copy)
+    data = log.read_bytes()
+    last = orjson.loads(data[log_records(data)[-1][0] + 9 :])
+    log.write_bytes(data + record({**last, "seq": last["seq"] + 1, "failed": [entry]}))
+    with pytest.raises(StateFileError, match="the progress log holds a bad failure entry"):
+        Resumable(copy).__enter__()
+
+
 # -- records carrying keys and failure entries: a torn tail, bit flips ---------------------
 
 
