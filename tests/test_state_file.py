@@ -181,6 +181,36 @@ def test_a_corrupt_file_with_a_good_backup_resumes_from_the_backup(state_path: P
     assert inspect(state_path).finished
 
 
+def test_after_the_fall_back_to_the_backup_only_the_first_save_sets_a_file_aside(
+    state_path: Path,
+) -> None:
+    """The first save after resuming from the backup sets the damaged file aside as
+    job.state.corrupt-<time>; the saves after it keep the previous save as the backup,
+    as usual, and set nothing else aside (each rewrites the state file: r.state changes)."""
+    make_job(state_path, 3)
+    make_job(state_path, 5)  # now at 5, backup at 3
+    bad = b'{"truncated'
+    state_path.write_bytes(bad)
+    with (
+        pytest.warns(ResumableWarning, match="resuming from the backup"),
+        Resumable(state_path, policy=NPolicy(1)) as r,
+    ):
+        for item in r.iterate(range(10), on_change="continue"):  # a shorter input
+            r.state["item"] = item
+            if item == 7:
+                break
+    kept = list(state_path.parent.glob("job.state.corrupt-*"))
+    assert [path.read_bytes() for path in kept] == [bad]
+    # The save at the boundary of item 7, then the exit's (r.state changed in item 7).
+    backup, last = inspect(state_path.with_name("job.state.bak")), inspect(state_path)
+    assert (backup.position, backup.state, last.position, last.state) == (
+        7,
+        {"item": 6},
+        7,
+        {"item": 7},
+    )
+
+
 def test_inspect_reports_when_it_read_the_backup(state_path: Path) -> None:
     make_job(state_path, 3)
     make_job(state_path, 5)

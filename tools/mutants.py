@@ -73,6 +73,7 @@ TESTS: dict[str, list[str]] = {
         "test_cli",
         "test_hostile_files",
         "test_faults_strace_branches",
+        "test_progress_log",
     ],
     "_store.document": [
         "test_malformed_progress",
