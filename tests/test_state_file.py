@@ -12,6 +12,7 @@ import math
 import os
 import random
 import re
+import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -579,6 +580,23 @@ def test_restart_moves_the_earlier_job_aside_at_its_first_save(state_path: Path)
     damage(state_path)
     with pytest.raises(StateFileError):
         inspect(state_path)
+
+
+def test_a_run_whose_exit_never_ran_gives_back_the_handlers_and_the_lock_when_collected(
+    state_path: Path,
+) -> None:
+    """A Resumable entered and dropped without its exit (a generator never closed, say):
+    when the garbage collector takes it, on the main thread, the signal handlers from
+    before it are back and the job opens again (the abandoned run saved nothing)."""
+    before = signal.getsignal(signal.SIGTERM)
+    run = Resumable(state_path)
+    run.__enter__()
+    assert signal.getsignal(signal.SIGTERM) != before
+    del run
+    gc.collect()
+    assert signal.getsignal(signal.SIGTERM) == before
+    with Resumable(state_path) as again:
+        assert again.position == 0  # the lock was freed: it opens
 
 
 def test_a_restart_stopped_before_its_first_save_leaves_the_earlier_job(state_path: Path) -> None:

@@ -134,7 +134,7 @@ TESTS: dict[str, list[str]] = {
         "test_failures",
     ],
     "_resumable": _CONTROLLER,
-    "_session": [*_CONTROLLER, "test_display", "test_sinks"],
+    "_session": [*_CONTROLLER, "test_display", "test_sinks", "test_sinks_footer", "test_signals"],
     "_checkpoint": [
         "test_save_schedule",
         "test_save_log",
