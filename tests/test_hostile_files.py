@@ -506,6 +506,24 @@ def test_a_state_at_the_depth_limit_is_saved_and_read_back(state_path: Path) -> 
     assert inspect(state_path).state == {"tree": nested(DEPTH_LIMIT - 1)}
 
 
+def test_a_state_at_the_depth_limit_with_an_int_past_64_bits_is_refused_for_the_int(
+    state_path: Path,
+) -> None:
+    """At the depth limit, what is wrong is the value orjson cannot write (an int past 64
+    bits, which the walk of r.state passes as a plain int): the refusal names it, not the
+    depth. One level more, the depth."""
+    for depth, problem in [(DEPTH_LIMIT, "here an int"), (DEPTH_LIMIT + 1, "deeper than")]:
+        tree = nested(depth - 1)  # r.state itself is a level
+        inner = tree
+        while inner:
+            inner = inner["a"]
+        inner["big"] = 2**70
+        with pytest.raises(StateNotSerializableError) as raised, Resumable(state_path) as r:
+            r.state["tree"] = tree
+            r.save()
+        assert problem in str(raised.value)
+
+
 def test_a_state_that_contains_itself_is_refused_naming_the_key(state_path: Path) -> None:
     loop: dict[str, Any] = {}
     loop["self"] = loop

@@ -80,6 +80,7 @@ TESTS: dict[str, list[str]] = {
         "test_uncovered_branches",
         "test_state_file",
         "test_hostile_files",
+        "test_sinks_footer",
     ],
     "_store.flock": [
         "test_uncovered_branches",
