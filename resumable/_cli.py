@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from resumable._cli_summary import is_folder, summarise
+from resumable._cli_summary import file_of_a_job, is_folder, summarise
 from resumable._demo import run_demo
 from resumable._errors import ResumableError, ResumableWarning, StateFileError
 from resumable._failures import FailedItem
@@ -196,8 +196,9 @@ def _status(arguments: argparse.Namespace) -> int:
         return _status_of_folders([str(folder) for folder in folders], arguments.json)
     if arguments.watch:
         interval = 2.0 if arguments.interval is None else arguments.interval
-        return watch(arguments.paths, interval, arguments.json, sys.stdout)
-    reports = [_look(path) for path in arguments.paths]
+        paths = _passing_over_files_of_jobs_named(arguments.paths)
+        return watch(paths, interval, arguments.json, sys.stdout)
+    reports = [_look(path) for path in _passing_over_files_of_jobs_named(arguments.paths)]
     now = datetime.now(timezone.utc)
     if arguments.json:
         shown = [_valid_unicode(_shown(report, _as_json, now)) for report in reports]
@@ -211,6 +212,17 @@ def _status(arguments: argparse.Namespace) -> int:
             if problem:
                 _error(problem)
     return max(report.status for report in reports)
+
+
+def _passing_over_files_of_jobs_named(paths: list[JobName]) -> list[JobName]:
+    """`paths` less the files of a job that is named too: a shell's ``job.state*`` names
+    its backup, lock, progress log and journals as well."""
+    named = {str(path) for path in paths}
+    return [
+        path
+        for path in paths
+        if (found := file_of_a_job(str(path))) is None or found[0] not in named
+    ]
 
 
 def _status_of_folders(folders: list[str], as_json: bool) -> int:
@@ -238,6 +250,12 @@ def _look(path: JobName) -> _Report:
         report.error = f"{path}: {NO_STATE_FILE}"
     except (StateFileError, OSError) as error:
         report.error = _describe(error)
+        if found := file_of_a_job(str(path)):  # not damaged: no state file at all
+            job, what = found
+            report.error = (
+                f"{path} is the {what} of the job {job}, not a state file: run "
+                f"`resumable status {job}`"
+            )
     except Exception as error:  # a bug; the other paths are still reported
         report.error = _bug(path, error)
     for warning in caught:
@@ -439,11 +457,20 @@ def _amount(seconds: float) -> str:
 
 
 def _reset(arguments: argparse.Namespace) -> int:
-    statuses = [_reset_one(path, arguments.yes) for path in arguments.paths]
+    paths = _passing_over_files_of_jobs_named(arguments.paths)
+    statuses = [_reset_one(path, arguments.yes) for path in paths]
     return max(statuses)
 
 
 def _reset_one(path: JobName, yes: bool) -> int:
+    if found := file_of_a_job(str(path)):
+        # Moving a job's lock, log or journal aside would break the job, running or not.
+        job, what = found
+        _error(
+            f"cannot reset {path}: it is the {what} of the job {job}, not a job. To start "
+            f"that job over: resumable reset {job}"
+        )
+        return PROBLEM
     try:
         return _reset_path(path, yes)
     except (ResumableError, OSError) as error:  # this path failed; the others go on

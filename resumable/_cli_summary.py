@@ -21,6 +21,7 @@ lock probed as ``status`` probes it, a few at a time.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -94,6 +95,31 @@ def _jobs_among(names: set[str], lock: str) -> set[str]:
         for name in candidates
         if not any(name.startswith(other + ".") for other in candidates if other != name)
     }
+
+
+# The files a job keeps beside its state file X, by how their names end.
+_FILE_OF_A_JOB = re.compile(r"(.+)\.(bak|lock|lease|log|keys-[0-9]+|failed-[0-9]+)")
+_WHAT_IT_IS = {
+    "bak": "backup",
+    "lock": "lock file",
+    "lease": "lease",
+    "log": "progress log",
+    "keys": "key journal",
+    "failed": "failure journal",
+}
+
+
+def file_of_a_job(name: str) -> tuple[str, str] | None:
+    """(the job, what the file is to it) when `name` is one of the files a job keeps
+    beside its state file (``X.bak``, ``X.lock``, ``X.log``, ``X.keys-<g>``...) and that
+    job is there (its state file or its lock); None otherwise."""
+    match = _FILE_OF_A_JOB.fullmatch(name)
+    if match is None or is_url(name):
+        return None
+    job, ending = match.groups()
+    if not (os.path.exists(job) or os.path.exists(job + ".lock")):
+        return None  # a job of its own that happens to be named so
+    return job, _WHAT_IT_IS[ending.split("-")[0]]
 
 
 def look(name: JobName) -> JobSummary:

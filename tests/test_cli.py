@@ -857,3 +857,84 @@ def test_reset_leaves_the_sinks_as_they_are_and_says_what_the_next_run_does(
     assert status == 0
     assert f"Its output files are left as they are: {out_file}." in out
     assert out_file.read_text() == "0\n1\n2\n"
+
+
+# -- the files of a job, named as a shell's `job.state*` names them ---------------------
+
+
+def keyed_job_with_every_file(path: Path) -> Resumable:
+    """A keyed job left open after a save of progress alone: its state file, backup,
+    lock, progress log, key journal and failure journal are all there."""
+    r = Resumable(path)
+    r.__enter__()
+    for key in r.iterate(["a", "b", "c"], key=str, on_error="record"):
+        with r.attempt():
+            if key == "b":
+                raise ValueError("b fails")
+        r.save()
+    with Resumable(path.with_name("other.state")) as other:
+        for _ in other.iterate(range(3)):
+            pass
+    return r
+
+
+def test_status_of_every_file_of_two_jobs_reports_each_job_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    r = keyed_job_with_every_file(tmp_path / "job.state")
+    try:
+        names = [path.name for path in tmp_path.iterdir()]
+        for ending in (".lock", ".bak", ".log", ".keys-", ".failed-"):
+            assert any(name.startswith("job.state" + ending) for name in names), names
+        status, out, err = run(capsys, "status", *sorted(tmp_path.iterdir()))
+        assert (status, err) == (0, [])
+        shown = [line for line in out.splitlines() if line and not line.startswith(" ")]
+        assert shown == [str(tmp_path / "job.state"), str(tmp_path / "other.state")]
+    finally:
+        r.__exit__(None, None, None)
+
+
+def test_status_of_a_jobs_lock_file_alone_names_the_job_instead_of_calling_it_damaged(
+    state_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_job(state_path, 3)
+    lock = state_path.with_name("job.state.lock")
+    status, _, err = run(capsys, "status", lock)
+    assert status == 1
+    assert err == [
+        f"resumable: error: {lock} is the lock file of the job {state_path}, not a state "
+        f"file: run `resumable status {state_path}`"
+    ]
+
+
+def test_reset_of_a_jobs_lock_file_is_refused_and_of_all_its_files_resets_the_job_once(
+    state_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_job(state_path, 3)
+    make_job(state_path, 5)
+    lock = state_path.with_name("job.state.lock")
+    before = files(state_path.parent)
+    status, _, err = run(capsys, "reset", "--yes", lock)
+    assert status == 1
+    assert err == [
+        f"resumable: error: cannot reset {lock}: it is the lock file of the job "
+        f"{state_path}, not a job. To start that job over: resumable reset {state_path}"
+    ]
+    assert files(state_path.parent) == before  # the lock file of a job is never moved
+
+    status, out, err = run(capsys, "reset", "--yes", *sorted(state_path.parent.iterdir()))
+    assert (status, err) == (0, [])
+    assert out.count("Reset ") == 1
+    [aside] = state_path.parent.glob("job.state.reset-*[0-9]")
+    assert aside.read_bytes() == before["job.state"]
+    assert lock.exists()  # the job's own lock, left where a next run takes it
+
+
+def test_a_job_named_like_the_file_of_another_name_is_still_a_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "data.log" ends as a progress log's name, but no job "data" is beside it.
+    make_job(tmp_path / "data.log", 3)
+    status, out, err = run(capsys, "status", tmp_path / "data.log")
+    assert (status, err) == (0, [])
+    assert rows(out)["items done"] == "3 (not finished)"
