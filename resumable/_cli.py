@@ -60,6 +60,7 @@ NO_STATE_FILE = "no state file: the job has not started, or it was reset"
 
 Command = Callable[[argparse.Namespace], int]
 _T = TypeVar("_T")
+_Named = TypeVar("_Named", Path, JobURL)  # how a path on the command line comes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -214,7 +215,7 @@ def _status(arguments: argparse.Namespace) -> int:
     return max(report.status for report in reports)
 
 
-def _passing_over_files_of_jobs_named(paths: list[JobName]) -> list[JobName]:
+def _passing_over_files_of_jobs_named(paths: list[_Named]) -> list[_Named]:
     """`paths` less the files of a job that is named too: a shell's ``job.state*`` names
     its backup, lock, progress log and journals as well."""
     named = {str(path) for path in paths}

@@ -31,7 +31,7 @@ from collections.abc import (
     Iterable,
     Iterator,
 )
-from itertools import count, islice
+from itertools import islice
 from typing import Any, TypeVar, cast
 
 from resumable._checkpoint import Checkpoint
@@ -166,7 +166,7 @@ class AsyncPoolLoop(PoolLoop):
         opener, signals.task = signals.task, asyncio.current_task()
         loop = asyncio.get_running_loop()
         fn, window, ordered, marked = self._fn, self._window, self._ordered, self._marked
-        todo: deque[tuple[int, tuple[Key | int, Any]]] = deque()  # queued: not started
+        todo: deque[tuple[Key | int, Any]] = deque()  # queued: not started
         idle: deque[asyncio.Future[None]] = deque()  # a worker waiting for a call, each
         ended: deque[Ended] = deque()  # calls that ended, as they ended
         ready: dict[int, Ended] = {}  # ordered: those that ended, by submission number
@@ -174,7 +174,9 @@ class AsyncPoolLoop(PoolLoop):
         waiter: list[asyncio.Future[None]] = []
         cancelling = False  # the loop cancels its workers: their cancellation is not a call's
         waking = False  # a worker was woken and has not run yet
-        queued = handed = 0  # submission numbers: the next to queue, the next to hand out
+        # Calls are numbered as they start, which is the order they were queued in (the
+        # workers take them first in, first out): the next to start, the next to hand out.
+        started = handed = 0
         outstanding = 0  # queued, running, or ended and not yet handed out
         held: tuple[Key | int, Any] | None = None  # taken from an async input, not queued
         held_back: deque[tuple[Key | int, Any]] = deque()  # taken, past the window's limit
@@ -186,7 +188,7 @@ class AsyncPoolLoop(PoolLoop):
         input_ended = False
 
         async def call_each() -> None:
-            nonlocal waking
+            nonlocal waking, started
             while True:
                 if not todo:
                     wake = loop.create_future()
@@ -194,7 +196,9 @@ class AsyncPoolLoop(PoolLoop):
                     await wake
                     waking = False  # this worker was the one woken
                     continue
-                number, (where, item) = todo.popleft()
+                where, item = todo.popleft()
+                number = started
+                started += 1
                 if todo and not waking:
                     wake_a_worker()  # for the calls after this one, should this one wait
                 try:
@@ -225,7 +229,7 @@ class AsyncPoolLoop(PoolLoop):
 
         async def top_up() -> None:
             """Queue the work the window allows, and wake a worker per call queued."""
-            nonlocal queued, outstanding, held, feeder, input_ended
+            nonlocal outstanding, held, feeder, input_ended
             if not from_async:
                 queue_from_input()
                 return
@@ -256,8 +260,7 @@ class AsyncPoolLoop(PoolLoop):
                     break
                 if session.stop_soon:  # came while an async input made us wait: no call
                     break
-                todo.append((queued, held))
-                queued += 1
+                todo.append(held)
                 outstanding += 1
                 held = None
                 # A worker woken now (an async input may make the next item wait, and the
@@ -268,27 +271,26 @@ class AsyncPoolLoop(PoolLoop):
         def queue_from_input() -> None:
             """`top_up` for an input that is no async one: the items taken in C, as many
             as the window has room for, and those past the watermark's limit put back."""
-            nonlocal queued, outstanding, input_ended
+            nonlocal outstanding, input_ended
             room = window - outstanding
             before = len(todo)
             limit = marked.watermark + window if marked is not None else None
             while held_back and room > 0:  # taken before, past the limit then
                 if limit is not None and held_back[0][0] >= limit:  # type: ignore[operator]
                     break
-                todo.append((queued + len(todo) - before, held_back.popleft()))
+                todo.append(held_back.popleft())
                 room -= 1
             if room > 0 and not held_back and not input_ended:
                 taking = len(todo)
-                todo.extend(zip(count(queued + taking - before), islice(work_sync, room)))
+                todo.extend(islice(work_sync, room))
                 if len(todo) - taking < room:
                     input_ended = True  # islice took fewer: the input ran out
                 if limit is not None:
                     # Indexes rise along the input (retried items come first, below the
                     # limit): those past it are the last ones taken.
-                    while len(todo) > taking and todo[-1][1][0] >= limit:  # type: ignore[operator]
-                        held_back.appendleft(todo.pop()[1])
+                    while len(todo) > taking and todo[-1][0] >= limit:  # type: ignore[operator]
+                        held_back.appendleft(todo.pop())
             added = len(todo) - before
-            queued += added
             outstanding += added
             if session.stop_soon:  # a signal while the input was read: no new call
                 drop_queued()
