@@ -351,6 +351,15 @@ class AsyncPoolLoop(PoolLoop):
             finally:
                 waiter.clear()
 
+        def take_in_order(first: Ended) -> Ended | None:
+            """Ordered, when calls ended out of order: park what ended by number, and
+            take the one whose result is next, if it has ended."""
+            ready[first[0]] = first
+            while ended:
+                entry = ended.popleft()
+                ready[entry[0]] = entry
+            return ready.pop(handed, None)
+
         def drop_queued() -> None:
             """Take back the calls not started: they are not made."""
             nonlocal outstanding
@@ -384,15 +393,13 @@ class AsyncPoolLoop(PoolLoop):
             while True:
                 # The next call whose result goes to the body, if it has ended: the first
                 # that ended, unless ordered and another call is next in submission order.
-                found = ended.popleft() if ended else None
-                if ordered and (ready or (found is not None and found[0] != handed)):
-                    # Out of order: park what ended by number, and take the next one's.
-                    if found is not None:
-                        ready[found[0]] = found
-                    while ended:
-                        entry = ended.popleft()
-                        ready[entry[0]] = entry
-                    found = ready.pop(handed, None)
+                found: Ended | None
+                if ended:
+                    found = ended.popleft()
+                    if ordered and (found[0] != handed or ready):
+                        found = take_in_order(found)
+                else:
+                    found = ready.pop(handed, None) if ready else None
                 if found is None:
                     if session.stop_soon:  # a signal: calls not started are not made
                         drop_queued()
