@@ -118,6 +118,9 @@ class Checkpoint:
         # two threads take turns (`_saving`): an explicit save waits for one in flight.
         self.deferring = False
         self.owed: tuple[SaveReason, float | None, Policy | None] | None = None
+        # Told when another task makes the loop owe a save (`ask_for_save`): the async loop
+        # then looks at it after the result in hand, instead of testing `owed` at each.
+        self.on_owed: Callable[[], None] | None = None
         self._saving = threading.Lock()
         # Under asyncio, saves another task asked for (`Resumable.asave`) while the loop
         # runs: the loop makes them, as it makes the saves it owes, and tells the askers.
@@ -223,6 +226,8 @@ class Checkpoint:
         if self.owed is None:
             self.owed = ("explicit", None, None)
         self._asked.append(waiter)
+        if self.on_owed is not None:
+            self.on_owed()
 
     def tell_askers(self, made: bool, error: BaseException | None = None) -> None:
         """The save owed was made (`made`), failed (`error`), or the loop ended first."""

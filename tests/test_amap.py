@@ -198,6 +198,35 @@ def test_ctrl_c_lets_the_calls_in_flight_finish_and_no_call_runs_twice_across_ru
     assert sorted(handed) == list(range(400))
 
 
+def test_a_ctrl_c_while_the_loop_waits_for_a_call_starts_no_call_after_it(
+    state_path: Path,
+) -> None:
+    """The first ctrl+c stops submitting at once, also while the loop waits for a call:
+    the loop wakes and takes back the calls queued. Before, the worker took the next
+    queued call as the one in flight ended, before the loop ran: all four the window
+    held were made and handed out."""
+    started: list[int] = []
+    handed: list[int] = []
+
+    async def work(item: int) -> int:
+        started.append(item)
+        if item == 0:
+            await send_and_let_the_loop_see()  # the handler runs: the loop is woken
+            for _ in range(3):  # three more turns of the event loop: the loop runs
+                await asyncio.sleep(0)
+        return item
+
+    async def run() -> None:
+        async with Resumable(state_path) as r:
+            async for result in r.amap(work, range(10), concurrency=1):
+                handed.append(result)
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(run())
+    assert (started, handed) == ([0], [0])
+    assert progress_of(state_path)["position"] == 1
+
+
 def test_a_second_ctrl_c_cancels_the_calls_running_and_they_are_not_done(
     state_path: Path,
 ) -> None:

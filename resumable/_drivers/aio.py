@@ -186,6 +186,9 @@ class AsyncPoolLoop(PoolLoop):
         feeder: asyncio.Task[None] | None = None
         feeder_waits: list[asyncio.Future[None]] = []  # the feeder's, while `read` is full
         input_ended = False
+        # Whether the loop must look at more than its count after the result in hand: what
+        # comes while the body awaits (a signal, an `asave`) says so through `look_now`.
+        attention = False
 
         async def call_each() -> None:
             nonlocal waking, started
@@ -332,17 +335,23 @@ class AsyncPoolLoop(PoolLoop):
 
         async def the_input_or_a_call_ends(feeder: asyncio.Future[None]) -> None:
             """Wait for the async input's next item (or its end), a call to end, or a
-            signal: results reach the body, and a signal stops the loop, while the input
-            waits."""
+            signal (`look_now`): results reach the body, and a signal stops the loop,
+            while the input waits."""
             waiter.append(loop.create_future())
             feeder.add_done_callback(wake_the_loop)
-            session.on_stop = wake_the_loop
             try:
                 await waiter[0]
             finally:
-                session.on_stop = None
                 feeder.remove_done_callback(wake_the_loop)
                 waiter.clear()
+
+        def look_now() -> None:
+            """A signal, or a save asked for by another task (`asave`): the loop looks at
+            them after the result in hand, and a loop that waits for a call wakes to drop
+            the calls not started."""
+            nonlocal attention
+            attention = True
+            wake_the_loop()
 
         async def a_call_ends() -> None:
             waiter.append(loop.create_future())
@@ -383,6 +392,8 @@ class AsyncPoolLoop(PoolLoop):
         completed = False
         stop: BaseException | None = None
         signals.loop_running = True
+        attention = session.stop_soon or signals.pending is not None or checkpoint.owed is not None
+        session.on_stop = checkpoint.on_owed = look_now
         try:
             countdown = checkpoint.items_between_checks
             failed = progress.failures.items  # the same dict for the whole loop
@@ -437,13 +448,9 @@ class AsyncPoolLoop(PoolLoop):
                     ):  # by key, a recorded failure, a retry: see _count
                         self._count(where, progress)
                 countdown -= 1
-                if (
-                    countdown <= 0
-                    or session.stop_soon
-                    or signals.pending is not None
-                    or checkpoint.owed is not None
-                ):
+                if countdown <= 0 or attention:
                     stopping = session.stop_soon or signals.pending is not None
+                    attention = stopping  # once stopping, at every result until the last
                     if countdown <= 0 or stopping:
                         checkpoint.reached(progress.position)
                         countdown = checkpoint.items_between_checks
@@ -473,6 +480,7 @@ class AsyncPoolLoop(PoolLoop):
             stop = None  # frees the run at once: see `resumable._drivers.loop`
             ended_event.set()
             signals.loop_running = False
+            session.on_stop = checkpoint.on_owed = None
             signals.task = opener
             checkpoint.tell_askers(False)  # a save asked for and not made: theirs to make
             # Calls still running (a break, an error in the body, a second signal) are
