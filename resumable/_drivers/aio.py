@@ -49,8 +49,8 @@ logger = logging.getLogger("resumable")
 
 DEFAULT_CONCURRENCY = 16
 
-# A call's place in the submission order, its item's place (index or key), whether it
-# returned, and what it returned or raised.
+# A call's number (the order calls start in, which is the order they were queued in), its
+# item's place (index or key), whether it returned, and what it returned or raised.
 Ended = tuple[int, Key | int, bool, Any]
 
 
@@ -169,7 +169,7 @@ class AsyncPoolLoop(PoolLoop):
         todo: deque[tuple[Key | int, Any]] = deque()  # queued: not started
         idle: deque[asyncio.Future[None]] = deque()  # a worker waiting for a call, each
         ended: deque[Ended] = deque()  # calls that ended, as they ended
-        ready: dict[int, Ended] = {}  # ordered: those that ended, by submission number
+        ready: dict[int, Ended] = {}  # ordered: those that ended, by number
         # The loop's, while it waits for a call: taken out as it is woken.
         waiter: list[asyncio.Future[None]] = []
         cancelling = False  # the loop cancels its workers: their cancellation is not a call's
@@ -403,7 +403,7 @@ class AsyncPoolLoop(PoolLoop):
             above = marked.done_above if marked is not None else None
             while True:
                 # The next call whose result goes to the body, if it has ended: the first
-                # that ended, unless ordered and another call is next in submission order.
+                # that ended, unless ordered and another call is next by number.
                 found: Ended | None
                 if ended:
                     found = ended.popleft()
