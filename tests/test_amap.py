@@ -54,7 +54,14 @@ def test_results_equal_asyncio_gather_in_input_order(state_path: Path) -> None:
     assert asyncio.run(main()) == asyncio.run(gathered())
 
 
-def test_unordered_results_are_every_result_once_and_calls_overlap(state_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("concurrency", "most_at_once"),
+    [(10, 10), (None, 16)],  # docs/concurrent.md: concurrency=16 by default
+    ids=["concurrency=10", "default"],
+)
+def test_unordered_results_are_every_result_once_and_calls_overlap(
+    state_path: Path, concurrency: int | None, most_at_once: int
+) -> None:
     running = most = 0
 
     async def slow(number: int) -> int:
@@ -66,14 +73,15 @@ def test_unordered_results_are_every_result_once_and_calls_overlap(state_path: P
         return number
 
     async def main() -> list[int]:
+        options = {} if concurrency is None else {"concurrency": concurrency}
         async with Resumable(state_path) as r:
-            got = [n async for n in r.amap(slow, range(300), concurrency=10, ordered=False)]
+            got = [n async for n in r.amap(slow, range(300), ordered=False, **options)]
             assert r.position == 300
             assert r.finished
             return got
 
     assert sorted(asyncio.run(main())) == list(range(300))
-    assert most == 10  # never more than concurrency at once, and that many
+    assert most == most_at_once  # never more than concurrency at once, and that many
 
 
 def test_a_finished_job_calls_nothing_on_the_next_run(state_path: Path) -> None:
@@ -840,25 +848,6 @@ def test_a_custom_policy_sees_saves_under_asyncio_as_under_iterate(state_path: P
 
 
 # -- the mutation run of _drivers.aio (docs/reliability.md) ---------------------------------
-
-
-def test_amap_awaits_16_calls_at_once_by_default(state_path: Path) -> None:
-    running = most = 0
-
-    async def slow(number: int) -> int:
-        nonlocal running, most
-        running += 1
-        most = max(most, running)
-        await asyncio.sleep(0.001 * (number % 5))  # real waits: the calls overlap
-        running -= 1
-        return number
-
-    async def main() -> list[int]:
-        async with Resumable(state_path) as r:
-            return [n async for n in r.amap(slow, range(300), ordered=False)]
-
-    assert sorted(asyncio.run(main())) == list(range(300))
-    assert most == 16  # docs/concurrent.md: concurrency=16
 
 
 def test_a_retried_failure_above_the_watermark_that_succeeds_is_no_longer_failed(
