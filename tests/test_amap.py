@@ -73,9 +73,9 @@ def test_unordered_results_are_every_result_once_and_calls_overlap(
         return number
 
     async def main() -> list[int]:
-        options = {} if concurrency is None else {"concurrency": concurrency}
         async with Resumable(state_path) as r:
-            got = [n async for n in r.amap(slow, range(300), ordered=False, **options)]
+            calls = r.amap(slow, range(300), concurrency=concurrency, ordered=False)
+            got = [n async for n in calls]
             assert r.position == 300
             assert r.finished
             return got
