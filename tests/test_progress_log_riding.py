@@ -428,10 +428,11 @@ def finish_sink_job(state: Path) -> str:
 def test_a_record_of_output_lengths_torn_or_flipped_gives_the_lengths_before(
     tmp_path: Path,
 ) -> None:
-    """The last record cut at every byte, or a bit of each byte of it flipped: the length
-    of the record before (lines 0 to 4), which the next run cuts the file back to; the
-    finished output is that of one uninterrupted run. A bit flipped in a record that
-    another follows is damage naming the log."""
+    """The last record cut at every byte, or a bit flipped in each byte of its header and
+    in every third byte of its payload: the length of the record before (lines 0 to 4),
+    which the next run cuts the file back to; the finished output is that of one
+    uninterrupted run. A bit flipped in a record that another follows is damage naming
+    the log."""
     copy = sink_crash(tmp_path)
     log = log_of(copy)
     data = log.read_bytes()
@@ -444,7 +445,7 @@ def test_a_record_of_output_lengths_torn_or_flipped_gives_the_lengths_before(
     for cut in range(start, end):
         log.write_bytes(data[:cut])
         assert sink_length(copy) == before, f"log cut at byte {cut} of {end}"
-    for byte in range(start, end):
+    for byte in [*range(start, start + 9), *range(start + 9, end, 3)]:
         damaged = bytearray(data)
         damaged[byte] ^= 1 << (byte % 8)
         log.write_bytes(damaged)
