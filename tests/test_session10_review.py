@@ -668,3 +668,114 @@ def test_items_appended_to_a_list_input_in_the_body_of_map_are_not_lost(
     first = run()
     assert len(items) == 15
     assert sorted(first + run()) == [*range(10), *range(100, 105)]
+
+
+# Killed (SIGKILL, by itself) in the body of item `kill_at`, saving after every item; over
+# input "a" item 3 fails and is recorded, over input "b" (another first item) nothing
+# fails, and on_change="restart" starts the job over.
+KILLED_JOB = r"""
+import os, signal, sys
+from resumable import NPolicy, Resumable
+
+state, which, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+items = list(range(20)) if which == "a" else [-1, *range(1, 20)]
+with Resumable(state, quiet=True, policy=NPolicy(1)) as r:
+    for item in r.iterate(items, on_error="record", on_change="restart"):
+        with r.attempt():
+            if which == "a" and item == 3:
+                raise ValueError("fails in the first input")
+        if item == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_failure_only_the_log_held_stays_gone_after_a_restart_and_another_kill(
+    tmp_path: Path,
+) -> None:
+    """The job's first failure rides the progress log, and the run is killed: only the
+    log holds it. The next run, over another input, starts over (on_change="restart") and
+    is killed too: the run after it finds no failure from the first input."""
+    script, state = tmp_path / "killed_job.py", tmp_path / "job.state"
+    script.write_text(KILLED_JOB)
+    for which, kill_at in (("a", 5), ("b", 7)):
+        killed = subprocess.run(
+            [sys.executable, str(script), str(state), which, str(kill_at)],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        if which == "a":
+            assert [f.position for f in inspect(state).failed] == [3]
+    snapshot = inspect(state)
+    assert (snapshot.position, snapshot.failed) == (7, ())
+    with Resumable(state, quiet=True) as r:
+        assert list(r.iterate([-1, *range(1, 20)])) == list(range(7, 20))
+        assert not r.failed
+
+
+async def one_turn_then(index: int) -> int:
+    await asyncio.sleep(0)
+    return index
+
+
+def raising_at_5(error: BaseException) -> Any:
+    """A plain function for amap: a coroutine, but raises `error` itself for item 5."""
+
+    def call(index: int) -> Any:
+        if index == 5:
+            raise error
+        return one_turn_then(index)
+
+    return call
+
+
+def two_arguments(index: int, extra: int) -> Any:
+    return one_turn_then(index + extra)
+
+
+wrong_arity: Any = two_arguments  # amap calls it with one: a TypeError of the call
+
+
+@pytest.mark.parametrize(
+    ("fn", "raised", "position"),
+    [
+        (raising_at_5(KeyboardInterrupt()), KeyboardInterrupt, 5),
+        (raising_at_5(asyncio.CancelledError()), asyncio.CancelledError, 5),
+        (raising_at_5(GeneratorExit()), GeneratorExit, 5),
+        (raising_at_5(ValueError("x")), ValueError, 5),
+        (wrong_arity, TypeError, 0),
+    ],
+    ids=["KeyboardInterrupt", "CancelledError", "GeneratorExit", "ValueError", "arity"],
+)
+def test_amap_raises_what_fn_raises_as_it_is_called_after_the_results_before_it(
+    state_path: Path, fn: Any, raised: type[BaseException], position: int
+) -> None:
+    """fn raises as it is called, before any awaitable: the loop raises that error, as it
+    is (a TypeError of the call itself is not taken for an fn that is not async), once
+    the results before it were handed out, and they are done."""
+    handed: list[int] = []
+
+    async def run() -> None:
+        async with Resumable(state_path, quiet=True) as r:
+            async for index in r.amap(fn, range(10), concurrency=2, window=4):
+                handed.append(index)
+
+    with pytest.raises(raised) as caught:
+        asyncio.run(asyncio.wait_for(run(), timeout=30))
+    if raised is TypeError:
+        assert "cannot be awaited" not in str(caught.value)
+        assert "extra" in str(caught.value)
+    assert handed == list(range(position))
+    assert inspect(state_path).position == position
+
+
+def test_amap_records_a_type_error_of_the_call_itself_for_each_item(state_path: Path) -> None:
+    async def run() -> list[int]:
+        async with Resumable(state_path, quiet=True) as r:
+            return [index async for index in r.amap(wrong_arity, range(4), on_error="record")]
+
+    assert asyncio.run(run()) == []
+    failed = inspect(state_path).failed
+    assert [(f.position, f.error_type) for f in failed] == [(i, "TypeError") for i in range(4)]
+    assert all("extra" in f.message for f in failed)
