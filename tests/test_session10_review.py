@@ -779,3 +779,44 @@ def test_amap_records_a_type_error_of_the_call_itself_for_each_item(state_path: 
     failed = inspect(state_path).failed
     assert [(f.position, f.error_type) for f in failed] == [(i, "TypeError") for i in range(4)]
     assert all("extra" in f.message for f in failed)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review10 (from before session 10): asave() from another task while amap waits "
+    "for a call is made only once a call ends: a slow call (minutes) holds it that long, "
+    "though the loop has no result in hand and look_now wakes it",
+)
+def test_asave_from_another_task_returns_while_amap_waits_for_a_slow_call(
+    state_path: Path,
+) -> None:
+    """Item 1's call waits until the save is made; items 0 and its body are done by then,
+    and the loop waits for item 1 (window=1): the save is made without waiting for it."""
+    saved: list[int] = []
+
+    async def run() -> None:
+        started, release = asyncio.Event(), asyncio.Event()
+
+        async def call(index: int) -> int:
+            if index == 1:
+                started.set()
+                await release.wait()
+            return index
+
+        async with Resumable(state_path, quiet=True, policy=NPolicy(10**9)) as r:
+
+            async def save_meanwhile() -> None:
+                await started.wait()
+                try:
+                    await asyncio.wait_for(r.asave(), timeout=2)
+                    saved.append(inspect(state_path).position)
+                finally:
+                    release.set()
+
+            saver = asyncio.create_task(save_meanwhile())
+            async for _ in r.amap(call, range(3), concurrency=1, window=1):
+                pass
+            await saver
+
+    asyncio.run(run())
+    assert saved == [1]
