@@ -569,6 +569,20 @@ def test_a_failure_journal_is_rewritten_once_it_holds_more_than_1_000_entries(
     assert [item.where for item in inspect(state_path).failed] == keys[passing:]
 
 
+def test_a_failure_journal_of_more_than_twice_its_records_in_entries_is_rewritten(
+    state_path: Path,
+) -> None:
+    """The other side of the rule: past 1,000 entries, a rewrite once the entries are more
+    than twice the records standing. 600 items fail; then 100 succeed and 500 fail again:
+    1,200 entries for 500 records (more than 1,000, and than 2 x 500), rewritten into a
+    new generation of the 500."""
+    keys = [f"item-{n}" for n in range(600)]
+    run(state_path, keys, set(keys), keyed=True)
+    run(state_path, keys, set(keys[100:]), keyed=True)
+    failed = state_document(state_path)["progress"]["failed"]
+    assert (failed["generation"], failed["entries"], failed["items"]) == (1, 500, 500)
+
+
 def test_with_the_fold_threshold_at_3_records_the_failure_journal_folds_every_third_save(
     state_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
