@@ -266,6 +266,30 @@ def test_journal_files_get_the_state_file_s_permissions(
     assert state_path.stat().st_mode & 0o777 == 0o600
 
 
+def test_the_journal_files_of_a_new_job_get_the_usual_permission_bits_less_the_umask(
+    state_path: Path,
+) -> None:
+    """Under umask 002 a new keyed job's files, its key and failure journals too, are
+    0664, as open() makes any file: no execute bit, whatever the bits they are made with."""
+    umask = os.umask(0o002)
+    try:
+        with Resumable(state_path, policy=NPolicy(1)) as r:
+            for item in r.iterate(["a", "b", "c"], key=str, on_error="record"):
+                with r.attempt():
+                    if item == "b":
+                        raise ValueError("b fails")
+    finally:
+        os.umask(umask)
+    journals = [
+        *state_path.parent.glob("job.state.keys-*"),
+        *state_path.parent.glob("job.state.failed-*"),
+    ]
+    assert len(journals) == 2
+    assert {path.name: path.stat().st_mode & 0o777 for path in journals} == {
+        path.name: 0o664 for path in journals
+    }
+
+
 def test_the_first_journal_file_of_a_private_keyed_job_is_private(state_path: Path) -> None:
     """A keyed job that has finished no key yet has a state file and no journal. Made
     private (chmod 600), the journal file its next run creates to append keys is 0600

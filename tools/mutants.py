@@ -133,6 +133,7 @@ TESTS: dict[str, list[str]] = {
         "test_save_schedule",
         "test_what_a_user_sees",
         "test_failures",
+        "test_progress_log",
     ],
     "_resumable": _CONTROLLER,
     "_session": [*_CONTROLLER, "test_display", "test_sinks", "test_sinks_footer", "test_signals"],
