@@ -34,21 +34,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("resumable")
 
 
-# This process's pid, renewed in the child of a fork: every save asks whether it runs in
-# the process that opened the job, and os.getpid() is a system call (a save of progress
-# is one append: each call costs a part of a percent of it).
-_process_id = os.getpid()
-
-
-def _renew_process_id() -> None:
-    global _process_id
-    _process_id = os.getpid()
-
-
-if hasattr(os, "register_at_fork"):  # Windows has no fork
-    os.register_at_fork(after_in_child=_renew_process_id)
-
-
 class Session:
     """The lifecycle of one run: lock, load, handlers, the stop line, release."""
 
@@ -90,11 +75,11 @@ class Session:
 
     def opened_here(self) -> bool:
         """Whether this process opened the job (not a copy made by ``os.fork()``)."""
-        return self.pid == _process_id
+        return self.pid == os.getpid()
 
     def require_opening_process(self) -> None:
         """Raise `UsageError` in a child made by ``os.fork()`` while this job was open."""
-        if self.pid != _process_id:
+        if self.pid != os.getpid():
             raise UsageError(
                 f"{self.path} was opened by process {self.pid}; this is process "
                 f"{os.getpid()}, a copy made by os.fork() (multiprocessing's 'fork' start "
@@ -114,7 +99,7 @@ class Session:
         whose collection frees them, should its exit never run. Under asyncio the handlers
         go through `event_loop`, and a stop at once cancels `task` (see `_signals`)."""
         self.lifecycle = "open"
-        self.pid = _process_id
+        self.pid = os.getpid()
         # The exit path releases the lock and the handlers whatever lands in it, except an
         # exception at its very first line (from a trace function or a handler that is not
         # ours; ours wait), which skips the exit as it would any context manager's. Then

@@ -414,12 +414,6 @@ def test_a_job_opened_in_a_forkserver_child_with_resumable_preloaded_saves(
     assert run_forking_job(tmp_path, "forkserver") == ["own job saved 3", "parent done: 5 {}"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review10: the pid a save compares is renewed by os.register_at_fork only; a "
-    "child forked by C code (here libc's fork() through ctypes) saves the parent's job, "
-    "which os.getpid() refused before 147a1f8",
-)
 def test_a_child_forked_by_c_code_cannot_save_the_parent_s_job(tmp_path: Path) -> None:
     lines = run_forking_job(tmp_path, "c")
     assert lines[:2] == ["child refused", "after the child: nothing saved"]
