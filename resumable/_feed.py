@@ -120,7 +120,9 @@ class _SequenceFeed(Feed[T]):
         self._total: Callable[[], int] = lambda: len(items) - start
 
     def chunk(self, size: int) -> Iterator[T]:
-        return itertools.islice(self._source, size)
+        # To the list's length as it is: pulling past its end would stop its iterator for
+        # good, and items appended later (by the body) would never be read.
+        return itertools.islice(self._source, min(size, self._counter.__length_hint__()))
 
     def taken(self) -> int:
         left = self._counter.__length_hint__()

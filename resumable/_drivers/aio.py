@@ -274,7 +274,9 @@ class AsyncPoolLoop(PoolLoop):
         def queue_from_input() -> None:
             """`top_up` for an input that is no async one: the items taken in C, as many
             as the window has room for, and those past the watermark's limit put back."""
-            nonlocal outstanding, input_ended
+            nonlocal outstanding, input_ended, work_sync
+            if input_ended and not outstanding and (more := self.more_work()) is not None:
+                work_sync, input_ended = more, False  # a list the body appended to
             room = window - outstanding
             before = len(todo)
             limit = marked.watermark + window if marked is not None else None

@@ -23,7 +23,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
 from concurrent.futures import BrokenExecutor, Executor, Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FuturesTimeoutError
-from itertools import chain, count
+from itertools import chain, count, islice
+from operator import length_hint
 from typing import Any, TypeVar
 
 from resumable._checkpoint import Checkpoint
@@ -74,6 +75,9 @@ class PoolLoop(Loop):
         # The job's progress, of one kind or the other, once `start` chose it.
         self._marked: WatermarkProgress | None = None
         self._keyed: KeyProgress | None = None
+        # What gives more work once the work ran out, if the input was a list the body
+        # appended to after it was read to its end (`more_work`).
+        self._more: Callable[[], Iterator[tuple[Key | int, Any]] | None] = _nothing_more
 
     @classmethod
     def checked(
@@ -183,14 +187,33 @@ class PoolLoop(Loop):
 
         An iterator of C parts (`chain` of `zip`s): the Python code runs once per chunk of
         the input, not per item."""
-        return chain(retried, chain.from_iterable(_indexed_chunks(feed, progress)))
+        read = _InputRead(feed, progress)
+        self._more = read.more
+        return chain(retried, chain.from_iterable(read.chunks()))
 
     def _keyed_work(
         self, items: Iterable[T], key: Callable[[T], Key], progress: KeyProgress
     ) -> Iterator[tuple[Key | int, T]] | AsyncIterator[tuple[Key | int, T]]:
         """The items whose key is not done (nor given up), each with its key, once."""
         wanted = KeysWanted(key, progress, self.options.max_attempts)
-        return filter(None, map(wanted.of, items))
+        source = iter(items)
+        if type(source) is not _LIST_ITERATOR:
+            return filter(None, map(wanted.of, source))
+
+        # A list: read to its length as it is (a list's iterator that reads past the end
+        # stops for good), and on to the end of what the body appended, when asked.
+        def up_to_the_end() -> Iterator[tuple[Key | int, Any]] | None:
+            left = length_hint(source)
+            return filter(None, map(wanted.of, islice(source, left))) if left else None
+
+        self._more = up_to_the_end
+        return up_to_the_end() or iter(())
+
+    def more_work(self) -> Iterator[tuple[Key | int, Any]] | None:
+        """Once the work ran out and every result was handed out: the work of the items
+        the body appended to a list input after it was read to its end (as a for loop
+        over a list goes on with them), or None."""
+        return self._more()
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -239,6 +262,9 @@ class PoolLoop(Loop):
                         future.add_done_callback(ended.put)
                     held = None
                 if not pending:
+                    if input_ended and (more := self.more_work()) is not None:
+                        work, input_ended = more, False
+                        continue
                     break
                 future = _next_ended(order, ended) if ordered else _next_ended(None, ended)
                 where, _ = pending.pop(future)
@@ -411,9 +437,7 @@ def check_count(value: object, name: str, method: str = "map") -> int | None:
     return value
 
 
-def _indexed_chunks(
-    feed: Feed[T], progress: WatermarkProgress
-) -> Iterator[Iterable[tuple[Key | int, T]]]:
+class _InputRead:
     """The input from the watermark, a chunk at a time, each item with its index.
 
     Done items are left out: those an earlier run finished above the watermark, and those
@@ -421,17 +445,37 @@ def _indexed_chunks(
     yet, the window being full. This run adds to `done_above` only indexes already read,
     so past the highest index an earlier run finished, a chunk needs no test per item.
     """
-    index = progress.watermark
-    done_above, below = progress.done_above, progress.below
-    done_before = max(done_above, default=-1)
-    while True:
-        numbers = count(index)
-        pairs = zip(numbers, progress.tap(feed.chunk(MAX_CHUNK)), strict=False)
-        yield pairs if index > done_before else _not_done(pairs, done_above, below)
-        # zip takes the next number before it finds the chunk ended: one too many.
-        index = next(numbers) - 1
-        if feed.exhausted():
-            return
+
+    def __init__(self, feed: Feed[Any], progress: WatermarkProgress) -> None:
+        self._feed, self._progress = feed, progress
+        self._index: int | None = None  # the next item's, once reading started
+
+    def chunks(self) -> Iterator[Iterable[tuple[Key | int, Any]]]:
+        progress, feed = self._progress, self._feed
+        index = progress.watermark if self._index is None else self._index
+        done_above, below = progress.done_above, progress.below
+        done_before = max(done_above, default=-1)
+        while True:
+            numbers = count(index)
+            pairs = zip(numbers, progress.tap(feed.chunk(MAX_CHUNK)), strict=False)
+            yield pairs if index > done_before else _not_done(pairs, done_above, below)
+            # zip takes the next number before it finds the chunk ended: one too many.
+            index = self._index = next(numbers) - 1
+            if feed.exhausted():
+                return
+
+    def more(self) -> Iterator[tuple[Key | int, Any]] | None:
+        """The items a list input gained after it was read to its end, if any."""
+        if self._index is None or self._feed.exhausted():
+            return None
+        return chain.from_iterable(self.chunks())
+
+
+_LIST_ITERATOR: type[Iterator[Any]] = type(iter([]))
+
+
+def _nothing_more() -> None:
+    return None
 
 
 def _not_done(
