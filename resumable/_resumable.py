@@ -551,8 +551,9 @@ class Resumable:
         """`save`, under asyncio: made in the job's save thread while the event loop runs on.
 
         Called from another task than the one that loops, while `amap` or `aiterate`
-        runs, the save is made by the loop after its current item (it counts the items
-        done in its own task), and this waits for it.
+        runs, the save is made by the loop after its current item, or at once by an
+        `amap` that waits for its calls (it counts the items done in its own task), and
+        this waits for it.
         """
         import asyncio
 

@@ -775,12 +775,6 @@ def test_amap_records_a_type_error_of_the_call_itself_for_each_item(state_path: 
     assert all("extra" in f.message for f in failed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review10 (from before session 10): asave() from another task while amap waits "
-    "for a call is made only once a call ends: a slow call (minutes) holds it that long, "
-    "though the loop has no result in hand and look_now wakes it",
-)
 def test_asave_from_another_task_returns_while_amap_waits_for_a_slow_call(
     state_path: Path,
 ) -> None:

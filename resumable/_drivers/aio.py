@@ -420,8 +420,12 @@ class AsyncPoolLoop(PoolLoop):
                         await top_up()
                     if not outstanding:
                         break
-                    if not ended:  # top_up may have waited on an async input: calls ended
-                        await a_call_ends()
+                    if ended:  # top_up may have waited on an async input: calls ended
+                        continue
+                    if checkpoint.owed is not None:  # an asave while the calls run: made now
+                        await pay_owed(checkpoint, saves)
+                        continue
+                    await a_call_ends()
                     continue
                 outstanding -= 1
                 handed += 1
