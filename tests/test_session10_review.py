@@ -11,8 +11,10 @@ record is cached between saves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -26,6 +28,8 @@ import orjson
 import pytest
 
 from resumable import InputChangedError, NPolicy, Resumable, inspect
+
+from jobs.harness import campaign_seed
 
 # A first run leaves the job with its watermark at W and items done above it on both
 # sides of the edges of the chunks the next run reads the input in (1,024 items each,
@@ -840,3 +844,102 @@ def test_no_queued_call_of_amap_starts_after_ctrl_c_is_seen_while_the_body_await
     with pytest.raises(KeyboardInterrupt):
         asyncio.run(run())
     assert seen[1] == seen[0]
+
+
+def random_run(
+    state: Path, rng: random.Random, size: int, failing: set[int]
+) -> tuple[list[int], set[int], set[int]]:
+    """One run of map or amap with random settings, stopped at random (a break, ctrl+c,
+    or none); the items handed out, those done, and those whose body failed."""
+    driver, kind = rng.choice(["map", "amap"]), rng.choice(["range", "list", "generator"])
+    items: Iterable[int] = range(size)
+    if kind == "list":
+        items = list(items)
+    elif kind == "generator":
+        items = (index for index in range(size))
+    ordered, window = rng.random() < 0.3, rng.choice([1, 7, 100, 1023, 1025, 3000])
+    stop, stop_after = rng.choice([None, "break", "signal"]), rng.randrange(1, size + 1)
+    failing_now = {index for index in failing if rng.random() < 0.6}
+    handed: list[int] = []
+    done: set[int] = set()
+
+    def body(r: Resumable, index: int) -> bool:
+        """The body of one result; whether the loop goes on."""
+        if stop == "break" and len(handed) == stop_after:
+            return False
+        handed.append(index)
+        with r.attempt():
+            if index in failing_now:
+                raise BoomError(index)
+            done.add(index)
+        return True
+
+    if driver == "map":
+        with contextlib.suppress(KeyboardInterrupt), Resumable(state, quiet=True) as r:
+            for index in r.map(abs, items, ordered=ordered, window=window, on_error="record"):
+                if not body(r, index):
+                    break
+                if stop == "signal" and len(handed) == stop_after:
+                    os.kill(os.getpid(), signal.SIGINT)
+        return handed, done, set(handed) - done
+
+    turns = {index: rng.choice([0, 0, 1, 3]) for index in range(size)}
+    for stuck in rng.sample(range(size), 2):
+        turns[stuck] = 500  # results far above the watermark while it waits
+
+    async def call(index: int) -> int:
+        for _ in range(turns[index]):
+            await asyncio.sleep(0)
+        return index
+
+    async def run() -> None:
+        async with Resumable(state, quiet=True) as r:
+            concurrency = rng.choice([1, 4, 64])
+            async for index in r.amap(
+                call,
+                items,
+                ordered=ordered,
+                window=window,
+                on_error="record",
+                concurrency=concurrency,
+            ):
+                if not body(r, index):
+                    break
+                if stop == "signal" and len(handed) == stop_after:
+                    await send_and_let_the_loop_see()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+    return handed, done, set(handed) - done
+
+
+@pytest.mark.slow
+def test_random_runs_of_map_and_amap_hand_out_no_item_twice_and_skip_none(
+    tmp_path: Path,
+) -> None:
+    """Campaigns of runs with random drivers, inputs, windows, orders, stops and failures
+    (max_attempts=3) over 1,024 to 3,000 items: no run hands out an item twice, nor one
+    an earlier run did; a finished job did every item but those given up."""
+    rng = random.Random(campaign_seed())
+    for campaign in range(200):
+        size = rng.choice([1024, 1025, 2049, 3000])
+        failing = set(rng.sample(range(size), rng.choice([0, 3, 20])))
+        state = tmp_path / f"job{campaign}.state"
+        done_before: set[int] = set()
+        failures: dict[int, int] = {}
+        # Until the job finished and has no failed item left to retry (max_attempts=3).
+        while (
+            not state.exists()
+            or not (snapshot := inspect(state)).finished
+            or any(f.attempts < 3 for f in snapshot.failed)
+        ):
+            handed, done, failed = random_run(state, rng, size, failing)
+            assert len(handed) == len(set(handed))
+            assert not done_before & set(handed)
+            done_before |= done
+            for index in failed:
+                failures[index] = failures.get(index, 0) + 1
+            for index in done:
+                failures.pop(index, None)
+        assert {f.position: f.attempts for f in snapshot.failed} == failures
+        assert set(range(size)) - done_before == set(failures)
