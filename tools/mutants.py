@@ -99,7 +99,13 @@ TESTS: dict[str, list[str]] = {
         "test_fork",
         "test_signals",
     ],
-    "_store.journal_codec": ["test_journal", "test_journal_fuzz", "test_hostile_files"],
+    "_store.journal_codec": [
+        "test_journal",
+        "test_journal_files",
+        "test_malformed_progress",
+        "test_journal_fuzz",
+        "test_hostile_files",
+    ],
     "_keys": ["test_journal", "test_keyed", "test_key_display"],
     "_store.journal_files": [
         "test_journal_files",
