@@ -261,6 +261,12 @@ def test_a_quantity_policy_asks_after_the_next_item_when_it_cannot_predict_or_is
     assert written.items_until_check(SinceLastSave(items=4, seconds=0.0)) == 1
     written.add(1000)  # due already (its save may have been held by min_interval)
     assert written.items_until_check(SinceLastSave(items=4, seconds=0.0)) == 1
+    nearly = QuantityPolicy(1000)
+    nearly.add(950)  # 95 an item: the 50 left come within the next item (0.53 of one)
+    assert nearly.items_until_check(SinceLastSave(items=10, seconds=0.0)) == 1
+    later = QuantityPolicy(1000)
+    later.add(700)  # 70 an item: the 300 left are 4.3 items' worth, rounded down
+    assert later.items_until_check(SinceLastSave(items=10, seconds=0.0)) == 4
 
 
 @pytest.mark.parametrize(
