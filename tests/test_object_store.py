@@ -244,14 +244,16 @@ def test_the_renewal_thread_of_a_run_that_lost_its_lease_ends_at_its_next_turn(
     run.lock()
     renewer = run._lease._renewer
     assert renewer is not None
+    second = ObjectStore(job_url, lease_seconds=6)
     with freeze_time("2100-01-01", tick=False):  # long past any expiry of this lease
-        ObjectStore(job_url, lease_seconds=6).lock()
+        second.lock()
         with pytest.raises(StateLockedError, match="taken over by another run"):
             run.check_lock()
     renewer.join(timeout=60)
     assert not renewer.is_alive()
     assert failed == []
     run.unlock()
+    second.unlock()  # its renewal thread too: none outlives the test
 
 
 def test_an_expired_lease_is_taken_over_and_its_run_stops_at_its_next_check(
