@@ -427,3 +427,22 @@ def test_inspect_and_status_show_a_map_job(
     shown = capsys.readouterr().out
     assert "by position, out of order (r.map)" in shown
     assert f"items done   {r.position}" in shown
+
+
+def test_a_retried_failure_that_succeeds_is_saved_as_the_loop_completes(state_path: Path) -> None:
+    """Run 1 records item 3's failure; run 2 retries it, and it succeeds: the loop's end
+    saves that (a completion save, inside the with block), not only the exit."""
+    fixed = False
+
+    def flaky(item: int) -> int:
+        if item == 3 and not fixed:
+            raise ValueError("no answer for 3")
+        return item
+
+    with Resumable(state_path) as r:
+        assert list(r.map(flaky, range(10), on_error="record")) == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    fixed = True
+    with Resumable(state_path) as r:
+        assert list(r.map(flaky, range(10), on_error="record")) == [3]
+        assert [(save.reason, save.position) for save in r.save_log] == [("completion", 10)]
+        assert inspect(state_path).failed == ()
