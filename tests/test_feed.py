@@ -6,7 +6,9 @@ import array
 import collections
 import itertools
 import signal
+import subprocess
 import sys
+import textwrap
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
@@ -369,3 +371,34 @@ def test_a_cut_landing_inside_any_line_of_the_feed_is_never_miscounted(
         else:
             break
         line += 1
+
+
+def test_a_range_past_2_63_items_resumed_far_in_jumps_to_its_position(tmp_path: Path) -> None:
+    """range(2**64) has a long range iterator of its own, which jumps too: resumed at
+    item 10**12 (a state file edited to that position, its checksum made anew), the loop
+    hands out item 10**12 at once. In a child with a time limit: reading through 10**12
+    items instead would take hours."""
+    code = textwrap.dedent(
+        f"""
+        import orjson, sys
+        from pathlib import Path
+        from resumable import Resumable
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from jobs.documents import checksummed
+        state = Path({str(tmp_path / "job.state")!r})
+        with Resumable(state) as r:
+            for item in r.iterate(range(2**64)):
+                if item == 3:
+                    break
+        document = orjson.loads(state.read_bytes())
+        del document["checksum"]
+        document["progress"]["position"] = 10**12
+        state.write_bytes(checksummed(document))
+        with Resumable(state) as r:
+            print(next(iter(r.iterate(range(2**64)))))
+        """
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert ran.stdout == f"{10**12}\n"
