@@ -814,12 +814,6 @@ def test_asave_from_another_task_returns_while_amap_waits_for_a_slow_call(
     assert saved == [1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review10 (from before session 10): a ctrl+c seen while amap's body awaits "
-    "takes back no queued call until the body returns: the worker starts every call the "
-    "window queued (docs/concurrent.md: 'none starts after the signal is seen')",
-)
 def test_no_queued_call_of_amap_starts_after_ctrl_c_is_seen_while_the_body_awaits(
     state_path: Path,
 ) -> None:

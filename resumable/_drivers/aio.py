@@ -337,7 +337,7 @@ class AsyncPoolLoop(PoolLoop):
 
         async def the_input_or_a_call_ends(feeder: asyncio.Future[None]) -> None:
             """Wait for the async input's next item (or its end), a call to end, or a
-            signal (`look_now`): results reach the body, and a signal stops the loop,
+            signal (`stop_soon`): results reach the body, and a signal stops the loop,
             while the input waits."""
             waiter.append(loop.create_future())
             feeder.add_done_callback(wake_the_loop)
@@ -348,12 +348,17 @@ class AsyncPoolLoop(PoolLoop):
                 waiter.clear()
 
         def look_now() -> None:
-            """A signal, or a save asked for by another task (`asave`): the loop looks at
-            them after the result in hand, and a loop that waits for a call wakes to drop
-            the calls not started."""
+            """A save asked for by another task (`asave`), or a signal: the loop looks at
+            it after the result in hand, or at once if it waits for a call."""
             nonlocal attention
             attention = True
             wake_the_loop()
+
+        def stop_soon() -> None:
+            """A signal (the first stops new calls): the calls queued are taken back now,
+            also while the body awaits, so that no worker starts one."""
+            drop_queued()
+            look_now()
 
         async def a_call_ends() -> None:
             waiter.append(loop.create_future())
@@ -395,7 +400,7 @@ class AsyncPoolLoop(PoolLoop):
         stop: BaseException | None = None
         signals.loop_running = True
         attention = session.stop_soon or signals.pending is not None or checkpoint.owed is not None
-        session.on_stop = checkpoint.on_owed = look_now
+        session.on_stop, checkpoint.on_owed = stop_soon, look_now
         try:
             countdown = checkpoint.items_between_checks
             failed = progress.failures.items  # the same dict for the whole loop
