@@ -381,10 +381,7 @@ class Checkpoint:
         session.saved_fingerprint = fingerprint
         self._saved_clock = now
         self._saved_count = count
-        # tuple.__new__: the named tuple's own __new__ without its Python frame.
-        self.save_log.append(
-            tuple.__new__(SaveRecord, (self.saves, position, seconds, saved_at, reason, fired))
-        )
+        self.save_log.append(SaveRecord(self.saves, position, seconds, saved_at, reason, fired))
         self.policy.on_save(covered)
         if self.display is not None:
             self.display.saved()
