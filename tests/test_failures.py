@@ -353,9 +353,8 @@ def test_an_item_whose_run_stopped_after_its_failure_leaves_the_list_once_it_suc
     assert run(state_path, items(), set()) == []  # nothing runs a second time
 
 
-def test_an_item_failing_again_past_the_position_counts_its_attempts_on(
-    state_path: Path,
-) -> None:
+def fail_page_2_then_stop(state_path: Path) -> None:
+    """A run in which page-2 fails (recorded), then ctrl+c in its body."""
     with pytest.raises(KeyboardInterrupt), Resumable(state_path, quiet=True) as r:
         for item in r.iterate(ITEMS, on_error="record"):
             with r.attempt():
@@ -363,6 +362,12 @@ def test_an_item_failing_again_past_the_position_counts_its_attempts_on(
                     raise UnavailableError("503")
             if item == "page-2":
                 raise KeyboardInterrupt
+
+
+def test_an_item_failing_again_past_the_position_counts_its_attempts_on(
+    state_path: Path,
+) -> None:
+    fail_page_2_then_stop(state_path)
     assert run(state_path, ITEMS, {"page-2"}) == ITEMS[2:]
     assert failed(state_path) == {2: 2}
 
@@ -371,13 +376,7 @@ def test_a_run_that_breaks_at_an_item_that_failed_before_keeps_its_record(
     state_path: Path,
 ) -> None:
     """The item was reached but not run: its failure record stays, attempts and all."""
-    with pytest.raises(KeyboardInterrupt), Resumable(state_path, quiet=True) as r:
-        for item in r.iterate(ITEMS, on_error="record"):
-            with r.attempt():
-                if item == "page-2":
-                    raise UnavailableError("503")
-            if item == "page-2":
-                raise KeyboardInterrupt
+    fail_page_2_then_stop(state_path)
     assert (inspect(state_path).position, failed(state_path)) == (2, {2: 1})
     assert run(state_path, ITEMS, set(), stop_at="page-2") == []
     assert (inspect(state_path).position, failed(state_path)) == (2, {2: 1})

@@ -461,6 +461,17 @@ def test_a_record_of_output_lengths_torn_or_flipped_gives_the_lengths_before(
     assert finish_sink_job(copy) == LINES
 
 
+def fail_the_next_fdatasync(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next os.fdatasync of this process fails with EIO; the ones after it flush."""
+    real = os.fdatasync
+
+    def fails_once(fd: int) -> None:
+        monkeypatch.setattr(os, "fdatasync", real)
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fdatasync", fails_once)
+
+
 def test_a_record_of_output_lengths_that_fails_leaves_them_to_the_exit_s_rewrite(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -469,12 +480,6 @@ def test_a_record_of_output_lengths_that_fails_leaves_them_to_the_exit_s_rewrite
     0 to 3, fsynced before the record), and the next run finishes with the output of one
     uninterrupted run."""
     state = tmp_path / "job.state"
-    real = os.fdatasync
-
-    def fails_once(fd: int) -> None:
-        monkeypatch.setattr(os, "fdatasync", real)
-        raise OSError(errno.EIO, os.strerror(errno.EIO))
-
     with (
         pytest.raises(StateWriteError, match=r"job\.state\.log.*EIO"),
         Resumable(state, policy=NPolicy(1)) as r,
@@ -483,7 +488,7 @@ def test_a_record_of_output_lengths_that_fails_leaves_them_to_the_exit_s_rewrite
         for item in r.iterate(range(10)):
             out.write(f"line {item}\n")
             if item == 3:
-                monkeypatch.setattr(os, "fdatasync", fails_once)
+                fail_the_next_fdatasync(monkeypatch)
     assert not log_of(state).exists()
     assert (inspect(state).position, sink_length(state)) == (4, len(LINES.split("line 4")[0]))
     assert finish_sink_job(state) == LINES
@@ -723,19 +728,13 @@ def test_a_keyed_append_that_fails_leaves_its_keys_to_the_exit_s_rewrite(
     record is cut off, and the exit's rewrite puts k1 and k2 (which rode the log) and k3
     (whose record failed) into the key journal. The next run starts at k4."""
     state = tmp_path / "job.state"
-    real = os.fdatasync
-
-    def fails_once(fd: int) -> None:
-        monkeypatch.setattr(os, "fdatasync", real)
-        raise OSError(errno.EIO, os.strerror(errno.EIO))
-
     with (
         pytest.raises(StateWriteError, match=r"job\.state\.log.*EIO"),
         Resumable(state, policy=NPolicy(1)) as r,
     ):
         for item in r.iterate(KEYS, key=str):
             if item == "k3":
-                monkeypatch.setattr(os, "fdatasync", fails_once)
+                fail_the_next_fdatasync(monkeypatch)
     assert not log_of(state).exists()
     assert committed_keys(state) == set(KEYS[:4])
     assert resumed(state) == KEYS[4:]

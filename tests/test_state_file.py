@@ -165,11 +165,18 @@ def test_flipped_bits_are_detected(state_path: Path) -> None:
         assert (snapshot.position, snapshot.state) == (3, {"note": "hello", "count": 12345})
 
 
-def test_a_corrupt_file_with_a_good_backup_resumes_from_the_backup(state_path: Path) -> None:
+def damage_a_job_at_5_with_its_backup_at_3(state_path: Path) -> bytes:
+    """A job saved at 3, then at 5 (its backup at 3), whose state file is then cut: the
+    bytes it now holds."""
     make_job(state_path, 3)
     make_job(state_path, 5)  # now at 5, backup at 3
     bad = b'{"truncated'
     state_path.write_bytes(bad)
+    return bad
+
+
+def test_a_corrupt_file_with_a_good_backup_resumes_from_the_backup(state_path: Path) -> None:
+    bad = damage_a_job_at_5_with_its_backup_at_3(state_path)
     with (
         pytest.warns(ResumableWarning, match="resuming from the backup"),
         Resumable(state_path) as r,
@@ -188,10 +195,7 @@ def test_after_the_fall_back_to_the_backup_only_the_first_save_sets_a_file_aside
     """The first save after resuming from the backup sets the damaged file aside as
     job.state.corrupt-<time>; the saves after it keep the previous save as the backup,
     as usual, and set nothing else aside (each rewrites the state file: r.state changes)."""
-    make_job(state_path, 3)
-    make_job(state_path, 5)  # now at 5, backup at 3
-    bad = b'{"truncated'
-    state_path.write_bytes(bad)
+    bad = damage_a_job_at_5_with_its_backup_at_3(state_path)
     with (
         pytest.warns(ResumableWarning, match="resuming from the backup"),
         Resumable(state_path, policy=NPolicy(1)) as r,
