@@ -236,9 +236,8 @@ class AsyncPoolLoop(PoolLoop):
             if not from_async:
                 queue_from_input()
                 return
-            # By position, nothing at or past the watermark + window: a slow item holds
-            # the watermark back, and so new calls (by key, only `outstanding` counts).
-            limit = marked.watermark + window if marked is not None else None
+            # An async input is tracked by key (`astart` refuses one by position): only
+            # `outstanding` counts against the window, no watermark.
             while not input_ended and outstanding < window:
                 if held is None:
                     if read:
@@ -259,8 +258,6 @@ class AsyncPoolLoop(PoolLoop):
                     if held is None:
                         input_ended = True
                         break
-                if limit is not None and held[0] >= limit:  # type: ignore[operator]
-                    break
                 if session.stop_soon:  # came while an async input made us wait: no call
                     break
                 todo.append(held)
